@@ -1,0 +1,148 @@
+//! [`ClientBuilder`]: seeds, certificates and defaults.
+
+use crate::client::{Client, Inner};
+use crate::error::ClientError;
+use crate::options::{Defaults, Mode};
+use arc_swap::ArcSwap;
+use ringkv_shared::Limits;
+use ringkv_shared::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds a [`Client`]. Defaults: N=3, R=2, W=2, 2 s timeout, direct mode.
+#[derive(Clone, Debug, Default)]
+pub struct ClientBuilder {
+    seeds: Vec<SocketAddr>,
+    tls: Option<TlsIdentity>,
+    defaults: Defaults,
+    mode: Mode,
+    limits: Limits,
+    connect_timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// Adds seed addresses: nodes asked for the ring at start, and again whenever every
+    /// cached node is unreachable.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds.extend(seeds);
+        self
+    }
+
+    /// The TLS identity to present (a certificate signed by the cluster CA) and the CA to
+    /// trust.
+    pub fn tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    /// Loads the TLS identity from PEM files.
+    pub fn tls_files(mut self, ca: &Path, cert: &Path, key: &Path) -> Result<Self, ClientError> {
+        let id = TlsIdentity::load(ca, cert, key).map_err(|e| ClientError::Tls {
+            reason: e.to_string(),
+        })?;
+        self.tls = Some(id);
+        Ok(self)
+    }
+
+    /// Replicas per key (default 3). Must match the cluster's intent for a key.
+    pub fn n(mut self, n: u8) -> Self {
+        self.defaults.n = n;
+        self
+    }
+
+    /// Replies a read waits for (default 2).
+    pub fn r(mut self, r: u8) -> Self {
+        self.defaults.r = r;
+        self
+    }
+
+    /// Acknowledgements a write waits for (default 2).
+    pub fn w(mut self, w: u8) -> Self {
+        self.defaults.w = w;
+        self
+    }
+
+    /// Default deadline of a call (default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.defaults.timeout = timeout;
+        self
+    }
+
+    /// Direct (client-driven, default) or router mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Size limits checked before sending (default [`Limits::default`], as nodes use).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long a connection attempt may take before a node counts as unreachable
+    /// (default 500 ms).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Connects to a seed, fetches and caches the ring.
+    pub async fn build(self) -> Result<Client, ClientError> {
+        self.defaults.validate()?;
+        self.limits
+            .validate()
+            .map_err(|reason| ClientError::InvalidInput { reason })?;
+        let tls = self.tls.ok_or_else(|| ClientError::Tls {
+            reason: "no TLS identity configured: call ClientBuilder::tls or tls_files".into(),
+        })?;
+        if self.seeds.is_empty() {
+            return Err(ClientError::Unavailable { errors: vec![] });
+        }
+        let tls_err = |e: ringkv_shared::quic::TlsError| ClientError::Tls {
+            reason: e.to_string(),
+        };
+        let config = client_config(&tls, &self.limits).map_err(tls_err)?;
+        let bind = bind_addr(&self.seeds);
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Unavailable {
+            errors: vec![(bind, format!("cannot bind a local UDP socket: {e}"))],
+        })?;
+        let transport = QuicTransport::new(
+            endpoint,
+            config,
+            TransportOptions {
+                limits: self.limits,
+                connect_timeout: self.connect_timeout.unwrap_or(Duration::from_millis(500)),
+                ..TransportOptions::default()
+            },
+        );
+        let ring = crate::client::fetch_ring(&transport, &self.seeds).await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport,
+                ring: ArcSwap::from_pointee(ring),
+                seeds: self.seeds,
+                defaults: self.defaults,
+                mode: self.mode,
+                limits: self.limits,
+                refreshing: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+}
+
+/// Loopback seeds get a loopback socket; otherwise the unspecified address of the seeds'
+/// family.
+fn bind_addr(seeds: &[SocketAddr]) -> SocketAddr {
+    let all_loopback = seeds.iter().all(|s| s.ip().is_loopback());
+    let v6 = seeds.first().is_some_and(SocketAddr::is_ipv6);
+    let ip: IpAddr = match (all_loopback, v6) {
+        (true, false) => Ipv4Addr::LOCALHOST.into(),
+        (true, true) => Ipv6Addr::LOCALHOST.into(),
+        (false, false) => Ipv4Addr::UNSPECIFIED.into(),
+        (false, true) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(ip, 0)
+}

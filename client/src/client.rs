@@ -1,0 +1,377 @@
+//! [`Client`]: quorum get, put and delete, in direct or router mode.
+
+use crate::builder::ClientBuilder;
+use crate::error::ClientError;
+use crate::options::{CallOptions, Defaults, Mode};
+use crate::versions::{Context, Versions};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use ringkv_shared::proto::{Quorum, Request, Response};
+use ringkv_shared::quic::QuicTransport;
+use ringkv_shared::transport::{Transport, TransportError};
+use ringkv_shared::{Limits, Member, ReplyError, Ring, fanout};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tracing::{Instrument, debug, debug_span};
+
+/// A handle to a ringkv cluster. Cheap to clone; clones share connections and the ring cache.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) transport: QuicTransport,
+    pub(crate) ring: ArcSwap<Ring>,
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) defaults: Defaults,
+    pub(crate) mode: Mode,
+    pub(crate) limits: Limits,
+    pub(crate) refreshing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("mode", &self.inner.mode)
+            .field("defaults", &self.inner.defaults)
+            .field("ring_epoch", &self.inner.ring.load().epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settles one call's N, quorum and deadline from the defaults and the overrides.
+fn settle(
+    defaults: &Defaults,
+    opts: &CallOptions,
+    default_quorum: u8,
+) -> Result<Quorum, ClientError> {
+    let n = opts.n.unwrap_or(defaults.n);
+    let required = opts.quorum.unwrap_or(default_quorum);
+    let timeout = opts.timeout.unwrap_or(defaults.timeout);
+    if n == 0 || required == 0 || required > n {
+        return Err(ClientError::InvalidInput {
+            reason: format!("quorum {required} must be between 1 and N={n}"),
+        });
+    }
+    Ok(Quorum {
+        n,
+        required,
+        timeout_ms: u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1),
+    })
+}
+
+fn key_label(key: &[u8]) -> String {
+    let shown = &key[..key.len().min(64)];
+    String::from_utf8_lossy(shown).into_owned()
+}
+
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The cached ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner.ring.load_full()
+    }
+
+    /// Reads `key` with the default R.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Versions, ClientError> {
+        self.get_with(key, CallOptions::default()).await
+    }
+
+    /// Reads `key`: returns once R replicas answered, with every concurrent value and the
+    /// context to write back with. Replicas that answered with older versions are repaired in
+    /// the background.
+    pub async fn get_with(
+        &self,
+        key: impl Into<Bytes>,
+        opts: CallOptions,
+    ) -> Result<Versions, ClientError> {
+        let key = key.into();
+        let q = settle(&self.inner.defaults, &opts, self.inner.defaults.r)?;
+        self.check(&key, None)?;
+        let span = debug_span!("get", key = %key_label(&key), r = q.required, n = q.n, mode = ?self.inner.mode);
+        async {
+            let object = match self.inner.mode {
+                Mode::Direct => {
+                    let targets = self.replicas(&key, q.n);
+                    fanout::read(
+                        &self.inner.transport,
+                        key,
+                        targets,
+                        q.required.into(),
+                        q.timeout(),
+                        true,
+                    )
+                    .await?
+                    .object
+                }
+                Mode::Router => match self.route(Request::RouteGet { key, quorum: q }, q).await? {
+                    Response::Object(o) => o,
+                    other => return Err(unexpected(other)),
+                },
+            };
+            self.after_reply();
+            Ok(Versions::from_object(&object))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Writes `value` with the default W.
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        context: &Context,
+    ) -> Result<Context, ClientError> {
+        self.put_with(key, value, context, CallOptions::default())
+            .await
+    }
+
+    /// Writes `value` for `key`, replacing the versions `context` covers. Returns once W
+    /// replicas hold the write, with the context after it.
+    pub async fn put_with(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        context: &Context,
+        opts: CallOptions,
+    ) -> Result<Context, ClientError> {
+        self.write(key.into(), Some(value.into()), context, opts)
+            .await
+    }
+
+    /// Deletes `key` with the default W: writes a tombstone replacing what `context` covers.
+    pub async fn delete(
+        &self,
+        key: impl Into<Bytes>,
+        context: &Context,
+    ) -> Result<Context, ClientError> {
+        self.delete_with(key, context, CallOptions::default()).await
+    }
+
+    /// Deletes `key` with per-call options.
+    pub async fn delete_with(
+        &self,
+        key: impl Into<Bytes>,
+        context: &Context,
+        opts: CallOptions,
+    ) -> Result<Context, ClientError> {
+        self.write(key.into(), None, context, opts).await
+    }
+
+    async fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: &Context,
+        opts: CallOptions,
+    ) -> Result<Context, ClientError> {
+        let q = settle(&self.inner.defaults, &opts, self.inner.defaults.w)?;
+        self.check(&key, value.as_deref())?;
+        let clock = context
+            .to_clock()
+            .map_err(|reason| ClientError::InvalidInput { reason })?;
+        let op = if value.is_some() { "put" } else { "delete" };
+        let span = debug_span!("write", op, key = %key_label(&key), w = q.required, n = q.n, mode = ?self.inner.mode);
+        async {
+            let clock = match self.inner.mode {
+                Mode::Direct => {
+                    let replicas = self.replicas(&key, q.n);
+                    fanout::coordinate_put(&self.inner.transport, key, clock, value, &replicas, q)
+                        .await?
+                }
+                Mode::Router => {
+                    let req = Request::RoutePut {
+                        key,
+                        context: clock,
+                        value,
+                        quorum: q,
+                    };
+                    match self.route(req, q).await? {
+                        Response::Put { clock } => clock,
+                        other => return Err(unexpected(other)),
+                    }
+                }
+            };
+            self.after_reply();
+            Ok(Context::from_clock(&clock))
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ClientError> {
+        self.inner
+            .limits
+            .check(key, value)
+            .map_err(|reason| ClientError::InvalidInput { reason })
+    }
+
+    /// The first `n` replicas of `key`'s partition, from the cached ring.
+    fn replicas(&self, key: &[u8], n: u8) -> Vec<Member> {
+        let ring = self.inner.ring.load();
+        ring.replicas(ring.partition_of(key), n.into())
+            .iter()
+            .filter_map(|id| ring.member(*id).cloned())
+            .collect()
+    }
+
+    /// Router mode: sends `req` to a random node not known down; on a connection failure
+    /// (nothing applied) tries another.
+    async fn route(&self, req: Request, q: Quorum) -> Result<Response, ClientError> {
+        let ring = self.inner.ring.load_full();
+        let mut candidates: Vec<&Member> = ring
+            .members()
+            .filter(|m| !self.inner.transport.is_down(m.id))
+            .collect();
+        if candidates.is_empty() {
+            candidates = ring.members().collect();
+        }
+        let deadline = tokio::time::Instant::now() + q.timeout();
+        let mut errors = Vec::new();
+        while !candidates.is_empty() {
+            // No RNG is held across the await below: client futures must stay `Send`.
+            let pick = candidates.swap_remove(rand::random_range(0..candidates.len()));
+            match tokio::time::timeout_at(deadline, self.inner.transport.call(pick, req.clone()))
+                .await
+            {
+                Ok(Ok(Response::Error(e))) => return Err(e.into()),
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(
+                    TransportError::Connect { reason, .. } | TransportError::Refused { reason, .. },
+                )) => {
+                    debug!(node = %pick.id, %reason, "router unreachable, trying another node");
+                    errors.push((pick.addr, reason));
+                }
+                Ok(Err(e)) => {
+                    return Err(ClientError::OutcomeUnknown {
+                        node: pick.id,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClientError::OutcomeUnknown {
+                        node: pick.id,
+                        reason: "no answer before the deadline".into(),
+                    });
+                }
+            }
+        }
+        Err(ClientError::Unavailable { errors })
+    }
+
+    /// Refreshes the ring in the background when a reply carried a newer epoch.
+    fn after_reply(&self) {
+        let seen = self.inner.transport.highest_epoch();
+        if seen <= self.inner.ring.load().epoch() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.refresh_ring().await {
+                debug!(error = %e, "ring refresh failed");
+            }
+        });
+    }
+
+    /// Fetches the ring again: from the cached members first, then from the seeds.
+    pub async fn refresh_ring(&self) -> Result<(), ClientError> {
+        let _one = self.inner.refreshing.lock().await;
+        let mut addrs: Vec<SocketAddr> = self.inner.ring.load().members().map(|m| m.addr).collect();
+        for seed in &self.inner.seeds {
+            if !addrs.contains(seed) {
+                addrs.push(*seed);
+            }
+        }
+        let ring = fetch_ring(&self.inner.transport, &addrs).await?;
+        if ring.epoch() >= self.inner.ring.load().epoch() {
+            self.inner.ring.store(Arc::new(ring));
+        }
+        Ok(())
+    }
+
+    /// Closes every connection. Calls made afterwards fail.
+    pub fn close(&self) {
+        self.inner
+            .transport
+            .endpoint()
+            .close(0u32.into(), b"client closed");
+    }
+}
+
+fn unexpected(resp: Response) -> ClientError {
+    match resp {
+        Response::Error(e) => e.into(),
+        other => ClientError::Node {
+            error: ReplyError::Unavailable {
+                reason: format!("unexpected reply {}", other.kind()),
+            },
+        },
+    }
+}
+
+/// Asks each address in turn for its ring; returns the first answer.
+pub(crate) async fn fetch_ring(
+    transport: &QuicTransport,
+    addrs: &[SocketAddr],
+) -> Result<Ring, ClientError> {
+    let mut errors = Vec::new();
+    let mut refused = Vec::new();
+    for &addr in addrs {
+        match transport.call_addr(addr, Request::GetRing).await {
+            Ok(Response::Ring(ring)) => return Ok(ring),
+            Ok(Response::Error(e)) => errors.push((addr, e.to_string())),
+            Ok(other) => errors.push((addr, format!("unexpected reply {}", other.kind()))),
+            Err(TransportError::Refused { reason, .. }) => refused.push((addr, reason)),
+            Err(e) => errors.push((addr, e.to_string())),
+        }
+    }
+    if errors.is_empty() && !refused.is_empty() {
+        return Err(ClientError::Tls {
+            reason: format!(
+                "every seed refused the handshake; is the client certificate signed by the cluster CA, \
+                 and the CA file the cluster's? ({})",
+                refused
+                    .iter()
+                    .map(|(a, r)| format!("{a}: {r}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
+    errors.extend(refused);
+    Err(ClientError::Unavailable { errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Applications spawn client calls on multi-threaded runtimes: every call's future must be
+    /// `Send` (a compile-time check; the body never runs to completion).
+    #[allow(dead_code, clippy::diverging_sub_expression)]
+    fn client_futures_are_send(c: Client) {
+        assert_send(&c.get("k"));
+        assert_send(&c.put("k", "v", &Context::empty()));
+        assert_send(&c.delete("k", &Context::empty()));
+        assert_send(&c.refresh_ring());
+    }
+
+    #[test]
+    fn settle_applies_overrides_and_rejects_impossible_quorums() {
+        let d = Defaults::default();
+        let q = settle(&d, &CallOptions::default().quorum(3), d.w).unwrap();
+        assert_eq!((q.n, q.required, q.timeout_ms), (3, 3, 2000));
+        assert!(settle(&d, &CallOptions::default().quorum(4), d.w).is_err());
+        assert!(settle(&d, &CallOptions::default().quorum(0), d.r).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! The ringkv client: a partition-aware library that applications link to talk to a ringkv
+//! cluster.
+//!
+//! The client caches the ring, computes each key's replicas itself, and talks to them over
+//! QUIC with mutual TLS: reads fan out to N replicas and return after R, reconciled, with
+//! stale replicas repaired in the background; writes go to the first healthy replica, which
+//! stamps the version and replicates until W replicas hold it. Concurrent writes come back as
+//! siblings in [`Versions::values`], with an opaque [`Context`] to write the resolution back
+//! with.
+//!
+//! ```no_run
+//! # async fn demo(tls: ringkv_shared::quic::TlsIdentity) -> Result<(), ringkv_client::ClientError> {
+//! use ringkv_client::{Client, Context};
+//! let client = Client::builder()
+//!     .seeds(["127.0.0.1:7001".parse().unwrap()])
+//!     .tls(tls)
+//!     .build()
+//!     .await?;
+//! let ctx = client.put("cart:42", "apples", &Context::empty()).await?;
+//! let read = client.get("cart:42").await?;
+//! assert_eq!(read.values.len(), 1);
+//! client.put("cart:42", "apples,pears", &read.context).await?;
+//! # let _ = ctx; Ok(()) }
+//! ```
+//!
+//! This crate does not store anything, run nodes or parse configs (see `ringkv-node`).
+//!
+//! # Layout
+//!
+//! - [`client`]: [`Client`], get/put/delete in direct and router mode.
+//! - [`builder`]: [`ClientBuilder`].
+//! - [`options`]: [`Mode`], defaults and per-call [`CallOptions`].
+//! - [`versions`]: [`Versions`] and the opaque [`Context`].
+//! - [`error`]: [`ClientError`].
+
+pub mod builder;
+pub mod client;
+pub mod error;
+pub mod options;
+pub mod versions;
+
+pub use builder::ClientBuilder;
+pub use client::Client;
+pub use error::ClientError;
+pub use options::{CallOptions, Mode};
+pub use ringkv_shared::quic::TlsIdentity;
+pub use versions::{Context, Versions};

@@ -1,0 +1,90 @@
+//! Replication defaults and per-call options.
+
+use crate::error::ClientError;
+use std::time::Duration;
+
+/// How requests are coordinated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Client-driven (default): the client computes each key's replicas from its cached ring,
+    /// reads from them directly, and sends writes to the first healthy replica.
+    #[default]
+    Direct,
+    /// Router mode: each request goes to one random node, which coordinates it, as behind a
+    /// load balancer. Slower (an extra hop, often to a non-replica); kept for comparison and
+    /// for clients that cannot track the ring.
+    Router,
+}
+
+/// Replication defaults of a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    /// Replicas per key.
+    pub n: u8,
+    /// Read quorum.
+    pub r: u8,
+    /// Write quorum.
+    pub w: u8,
+    /// Call deadline.
+    pub timeout: Duration,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            n: 3,
+            r: 2,
+            w: 2,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Defaults {
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        let bad = |reason: String| Err(ClientError::InvalidInput { reason });
+        if self.n == 0 {
+            return bad("N must be at least 1".into());
+        }
+        for (name, q) in [("R", self.r), ("W", self.w)] {
+            if q == 0 || q > self.n {
+                return bad(format!("{name}={q} must be between 1 and N={}", self.n));
+            }
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Per-call overrides; `None` keeps the client's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Replicas per key.
+    pub n: Option<u8>,
+    /// R for a read, W for a write.
+    pub quorum: Option<u8>,
+    /// Deadline of this call.
+    pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// Overrides R (reads) or W (writes).
+    pub fn quorum(mut self, q: u8) -> Self {
+        self.quorum = Some(q);
+        self
+    }
+
+    /// Overrides the deadline.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Overrides N.
+    pub fn n(mut self, n: u8) -> Self {
+        self.n = Some(n);
+        self
+    }
+}

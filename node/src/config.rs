@@ -1,0 +1,359 @@
+//! Node configuration: a TOML file, validated with errors that name the field.
+//!
+//! ```toml
+//! id = 1                          # this node's id; must appear in [[members]]
+//! listen = "127.0.0.1:7001"       # QUIC address to bind
+//! data_dir = "/var/lib/ringkv/n1"
+//! partitions = 1024               # Q: a power of two, fixed at cluster creation
+//!
+//! [storage]
+//! durability = "sync"             # sync | buffered | none
+//! buffered_interval_ms = 10       # fsync period under "buffered"
+//! cache_mb = 64                   # fjall block cache
+//!
+//! [tls]                           # PEM files; `ringkv-node certs` makes development ones
+//! ca = "certs/ca.pem"
+//! cert = "certs/n1.pem"
+//! key = "certs/n1-key.pem"
+//!
+//! [limits]                        # optional; defaults in ringkv_shared::Limits
+//! max_key_bytes = 1024
+//!
+//! [[members]]
+//! id = 1
+//! addr = "127.0.0.1:7001"
+//! ```
+
+use crate::storage::{Durability, StoreOptions};
+use ringkv_shared::ring::{DEFAULT_PARTITIONS, MAX_PARTITIONS};
+use ringkv_shared::{Limits, Member, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a node configuration.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// The file, or "<string>".
+        origin: String,
+        /// The parser's message (it names the line and the field).
+        message: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("config field `{field}`: {reason}")]
+    Invalid {
+        /// The field's path, e.g. `storage.durability` or `members[2].addr`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// When writes are acknowledged relative to fsync.
+    pub durability: Durability,
+    /// Background fsync period under `buffered`, in milliseconds.
+    pub buffered_interval_ms: u64,
+    /// Block cache size, in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            buffered_interval_ms: 10,
+            cache_mb: 64,
+        }
+    }
+}
+
+/// Paths of the node's TLS material.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// One member of the (static) cluster membership.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's node id.
+    pub id: u32,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+}
+
+/// A node's whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: u32,
+    /// Address to bind for QUIC.
+    pub listen: SocketAddr,
+    /// Where storage lives.
+    pub data_dir: PathBuf,
+    /// Q, the partition count (power of two).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Every member of the cluster, this node included.
+    pub members: Vec<MemberConfig>,
+}
+
+fn default_partitions() -> u32 {
+    DEFAULT_PARTITIONS
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file. Relative paths in it are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        if let Some(base) = path.parent() {
+            cfg.resolve_relative(base);
+        }
+        Ok(cfg)
+    }
+
+    /// Parses (without validating) a config from TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Renders the config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        for p in [
+            &mut self.data_dir,
+            &mut self.tls.ca,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// Checks every field; the error names the first field that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.partitions == 0
+            || !self.partitions.is_power_of_two()
+            || self.partitions > MAX_PARTITIONS
+        {
+            return Err(invalid(
+                "partitions",
+                format!(
+                    "{} is not a power of two between 1 and {MAX_PARTITIONS}",
+                    self.partitions
+                ),
+            ));
+        }
+        if self.members.is_empty() {
+            return Err(invalid(
+                "members",
+                "at least one member (this node) is required",
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if !ids.insert(m.id) {
+                return Err(invalid(
+                    format!("members[{i}].id"),
+                    format!("node id {} is listed twice", m.id),
+                ));
+            }
+            if m.addr.port() == 0 || m.addr.ip().is_unspecified() {
+                return Err(invalid(
+                    format!("members[{i}].addr"),
+                    format!(
+                        "{} is not a reachable address (no port 0, no 0.0.0.0)",
+                        m.addr
+                    ),
+                ));
+            }
+            if !addrs.insert(m.addr) {
+                return Err(invalid(
+                    format!("members[{i}].addr"),
+                    format!("address {} is listed twice", m.addr),
+                ));
+            }
+        }
+        if !ids.contains(&self.id) {
+            return Err(invalid(
+                "id",
+                format!("node {} is not listed in [[members]]", self.id),
+            ));
+        }
+        if self.storage.durability == Durability::Buffered && self.storage.buffered_interval_ms == 0
+        {
+            return Err(invalid(
+                "storage.buffered_interval_ms",
+                "must be positive under buffered durability",
+            ));
+        }
+        if self.storage.cache_mb == 0 {
+            return Err(invalid("storage.cache_mb", "must be positive"));
+        }
+        self.limits
+            .validate()
+            .map_err(|reason| invalid("limits", reason))?;
+        for (field, p) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !p.is_file() {
+                return Err(invalid(
+                    field,
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node id.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.id)
+    }
+
+    /// The members as ring members.
+    pub fn ring_members(&self) -> Vec<Member> {
+        self.members
+            .iter()
+            .map(|m| Member {
+                id: NodeId(m.id),
+                addr: m.addr,
+            })
+            .collect()
+    }
+
+    /// Storage options derived from the config.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            durability: self.storage.durability,
+            buffered_interval: Duration::from_millis(self.storage.buffered_interval_ms.max(1)),
+            cache_bytes: self.storage.cache_mb << 20,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> String {
+        r#"
+id = 1
+listen = "127.0.0.1:7001"
+data_dir = "data"
+[tls]
+ca = "ca.pem"
+cert = "n1.pem"
+key = "n1-key.pem"
+[[members]]
+id = 1
+addr = "127.0.0.1:7001"
+"#
+        .to_string()
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = NodeConfig::parse(&base(), "t").unwrap();
+        assert_eq!(c.partitions, 1024);
+        assert_eq!(c.storage.durability, Durability::Sync);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_are_named() {
+        let e = NodeConfig::parse(&(base() + "\nbogus = 1\n"), "t").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = NodeConfig::parse(
+            &base().replace("\"127.0.0.1:7001\"\ndata", "\"nonsense\"\ndata"),
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e =
+            NodeConfig::parse(&(base() + "[storage]\ndurability = \"fast\"\n"), "t").unwrap_err();
+        assert!(e.to_string().contains("durability"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = NodeConfig::parse(&base(), "t").unwrap();
+        c.partitions = 1000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`partitions`")
+        );
+        let mut c = NodeConfig::parse(&base(), "t").unwrap();
+        c.id = 9;
+        assert!(c.validate().unwrap_err().to_string().contains("`id`"));
+        let mut c = NodeConfig::parse(&base(), "t").unwrap();
+        c.members.push(c.members[0].clone());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("members[1].id")
+        );
+        let c = NodeConfig::parse(&base(), "t").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("`tls.ca`"));
+    }
+}

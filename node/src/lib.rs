@@ -1,0 +1,38 @@
+//! A ringkv storage node: a thin replica on a commodity host.
+//!
+//! A node stores objects in fjall, serves replica reads and merge-writes over QUIC with mutual
+//! TLS, coordinates client writes (stamping dots with its storage incarnation's actor id and
+//! replicating to the other replicas until W hold the write), and in router mode coordinates
+//! whole quorum operations for clients that do not track the ring. It does not decide
+//! anything the shared logic already decides: quorums, merges and preference lists come from
+//! `ringkv-shared`.
+//!
+//! Membership is static for now: every node's config lists every member.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`storage`]: fjall keyspaces, read-merge-write under striped locks, durability policies
+//!   with group commit.
+//! - [`certs`]: a development CA and node/client certificates (rcgen).
+//! - [`node`]: [`Node::start`] and the [`NodeHandle`] it returns.
+//! - `server`: the QUIC accept loop and per-stream framing.
+//! - `service`: request dispatch.
+//! - `replica`: replica read, merge-write and coordinated put.
+//! - `router`: router-mode quorum coordination.
+//! - `state`: the running node's state and its self-short-circuiting transport.
+//! - [`testing`]: [`testing::LocalCluster`], n nodes in-process on loopback.
+
+pub mod certs;
+pub mod config;
+pub mod node;
+mod replica;
+mod router;
+mod server;
+mod service;
+mod state;
+pub mod storage;
+pub mod testing;
+
+pub use config::NodeConfig;
+pub use node::{Node, NodeError, NodeHandle};

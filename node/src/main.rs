@@ -1,0 +1,175 @@
+//! `ringkv-node`: run a storage node, or make development certificates.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ringkv_node::certs::{CertKind, DevCa, read_pem, write_pem};
+use ringkv_node::storage::Durability;
+use ringkv_node::{Node, NodeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A ringkv storage node.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Node configuration file (TOML).
+    #[arg(long, short, env = "RINGKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override `listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override `storage.durability` (sync, buffered, none).
+    #[arg(long, value_parser = parse_durability)]
+    durability: Option<Durability>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make development certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a cluster CA: OUT/ca.pem and OUT/ca-key.pem.
+    Ca {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA in --ca-dir: OUT/NAME.pem, OUT/NAME-key.pem.
+    Node {
+        /// Name, e.g. n1.
+        name: String,
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "certs")]
+        ca_dir: PathBuf,
+        /// Output directory (defaults to --ca-dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Issue a client certificate signed by the CA in --ca-dir.
+    Client {
+        /// Name, e.g. cart-api.
+        name: String,
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "certs")]
+        ca_dir: PathBuf,
+        /// Output directory (defaults to --ca-dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "sync" => Ok(Durability::Sync),
+        "buffered" => Ok(Durability::Buffered),
+        "none" => Ok(Durability::None),
+        other => Err(format!("`{other}` is not one of sync, buffered, none")),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Certs(c)) => certs(c),
+        None => run(cli.run),
+    }
+}
+
+fn certs(cmd: CertsCommand) -> Result<()> {
+    match cmd {
+        CertsCommand::Ca { out } => {
+            let ca = DevCa::generate()?;
+            let cert = out.join("ca.pem");
+            let key = out.join("ca-key.pem");
+            if key.exists() {
+                anyhow::bail!("{} exists; refusing to replace a CA key", key.display());
+            }
+            write_pem(&cert, ca.cert_pem(), false)?;
+            write_pem(&key, &ca.key_pem(), true)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+        }
+        CertsCommand::Node { name, ca_dir, out } => issue(CertKind::Node, &name, &ca_dir, out)?,
+        CertsCommand::Client { name, ca_dir, out } => issue(CertKind::Client, &name, &ca_dir, out)?,
+    }
+    Ok(())
+}
+
+fn issue(kind: CertKind, name: &str, ca_dir: &std::path::Path, out: Option<PathBuf>) -> Result<()> {
+    let ca = DevCa::from_pem(
+        read_pem(&ca_dir.join("ca.pem"))?,
+        &read_pem(&ca_dir.join("ca-key.pem"))?,
+    )
+    .with_context(|| format!("loading the CA from {}", ca_dir.display()))?;
+    let leaf = ca.issue(kind, name)?;
+    let out = out.unwrap_or_else(|| ca_dir.to_owned());
+    let cert = out.join(format!("{name}.pem"));
+    let key = out.join(format!("{name}-key.pem"));
+    write_pem(&cert, &leaf.cert_pem, false)?;
+    write_pem(&key, &leaf.key_pem, true)?;
+    println!("wrote {} and {}", cert.display(), key.display());
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let path = args
+        .config
+        .context("no configuration: pass --config FILE (see the README for an example)")?;
+    let mut config = NodeConfig::load(&path)?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(d) = args.durability {
+        config.storage.durability = d;
+    }
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let node = Node::start(config).await?;
+        println!("ringkv-node {} listening on {}", node.id(), node.addr());
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Starting and stopping a node.
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::server;
+use crate::state::NodeState;
+use crate::storage::{StorageError, Store};
+use arc_swap::ArcSwap;
+use ringkv_shared::quic::{
+    QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, server_config,
+};
+use ringkv_shared::ring::RingError;
+use ringkv_shared::{NodeId, Ring};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS material is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The ring could not be built from the membership.
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A storage node.
+pub struct Node;
+
+impl Node {
+    /// Starts a node: validates `config`, opens storage, binds `config.listen` and serves.
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        let socket =
+            std::net::UdpSocket::bind(config.listen).map_err(|source| NodeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Self::start_with_socket(config, socket).await
+    }
+
+    /// Starts a node on an already bound UDP socket (tests bind port 0 first to learn the
+    /// addresses that go into the membership).
+    pub async fn start_with_socket(
+        config: NodeConfig,
+        socket: std::net::UdpSocket,
+    ) -> Result<NodeHandle, NodeError> {
+        config.validate()?;
+        let id = config.node_id();
+        let tls = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let ring = Ring::balanced(config.partitions, config.ring_members())?;
+        let store = Store::open(&config.data_dir, id, &config.store_options())?;
+
+        let addr = socket.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let bind_err = |source| NodeError::Bind { addr, source };
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_err(std::io::Error::other("no async runtime found for QUIC")))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config(&tls, &config.limits)?),
+            socket,
+            runtime,
+        )
+        .map_err(bind_err)?;
+        let quic = QuicTransport::new(
+            endpoint.clone(),
+            client_config(&tls, &config.limits)?,
+            TransportOptions {
+                limits: config.limits,
+                ..TransportOptions::default()
+            },
+        );
+        let state = Arc::new(NodeState {
+            id,
+            ring: ArcSwap::from_pointee(ring),
+            store,
+            quic,
+            limits: config.limits,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(server::accept_loop(
+            state.clone(),
+            endpoint.clone(),
+            stop_rx,
+        ));
+        info!(node = %id, %addr, actor = %state.store.actor(), "node started");
+        Ok(NodeHandle {
+            id,
+            addr,
+            state,
+            endpoint,
+            stop: stop_tx,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running node. Dropping it without [`NodeHandle::shutdown`] stops serving abruptly
+/// (like a crash, minus the OS buffers, which survive).
+pub struct NodeHandle {
+    id: NodeId,
+    addr: SocketAddr,
+    state: Arc<NodeState>,
+    endpoint: quinn::Endpoint,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The bound QUIC address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's current ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.state.ring.load_full()
+    }
+
+    /// The node's storage (for inspection in tests and tools).
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Stops accepting work, lets requests in flight finish (up to 5 s), closes connections and
+    /// flushes storage to disk.
+    pub async fn shutdown(mut self) -> Result<(), StorageError> {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.state.store.close()?;
+        info!(node = %self.id, "node stopped");
+        Ok(())
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.endpoint.close(0u32.into(), b"node dropped");
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

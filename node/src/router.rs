@@ -1,0 +1,86 @@
+//! Router mode: this node accepts a client operation for any key and coordinates it, as a node
+//! behind a load balancer does in Dynamo.
+//!
+//! Reads fan out from here to the key's N replicas (this node included if it is one) and
+//! return after R, with read repair. Writes are coordinated here if this node is a replica;
+//! otherwise they are forwarded to the first healthy replica, because only a replica holding
+//! the key can stamp a dot that follows what it stored.
+
+use crate::replica;
+use crate::state::{NodeState, Peers};
+use bytes::Bytes;
+use ringkv_shared::proto::{Quorum, Response};
+use ringkv_shared::{ReplyError, VersionVector, fanout};
+use std::sync::Arc;
+
+fn check(
+    state: &NodeState,
+    key: &[u8],
+    value: Option<&[u8]>,
+    quorum: &Quorum,
+) -> Result<(), ReplyError> {
+    state
+        .limits
+        .check(key, value)
+        .map_err(|reason| ReplyError::InvalidInput { reason })?;
+    if quorum.n == 0 || quorum.required == 0 || quorum.required > quorum.n {
+        return Err(ReplyError::InvalidInput {
+            reason: format!(
+                "need 1 <= R/W <= N, got N={} R/W={}",
+                quorum.n, quorum.required
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A quorum read coordinated here.
+pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> Response {
+    if let Err(e) = check(state, &key, None, &quorum) {
+        return Response::Error(e);
+    }
+    let quorum = quorum.for_coordinator();
+    let ring = state.ring.load_full();
+    let replicas = ring.replicas(ring.partition_of(&key), quorum.n.into());
+    let targets = NodeState::members(&ring, replicas);
+    match fanout::read(
+        &Peers(state.clone()),
+        key,
+        targets,
+        quorum.required.into(),
+        quorum.timeout(),
+        true,
+    )
+    .await
+    {
+        Ok(outcome) => Response::Object(outcome.object),
+        Err(e) => Response::Error(e),
+    }
+}
+
+/// A write coordinated here (or by the first healthy replica, if this node is not one).
+pub(crate) async fn put(
+    state: &Arc<NodeState>,
+    key: Bytes,
+    context: VersionVector,
+    value: Option<Bytes>,
+    quorum: Quorum,
+) -> Response {
+    if let Err(e) = check(state, &key, value.as_deref(), &quorum) {
+        return Response::Error(e);
+    }
+    let quorum = quorum.for_coordinator();
+    let ring = state.ring.load_full();
+    let replicas = ring
+        .replicas(ring.partition_of(&key), quorum.n.into())
+        .to_vec();
+    if replicas.contains(&state.id) {
+        return replica::put(state, key, context, value, replicas, quorum).await;
+    }
+    let members = NodeState::members(&ring, &replicas);
+    match fanout::coordinate_put(&Peers(state.clone()), key, context, value, &members, quorum).await
+    {
+        Ok(clock) => Response::Put { clock },
+        Err(e) => Response::Error(e),
+    }
+}

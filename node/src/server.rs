@@ -1,0 +1,139 @@
+//! The QUIC accept loop: connections, streams, frames.
+//!
+//! Each stream carries one request frame; the reply goes back on the same stream. A frame that
+//! is too large, truncated, of another protocol version or not a valid message is answered with
+//! an error reply (and the stream closed); the connection and the node carry on. A peer that
+//! opens a stream and sends nothing is cut off after [`REQUEST_READ_TIMEOUT`].
+
+use crate::service;
+use crate::state::NodeState;
+use ringkv_shared::ReplyError;
+use ringkv_shared::frame::{FrameError, PROTOCOL_VERSION};
+use ringkv_shared::proto::{Reply, Request, Response};
+use ringkv_shared::quic::{StreamError, read_frame, write_frame};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+/// How long a peer may take to send a request frame once it opened a stream.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` turns true.
+pub(crate) async fn accept_loop(
+    state: Arc<NodeState>,
+    endpoint: quinn::Endpoint,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let stop = shutdown.clone();
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let state = state.clone();
+                conns.spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => serve_connection(state, conn, stop).await,
+                        // Includes TLS failures: a peer without a CA-signed certificate.
+                        Err(e) => debug!(error = %e, "handshake refused"),
+                    }
+                });
+            }
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.shutdown().await;
+}
+
+async fn serve_connection(
+    state: Arc<NodeState>,
+    conn: quinn::Connection,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = conn.remote_address();
+    debug!(%peer, "connection accepted");
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let state = state.clone();
+                    streams.spawn(serve_stream(state, send, recv));
+                }
+                Err(e) => {
+                    debug!(%peer, error = %e, "connection ended");
+                    break;
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // Let requests in flight finish (their own deadlines bound them).
+    while streams.join_next().await.is_some() {}
+}
+
+async fn serve_stream(
+    state: Arc<NodeState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let max = state.limits.max_frame_bytes;
+    let request =
+        tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame::<Request>(&mut recv, max)).await;
+    let reply = match request {
+        Ok(Ok(request)) => service::handle(&state, request).await,
+        Ok(Err(StreamError::Frame(e))) => {
+            debug!(error = %e, "bad frame");
+            let _ = recv.stop(0u32.into());
+            error_reply(&state, frame_error(e))
+        }
+        Ok(Err(StreamError::Io { reason })) => {
+            debug!(%reason, "stream failed before a request arrived");
+            return;
+        }
+        Err(_) => {
+            debug!("no request within the read timeout");
+            let _ = recv.stop(0u32.into());
+            let _ = send.reset(0u32.into());
+            return;
+        }
+    };
+    if let Err(e) = write_frame(&mut send, &reply, max).await {
+        match e {
+            StreamError::Frame(f) => {
+                warn!(error = %f, "reply does not fit in a frame");
+                let fallback = error_reply(
+                    &state,
+                    ReplyError::Unavailable {
+                        reason: format!("reply too large: {f}"),
+                    },
+                );
+                let _ = write_frame(&mut send, &fallback, max).await;
+            }
+            StreamError::Io { reason } => debug!(%reason, "peer went away before the reply"),
+        }
+    }
+}
+
+fn frame_error(e: FrameError) -> ReplyError {
+    match e {
+        FrameError::UnsupportedVersion { found, .. } => ReplyError::UnsupportedVersion {
+            found,
+            supported: PROTOCOL_VERSION,
+        },
+        other => ReplyError::Malformed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn error_reply(state: &NodeState, e: ReplyError) -> Reply {
+    Reply {
+        epoch: state.ring.load().epoch(),
+        body: Response::Error(e),
+    }
+}

@@ -1,0 +1,40 @@
+//! Request dispatch: one request in, one reply out.
+
+use crate::state::NodeState;
+use crate::{replica, router};
+use ringkv_shared::proto::{Reply, Request, Response};
+use std::sync::Arc;
+use tracing::{Instrument, debug_span};
+
+/// Serves one request. Never panics on input: every failure becomes a [`Response::Error`].
+pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
+    let span = debug_span!("request", node = %state.id, op = request.kind());
+    let body = async {
+        match request {
+            Request::Ping => Response::Pong { node: state.id },
+            Request::GetRing => Response::Ring((**state.ring.load()).clone()),
+            Request::Read { key } => replica::read(state, key),
+            Request::Write { key, object } => replica::write(state, key, object).await,
+            Request::Put {
+                key,
+                context,
+                value,
+                replicas,
+                quorum,
+            } => replica::put(state, key, context, value, replicas, quorum).await,
+            Request::RouteGet { key, quorum } => router::get(state, key, quorum).await,
+            Request::RoutePut {
+                key,
+                context,
+                value,
+                quorum,
+            } => router::put(state, key, context, value, quorum).await,
+        }
+    }
+    .instrument(span)
+    .await;
+    Reply {
+        epoch: state.ring.load().epoch(),
+        body,
+    }
+}

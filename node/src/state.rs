@@ -1,0 +1,54 @@
+//! What a running node holds, and the transport it uses to reach replicas (itself included).
+
+use crate::replica;
+use arc_swap::ArcSwap;
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::quic::QuicTransport;
+use ringkv_shared::transport::{Transport, TransportError};
+use ringkv_shared::{Limits, Member, NodeId, Ring};
+use std::sync::Arc;
+
+use crate::storage::Store;
+
+/// A running node's shared state.
+pub(crate) struct NodeState {
+    pub(crate) id: NodeId,
+    pub(crate) ring: ArcSwap<Ring>,
+    pub(crate) store: Store,
+    pub(crate) quic: QuicTransport,
+    pub(crate) limits: Limits,
+}
+
+impl NodeState {
+    /// Ring members for a list of node ids (ids not in the ring are skipped).
+    pub(crate) fn members(ring: &Ring, ids: &[NodeId]) -> Vec<Member> {
+        ids.iter()
+            .filter_map(|id| ring.member(*id).cloned())
+            .collect()
+    }
+}
+
+/// The transport a node coordinates with: replica operations addressed to itself are served
+/// in-process; everything else goes over QUIC.
+#[derive(Clone)]
+pub(crate) struct Peers(pub(crate) Arc<NodeState>);
+
+impl Transport for Peers {
+    async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
+        let state = &self.0;
+        if to.id == state.id {
+            match request {
+                Request::Read { key } => return Ok(replica::read(state, key)),
+                Request::Write { key, object } => {
+                    return Ok(replica::write(state, key, object).await);
+                }
+                other => return state.quic.call(to, other).await,
+            }
+        }
+        state.quic.call(to, request).await
+    }
+
+    fn is_down(&self, node: NodeId) -> bool {
+        node != self.0.id && self.0.quic.is_down(node)
+    }
+}

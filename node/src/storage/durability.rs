@@ -1,0 +1,195 @@
+//! Durability policies and group commit.
+//!
+//! Writers commit their fjall batch (which reaches the journal in OS buffers), take a sequence
+//! number, and — under [`Durability::Sync`] — wait until a background syncer has run an fsync
+//! that started after their commit. Writers that arrive while an fsync is running share the
+//! next one, so the fsync rate stays bounded by the disk's fsync latency, not the write rate.
+
+use fjall::{Database, PersistMode};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::error;
+
+/// When a write is acknowledged relative to reaching the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge after an fsync that covers the write (group commit). Survives power loss.
+    #[default]
+    Sync,
+    /// Acknowledge at once; fsync in the background every `buffered_interval_ms`. Dynamo's
+    /// write buffer: a crash of the host may lose the last interval.
+    Buffered,
+    /// Never fsync explicitly (the OS and fjall flush when they choose).
+    None,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Synced {
+    upto: u64,
+    failed: Option<String>,
+}
+
+struct Shared {
+    written: AtomicU64,
+    wake: Mutex<bool>,
+    cond: Condvar,
+    stop: Mutex<bool>,
+}
+
+/// The group-commit syncer of one database.
+pub(crate) struct GroupCommit {
+    mode: Durability,
+    shared: Arc<Shared>,
+    synced: watch::Receiver<Synced>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl GroupCommit {
+    pub(crate) fn start(
+        db: Database,
+        mode: Durability,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            written: AtomicU64::new(0),
+            wake: Mutex::new(false),
+            cond: Condvar::new(),
+            stop: Mutex::new(false),
+        });
+        let (tx, synced) = watch::channel(Synced::default());
+        let thread = match mode {
+            Durability::None => None,
+            _ => {
+                let shared = shared.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("ringkv-syncer".into())
+                        .spawn(move || sync_loop(&db, &shared, &tx, mode, interval))?,
+                )
+            }
+        };
+        Ok(Self {
+            mode,
+            shared,
+            synced,
+            thread: Mutex::new(thread),
+        })
+    }
+
+    /// Records that a batch was committed, and waits until it is as durable as the policy
+    /// requires.
+    pub(crate) async fn committed(&self) -> Result<(), String> {
+        let seq = self.shared.written.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.mode != Durability::Sync {
+            return Ok(());
+        }
+        self.wait(seq).await
+    }
+
+    /// Waits until everything committed so far is durable (for writes that changed nothing but
+    /// must not be acknowledged before an earlier, identical write is on disk).
+    pub(crate) async fn barrier(&self) -> Result<(), String> {
+        if self.mode != Durability::Sync {
+            return Ok(());
+        }
+        let seq = self.shared.written.load(Ordering::Acquire);
+        if seq == 0 {
+            return Ok(());
+        }
+        self.wait(seq).await
+    }
+
+    async fn wait(&self, seq: u64) -> Result<(), String> {
+        {
+            let mut w = self.shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            *w = true;
+            self.shared.cond.notify_one();
+        }
+        let mut rx = self.synced.clone();
+        let state = rx
+            .wait_for(|s| s.upto >= seq || s.failed.is_some())
+            .await
+            .map_err(|_| "the syncer stopped".to_string())?;
+        match &state.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the syncer after a final fsync.
+    pub(crate) fn stop(&self) {
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        {
+            let mut w = self.shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            *w = true;
+            self.shared.cond.notify_one();
+        }
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn sync_loop(
+    db: &Database,
+    shared: &Shared,
+    tx: &watch::Sender<Synced>,
+    mode: Durability,
+    interval: Duration,
+) {
+    let mut done = 0u64;
+    loop {
+        {
+            let mut woken = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            if mode == Durability::Sync {
+                while !*woken {
+                    woken = shared.cond.wait(woken).unwrap_or_else(|p| p.into_inner());
+                }
+            } else {
+                let (w, _) = shared
+                    .cond
+                    .wait_timeout(woken, interval)
+                    .unwrap_or_else(|p| p.into_inner());
+                woken = w;
+            }
+            *woken = false;
+        }
+        let stopping = *shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+        // Everything committed before this load is in the journal's buffers; the fsync below
+        // covers it.
+        let target = shared.written.load(Ordering::Acquire);
+        if target > done {
+            match db.persist(PersistMode::SyncAll) {
+                Ok(()) => {
+                    done = target;
+                    tx.send_replace(Synced {
+                        upto: done,
+                        failed: None,
+                    });
+                }
+                Err(e) => {
+                    error!(error = %e, "fsync failed; storage is poisoned and refuses writes");
+                    tx.send_replace(Synced {
+                        upto: done,
+                        failed: Some(format!("fsync failed: {e}")),
+                    });
+                    return;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

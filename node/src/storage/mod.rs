@@ -1,0 +1,453 @@
+//! A node's storage: objects, and node metadata, in one fjall database.
+//!
+//! Keyspaces:
+//! - `objects`: [`keys::object_key`] → [`ringkv_shared::encoding::encode_object`] bytes
+//!   (format byte, checksum, body).
+//! - `meta`: the storage format version, the node id the directory belongs to, and this
+//!   storage incarnation's [`ActorId`].
+//!
+//! Every write is a read-merge-write of one key under a striped lock, committed as one fjall
+//! batch, skipped when it would change nothing, and acknowledged per the [`Durability`] policy.
+
+mod durability;
+mod keys;
+
+pub use durability::Durability;
+
+use bytes::Bytes;
+use durability::GroupCommit;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use ringkv_shared::encoding::{DecodeError, decode_object, encode_object};
+use ringkv_shared::{ActorId, NodeId, Object, PartitionId, VersionVector};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The on-disk layout version this build writes and reads.
+pub const STORAGE_FORMAT: u8 = 1;
+
+const LOCK_STRIPES: usize = 1024;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The storage engine failed.
+    #[error("storage engine error: {source}")]
+    Engine {
+        /// fjall's error.
+        #[from]
+        source: fjall::Error,
+    },
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {reason}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory holds another node's data, or a format this build does not read.
+    #[error("data directory {path} cannot be used by this node: {reason}")]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored object failed its checksum or could not be decoded.
+    #[error("stored object for key {key:?} in partition {partition} is corrupt: {source}")]
+    Corrupt {
+        /// The partition.
+        partition: PartitionId,
+        /// The user key (lossy UTF-8 for display).
+        key: String,
+        /// The decoder's error.
+        source: DecodeError,
+    },
+    /// A write would grow the object past the configured limit.
+    #[error(
+        "object would be {size} bytes with its siblings, the limit is {max}; resolve siblings first"
+    )]
+    ObjectTooLarge {
+        /// The size it would have.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The fsync covering a write failed.
+    #[error("durability: {reason}")]
+    Sync {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Options for [`Store::open`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The durability policy.
+    pub durability: Durability,
+    /// Background fsync interval under [`Durability::Buffered`].
+    pub buffered_interval: Duration,
+    /// fjall block cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            buffered_interval: Duration::from_millis(10),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One node's storage.
+pub struct Store {
+    db: Database,
+    objects: Keyspace,
+    actor: ActorId,
+    locks: Box<[Mutex<()>]>,
+    commit: GroupCommit,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the storage of node `node` in `dir`.
+    ///
+    /// A directory created by another node id, or by a newer storage format, is refused
+    /// rather than served. A new directory draws a fresh random [`ActorId`].
+    pub fn open(dir: &Path, node: NodeId, opts: &StoreOptions) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Directory {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let db = Database::builder(dir).cache_size(opts.cache_bytes).open()?;
+        let objects = db.keyspace("objects", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let foreign = |reason: String| StorageError::Foreign {
+            path: dir.to_owned(),
+            reason,
+        };
+
+        match meta.get("format")? {
+            None => {}
+            Some(v) if v.as_ref() == [STORAGE_FORMAT] => {}
+            Some(v) => {
+                return Err(foreign(format!(
+                    "storage format {:?}, this build reads format {STORAGE_FORMAT}",
+                    v.as_ref()
+                )));
+            }
+        }
+        match meta.get("node_id")? {
+            None => {}
+            Some(v) => {
+                let stored = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| foreign("node_id entry is malformed".into()))?;
+                if stored != node.0 {
+                    return Err(foreign(format!(
+                        "it belongs to node {}, not {node}",
+                        NodeId(stored)
+                    )));
+                }
+            }
+        }
+        let actor = match meta.get("actor")? {
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(|b| ActorId(u64::from_be_bytes(b)))
+                .map_err(|_| foreign("actor entry is malformed".into()))?,
+            None => {
+                let actor = ActorId(rand::random());
+                let mut batch = db.batch();
+                batch.insert(&meta, "format", [STORAGE_FORMAT].as_slice());
+                batch.insert(&meta, "node_id", node.0.to_be_bytes().as_slice());
+                batch.insert(&meta, "actor", actor.0.to_be_bytes().as_slice());
+                batch.commit()?;
+                db.persist(fjall::PersistMode::SyncAll)?;
+                info!(%node, %actor, path = %dir.display(), "new storage incarnation");
+                actor
+            }
+        };
+        let commit = GroupCommit::start(db.clone(), opts.durability, opts.buffered_interval)
+            .map_err(|e| StorageError::Directory {
+                path: dir.to_owned(),
+                reason: format!("cannot start the syncer thread: {e}"),
+            })?;
+        Ok(Self {
+            db,
+            objects,
+            actor,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            commit,
+            path: dir.to_owned(),
+        })
+    }
+
+    /// This storage incarnation's actor id: the one that stamps dots of writes coordinated here.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// The object stored for `key`, or `None` if there is none.
+    pub fn get(&self, partition: PartitionId, key: &[u8]) -> Result<Option<Object>, StorageError> {
+        let raw = self.objects.get(keys::object_key(partition, key))?;
+        raw.map(|bytes| {
+            decode_object(&bytes).map_err(|source| StorageError::Corrupt {
+                partition,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Merges `incoming` into the stored object (replica synchronisation) and returns the
+    /// result. A stored object that fails its checksum is replaced by `incoming` (logged): the
+    /// co-replicas hold the rest, and anti-entropy or read repair brings it back.
+    pub async fn merge(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        incoming: &Object,
+    ) -> Result<Object, StorageError> {
+        self.read_modify_write(partition, key, None, |current| {
+            let mut merged = match current {
+                Ok(Some(o)) => o,
+                Ok(None) => Object::new(),
+                Err(e) => {
+                    warn!(error = %e, "replacing a corrupt object with the incoming replica");
+                    Object::new()
+                }
+            };
+            merged.merge(incoming);
+            Ok(merged)
+        })
+        .await
+    }
+
+    /// Applies a client write coordinated here: drops siblings covered by `context`, stamps
+    /// `value` (or a tombstone) with this node's next dot, and returns the new object.
+    /// Refused if the result would exceed `max_object_bytes`.
+    pub async fn update(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        context: &VersionVector,
+        value: Option<Bytes>,
+        max_object_bytes: usize,
+    ) -> Result<Object, StorageError> {
+        let actor = self.actor;
+        self.read_modify_write(partition, key, Some(max_object_bytes), |current| {
+            // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
+            // and stamping without them could reuse one.
+            let mut obj = current?.unwrap_or_default();
+            obj.update(context, value, actor);
+            Ok(obj)
+        })
+        .await
+    }
+
+    async fn read_modify_write(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        max_object_bytes: Option<usize>,
+        f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
+    ) -> Result<Object, StorageError> {
+        let storage_key = keys::object_key(partition, key);
+        let stripe = (ringkv_shared::hash::key_hash(&storage_key) as usize) % LOCK_STRIPES;
+        let wrote = {
+            let _guard = self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner());
+            let current = self.get(partition, key);
+            let unchanged_from = current.as_ref().ok().and_then(|c| c.clone());
+            let next = f(current)?;
+            if unchanged_from.as_ref() == Some(&next) {
+                None
+            } else {
+                let encoded = encode_object(&next);
+                if let Some(max) = max_object_bytes
+                    && encoded.len() > max
+                {
+                    return Err(StorageError::ObjectTooLarge {
+                        size: encoded.len(),
+                        max,
+                    });
+                }
+                let mut batch = self.db.batch();
+                batch.insert(&self.objects, storage_key, encoded);
+                batch.commit()?;
+                Some(next)
+            }
+        };
+        let durable = match &wrote {
+            Some(_) => self.commit.committed().await,
+            None => self.commit.barrier().await,
+        };
+        durable.map_err(|reason| StorageError::Sync { reason })?;
+        match wrote {
+            Some(obj) => Ok(obj),
+            // Unchanged: the stored object is the answer.
+            None => Ok(self.get(partition, key)?.unwrap_or_default()),
+        }
+    }
+
+    /// Number of objects stored (approximate; for metrics and tests).
+    pub fn approximate_len(&self) -> usize {
+        self.objects.approximate_len()
+    }
+
+    /// Flushes everything to disk and stops the syncer. Called on clean shutdown.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.commit.stop();
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(s: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn update_merge_get_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions::default();
+        let actor = {
+            let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+            let o = s
+                .update(3, b"k", &VersionVector::new(), val("v1"), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(o.values().count(), 1);
+            let mut other = Object::new();
+            other.update(&VersionVector::new(), val("v2"), ActorId(42));
+            let m = s.merge(3, b"k", &other).await.unwrap();
+            assert_eq!(m.values().count(), 2);
+            assert_eq!(s.get(3, b"k").unwrap().unwrap(), m);
+            assert_eq!(
+                s.get(4, b"k").unwrap(),
+                None,
+                "partition is part of the key"
+            );
+            s.close().unwrap();
+            s.actor()
+        };
+        let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+        assert_eq!(s.actor(), actor, "the incarnation survives a restart");
+        assert_eq!(s.get(3, b"k").unwrap().unwrap().values().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_directory_of_another_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let err = Store::open(dir.path(), NodeId(2), &StoreOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("belongs to node n1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_wiped_directory_gets_a_new_actor() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let s1 = Store::open(a.path(), NodeId(1), &StoreOptions::default()).unwrap();
+        let s2 = Store::open(b.path(), NodeId(1), &StoreOptions::default()).unwrap();
+        assert_ne!(s1.actor(), s2.actor());
+    }
+
+    #[tokio::test]
+    async fn oversized_objects_are_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+        let err = s
+            .update(
+                0,
+                b"k",
+                &VersionVector::new(),
+                Some(Bytes::from(vec![0u8; 200])),
+                100,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ObjectTooLarge { .. }), "{err}");
+        assert_eq!(s.get(0, b"k").unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(
+            Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..64u32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.update(
+                    0,
+                    &i.to_be_bytes(),
+                    &VersionVector::new(),
+                    val("x"),
+                    1 << 20,
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for i in 0..64u32 {
+            assert!(s.get(0, &i.to_be_bytes()).unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn unchanged_merge_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            dir.path(),
+            NodeId(1),
+            &StoreOptions {
+                durability: Durability::None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let o = s
+            .update(0, b"k", &VersionVector::new(), val("v"), 1 << 20)
+            .await
+            .unwrap();
+        let seqno = s.db.seqno();
+        let again = s.merge(0, b"k", &o).await.unwrap();
+        assert_eq!(again, o);
+        assert_eq!(
+            s.db.seqno(),
+            seqno,
+            "a merge that changes nothing writes nothing"
+        );
+    }
+}

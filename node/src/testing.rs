@@ -1,0 +1,259 @@
+//! A local cluster in one call, for tests, examples and benchmarks.
+//!
+//! [`LocalCluster::start`] generates a development CA and certificates, binds every node on
+//! `127.0.0.1:0`, and runs the nodes in-process with storage in a temporary directory that is
+//! deleted when the cluster is dropped. Nodes can be stopped and restarted (same address,
+//! same data) to exercise failures.
+
+use crate::certs::{CertError, CertKind, DevCa, write_pem};
+use crate::config::{MemberConfig, NodeConfig, StorageConfig, TlsPaths};
+use crate::node::{Node, NodeError, NodeHandle};
+use crate::storage::Durability;
+use ringkv_shared::quic::TlsIdentity;
+use ringkv_shared::{Limits, NodeId};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why a local cluster could not be started or changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A node failed to start.
+    #[error("node {index}: {source}")]
+    Node {
+        /// The node's index in the cluster.
+        index: usize,
+        /// Why.
+        source: NodeError,
+    },
+    /// Certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    /// Temporary directories or sockets failed.
+    #[error("local cluster I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// No node has that index.
+    #[error("no node with index {index}")]
+    NoSuchNode {
+        /// The index asked for.
+        index: usize,
+    },
+}
+
+/// Settings of a local cluster.
+#[derive(Clone, Debug)]
+pub struct LocalClusterBuilder {
+    nodes: usize,
+    partitions: u32,
+    durability: Durability,
+    limits: Limits,
+}
+
+impl LocalClusterBuilder {
+    /// Partition count Q (default 64: small clusters in tests need no more).
+    pub fn partitions(mut self, q: u32) -> Self {
+        self.partitions = q;
+        self
+    }
+
+    /// Durability policy of every node (default `sync`).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// Limits of every node.
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.limits = l;
+        self
+    }
+
+    /// Starts the cluster.
+    pub async fn start(self) -> Result<LocalCluster, ClusterError> {
+        let dir = tempfile::Builder::new().prefix("ringkv-local-").tempdir()?;
+        let certs = dir.path().join("certs");
+        let ca = DevCa::generate()?;
+        write_pem(&certs.join("ca.pem"), ca.cert_pem(), false)?;
+        write_pem(&certs.join("ca-key.pem"), &ca.key_pem(), true)?;
+
+        let mut sockets = Vec::new();
+        for _ in 0..self.nodes {
+            sockets.push(std::net::UdpSocket::bind("127.0.0.1:0")?);
+        }
+        let members: Vec<MemberConfig> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Ok(MemberConfig {
+                    id: i as u32 + 1,
+                    addr: s.local_addr()?,
+                })
+            })
+            .collect::<Result<_, std::io::Error>>()?;
+
+        let mut configs = Vec::new();
+        for m in &members {
+            let name = format!("n{}", m.id);
+            let leaf = ca.issue(CertKind::Node, &name)?;
+            let cert = certs.join(format!("{name}.pem"));
+            let key = certs.join(format!("{name}-key.pem"));
+            write_pem(&cert, &leaf.cert_pem, false)?;
+            write_pem(&key, &leaf.key_pem, true)?;
+            configs.push(NodeConfig {
+                id: m.id,
+                listen: m.addr,
+                data_dir: dir.path().join(&name),
+                partitions: self.partitions,
+                storage: StorageConfig {
+                    durability: self.durability,
+                    ..StorageConfig::default()
+                },
+                tls: TlsPaths {
+                    ca: certs.join("ca.pem"),
+                    cert,
+                    key,
+                },
+                limits: self.limits,
+                members: members.clone(),
+            });
+        }
+        let client = ca.issue(CertKind::Client, "local-client")?;
+        let client_tls = TlsIdentity {
+            ca_pem: ca.cert_pem().as_bytes().to_vec(),
+            cert_pem: client.cert_pem.into_bytes(),
+            key_pem: client.key_pem.into_bytes(),
+        };
+
+        let mut nodes = Vec::new();
+        for (index, (config, socket)) in configs.iter().zip(sockets).enumerate() {
+            let handle = Node::start_with_socket(config.clone(), socket)
+                .await
+                .map_err(|source| ClusterError::Node { index, source })?;
+            nodes.push(Some(handle));
+        }
+        Ok(LocalCluster {
+            dir,
+            ca,
+            configs,
+            nodes,
+            client_tls,
+        })
+    }
+}
+
+/// Nodes running in this process on loopback.
+pub struct LocalCluster {
+    dir: tempfile::TempDir,
+    ca: DevCa,
+    configs: Vec<NodeConfig>,
+    nodes: Vec<Option<NodeHandle>>,
+    client_tls: TlsIdentity,
+}
+
+impl LocalCluster {
+    /// Settings for a cluster of `nodes` nodes.
+    pub fn builder(nodes: usize) -> LocalClusterBuilder {
+        LocalClusterBuilder {
+            nodes,
+            partitions: 64,
+            durability: Durability::Sync,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Starts `nodes` nodes with default settings.
+    pub async fn start(nodes: usize) -> Result<Self, ClusterError> {
+        Self::builder(nodes).start().await
+    }
+
+    /// Every node's address, in index order (running or not).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.configs.iter().map(|c| c.listen).collect()
+    }
+
+    /// TLS material for a client the cluster trusts.
+    pub fn client_tls(&self) -> TlsIdentity {
+        self.client_tls.clone()
+    }
+
+    /// The cluster's CA (to issue more certificates).
+    pub fn ca(&self) -> &DevCa {
+        &self.ca
+    }
+
+    /// The config node `index` runs with.
+    pub fn config(&self, index: usize) -> &NodeConfig {
+        &self.configs[index]
+    }
+
+    /// The id of node `index`.
+    pub fn node_id(&self, index: usize) -> NodeId {
+        NodeId(self.configs[index].id)
+    }
+
+    /// The running node at `index`, if it is running.
+    pub fn node(&self, index: usize) -> Option<&NodeHandle> {
+        self.nodes.get(index).and_then(Option::as_ref)
+    }
+
+    /// The cluster's working directory (certificates, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The data directory of node `index`.
+    pub fn data_dir(&self, index: usize) -> PathBuf {
+        self.configs[index].data_dir.clone()
+    }
+
+    /// Stops node `index` cleanly (its data stays).
+    pub async fn stop(&mut self, index: usize) -> Result<(), ClusterError> {
+        let handle = self
+            .nodes
+            .get_mut(index)
+            .ok_or(ClusterError::NoSuchNode { index })?
+            .take();
+        if let Some(h) = handle {
+            h.shutdown().await.map_err(|e| ClusterError::Node {
+                index,
+                source: e.into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `index` again on its old address with its old data.
+    ///
+    /// Background work of the stopped instance may hold its storage for a moment after the
+    /// stop; the restart retries for up to 10 s until the storage can be opened.
+    pub async fn restart(&mut self, index: usize) -> Result<(), ClusterError> {
+        let config = self
+            .configs
+            .get(index)
+            .ok_or(ClusterError::NoSuchNode { index })?
+            .clone();
+        self.stop(index).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Node::start(config.clone()).await {
+                Ok(h) => {
+                    self.nodes[index] = Some(h);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "restart: storage still held, retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(source) => return Err(ClusterError::Node { index, source }),
+            }
+        }
+    }
+
+    /// Stops every node cleanly.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.stop(i).await;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Errors that cross the wire: what a node answers when it cannot do what was asked, and why a
+//! single replica failed inside a quorum.
+
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Why one replica did not contribute to a quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// No connection could be made, or it broke mid-request.
+    #[error("unreachable: {reason}")]
+    Unreachable {
+        /// The transport's description.
+        reason: String,
+    },
+    /// The replica is believed down and was not asked (recent failures, backing off).
+    #[error("marked down after recent failures; not contacted")]
+    MarkedDown,
+    /// The replica did not answer before the operation's deadline.
+    #[error("no answer before the deadline")]
+    TimedOut,
+    /// The replica had not answered yet when the other failures made the quorum impossible;
+    /// the call returned without waiting for it.
+    #[error("not awaited: the quorum had already failed")]
+    NotAwaited,
+    /// The replica answered with an error.
+    #[error("refused: {error}")]
+    Refused {
+        /// What it answered.
+        error: Box<ReplyError>,
+    },
+    /// The replica answered with a message that does not fit the request.
+    #[error("unexpected reply: {reply}")]
+    UnexpectedReply {
+        /// The reply's kind.
+        reply: String,
+    },
+}
+
+/// What a node answers instead of a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// The request is well-formed but not acceptable (too large, empty key, bad context).
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The frame could not be decoded.
+    #[error("malformed request: {reason}")]
+    Malformed {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The frame's protocol version is not one this node speaks.
+    #[error("protocol version {found} is not supported (this node speaks {supported})")]
+    UnsupportedVersion {
+        /// The version in the frame.
+        found: u8,
+        /// The version this node speaks.
+        supported: u8,
+    },
+    /// Fewer replicas than required acknowledged before the deadline or all answered.
+    #[error("{}", QuorumFailedDisplay { required: *required, succeeded: *succeeded, errors })]
+    QuorumFailed {
+        /// Replicas that had to succeed (R or W).
+        required: u8,
+        /// Replicas that did.
+        succeeded: u8,
+        /// Every replica that did not, and why.
+        errors: Vec<(NodeId, ReplicaError)>,
+    },
+    /// The node's storage failed.
+    #[error("storage error on {node}: {reason}")]
+    Storage {
+        /// The node whose storage failed.
+        node: NodeId,
+        /// The storage engine's message.
+        reason: String,
+    },
+    /// The coordinator was reached but did not answer in time or the connection broke: the
+    /// write may or may not have been applied. Retrying with the same context is safe (at
+    /// worst it adds a sibling with the same value).
+    #[error("outcome unknown: {node} did not answer ({reason}); the write may have been applied")]
+    OutcomeUnknown {
+        /// The coordinator.
+        node: NodeId,
+        /// What happened.
+        reason: String,
+    },
+    /// The node is shutting down or otherwise cannot take requests now.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+struct QuorumFailedDisplay<'a> {
+    required: u8,
+    succeeded: u8,
+    errors: &'a [(NodeId, ReplicaError)],
+}
+
+impl std::fmt::Display for QuorumFailedDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "quorum not met: {} of {} required replicas succeeded",
+            self.succeeded, self.required
+        )?;
+        for (i, (node, err)) in self.errors.iter().enumerate() {
+            let sep = if i == 0 { "; " } else { ", " };
+            write!(f, "{sep}{node}: {err}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_failed_names_each_replica() {
+        let e = ReplyError::QuorumFailed {
+            required: 3,
+            succeeded: 2,
+            errors: vec![(NodeId(3), ReplicaError::TimedOut)],
+        };
+        let s = e.to_string();
+        assert!(s.contains("2 of 3"), "{s}");
+        assert!(s.contains("n3: no answer"), "{s}");
+    }
+}

@@ -1,0 +1,117 @@
+//! Size limits enforced on everything that arrives, with documented defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Hard limits on what a node or client accepts. Both sides check them: the client before it
+/// sends (so a bad call fails fast with `InvalidInput` and nothing is stored), the node on
+/// arrival (so a client that skips the check is refused just the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest key, in bytes. Default 1 KiB: keys are identifiers, and every replica, hint and
+    /// Merkle leaf holds a copy.
+    pub max_key_bytes: usize,
+    /// Largest value of a single write, in bytes. Default 1 MiB, Dynamo's "objects are
+    /// typically less than 1 MB".
+    pub max_value_bytes: usize,
+    /// Largest stored object (all siblings together), in bytes. A write that would grow an
+    /// object past it is refused with `InvalidInput`; resolve the siblings first. Default 8 MiB.
+    pub max_object_bytes: usize,
+    /// Largest frame on the wire, in bytes. Must exceed `max_object_bytes` plus framing.
+    /// Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Concurrent request streams one peer may have open on a connection. Default 1024.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            max_object_bytes: 8 << 20,
+            max_frame_bytes: 16 << 20,
+            max_streams_per_connection: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a key and (for writes) a value against the limits.
+    pub fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("key is empty".into());
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(format!(
+                "key is {} bytes, the limit is {}",
+                key.len(),
+                self.max_key_bytes
+            ));
+        }
+        if let Some(v) = value
+            && v.len() > self.max_value_bytes
+        {
+            return Err(format!(
+                "value is {} bytes, the limit is {}",
+                v.len(),
+                self.max_value_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the limits are consistent with each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return Err("max_key_bytes and max_value_bytes must be positive".into());
+        }
+        if self.max_object_bytes < self.max_value_bytes {
+            return Err("max_object_bytes must be at least max_value_bytes".into());
+        }
+        if self.max_frame_bytes < self.max_object_bytes + self.max_key_bytes + 4096 {
+            return Err(
+                "max_frame_bytes must exceed max_object_bytes + max_key_bytes + 4 KiB".into(),
+            );
+        }
+        if self.max_frame_bytes > u32::MAX as usize {
+            return Err("max_frame_bytes must fit in 32 bits".into());
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err("max_streams_per_connection must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_consistent() {
+        Limits::default().validate().unwrap();
+    }
+
+    #[test]
+    fn check_names_the_offending_size() {
+        let l = Limits {
+            max_key_bytes: 4,
+            ..Limits::default()
+        };
+        assert!(l.check(b"abcd", Some(b"v")).is_ok());
+        assert!(l.check(b"abcde", None).unwrap_err().contains("5 bytes"));
+        assert!(l.check(b"", None).is_err());
+        let big = vec![0u8; l.max_value_bytes + 1];
+        assert!(l.check(b"k", Some(&big)).unwrap_err().contains("value"));
+    }
+
+    #[test]
+    fn inconsistent_limits_are_rejected() {
+        let l = Limits {
+            max_frame_bytes: 1024,
+            ..Limits::default()
+        };
+        assert!(l.validate().is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The request/response messages between clients and nodes, and between nodes.
+//!
+//! One bidirectional QUIC stream carries one [`Request`] frame and one [`Reply`] frame (see
+//! [`crate::frame`]). Replica operations (`Read`, `Write`) touch one node's storage only;
+//! `Put` asks a replica to coordinate a write (stamp the dot, store, replicate); the `Route*`
+//! messages are router mode, where the receiving node coordinates the whole quorum itself.
+
+use crate::dvv::VersionVector;
+use crate::error::ReplyError;
+use crate::ids::NodeId;
+use crate::object::Object;
+use crate::ring::Ring;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Replication parameters of one operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quorum {
+    /// Replicas per key.
+    pub n: u8,
+    /// Replies required (R for reads, W for writes).
+    pub required: u8,
+    /// Deadline for the whole operation, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+impl Quorum {
+    /// The budget a coordinator takes for itself out of this deadline: 90%, so that its
+    /// answer (success or a named failure) reaches the caller before the caller gives up.
+    pub fn for_coordinator(self) -> Quorum {
+        Quorum {
+            timeout_ms: (self.timeout_ms / 10 * 9).max(1),
+            ..self
+        }
+    }
+
+    /// The deadline as a duration.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.into())
+    }
+}
+
+/// A request frame's body.
+/// Not `#[non_exhaustive]`: the protocol version, not the type, governs evolution, and both
+/// sides must handle every message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check; answered with [`Response::Pong`].
+    Ping,
+    /// The node's current ring; answered with [`Response::Ring`].
+    GetRing,
+    /// Read this replica's object for `key`; answered with [`Response::Object`].
+    Read {
+        /// The user key.
+        key: Bytes,
+    },
+    /// Merge `object` into this replica's copy of `key`; answered with [`Response::Written`].
+    Write {
+        /// The user key.
+        key: Bytes,
+        /// The object to merge.
+        object: Object,
+    },
+    /// Coordinate a client write at this replica: stamp a dot of this node's actor, store, and
+    /// replicate to `replicas` until `quorum.required` replicas (this one included) hold it.
+    /// `value: None` is a delete. Answered with [`Response::Put`].
+    Put {
+        /// The user key.
+        key: Bytes,
+        /// The causal context the client read (empty for a blind write).
+        context: VersionVector,
+        /// The new value, or `None` for a delete.
+        value: Option<Bytes>,
+        /// The other replicas to write to, in preference order.
+        replicas: Vec<NodeId>,
+        /// W and the deadline.
+        quorum: Quorum,
+    },
+    /// Router mode: coordinate a quorum read of `key`; answered with [`Response::Object`].
+    RouteGet {
+        /// The user key.
+        key: Bytes,
+        /// N, R and the deadline.
+        quorum: Quorum,
+    },
+    /// Router mode: coordinate a write of `key` (forwarded to a replica if this node is not
+    /// one); answered with [`Response::Put`].
+    RoutePut {
+        /// The user key.
+        key: Bytes,
+        /// The causal context the client read.
+        context: VersionVector,
+        /// The new value, or `None` for a delete.
+        value: Option<Bytes>,
+        /// N, W and the deadline.
+        quorum: Quorum,
+    },
+}
+
+impl Request {
+    /// The operation's name, for spans and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::GetRing => "get_ring",
+            Request::Read { .. } => "read",
+            Request::Write { .. } => "write",
+            Request::Put { .. } => "put",
+            Request::RouteGet { .. } => "route_get",
+            Request::RoutePut { .. } => "route_put",
+        }
+    }
+}
+
+/// A reply frame's body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The answering node.
+        node: NodeId,
+    },
+    /// Answer to [`Request::GetRing`].
+    Ring(Ring),
+    /// A replica's object (empty if the key was never written), or a router read's merged
+    /// result.
+    Object(Object),
+    /// A replica write was applied (and is durable per the node's durability policy).
+    Written,
+    /// A coordinated write met its quorum.
+    Put {
+        /// The object's causal context after the write, for a follow-up write.
+        clock: VersionVector,
+    },
+    /// The request failed.
+    Error(ReplyError),
+}
+
+impl Response {
+    /// The reply's name, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Pong { .. } => "pong",
+            Response::Ring(_) => "ring",
+            Response::Object(_) => "object",
+            Response::Written => "written",
+            Response::Put { .. } => "put",
+            Response::Error(_) => "error",
+        }
+    }
+}
+
+/// The envelope of every reply: the answering node's ring epoch and the body. A client that
+/// sees an epoch newer than its cached ring refreshes the ring.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The ring epoch at the answering node.
+    pub epoch: u64,
+    /// The answer.
+    pub body: Response,
+}

@@ -1,0 +1,19 @@
+//! The QUIC edge shared by clients and nodes (feature `quic`): mutual-TLS configuration, frame
+//! I/O on streams, and [`QuicTransport`], the pooled [`crate::transport::Transport`].
+//!
+//! One long-lived connection per peer; one bidirectional stream per request carrying one
+//! request frame and one reply frame.
+
+mod pool;
+mod stream;
+mod tls;
+
+pub use pool::{QuicTransport, TransportOptions};
+pub use stream::{StreamError, read_frame, write_frame};
+pub use tls::{IDLE_TIMEOUT, KEEP_ALIVE, TlsError, TlsIdentity, client_config, server_config};
+
+/// The TLS server name every node certificate carries and every caller verifies.
+pub const SERVER_NAME: &str = "ringkv-node";
+
+/// The ALPN protocol id; it changes with the frame protocol version.
+pub const ALPN: &[u8] = b"ringkv/1";

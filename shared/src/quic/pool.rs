@@ -1,0 +1,291 @@
+//! [`QuicTransport`]: one pooled connection per peer, one stream per request, and local
+//! failure detection.
+
+use super::SERVER_NAME;
+use super::stream::{StreamError, read_frame, write_frame};
+use crate::ids::NodeId;
+use crate::limits::Limits;
+use crate::proto::{Reply, Request, Response};
+use crate::ring::Member;
+use crate::transport::{Transport, TransportError};
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Tunables of a [`QuicTransport`].
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// Limits on frames sent and received.
+    pub limits: Limits,
+    /// How long a connection attempt may take before the peer counts as unreachable.
+    pub connect_timeout: Duration,
+    /// First back-off after a peer fails; doubles per consecutive failure.
+    pub min_backoff: Duration,
+    /// Longest back-off; a peer marked down is retried at least this often.
+    pub max_backoff: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Down {
+    failures: u32,
+    until: Instant,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    options: TransportOptions,
+    live: DashMap<SocketAddr, quinn::Connection>,
+    /// One connection attempt per peer at a time; the slot remembers the last failure so that
+    /// callers who queued behind a failed attempt share its outcome instead of each waiting
+    /// out a connect timeout of their own.
+    connecting: DashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<(Instant, String)>>>>,
+    down: DashMap<NodeId, Down>,
+    highest_epoch: AtomicU64,
+}
+
+/// The QUIC [`Transport`]: cheap to clone, clones share connections and failure state.
+///
+/// A peer whose connection cannot be made (or breaks) is marked down for a back-off that
+/// doubles with each consecutive failure; [`Transport::is_down`] reports it so that callers
+/// route around it, and the first request after the back-off probes it again.
+#[derive(Clone)]
+pub struct QuicTransport {
+    inner: Arc<Inner>,
+}
+
+impl QuicTransport {
+    /// A transport that connects from `endpoint` with `client_config`.
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        client_config: quinn::ClientConfig,
+        options: TransportOptions,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                client_config,
+                options,
+                live: DashMap::new(),
+                connecting: DashMap::new(),
+                down: DashMap::new(),
+                highest_epoch: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The highest ring epoch any reply carried.
+    pub fn highest_epoch(&self) -> u64 {
+        self.inner.highest_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint requests leave from.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Calls an address directly (for seeds, whose node ids are not known yet).
+    pub async fn call_addr(
+        &self,
+        addr: SocketAddr,
+        request: Request,
+    ) -> Result<Response, TransportError> {
+        let conn = self.connection(addr).await?;
+        self.exchange(&conn, addr, &request).await
+    }
+
+    /// Connects (or reuses the connection) and exchanges one request.
+    async fn connect_and_exchange(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<Response, TransportError> {
+        let conn = self.connection(addr).await?;
+        self.exchange(&conn, addr, request).await
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
+        if let Some(c) = self.inner.live.get(&addr)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let queued_at = Instant::now();
+        let gate = self.inner.connecting.entry(addr).or_default().clone();
+        let mut last_failure = gate.lock().await;
+        if let Some(c) = self.inner.live.get(&addr)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let connect_err = |reason: String| TransportError::Connect { addr, reason };
+        if let Some((at, reason)) = last_failure.as_ref()
+            && *at >= queued_at
+        {
+            return Err(connect_err(reason.clone()));
+        }
+        let attempt = async {
+            let connecting = self
+                .inner
+                .endpoint
+                .connect_with(self.inner.client_config.clone(), addr, SERVER_NAME)
+                .map_err(|e| connect_err(e.to_string()))?;
+            match tokio::time::timeout(self.inner.options.connect_timeout, connecting).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(match tls_refusal(&e) {
+                    Some(reason) => TransportError::Refused { addr, reason },
+                    None => connect_err(e.to_string()),
+                }),
+                Err(_) => Err(connect_err(format!(
+                    "no handshake within {:?}",
+                    self.inner.options.connect_timeout
+                ))),
+            }
+        };
+        match attempt.await {
+            Ok(conn) => {
+                debug!(%addr, "connected");
+                *last_failure = None;
+                self.inner.live.insert(addr, conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        conn: &quinn::Connection,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<Response, TransportError> {
+        let max = self.inner.options.limits.max_frame_bytes;
+        let lost = |e: StreamError| match e {
+            StreamError::Frame(f) => TransportError::BadReply {
+                addr,
+                reason: f.to_string(),
+            },
+            StreamError::Io { reason } => TransportError::Lost { addr, reason },
+        };
+        let result = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| TransportError::Lost {
+                addr,
+                reason: e.to_string(),
+            })?;
+            write_frame(&mut send, request, max)
+                .await
+                .map_err(|e| match e {
+                    StreamError::Frame(f) => TransportError::RequestTooLarge {
+                        reason: f.to_string(),
+                    },
+                    other => lost(other),
+                })?;
+            read_frame::<Reply>(&mut recv, max).await.map_err(lost)
+        }
+        .await;
+        match result {
+            Ok(reply) => {
+                self.inner
+                    .highest_epoch
+                    .fetch_max(reply.epoch, Ordering::Relaxed);
+                Ok(reply.body)
+            }
+            // In TLS 1.3 a client can finish its side of the handshake before the server has
+            // checked the client's certificate; a refusal then arrives as a connection close
+            // carrying a TLS alert. Report it as what it is.
+            Err(TransportError::Lost { .. })
+                if conn.close_reason().as_ref().and_then(tls_refusal).is_some() =>
+            {
+                let reason = conn
+                    .close_reason()
+                    .as_ref()
+                    .and_then(tls_refusal)
+                    .unwrap_or_default();
+                Err(TransportError::Refused { addr, reason })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mark_down(&self, node: NodeId) {
+        let opts = &self.inner.options;
+        let mut entry = self.inner.down.entry(node).or_insert(Down {
+            failures: 0,
+            until: Instant::now(),
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        let backoff = opts
+            .min_backoff
+            .saturating_mul(1 << (entry.failures - 1).min(16))
+            .min(opts.max_backoff);
+        entry.until = Instant::now() + backoff;
+        debug!(%node, failures = entry.failures, ?backoff, "marked down");
+    }
+
+    fn mark_up(&self, node: NodeId) {
+        if self.inner.down.remove(&node).is_some() {
+            debug!(%node, "marked up");
+        }
+    }
+}
+
+/// The handshake failure described by a connection error, if it is one (QUIC carries TLS
+/// alerts as transport error codes 0x100..=0x1ff).
+fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
+    let code = match e {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code,
+        quinn::ConnectionError::TransportError(t) => t.code,
+        _ => return None,
+    };
+    (0x100..0x200)
+        .contains(&u64::from(code))
+        .then(|| e.to_string())
+}
+
+impl Transport for QuicTransport {
+    async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
+        let result = self.connect_and_exchange(to.addr, &request).await;
+        match &result {
+            Ok(_) => self.mark_up(to.id),
+            Err(
+                TransportError::Connect { .. }
+                | TransportError::Lost { .. }
+                | TransportError::Refused { .. },
+            ) => {
+                self.mark_down(to.id);
+                if let Some((_, c)) = self
+                    .inner
+                    .live
+                    .remove_if(&to.addr, |_, c| c.close_reason().is_some())
+                {
+                    drop(c);
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn is_down(&self, node: NodeId) -> bool {
+        self.inner
+            .down
+            .get(&node)
+            .is_some_and(|d| d.until > Instant::now())
+    }
+}

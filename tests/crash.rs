@@ -1,0 +1,124 @@
+//! Under `sync` durability, a write acknowledged by a real `ringkv-node` process survives
+//! `kill -9` of that process.
+
+mod support;
+
+use anyhow::{Context as _, Result};
+use ringkv::{CallOptions, Client, Context};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{eventually, free_udp_port, spawn_node, write_certs};
+use tokio::sync::Mutex;
+
+async fn connect(addr: std::net::SocketAddr, tls: &ringkv::TlsIdentity) -> Result<Client> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let built = Client::builder()
+            .seeds([addr])
+            .tls(tls.clone())
+            .n(1)
+            .r(1)
+            .w(1)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .await;
+        match built {
+            Ok(c) => return Ok(c),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e).context("the node did not accept clients within 30 s");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tls = write_certs(dir.path(), 1)?;
+    let port = free_udp_port()?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let config = dir.path().join("n1.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+id = 1
+listen = "{addr}"
+data_dir = "data"
+partitions = 64
+[storage]
+durability = "sync"
+[tls]
+ca = "ca.pem"
+cert = "n1.pem"
+key = "n1-key.pem"
+[[members]]
+id = 1
+addr = "{addr}"
+"#
+        ),
+    )?;
+    let log = dir.path().join("node.log");
+    let mut node = spawn_node(&config, &log)?;
+    let client = connect(addr, &tls).await?;
+
+    // Writers keep 16 writes in flight; the node is killed while they run.
+    let acked: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..16u32 {
+        let client = client.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..10_000u32 {
+                let key = w * 100_000 + i;
+                let put = client
+                    .put_with(
+                        format!("key-{key}"),
+                        format!("value-{key}"),
+                        &Context::empty(),
+                        CallOptions::default(),
+                    )
+                    .await;
+                match put {
+                    Ok(_) => acked.lock().await.push(key),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(60), "300 acknowledged writes", || {
+        let acked = acked.clone();
+        async move { acked.lock().await.len() >= 300 }
+    })
+    .await?;
+    node.kill()?;
+    for w in writers {
+        w.await?;
+    }
+    let acked = acked.lock().await.clone();
+    println!("{} writes acknowledged before kill -9", acked.len());
+    client.close();
+
+    let _node = spawn_node(&config, &dir.path().join("node-restarted.log"))?;
+    let client = connect(addr, &tls).await?;
+    let mut missing = Vec::new();
+    for key in &acked {
+        let read = client.get(format!("key-{key}")).await;
+        match read {
+            Ok(v)
+                if v.single()
+                    .is_some_and(|b| b.as_ref() == format!("value-{key}").as_bytes()) => {}
+            Ok(v) => missing.push((*key, format!("{:?}", v.values))),
+            Err(e) => missing.push((*key, format!("read failed: {e}"))),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost after kill -9: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+    Ok(())
+}

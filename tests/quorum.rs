@@ -1,0 +1,220 @@
+//! Quorum reads and writes on a real in-process cluster, in direct and router mode.
+
+mod support;
+
+use anyhow::Result;
+use bytes::Bytes;
+use ringkv::{CallOptions, ClientError, Context, Mode};
+use ringkv_node::testing::LocalCluster;
+use ringkv_shared::NodeId;
+use support::client;
+
+fn values(v: &ringkv::Versions) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = v.values.iter().map(|b| b.as_ref()).collect();
+    out.sort();
+    out
+}
+
+async fn round_trip_and_overwrite(mode: Mode) -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+
+    assert!(c.get("missing").await?.is_not_found());
+
+    let ctx = c.put("k", "v1", &Context::empty()).await?;
+    let read = c.get("k").await?;
+    assert_eq!(values(&read), vec![b"v1".as_slice()]);
+
+    // Overwrite with the context of the read: one value remains.
+    c.put("k", "v2", &read.context).await?;
+    assert_eq!(values(&c.get("k").await?), vec![b"v2".as_slice()]);
+
+    // The context returned by a put also supersedes what it wrote.
+    let ctx2 = c.put("k2", "a", &Context::empty()).await?;
+    c.put("k2", "b", &ctx2).await?;
+    assert_eq!(values(&c.get("k2").await?), vec![b"b".as_slice()]);
+    drop(ctx);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn siblings_and_resolution(mode: Mode) -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+    c.put("cart", "base", &Context::empty()).await?;
+    let old = c.get("cart").await?.context;
+
+    // Two writers with the same old context: both survive as siblings.
+    c.put("cart", "x", &old).await?;
+    c.put("cart", "y", &old).await?;
+    let read = c.get_with("cart", CallOptions::default().quorum(3)).await?;
+    assert_eq!(values(&read), vec![b"x".as_slice(), b"y".as_slice()]);
+    assert!(read.has_siblings());
+
+    // Writing back with the merged context resolves them.
+    c.put("cart", "xy", &read.context).await?;
+    let read = c.get("cart").await?;
+    assert_eq!(read.single().map(Bytes::as_ref), Some(b"xy".as_slice()));
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn delete_then_get(mode: Mode) -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+    c.put("gone", "v", &Context::empty()).await?;
+    let read = c.get("gone").await?;
+    c.delete("gone", &read.context).await?;
+    let after = c.get_with("gone", CallOptions::default().quorum(3)).await?;
+    assert!(after.is_not_found(), "{after:?}");
+    // A later write with the delete's context brings the key back with only the new value.
+    c.put("gone", "again", &after.context).await?;
+    assert_eq!(values(&c.get("gone").await?), vec![b"again".as_slice()]);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn one_node_down(mode: Mode) -> Result<()> {
+    let mut cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+    c.put("before", "v", &Context::empty()).await?;
+    cluster.stop(2).await?;
+    let stopped = cluster.node_id(2);
+
+    // W=2 and R=2 still succeed with two of three replicas.
+    for i in 0..10 {
+        c.put(format!("k{i}"), "v", &Context::empty()).await?;
+        assert_eq!(
+            values(&c.get(format!("k{i}")).await?),
+            vec![b"v".as_slice()]
+        );
+    }
+    assert_eq!(values(&c.get("before").await?), vec![b"v".as_slice()]);
+
+    // W=3 cannot be met, and the error names the stopped node.
+    let err = c
+        .put_with(
+            "k-w3",
+            "v",
+            &Context::empty(),
+            CallOptions::default().quorum(3),
+        )
+        .await
+        .expect_err("W=3 with a replica down must fail");
+    match &err {
+        ClientError::QuorumFailed {
+            required,
+            succeeded,
+            errors,
+        } => {
+            assert_eq!(*required, 3);
+            assert!(*succeeded < 3);
+            let named: Vec<NodeId> = errors.iter().map(|(n, _)| *n).collect();
+            assert!(
+                named.contains(&stopped),
+                "error should name {stopped}: {err}"
+            );
+        }
+        other => panic!("expected QuorumFailed, got {other}"),
+    }
+    assert!(err.to_string().contains(&stopped.to_string()), "{err}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn restarted_node_keeps_its_data(mode: Mode) -> Result<()> {
+    let mut cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+    for i in 0..20 {
+        c.put_with(
+            format!("p{i}"),
+            format!("v{i}"),
+            &Context::empty(),
+            CallOptions::default().quorum(3),
+        )
+        .await?;
+    }
+    cluster.restart(1).await?;
+    let node = cluster.node(1).expect("restarted");
+    let ring = node.ring();
+    for i in 0..20 {
+        let key = format!("p{i}");
+        let obj = node
+            .store()
+            .get(ring.partition_of(key.as_bytes()), key.as_bytes())?;
+        let obj = obj.unwrap_or_else(|| panic!("{key} missing after restart"));
+        assert_eq!(
+            obj.values().next().map(|b| b.as_ref()),
+            Some(format!("v{i}").as_bytes())
+        );
+    }
+    // And the cluster serves it with R=3 (all replicas, the restarted one included).
+    assert_eq!(
+        values(&c.get_with("p3", CallOptions::default().quorum(3)).await?),
+        vec![b"v3".as_slice()]
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn oversized_input_is_refused(mode: Mode) -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+    let big_key = vec![b'k'; 1025];
+    let err = c
+        .put(big_key.clone(), "v", &Context::empty())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
+    let err = c.get(big_key).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
+    let big_value = vec![0u8; (1 << 20) + 1];
+    let err = c
+        .put("ok-key", big_value, &Context::empty())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
+    let err = c.put("", "v", &Context::empty()).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
+    let err = c
+        .put(
+            "k",
+            "v",
+            &Context::from_bytes(Bytes::from_static(b"\x07garbage")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
+    for i in 0..3 {
+        let node = cluster.node(i).expect("running");
+        let p = node.ring().partition_of(b"ok-key");
+        assert!(
+            node.store().get(p, b"ok-key")?.is_none(),
+            "nothing stored on node {i}"
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod direct {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> anyhow::Result<()> { super::$name(ringkv::Mode::Direct).await })*
+        }
+        mod router {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> anyhow::Result<()> { super::$name(ringkv::Mode::Router).await })*
+        }
+    };
+}
+
+both_modes!(
+    round_trip_and_overwrite,
+    siblings_and_resolution,
+    delete_then_get,
+    one_node_down,
+    restarted_node_keeps_its_data,
+    oversized_input_is_refused,
+);

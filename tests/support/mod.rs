@@ -1,0 +1,161 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use anyhow::{Context as _, Result, bail};
+use ringkv::{Client, Mode};
+use ringkv_node::testing::LocalCluster;
+use ringkv_shared::Limits;
+use ringkv_shared::proto::{Reply, Request};
+use ringkv_shared::quic::{TlsIdentity, client_config};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A client of `cluster` in `mode` with N=3, R=2, W=2.
+pub async fn client(cluster: &LocalCluster, mode: Mode) -> Result<Client> {
+    Ok(Client::builder()
+        .seeds(cluster.addrs())
+        .tls(cluster.client_tls())
+        .mode(mode)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await?)
+}
+
+/// A raw QUIC connection to one node, for sending frames the client would never send.
+pub struct RawConn {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+}
+
+impl RawConn {
+    pub async fn open(addr: SocketAddr, tls: &TlsIdentity) -> Result<Self> {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(client_config(tls, &Limits::default())?);
+        let conn = endpoint
+            .connect(addr, ringkv_shared::quic::SERVER_NAME)?
+            .await?;
+        Ok(Self { endpoint, conn })
+    }
+
+    /// Sends raw bytes on a new stream; returns the reply frame, or `None` if the node reset
+    /// or closed the stream without one.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<Option<Reply>> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(bytes).await?;
+        let _ = send.finish();
+        let read = tokio::time::timeout(Duration::from_secs(15), recv.read_to_end(64 << 20))
+            .await
+            .context("node neither answered nor closed the stream")?;
+        match read {
+            Ok(buf) if buf.is_empty() => Ok(None),
+            Ok(buf) => Ok(Some(ringkv_shared::frame::decode(&buf, 64 << 20)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sends a well-formed request frame (bypassing the client's own checks).
+    pub async fn request(&self, req: &Request) -> Result<Reply> {
+        let frame = ringkv_shared::frame::encode(req, 64 << 20)?;
+        match self.send_raw(&frame).await? {
+            Some(r) => Ok(r),
+            None => bail!("no reply"),
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for: {what}")
+}
+
+/// The `ringkv-node` binary of this workspace's target directory (built on demand).
+pub fn node_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary> → target/<profile>/ringkv-node
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("unexpected test binary location")?;
+    let bin = dir.join(format!("ringkv-node{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "ringkv-node", "--bin", "ringkv-node"])
+            .status()?;
+        if !status.success() || !bin.exists() {
+            bail!("could not build ringkv-node at {}", bin.display());
+        }
+    }
+    Ok(bin)
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.0.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// A free UDP port on 127.0.0.1 (bound, read, released).
+pub fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Writes a development CA and certificates for nodes `1..=nodes` and one client into `dir`,
+/// and returns the client's identity.
+pub fn write_certs(dir: &std::path::Path, nodes: u32) -> Result<TlsIdentity> {
+    use ringkv_node::certs::{CertKind, DevCa, write_pem};
+    let ca = DevCa::generate()?;
+    write_pem(&dir.join("ca.pem"), ca.cert_pem(), false)?;
+    for i in 1..=nodes {
+        let leaf = ca.issue(CertKind::Node, &format!("n{i}"))?;
+        write_pem(&dir.join(format!("n{i}.pem")), &leaf.cert_pem, false)?;
+        write_pem(&dir.join(format!("n{i}-key.pem")), &leaf.key_pem, true)?;
+    }
+    let client = ca.issue(CertKind::Client, "test-client")?;
+    Ok(TlsIdentity {
+        ca_pem: ca.cert_pem().as_bytes().to_vec(),
+        cert_pem: client.cert_pem.into_bytes(),
+        key_pem: client.key_pem.into_bytes(),
+    })
+}
+
+/// Starts the real `ringkv-node` binary with `config`, logging to `log`.
+pub fn spawn_node(config: &std::path::Path, log: &std::path::Path) -> Result<ChildGuard> {
+    let log = std::fs::File::create(log)?;
+    let child = std::process::Command::new(node_binary()?)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok(ChildGuard(Some(child)))
+}

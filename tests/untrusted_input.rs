@@ -1,0 +1,207 @@
+//! The network is untrusted: wrong certificates are refused, malformed frames get an error
+//! reply or a reset, and the node keeps serving everyone else.
+
+mod support;
+
+use anyhow::Result;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use ringkv::{ClientError, Context, Mode};
+use ringkv_node::certs::{CertKind, DevCa};
+use ringkv_node::testing::LocalCluster;
+use ringkv_shared::frame::{self, PROTOCOL_VERSION};
+use ringkv_shared::proto::{Quorum, Request, Response};
+use ringkv_shared::quic::TlsIdentity;
+use ringkv_shared::{ReplyError, VersionVector};
+use support::{RawConn, client};
+
+fn identity_from(ca: &DevCa, trust: &DevCa, kind: CertKind) -> Result<TlsIdentity> {
+    let leaf = ca.issue(kind, "intruder")?;
+    Ok(TlsIdentity {
+        ca_pem: trust.cert_pem().as_bytes().to_vec(),
+        cert_pem: leaf.cert_pem.into_bytes(),
+        key_pem: leaf.key_pem.into_bytes(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_another_ca_is_refused() -> Result<()> {
+    let cluster = LocalCluster::start(1).await?;
+    let rogue_ca = DevCa::generate()?;
+    // Signed by a foreign CA, but trusting the cluster's CA (so only the node can refuse).
+    let tls = identity_from(&rogue_ca, cluster.ca(), CertKind::Client)?;
+    let err = ringkv::Client::builder()
+        .seeds(cluster.addrs())
+        .tls(tls)
+        .build()
+        .await
+        .expect_err("a foreign certificate must be refused");
+    assert!(
+        matches!(err, ClientError::Tls { .. }),
+        "expected a TLS error, got: {err}"
+    );
+
+    println!("refusal as the application sees it: {err}");
+
+    // The node still serves a legitimate client.
+    let c = ringkv::Client::builder()
+        .seeds(cluster.addrs())
+        .tls(cluster.client_tls())
+        .n(1)
+        .r(1)
+        .w(1)
+        .build()
+        .await?;
+    c.put("k", "v", &Context::empty()).await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_from_another_ca_is_not_trusted_by_clients() -> Result<()> {
+    let cluster = LocalCluster::start(1).await?;
+    // A client that trusts a different CA refuses the node's certificate.
+    let other_ca = DevCa::generate()?;
+    let tls = identity_from(&other_ca, &other_ca, CertKind::Client)?;
+    let err = ringkv::Client::builder()
+        .seeds(cluster.addrs())
+        .tls(tls)
+        .build()
+        .await
+        .expect_err("an untrusted node must be refused");
+    assert!(
+        matches!(err, ClientError::Tls { .. }),
+        "expected a TLS error, got: {err}"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_get_an_error_or_a_reset_and_the_node_keeps_serving() -> Result<()> {
+    let seed: u64 = std::env::var("RINGKV_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (replay with RINGKV_TEST_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let cluster = LocalCluster::start(3).await?;
+    let addr = cluster.addrs()[0];
+    let raw = RawConn::open(addr, &cluster.client_tls()).await?;
+
+    // Random garbage of random sizes.
+    for i in 0..40 {
+        let len = rng.random_range(0..2048);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if let Some(reply) = raw.send_raw(&bytes).await? {
+            assert!(
+                matches!(
+                    reply.body,
+                    Response::Error(
+                        ReplyError::Malformed { .. } | ReplyError::UnsupportedVersion { .. }
+                    )
+                ),
+                "garbage #{i} (seed {seed}) got {:?}",
+                reply.body
+            );
+        }
+    }
+
+    // A frame claiming more than the limit is refused before the body is read.
+    let mut huge = (u32::MAX).to_be_bytes().to_vec();
+    huge.push(PROTOCOL_VERSION);
+    let reply = raw.send_raw(&huge).await?.expect("an error reply");
+    assert!(
+        matches!(&reply.body, Response::Error(ReplyError::Malformed { reason }) if reason.contains("exceeds")),
+        "{:?}",
+        reply.body
+    );
+
+    // A well-formed frame of a future protocol version is named as such.
+    let mut future = frame::encode(&Request::Ping, 1 << 20)?;
+    future[4] = PROTOCOL_VERSION + 1;
+    let reply = raw.send_raw(&future).await?.expect("an error reply");
+    assert_eq!(
+        reply.body,
+        Response::Error(ReplyError::UnsupportedVersion {
+            found: PROTOCOL_VERSION + 1,
+            supported: PROTOCOL_VERSION
+        })
+    );
+
+    // A truncated frame (the header promises more than arrives before the stream ends): there
+    // is no request to answer, so the stream just ends.
+    let ping = frame::encode(&Request::Ping, 1 << 20)?;
+    assert!(raw.send_raw(&ping[..ping.len() - 1]).await?.is_none());
+
+    // The same connection, and every other client, is still served.
+    let pong = raw.request(&Request::Ping).await?;
+    assert!(
+        matches!(pong.body, Response::Pong { .. }),
+        "{:?}",
+        pong.body
+    );
+    let c = client(&cluster, Mode::Direct).await?;
+    c.put("still", "serving", &Context::empty()).await?;
+    assert_eq!(
+        c.get("still").await?.single().map(Bytes::as_ref),
+        Some(b"serving".as_slice())
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_enforces_limits_even_when_the_client_does_not() -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let raw = RawConn::open(cluster.addrs()[0], &cluster.client_tls()).await?;
+    let q = Quorum {
+        n: 3,
+        required: 2,
+        timeout_ms: 2000,
+    };
+    let cases = [
+        Request::Put {
+            key: Bytes::from(vec![b'k'; 2000]),
+            context: VersionVector::new(),
+            value: Some(Bytes::from_static(b"v")),
+            replicas: vec![],
+            quorum: q,
+        },
+        Request::RoutePut {
+            key: Bytes::from_static(b"k"),
+            context: VersionVector::new(),
+            value: Some(Bytes::from(vec![0u8; (1 << 20) + 1])),
+            quorum: q,
+        },
+        Request::Read { key: Bytes::new() },
+        Request::RouteGet {
+            key: Bytes::from_static(b"k"),
+            quorum: Quorum {
+                n: 3,
+                required: 4,
+                timeout_ms: 2000,
+            },
+        },
+    ];
+    for req in cases {
+        let reply = raw.request(&req).await?;
+        assert!(
+            matches!(reply.body, Response::Error(ReplyError::InvalidInput { .. })),
+            "{} got {:?}",
+            req.kind(),
+            reply.body
+        );
+    }
+    for i in 0..3 {
+        let node = cluster.node(i).expect("running");
+        assert!(
+            node.store()
+                .get(node.ring().partition_of(b"k"), b"k")?
+                .is_none()
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
