@@ -8,7 +8,7 @@
 //!
 //! - the crate root: everything in [`ringkv_client`] ([`Client`], [`Context`], [`Versions`],
 //!   [`ClientError`], [`Mode`], [`CallOptions`]).
-//! - [`shared`]: ring, versions, protocol and limits, for applications that need them.
+//! - [`shared`] — ring, versions, protocol and limits, for applications that need them.
 
 pub use ringkv_client::*;
 

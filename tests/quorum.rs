@@ -164,17 +164,17 @@ async fn oversized_input_is_refused(mode: Mode) -> Result<()> {
     let err = c
         .put(big_key.clone(), "v", &Context::empty())
         .await
-        .unwrap_err();
+        .expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
-    let err = c.get(big_key).await.unwrap_err();
+    let err = c.get(big_key).await.expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
     let big_value = vec![0u8; (1 << 20) + 1];
     let err = c
         .put("ok-key", big_value, &Context::empty())
         .await
-        .unwrap_err();
+        .expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
-    let err = c.put("", "v", &Context::empty()).await.unwrap_err();
+    let err = c.put("", "v", &Context::empty()).await.expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
     let err = c
         .put(
@@ -183,7 +183,7 @@ async fn oversized_input_is_refused(mode: Mode) -> Result<()> {
             &Context::from_bytes(Bytes::from_static(b"\x07garbage")),
         )
         .await
-        .unwrap_err();
+        .expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
     for i in 0..3 {
         let node = cluster.node(i).expect("running");

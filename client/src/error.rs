@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 
 /// Why a client call failed.
 ///
-/// The variants separate "failed, not applied" ([`ClientError::InvalidInput`],
-/// [`ClientError::QuorumFailed`] with no coordinator reached) from "unknown outcome"
-/// ([`ClientError::OutcomeUnknown`]): after the latter a write may or may not be stored.
+/// For writes, [`ClientError::may_have_been_applied`] tells "failed, not applied" apart from
+/// "may be stored": as in Dynamo, a write is never rolled back, so a write that reached some
+/// replicas but not W of them stays on those replicas and spreads from there.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -18,7 +18,9 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
-    /// Fewer replicas than required succeeded.
+    /// Fewer replicas than required succeeded. For a write with `succeeded > 0`, the write is
+    /// stored on those replicas (it is not rolled back) and will reach the others through read
+    /// repair and anti-entropy; retrying with the same context is safe.
     #[error("{}", ReplyError::QuorumFailed { required: *required, succeeded: *succeeded, errors: errors.clone() })]
     QuorumFailed {
         /// Replicas that had to succeed (R or W).
@@ -58,6 +60,18 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether a failed write may nevertheless be stored on some replica. `false` means it
+    /// certainly was not: the input was refused, or no coordinator could be reached at all.
+    pub fn may_have_been_applied(&self) -> bool {
+        match self {
+            ClientError::InvalidInput { .. } | ClientError::Unavailable { .. } | ClientError::Tls { .. } => false,
+            ClientError::QuorumFailed { succeeded, .. } => *succeeded > 0,
+            ClientError::OutcomeUnknown { .. } | ClientError::Node { .. } => true,
+        }
+    }
+}
+
 fn format_seed_errors(errors: &[(SocketAddr, String)]) -> String {
     if errors.is_empty() {
         return "no seeds configured".into();
@@ -87,5 +101,23 @@ impl From<ReplyError> for ClientError {
             }
             other => ClientError::Node { error: other },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_or_not() {
+        let failed = |succeeded| ClientError::QuorumFailed {
+            required: 3,
+            succeeded,
+            errors: vec![(NodeId(3), ReplicaError::TimedOut)],
+        };
+        assert!(!failed(0).may_have_been_applied());
+        assert!(failed(2).may_have_been_applied());
+        assert!(!ClientError::InvalidInput { reason: "x".into() }.may_have_been_applied());
+        assert!(ClientError::OutcomeUnknown { node: NodeId(1), reason: "x".into() }.may_have_been_applied());
     }
 }

@@ -27,11 +27,11 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: [`Client`], get/put/delete in direct and router mode.
-//! - [`builder`]: [`ClientBuilder`].
-//! - [`options`]: [`Mode`], defaults and per-call [`CallOptions`].
-//! - [`versions`]: [`Versions`] and the opaque [`Context`].
-//! - [`error`]: [`ClientError`].
+//! - [`client`] — [`Client`], get/put/delete in direct and router mode.
+//! - [`builder`] — [`ClientBuilder`].
+//! - [`options`] — [`Mode`], defaults and per-call [`CallOptions`].
+//! - [`versions`] — [`Versions`] and the opaque [`Context`].
+//! - [`error`] — [`ClientError`].
 
 pub mod builder;
 pub mod client;

@@ -48,7 +48,7 @@ pub enum ConfigError {
     /// The file is not valid TOML for a node configuration.
     #[error("config {origin}: {message}")]
     Parse {
-        /// The file, or "<string>".
+        /// The file, or `<string>`.
         origin: String,
         /// The parser's message (it names the line and the field).
         message: String,

@@ -11,17 +11,17 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML configuration and its validation.
-//! - [`storage`]: fjall keyspaces, read-merge-write under striped locks, durability policies
+//! - [`config`] — the TOML configuration and its validation.
+//! - [`storage`] — fjall keyspaces, read-merge-write under striped locks, durability policies
 //!   with group commit.
-//! - [`certs`]: a development CA and node/client certificates (rcgen).
-//! - [`node`]: [`Node::start`] and the [`NodeHandle`] it returns.
-//! - `server`: the QUIC accept loop and per-stream framing.
-//! - `service`: request dispatch.
-//! - `replica`: replica read, merge-write and coordinated put.
-//! - `router`: router-mode quorum coordination.
-//! - `state`: the running node's state and its self-short-circuiting transport.
-//! - [`testing`]: [`testing::LocalCluster`], n nodes in-process on loopback.
+//! - [`certs`] — a development CA and node/client certificates (rcgen).
+//! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns.
+//! - `server` — the QUIC accept loop and per-stream framing.
+//! - `service` — request dispatch.
+//! - `replica` — replica read, merge-write and coordinated put.
+//! - `router` — router-mode quorum coordination.
+//! - `state` — the running node's state and its self-short-circuiting transport.
+//! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
 
 pub mod certs;
 pub mod config;

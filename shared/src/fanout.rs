@@ -33,7 +33,7 @@ pub struct ReadOutcome {
     pub object: Object,
     /// Distinct versions among those answers (1 when replicas agreed).
     pub versions: usize,
-    /// Replicas that answered.
+    /// Replicas whose answer was merged into `object`.
     pub answered: Vec<NodeId>,
 }
 
@@ -109,11 +109,7 @@ pub async fn read<T: Transport>(
     let outcome = ReadOutcome {
         object: quorum.merged().clone(),
         versions: quorum.distinct_versions(),
-        answered: targets
-            .iter()
-            .map(|m| m.id)
-            .filter(|id| !quorum.pending().contains(id))
-            .collect(),
+        answered: quorum.replied().collect(),
     };
     if repair {
         let t = transport.clone();

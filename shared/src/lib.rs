@@ -12,20 +12,20 @@
 //!
 //! # Layout
 //!
-//! - [`ids`]: node ids and version-vector actors.
-//! - [`hash`]: the stable key hash that places keys on the ring, and checksums.
-//! - [`ring`]: Q equal partitions, owners, preference lists, epochs.
-//! - [`dvv`]: dots and version vectors.
-//! - [`object`]: a key's sibling set under a dotted version vector: update, merge.
-//! - [`encoding`]: versioned, checksummed encodings of stored objects and contexts.
-//! - [`limits`]: key, value, object and frame size limits.
-//! - [`proto`]: request and reply messages.
-//! - [`frame`]: length-prefixed, versioned frames.
-//! - [`error`]: errors that cross the wire.
-//! - [`quorum`]: the quorum engine, a state machine fed with replies.
-//! - [`transport`]: the trait the network plugs into.
-//! - [`fanout`]: quorum read and write drivers over a transport.
-//! - `quic` (feature `quic`): mutual TLS, stream framing and the pooled QUIC transport.
+//! - [`ids`] — node ids and version-vector actors.
+//! - [`hash`] — the stable key hash that places keys on the ring, and checksums.
+//! - [`ring`] — Q equal partitions, owners, preference lists, epochs.
+//! - [`dvv`] — dots and version vectors.
+//! - [`object`] — a key's sibling set under a dotted version vector: update, merge.
+//! - [`encoding`] — versioned, checksummed encodings of stored objects and contexts.
+//! - [`limits`] — key, value, object and frame size limits.
+//! - [`proto`] — request and reply messages.
+//! - [`frame`] — length-prefixed, versioned frames.
+//! - [`error`] — errors that cross the wire.
+//! - [`quorum`] — the quorum engine, a state machine fed with replies.
+//! - [`transport`] — the trait the network plugs into.
+//! - [`fanout`] — quorum read and write drivers over a transport.
+//! - `quic` (feature `quic`) — mutual TLS, stream framing and the pooled QUIC transport.
 
 pub mod dvv;
 pub mod encoding;

@@ -98,29 +98,30 @@ impl Object {
         let mut out = Vec::with_capacity(self.siblings.len() + other.siblings.len());
         let (a, b) = (&self.siblings, &other.siblings);
         let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let next_a = a.get(i);
-            let next_b = b.get(j);
-            match (next_a, next_b) {
+        // Both lists are sorted by dot: walk them together like a merge sort.
+        loop {
+            let take_a = match (a.get(i), b.get(j)) {
+                (None, None) => break,
                 (Some(x), Some(y)) if x.dot == y.dot => {
                     out.push(x.clone());
                     i += 1;
                     j += 1;
+                    continue;
                 }
-                (Some(x), y) if y.is_none_or(|y| x.dot < y.dot) => {
-                    if !other.clock.covers(x.dot) {
-                        out.push(x.clone());
-                    }
-                    i += 1;
+                (Some(x), Some(y)) => x.dot < y.dot,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_a {
+                if !other.clock.covers(a[i].dot) {
+                    out.push(a[i].clone());
                 }
-                (_, Some(y)) => {
-                    if !self.clock.covers(y.dot) {
-                        out.push(y.clone());
-                    }
-                    j += 1;
+                i += 1;
+            } else {
+                if !self.clock.covers(b[j].dot) {
+                    out.push(b[j].clone());
                 }
-                (None, None) => break,
-                (Some(_), None) => unreachable!("handled by the guard above"),
+                j += 1;
             }
         }
         self.siblings = out;

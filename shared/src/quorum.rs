@@ -203,6 +203,11 @@ impl ReadQuorum {
             .collect()
     }
 
+    /// Replicas whose object was received.
+    pub fn replied(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.replies.iter().map(|(n, _)| *n)
+    }
+
     /// How many distinct versions the answers held (1 when every replica agreed). Dynamo
     /// reports this to show how rarely divergence reaches readers.
     pub fn distinct_versions(&self) -> usize {

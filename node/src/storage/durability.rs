@@ -35,6 +35,7 @@ struct Synced {
 
 struct Shared {
     written: AtomicU64,
+    fsyncs: AtomicU64,
     wake: Mutex<bool>,
     cond: Condvar,
     stop: Mutex<bool>,
@@ -56,6 +57,7 @@ impl GroupCommit {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
             wake: Mutex::new(false),
             cond: Condvar::new(),
             stop: Mutex::new(false),
@@ -120,6 +122,14 @@ impl GroupCommit {
         }
     }
 
+    /// Writes committed and fsyncs run so far.
+    pub(crate) fn stats(&self) -> super::StoreStats {
+        super::StoreStats {
+            writes: self.shared.written.load(Ordering::Relaxed),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stops the syncer after a final fsync.
     pub(crate) fn stop(&self) {
         *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -172,6 +182,7 @@ fn sync_loop(
         if target > done {
             match db.persist(PersistMode::SyncAll) {
                 Ok(()) => {
+                    shared.fsyncs.fetch_add(1, Ordering::Relaxed);
                     done = target;
                     tx.send_replace(Synced {
                         upto: done,

@@ -1,7 +1,7 @@
 //! A node's storage: objects, and node metadata, in one fjall database.
 //!
 //! Keyspaces:
-//! - `objects`: [`keys::object_key`] → [`ringkv_shared::encoding::encode_object`] bytes
+//! - `objects`: partition (u32, big-endian) ++ user key → [`ringkv_shared::encoding::encode_object`] bytes
 //!   (format byte, checksum, body).
 //! - `meta`: the storage format version, the node id the directory belongs to, and this
 //!   storage incarnation's [`ActorId`].
@@ -82,6 +82,15 @@ pub enum StorageError {
         /// Why.
         reason: String,
     },
+}
+
+/// Storage counters, for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Batches committed (writes that changed an object).
+    pub writes: u64,
+    /// fsyncs run by the syncer (under `sync`, writes per fsync is the group-commit factor).
+    pub fsyncs: u64,
 }
 
 /// Options for [`Store::open`].
@@ -270,13 +279,13 @@ impl Store {
     ) -> Result<Object, StorageError> {
         let storage_key = keys::object_key(partition, key);
         let stripe = (ringkv_shared::hash::key_hash(&storage_key) as usize) % LOCK_STRIPES;
-        let wrote = {
+        let (next, wrote) = {
             let _guard = self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner());
             let current = self.get(partition, key);
             let unchanged_from = current.as_ref().ok().and_then(|c| c.clone());
             let next = f(current)?;
             if unchanged_from.as_ref() == Some(&next) {
-                None
+                (next, false)
             } else {
                 let encoded = encode_object(&next);
                 if let Some(max) = max_object_bytes
@@ -290,19 +299,23 @@ impl Store {
                 let mut batch = self.db.batch();
                 batch.insert(&self.objects, storage_key, encoded);
                 batch.commit()?;
-                Some(next)
+                (next, true)
             }
         };
-        let durable = match &wrote {
-            Some(_) => self.commit.committed().await,
-            None => self.commit.barrier().await,
+        // An unchanged object may equal a write that is still waiting for its fsync: wait for
+        // everything committed so far before acknowledging.
+        let durable = if wrote {
+            self.commit.committed().await
+        } else {
+            self.commit.barrier().await
         };
         durable.map_err(|reason| StorageError::Sync { reason })?;
-        match wrote {
-            Some(obj) => Ok(obj),
-            // Unchanged: the stored object is the answer.
-            None => Ok(self.get(partition, key)?.unwrap_or_default()),
-        }
+        Ok(next)
+    }
+
+    /// Counters since the store was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.commit.stats()
     }
 
     /// Number of objects stored (approximate; for metrics and tests).

@@ -44,6 +44,9 @@ struct Down {
     until: Instant,
 }
 
+/// Serialises connection attempts to one peer; holds the last attempt's failure.
+type ConnectGate = tokio::sync::Mutex<Option<(Instant, TransportError)>>;
+
 struct Inner {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
@@ -52,7 +55,7 @@ struct Inner {
     /// One connection attempt per peer at a time; the slot remembers the last failure so that
     /// callers who queued behind a failed attempt share its outcome instead of each waiting
     /// out a connect timeout of their own.
-    connecting: DashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<(Instant, String)>>>>,
+    connecting: DashMap<SocketAddr, Arc<ConnectGate>>,
     down: DashMap<NodeId, Down>,
     highest_epoch: AtomicU64,
 }
@@ -132,10 +135,10 @@ impl QuicTransport {
             return Ok(c.clone());
         }
         let connect_err = |reason: String| TransportError::Connect { addr, reason };
-        if let Some((at, reason)) = last_failure.as_ref()
+        if let Some((at, error)) = last_failure.as_ref()
             && *at >= queued_at
         {
-            return Err(connect_err(reason.clone()));
+            return Err(error.clone());
         }
         let attempt = async {
             let connecting = self
@@ -163,7 +166,7 @@ impl QuicTransport {
                 Ok(conn)
             }
             Err(e) => {
-                *last_failure = Some((Instant::now(), e.to_string()));
+                *last_failure = Some((Instant::now(), e.clone()));
                 Err(e)
             }
         }
