@@ -9,7 +9,11 @@ use std::hint::black_box;
 /// An object with `siblings` concurrent 1 KiB values written by different actors.
 fn with_siblings(siblings: u64) -> Object {
     let mut o = Object::new();
-    o.update(&VersionVector::new(), Some(Bytes::from(vec![1u8; 1024])), ActorId(1));
+    o.update(
+        &VersionVector::new(),
+        Some(Bytes::from(vec![1u8; 1024])),
+        ActorId(1),
+    );
     let base = o.clock().clone();
     for a in 2..=siblings {
         o.update(&base, Some(Bytes::from(vec![a as u8; 1024])), ActorId(a));
@@ -25,12 +29,16 @@ fn merge(c: &mut Criterion) {
         let mut b = a.clone();
         let ctx = b.clock().clone();
         b.update(&ctx, Some(Bytes::from(vec![9u8; 1024])), ActorId(1));
-        g.bench_with_input(BenchmarkId::new("stale_into_fresh", siblings), &(a, b), |bench, (a, b)| {
-            bench.iter(|| black_box(Object::merged(black_box(b), black_box(a))))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("stale_into_fresh", siblings),
+            &(a, b),
+            |bench, (a, b)| bench.iter(|| black_box(Object::merged(black_box(b), black_box(a)))),
+        );
     }
     let a = with_siblings(3);
-    g.bench_function("identical_3", |bench| bench.iter(|| black_box(Object::merged(&a, &a))));
+    g.bench_function("identical_3", |bench| {
+        bench.iter(|| black_box(Object::merged(&a, &a)))
+    });
     g.finish();
 }
 

@@ -13,7 +13,11 @@ const MAX: usize = 16 << 20;
 
 fn object() -> Object {
     let mut o = Object::new();
-    o.update(&VersionVector::new(), Some(Bytes::from(vec![42u8; 1024])), ActorId(0x1234_5678));
+    o.update(
+        &VersionVector::new(),
+        Some(Bytes::from(vec![42u8; 1024])),
+        ActorId(0x1234_5678),
+    );
     o
 }
 
@@ -31,11 +35,15 @@ fn frames(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("frame");
     g.throughput(Throughput::Bytes(write_frame.len() as u64));
-    g.bench_function("encode_write_1k", |b| b.iter(|| frame::encode(black_box(&write), MAX)));
+    g.bench_function("encode_write_1k", |b| {
+        b.iter(|| frame::encode(black_box(&write), MAX))
+    });
     g.bench_function("decode_write_1k", |b| {
         b.iter(|| frame::decode::<Request>(black_box(&write_frame), MAX))
     });
-    g.bench_function("encode_reply_1k", |b| b.iter(|| frame::encode(black_box(&reply), MAX)));
+    g.bench_function("encode_reply_1k", |b| {
+        b.iter(|| frame::encode(black_box(&reply), MAX))
+    });
     g.bench_function("decode_reply_1k", |b| {
         b.iter(|| frame::decode::<Reply>(black_box(&reply_frame), MAX))
     });
@@ -46,7 +54,9 @@ fn frames(c: &mut Criterion) {
     let mut g = c.benchmark_group("stored_object");
     g.throughput(Throughput::Bytes(stored.len() as u64));
     g.bench_function("encode_1k", |b| b.iter(|| encode_object(black_box(&obj))));
-    g.bench_function("decode_verify_1k", |b| b.iter(|| decode_object(black_box(&stored))));
+    g.bench_function("decode_verify_1k", |b| {
+        b.iter(|| decode_object(black_box(&stored)))
+    });
     g.finish();
 }
 

@@ -43,35 +43,46 @@ fn puts(c: &mut Criterion) {
         let next = Arc::new(AtomicU64::new(0));
         let name = format!("{durability:?}").to_lowercase();
         let before = store.stats();
-        g.bench_with_input(BenchmarkId::new(name.clone(), in_flight), &in_flight, |b, &in_flight| {
-            b.iter_custom(|iters| {
-                let store = store.clone();
-                let next = next.clone();
-                let value = value.clone();
-                rt.block_on(async move {
-                    let start = Instant::now();
-                    let mut tasks = Vec::new();
-                    for w in 0..in_flight as u64 {
-                        let (store, next, value) = (store.clone(), next.clone(), value.clone());
-                        let share = iters / in_flight as u64 + u64::from(w < iters % in_flight as u64);
-                        tasks.push(tokio::spawn(async move {
-                            for _ in 0..share {
-                                let k = next.fetch_add(1, Ordering::Relaxed);
-                                let key = k.to_be_bytes();
-                                store
-                                    .update((k % 1024) as u32, &key, &VersionVector::new(), Some(value.clone()), 1 << 20)
-                                    .await
-                                    .expect("put");
-                            }
-                        }));
-                    }
-                    for t in tasks {
-                        t.await.expect("task");
-                    }
-                    start.elapsed().max(Duration::from_nanos(1))
+        g.bench_with_input(
+            BenchmarkId::new(name.clone(), in_flight),
+            &in_flight,
+            |b, &in_flight| {
+                b.iter_custom(|iters| {
+                    let store = store.clone();
+                    let next = next.clone();
+                    let value = value.clone();
+                    rt.block_on(async move {
+                        let start = Instant::now();
+                        let mut tasks = Vec::new();
+                        for w in 0..in_flight as u64 {
+                            let (store, next, value) = (store.clone(), next.clone(), value.clone());
+                            let share =
+                                iters / in_flight as u64 + u64::from(w < iters % in_flight as u64);
+                            tasks.push(tokio::spawn(async move {
+                                for _ in 0..share {
+                                    let k = next.fetch_add(1, Ordering::Relaxed);
+                                    let key = k.to_be_bytes();
+                                    store
+                                        .update(
+                                            (k % 1024) as u32,
+                                            &key,
+                                            &VersionVector::new(),
+                                            Some(value.clone()),
+                                            1 << 20,
+                                        )
+                                        .await
+                                        .expect("put");
+                                }
+                            }));
+                        }
+                        for t in tasks {
+                            t.await.expect("task");
+                        }
+                        start.elapsed().max(Duration::from_nanos(1))
+                    })
                 })
-            })
-        });
+            },
+        );
         let after = store.stats();
         let writes = after.writes - before.writes;
         let fsyncs = (after.fsyncs - before.fsyncs).max(1);

@@ -57,7 +57,11 @@ async fn main() -> Result<()> {
             &c.join(format!("{}.pem", cli.name)),
             &c.join(format!("{}-key.pem", cli.name)),
         )?
-        .mode(if cli.router { Mode::Router } else { Mode::Direct })
+        .mode(if cli.router {
+            Mode::Router
+        } else {
+            Mode::Direct
+        })
         .build()
         .await
         .context("connecting to the cluster")?;
@@ -77,7 +81,9 @@ async fn main() -> Result<()> {
         }
         Op::Put { key, value } => {
             let read = client.get(key.clone()).await?;
-            client.put_with(key.clone(), value, &read.context, opts).await?;
+            client
+                .put_with(key.clone(), value, &read.context, opts)
+                .await?;
             println!("{key}: stored");
         }
         Op::Delete { key } => {

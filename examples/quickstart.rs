@@ -18,7 +18,11 @@ fn show(v: &Versions) -> String {
     if v.is_not_found() {
         return "not found".into();
     }
-    let vals: Vec<String> = v.values.iter().map(|b| format!("{:?}", String::from_utf8_lossy(b))).collect();
+    let vals: Vec<String> = v
+        .values
+        .iter()
+        .map(|b| format!("{:?}", String::from_utf8_lossy(b)))
+        .collect();
     if vals.len() == 1 {
         vals[0].clone()
     } else {
@@ -47,8 +51,16 @@ async fn main() -> Result<()> {
         ring.partition_count()
     );
     let key = "cart:alice";
-    let replicas: Vec<String> = ring.replicas(ring.partition_of(key.as_bytes()), 3).iter().map(ToString::to_string).collect();
-    println!("{key:?} lives in partition {} on {}", ring.partition_of(key.as_bytes()), replicas.join(", "));
+    let replicas: Vec<String> = ring
+        .replicas(ring.partition_of(key.as_bytes()), 3)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "{key:?} lives in partition {} on {}",
+        ring.partition_of(key.as_bytes()),
+        replicas.join(", ")
+    );
 
     println!("\n1. write and read");
     client.put(key, "book", &Context::empty()).await?;
@@ -65,7 +77,12 @@ async fn main() -> Result<()> {
     let mut items: Vec<String> = read
         .values
         .iter()
-        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect();
     items.sort();
     items.dedup();
@@ -78,14 +95,25 @@ async fn main() -> Result<()> {
     client.put("cart:bob", "socks", &Context::empty()).await?;
     let bob = client.get("cart:bob").await?;
     client.delete("cart:bob", &bob.context).await?;
-    println!("   cart:bob after delete: {}", show(&client.get("cart:bob").await?));
+    println!(
+        "   cart:bob after delete: {}",
+        show(&client.get("cart:bob").await?)
+    );
 
     println!("\n5. one node down: {} stops", cluster.node_id(2));
     cluster.stop(2).await?;
     let read = client.get(key).await?;
-    let ctx = client.put(key, format!("{merged},mug"), &read.context).await?;
-    println!("   W=2 put and R=2 get still succeed → {}", show(&client.get(key).await?));
-    match client.put_with(key, "x", &ctx, CallOptions::default().quorum(3)).await {
+    let ctx = client
+        .put(key, format!("{merged},mug"), &read.context)
+        .await?;
+    println!(
+        "   W=2 put and R=2 get still succeed → {}",
+        show(&client.get(key).await?)
+    );
+    match client
+        .put_with(key, "x", &ctx, CallOptions::default().quorum(3))
+        .await
+    {
         Err(e @ ClientError::QuorumFailed { .. }) => {
             println!("   a W=3 put cannot be acknowledged: {e}");
             println!(
@@ -106,15 +134,25 @@ async fn main() -> Result<()> {
         .build()
         .await?;
     let read = router.get(key).await?;
-    println!("   get via a random node: {} (the W=3 write from step 5 reached two replicas)", show(&read));
+    println!(
+        "   get via a random node: {} (the W=3 write from step 5 reached two replicas)",
+        show(&read)
+    );
     router.put(key, "all done", &read.context).await?;
-    let last = client.get_with(key, CallOptions::default().quorum(3)).await?;
+    let last = client
+        .get_with(key, CallOptions::default().quorum(3))
+        .await?;
     println!(
         "   put via router, read back directly with R=3: {}",
-        last.single().map(|b: &Bytes| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|| show(&last))
+        last.single()
+            .map(|b: &Bytes| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_else(|| show(&last))
     );
 
     cluster.shutdown().await;
-    println!("\ndone in {:?}; the cluster's storage was temporary and is gone.", started.elapsed());
+    println!(
+        "\ndone in {:?}; the cluster's storage was temporary and is gone.",
+        started.elapsed()
+    );
     Ok(())
 }

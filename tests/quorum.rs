@@ -174,7 +174,10 @@ async fn oversized_input_is_refused(mode: Mode) -> Result<()> {
         .await
         .expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
-    let err = c.put("", "v", &Context::empty()).await.expect_err("must be refused");
+    let err = c
+        .put("", "v", &Context::empty())
+        .await
+        .expect_err("must be refused");
     assert!(matches!(err, ClientError::InvalidInput { .. }), "{err}");
     let err = c
         .put(

@@ -65,7 +65,9 @@ impl ClientError {
     /// certainly was not: the input was refused, or no coordinator could be reached at all.
     pub fn may_have_been_applied(&self) -> bool {
         match self {
-            ClientError::InvalidInput { .. } | ClientError::Unavailable { .. } | ClientError::Tls { .. } => false,
+            ClientError::InvalidInput { .. }
+            | ClientError::Unavailable { .. }
+            | ClientError::Tls { .. } => false,
             ClientError::QuorumFailed { succeeded, .. } => *succeeded > 0,
             ClientError::OutcomeUnknown { .. } | ClientError::Node { .. } => true,
         }
@@ -118,6 +120,12 @@ mod tests {
         assert!(!failed(0).may_have_been_applied());
         assert!(failed(2).may_have_been_applied());
         assert!(!ClientError::InvalidInput { reason: "x".into() }.may_have_been_applied());
-        assert!(ClientError::OutcomeUnknown { node: NodeId(1), reason: "x".into() }.may_have_been_applied());
+        assert!(
+            ClientError::OutcomeUnknown {
+                node: NodeId(1),
+                reason: "x".into()
+            }
+            .may_have_been_applied()
+        );
     }
 }

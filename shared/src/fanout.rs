@@ -315,3 +315,368 @@ pub async fn coordinate_put<T: Transport>(
         errors,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The drivers against a simulated transport on a paused clock: replicas that answer after
+    //! a delay, never answer, refuse, or cannot be reached.
+    use super::*;
+    use crate::ids::ActorId;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Copy, Debug)]
+    enum Behaviour {
+        Answer { delay_ms: u64 },
+        Silent,
+        Refuse,
+        Unreachable,
+    }
+
+    #[derive(Clone, Default)]
+    struct Sim {
+        behaviour: Arc<Mutex<HashMap<NodeId, Behaviour>>>,
+        stored: Arc<Mutex<HashMap<NodeId, Object>>>,
+        writes: Arc<Mutex<Vec<NodeId>>>,
+        puts: Arc<Mutex<Vec<NodeId>>>,
+    }
+
+    impl Sim {
+        fn with(behaviour: &[(u32, Behaviour)]) -> Self {
+            let sim = Sim::default();
+            for &(id, b) in behaviour {
+                sim.behaviour.lock().unwrap().insert(NodeId(id), b);
+            }
+            sim
+        }
+        fn store(&self, id: u32, o: Object) {
+            self.stored.lock().unwrap().insert(NodeId(id), o);
+        }
+    }
+
+    impl Transport for Sim {
+        async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
+            let b = self.behaviour.lock().unwrap().get(&to.id).copied();
+            match b.unwrap_or(Behaviour::Answer { delay_ms: 0 }) {
+                Behaviour::Answer { delay_ms } => {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    Ok(match request {
+                        Request::Read { .. } => Response::Object(
+                            self.stored
+                                .lock()
+                                .unwrap()
+                                .get(&to.id)
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
+                        Request::Write { object, .. } => {
+                            self.stored
+                                .lock()
+                                .unwrap()
+                                .entry(to.id)
+                                .or_default()
+                                .merge(&object);
+                            self.writes.lock().unwrap().push(to.id);
+                            Response::Written
+                        }
+                        Request::Put { .. } => {
+                            self.puts.lock().unwrap().push(to.id);
+                            Response::Put {
+                                clock: VersionVector::new(),
+                            }
+                        }
+                        _ => Response::Pong { node: to.id },
+                    })
+                }
+                Behaviour::Silent => std::future::pending().await,
+                Behaviour::Refuse => Ok(Response::Error(ReplyError::Unavailable {
+                    reason: "refusing".into(),
+                })),
+                Behaviour::Unreachable => Err(TransportError::Connect {
+                    addr: to.addr,
+                    reason: "refused".into(),
+                }),
+            }
+        }
+    }
+
+    fn members(n: u32) -> Vec<Member> {
+        (1..=n)
+            .map(|i| Member {
+                id: NodeId(i),
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            })
+            .collect()
+    }
+
+    fn written(v: &str) -> Object {
+        let mut o = Object::new();
+        o.update(
+            &VersionVector::new(),
+            Some(Bytes::copy_from_slice(v.as_bytes())),
+            ActorId(1),
+        );
+        o
+    }
+
+    const TIMEOUT: Duration = Duration::from_millis(100);
+
+    #[tokio::test(start_paused = true)]
+    async fn read_returns_after_r_and_repairs_stale_replicas_later() {
+        let sim = Sim::with(&[
+            (1, Behaviour::Answer { delay_ms: 1 }),
+            (2, Behaviour::Answer { delay_ms: 2 }),
+            (3, Behaviour::Answer { delay_ms: 50 }),
+        ]);
+        let newer = written("v1");
+        sim.store(1, newer.clone());
+        sim.store(2, newer.clone());
+        // Replica 3 holds nothing: it is stale, but answers only after the quorum was met.
+        let start = Instant::now();
+        let out = read(&sim, Bytes::from_static(b"k"), members(3), 2, TIMEOUT, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(2),
+            "returns at the R-th answer"
+        );
+        assert_eq!(out.object, newer);
+        assert_eq!(out.answered, vec![NodeId(1), NodeId(2)]);
+        assert!(sim.writes.lock().unwrap().is_empty());
+        // Replica 3 answers at 50 ms; the repair write to it takes its 50 ms too.
+        tokio::time::sleep(Duration::from_millis(97)).await; // t = 99 ms
+        assert!(
+            sim.writes.lock().unwrap().is_empty(),
+            "no repair before replica 3 could take it"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await; // t = 101 ms
+        assert_eq!(
+            *sim.writes.lock().unwrap(),
+            vec![NodeId(3)],
+            "the late, stale replica is repaired"
+        );
+        assert_eq!(sim.stored.lock().unwrap()[&NodeId(3)], newer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_replicas_time_out_at_the_deadline_and_are_named() {
+        let sim = Sim::with(&[(2, Behaviour::Silent), (3, Behaviour::Silent)]);
+        let start = Instant::now();
+        let err = read(&sim, Bytes::from_static(b"k"), members(3), 2, TIMEOUT, true)
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), TIMEOUT);
+        assert_eq!(
+            err,
+            ReplyError::QuorumFailed {
+                required: 2,
+                succeeded: 1,
+                errors: vec![
+                    (NodeId(2), ReplicaError::TimedOut),
+                    (NodeId(3), ReplicaError::TimedOut)
+                ],
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_make_the_quorum_impossible_return_at_once() {
+        let sim = Sim::with(&[
+            (1, Behaviour::Refuse),
+            (2, Behaviour::Unreachable),
+            (3, Behaviour::Silent),
+        ]);
+        let start = Instant::now();
+        let err = replicate(
+            &sim,
+            Bytes::from_static(b"k"),
+            written("v"),
+            vec![],
+            members(3),
+            2,
+            TIMEOUT,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no waiting for the silent one"
+        );
+        let ReplyError::QuorumFailed {
+            succeeded, errors, ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(succeeded, 0);
+        assert!(
+            matches!(errors[0], (NodeId(1), ReplicaError::Refused { .. })),
+            "{errors:?}"
+        );
+        assert!(
+            matches!(errors[1], (NodeId(2), ReplicaError::Unreachable { .. })),
+            "{errors:?}"
+        );
+        assert_eq!(errors[2], (NodeId(3), ReplicaError::NotAwaited));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicate_counts_the_coordinator_and_keeps_writing_to_stragglers() {
+        let sim = Sim::with(&[
+            (2, Behaviour::Answer { delay_ms: 5 }),
+            (3, Behaviour::Answer { delay_ms: 40 }),
+        ]);
+        let acked = replicate(
+            &sim,
+            Bytes::from_static(b"k"),
+            written("v"),
+            vec![NodeId(1)],
+            members(3)[1..].to_vec(),
+            2,
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+        assert_eq!(acked, vec![NodeId(1), NodeId(2)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *sim.writes.lock().unwrap(),
+            vec![NodeId(2), NodeId(3)],
+            "the straggler still got the write"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coordinate_put_fails_over_only_when_nothing_was_applied() {
+        let q = Quorum {
+            n: 3,
+            required: 2,
+            timeout_ms: 100,
+        };
+        // First replica unreachable (certainly not applied): the next one coordinates.
+        let sim = Sim::with(&[(1, Behaviour::Unreachable)]);
+        coordinate_put(
+            &sim,
+            Bytes::from_static(b"k"),
+            VersionVector::new(),
+            None,
+            &members(3),
+            q,
+        )
+        .await
+        .unwrap();
+        assert_eq!(*sim.puts.lock().unwrap(), vec![NodeId(2)]);
+
+        // First replica silent: the outcome is unknown, and no second coordinator is tried
+        // (that could apply the write twice).
+        let sim = Sim::with(&[(1, Behaviour::Silent)]);
+        let err = coordinate_put(
+            &sim,
+            Bytes::from_static(b"k"),
+            VersionVector::new(),
+            None,
+            &members(3),
+            q,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReplyError::OutcomeUnknown {
+                    node: NodeId(1),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(sim.puts.lock().unwrap().is_empty());
+
+        // Every replica unreachable: failed, not applied, each one named.
+        let sim = Sim::with(&[
+            (1, Behaviour::Unreachable),
+            (2, Behaviour::Unreachable),
+            (3, Behaviour::Unreachable),
+        ]);
+        let err = coordinate_put(
+            &sim,
+            Bytes::from_static(b"k"),
+            VersionVector::new(),
+            None,
+            &members(3),
+            q,
+        )
+        .await
+        .unwrap_err();
+        let ReplyError::QuorumFailed {
+            succeeded: 0,
+            errors,
+            ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(errors.len(), 3);
+    }
+
+    /// Random behaviours from a printed seed: a read succeeds exactly when at least R replicas
+    /// answer before the deadline, and then it returns at the R-th fastest answer.
+    #[tokio::test(start_paused = true)]
+    async fn seeded_random_replica_behaviour() {
+        let seed: u64 = std::env::var("RINGKV_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        let mut rng = StdRng::seed_from_u64(seed);
+        for round in 0..300 {
+            let n = rng.random_range(1..=5u32);
+            let r = rng.random_range(1..=n as usize);
+            let mut plan = Vec::new();
+            let mut in_time = Vec::new();
+            for id in 1..=n {
+                let b = match rng.random_range(0..4) {
+                    0 => Behaviour::Silent,
+                    1 => Behaviour::Refuse,
+                    2 => Behaviour::Unreachable,
+                    // Multiples of 7 ms never coincide with the 100 ms deadline.
+                    _ => Behaviour::Answer {
+                        delay_ms: 7 * rng.random_range(0..30),
+                    },
+                };
+                if let Behaviour::Answer { delay_ms } = b
+                    && delay_ms < 100
+                {
+                    in_time.push(delay_ms);
+                }
+                plan.push((id, b));
+            }
+            in_time.sort_unstable();
+            let sim = Sim::with(&plan);
+            let start = Instant::now();
+            let result = read(
+                &sim,
+                Bytes::from_static(b"k"),
+                members(n),
+                r,
+                TIMEOUT,
+                false,
+            )
+            .await;
+            let ctx = format!("seed {seed} round {round}: n={n} r={r} plan={plan:?}");
+            if in_time.len() >= r {
+                assert!(result.is_ok(), "{ctx}: {result:?}");
+                assert_eq!(
+                    start.elapsed(),
+                    Duration::from_millis(in_time[r - 1]),
+                    "{ctx}"
+                );
+            } else {
+                assert!(result.is_err(), "{ctx}");
+                assert!(start.elapsed() <= TIMEOUT, "{ctx}");
+            }
+        }
+    }
+}

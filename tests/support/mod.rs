@@ -105,6 +105,30 @@ pub fn node_binary() -> Result<PathBuf> {
 pub struct ChildGuard(pub Option<std::process::Child>);
 
 impl ChildGuard {
+    /// Sends SIGTERM (through `sh`'s built-in `kill`: std offers only SIGKILL) and waits up to
+    /// `timeout` for the process to exit on its own.
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.0.as_mut().context("process already reaped")?;
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", child.id()))
+            .status()?;
+        if !status.success() {
+            bail!("could not signal process {}", child.id());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = child.try_wait()? {
+                self.0 = None;
+                return Ok(exit);
+            }
+            if Instant::now() >= deadline {
+                bail!("process did not exit within {timeout:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut c) = self.0.take() {
