@@ -200,6 +200,38 @@ async fn oversized_input_is_refused(mode: Mode) -> Result<()> {
     Ok(())
 }
 
+async fn read_repairs_a_stale_replica(mode: Mode) -> Result<()> {
+    let mut cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, mode).await?;
+    cluster.stop(2).await?;
+    c.put("rr", "fresh", &Context::empty()).await?;
+    cluster.restart(2).await?;
+    let node = cluster.node(2).expect("restarted");
+    let p = node.ring().partition_of(b"rr");
+    assert!(
+        node.store().get(p, b"rr")?.is_none(),
+        "the restarted replica missed the write"
+    );
+
+    // A read that reaches the stale replica repairs it in the background.
+    let read = c.get_with("rr", CallOptions::default().quorum(3)).await?;
+    assert_eq!(values(&read), vec![b"fresh".as_slice()]);
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "read repair reaches the stale replica",
+        || async {
+            node.store()
+                .get(p, b"rr")
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.values().count() == 1)
+        },
+    )
+    .await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {
         mod direct {
@@ -220,4 +252,5 @@ both_modes!(
     one_node_down,
     restarted_node_keeps_its_data,
     oversized_input_is_refused,
+    read_repairs_a_stale_replica,
 );

@@ -6,6 +6,7 @@ use crate::options::{CallOptions, Defaults, Mode};
 use crate::versions::{Context, Versions};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use rand::seq::SliceRandom;
 use ringkv_shared::proto::{Quorum, Request, Response};
 use ringkv_shared::quic::QuicTransport;
 use ringkv_shared::transport::{Transport, TransportError};
@@ -223,48 +224,25 @@ impl Client {
             .collect()
     }
 
-    /// Router mode: sends `req` to a random node not known down; on a connection failure
-    /// (nothing applied) tries another.
+    /// Router mode: sends `req` to a random node not known down, trying others (in random
+    /// order) while none can be reached.
     async fn route(&self, req: Request, q: Quorum) -> Result<Response, ClientError> {
         let ring = self.inner.ring.load_full();
-        let mut candidates: Vec<&Member> = ring
+        let transport = &self.inner.transport;
+        // The RNG is a temporary, dropped before the await below: client futures stay `Send`.
+        let mut order: Vec<&Member> = ring
             .members()
-            .filter(|m| !self.inner.transport.is_down(m.id))
+            .filter(|m| !transport.is_down(m.id))
             .collect();
-        if candidates.is_empty() {
-            candidates = ring.members().collect();
-        }
+        order.shuffle(&mut rand::rng());
+        let mut down: Vec<&Member> = ring.members().filter(|m| transport.is_down(m.id)).collect();
+        down.shuffle(&mut rand::rng());
+        order.extend(down);
         let deadline = tokio::time::Instant::now() + q.timeout();
-        let mut errors = Vec::new();
-        while !candidates.is_empty() {
-            // No RNG is held across the await below: client futures must stay `Send`.
-            let pick = candidates.swap_remove(rand::random_range(0..candidates.len()));
-            match tokio::time::timeout_at(deadline, self.inner.transport.call(pick, req.clone()))
-                .await
-            {
-                Ok(Ok(Response::Error(e))) => return Err(e.into()),
-                Ok(Ok(resp)) => return Ok(resp),
-                Ok(Err(
-                    TransportError::Connect { reason, .. } | TransportError::Refused { reason, .. },
-                )) => {
-                    debug!(node = %pick.id, %reason, "router unreachable, trying another node");
-                    errors.push((pick.addr, reason));
-                }
-                Ok(Err(e)) => {
-                    return Err(ClientError::OutcomeUnknown {
-                        node: pick.id,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(ClientError::OutcomeUnknown {
-                        node: pick.id,
-                        reason: "no answer before the deadline".into(),
-                    });
-                }
-            }
-        }
-        Err(ClientError::Unavailable { errors })
+        Ok(
+            fanout::first_reachable(transport, &order, q.required, deadline, |_, _| req.clone())
+                .await?,
+        )
     }
 
     /// Refreshes the ring in the background when a reply carried a newer epoch.

@@ -9,8 +9,11 @@
 //! - **Stragglers.** Requests still in flight when the call returns are not cancelled: a
 //!   background task keeps them until the deadline, so a write still reaches every replica it
 //!   was sent to, and a late read answer still takes part in read repair.
-//! - **Replicas known down** (per [`Transport::is_down`]) are not contacted and are reported as
-//!   [`ReplicaError::MarkedDown`] if the quorum fails.
+//! - **Replicas known down** (per [`Transport::is_down`]) are not contacted while the quorum
+//!   can be met without them, and are then reported as [`ReplicaError::MarkedDown`] if it
+//!   fails. When it cannot be met without them they are contacted anyway: a local suspicion
+//!   steers requests around a node, it never fails a request that node could serve, and the
+//!   request doubles as the probe that clears the suspicion.
 
 use crate::dvv::VersionVector;
 use crate::error::{ReplicaError, ReplyError};
@@ -50,10 +53,20 @@ pub fn classify(result: Result<Response, TransportError>) -> Result<Response, Re
     }
 }
 
-/// Splits `targets` into the replicas to contact and those known down.
-fn split_down<T: Transport>(transport: &T, targets: Vec<Member>) -> (Vec<Member>, Vec<NodeId>) {
+/// Splits `targets` into the replicas to contact and those to skip: replicas known down are
+/// skipped only if `required` can be met without them.
+fn split_down<T: Transport>(
+    transport: &T,
+    targets: Vec<Member>,
+    required: usize,
+) -> (Vec<Member>, Vec<NodeId>) {
     let (up, down): (Vec<Member>, Vec<Member>) =
         targets.into_iter().partition(|m| !transport.is_down(m.id));
+    if up.len() < required {
+        let mut all = up;
+        all.extend(down);
+        return (all, Vec::new());
+    }
     (up, down.into_iter().map(|m| m.id).collect())
 }
 
@@ -93,7 +106,7 @@ pub async fn read<T: Transport>(
     repair: bool,
 ) -> Result<ReadOutcome, ReplyError> {
     let deadline = Instant::now() + timeout;
-    let (up, down) = split_down(transport, targets.clone());
+    let (up, down) = split_down(transport, targets.clone(), required);
     let mut quorum = ReadQuorum::new(required, targets.iter().map(|m| m.id).collect());
     for id in down {
         quorum.record(id, Err(ReplicaError::MarkedDown));
@@ -156,7 +169,11 @@ pub async fn replicate<T: Transport>(
     timeout: Duration,
 ) -> Result<Vec<NodeId>, ReplyError> {
     let deadline = Instant::now() + timeout;
-    let (up, down) = split_down(transport, targets.clone());
+    let (up, down) = split_down(
+        transport,
+        targets.clone(),
+        required.saturating_sub(already_acked.len()),
+    );
     let contacted = already_acked
         .iter()
         .copied()
@@ -232,13 +249,79 @@ fn expect_written(resp: Response) -> Result<(), ReplicaError> {
     }
 }
 
-/// Has one of `replicas` coordinate a write: the first that is not known down stamps the dot,
-/// stores and replicates to the others until `quorum.required` hold it.
+/// Sends one request to the first of `candidates` that can be reached, and returns its answer.
 ///
-/// A coordinator that cannot be connected to has certainly not applied the write, so the next
-/// replica is tried. Once a coordinator has the request, its answer is final: a reply error
-/// (e.g. `QuorumFailed`) is returned as it is, and silence or a broken connection is
-/// [`ReplyError::OutcomeUnknown`]. Returns the object's causal context after the write.
+/// This is the failover rule shared by direct-mode writes (try the key's replicas in order)
+/// and router mode (try random nodes). A candidate that cannot be connected to has certainly
+/// not acted on the request, so the next one is tried. Once a candidate has the request its
+/// answer is final: a reply error is returned as it is, and silence or a broken connection is
+/// [`ReplyError::OutcomeUnknown`] for a write (it may have been applied; no second candidate
+/// is tried, which could apply it twice) or a `QuorumFailed` naming the candidate for a read.
+/// `make` builds the request for a candidate given the time left before `deadline`.
+pub async fn first_reachable<T: Transport>(
+    transport: &T,
+    candidates: &[&Member],
+    required: u8,
+    deadline: Instant,
+    mut make: impl FnMut(&Member, Duration) -> Request,
+) -> Result<Response, ReplyError> {
+    let mut errors = Vec::new();
+    for &candidate in candidates {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        let request = make(candidate, remaining);
+        let is_write = request.is_write();
+        let unknown = |error: ReplicaError, errors: Vec<(NodeId, ReplicaError)>| {
+            if is_write {
+                ReplyError::OutcomeUnknown {
+                    node: candidate.id,
+                    reason: error.to_string(),
+                }
+            } else {
+                let mut errors = errors;
+                errors.push((candidate.id, error));
+                ReplyError::QuorumFailed {
+                    required,
+                    succeeded: 0,
+                    errors,
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, transport.call(candidate, request)).await {
+            Ok(Ok(Response::Error(e))) => return Err(e),
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(
+                TransportError::Connect { reason, .. } | TransportError::Refused { reason, .. },
+            )) => {
+                debug!(node = %candidate.id, %reason, "unreachable, trying the next candidate");
+                errors.push((candidate.id, ReplicaError::Unreachable { reason }));
+            }
+            Ok(Err(TransportError::RequestTooLarge { reason })) => {
+                return Err(ReplyError::InvalidInput { reason });
+            }
+            Ok(Err(e)) => {
+                return Err(unknown(
+                    ReplicaError::Unreachable {
+                        reason: e.to_string(),
+                    },
+                    errors,
+                ));
+            }
+            Err(_) => return Err(unknown(ReplicaError::TimedOut, errors)),
+        }
+    }
+    Err(ReplyError::QuorumFailed {
+        required,
+        succeeded: 0,
+        errors,
+    })
+}
+
+/// Has one of `replicas` coordinate a write: the first that is not known down stamps the dot,
+/// stores and replicates to the others until `quorum.required` hold it (failover as in
+/// [`first_reachable`]). Returns the object's causal context after the write.
 pub async fn coordinate_put<T: Transport>(
     transport: &T,
     key: Bytes,
@@ -247,21 +330,19 @@ pub async fn coordinate_put<T: Transport>(
     replicas: &[Member],
     quorum: Quorum,
 ) -> Result<VersionVector, ReplyError> {
-    let start = Instant::now();
-    let deadline = start + quorum.timeout();
+    let deadline = Instant::now() + quorum.timeout();
     // Healthy replicas first, in preference order; known-down ones last, as a final resort.
     let mut order: Vec<&Member> = replicas
         .iter()
         .filter(|m| !transport.is_down(m.id))
         .collect();
     order.extend(replicas.iter().filter(|m| transport.is_down(m.id)));
-    let mut errors = Vec::new();
-    for coordinator in order {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            break;
-        }
-        let request = Request::Put {
+    let response = first_reachable(
+        transport,
+        &order,
+        quorum.required,
+        deadline,
+        |coordinator, remaining| Request::Put {
             key: key.clone(),
             context: context.clone(),
             value: value.clone(),
@@ -275,45 +356,16 @@ pub async fn coordinate_put<T: Transport>(
                 ..quorum
             }
             .for_coordinator(),
-        };
-        let call = transport.call(coordinator, request);
-        match tokio::time::timeout_at(deadline, call).await {
-            Ok(Ok(Response::Put { clock })) => return Ok(clock),
-            Ok(Ok(Response::Error(e))) => return Err(e),
-            Ok(Ok(other)) => {
-                return Err(ReplyError::OutcomeUnknown {
-                    node: coordinator.id,
-                    reason: format!("unexpected reply {}", other.kind()),
-                });
-            }
-            Ok(Err(
-                TransportError::Connect { reason, .. } | TransportError::Refused { reason, .. },
-            )) => {
-                debug!(node = %coordinator.id, %reason, "coordinator unreachable, trying the next replica");
-                errors.push((coordinator.id, ReplicaError::Unreachable { reason }));
-            }
-            Ok(Err(TransportError::RequestTooLarge { reason })) => {
-                return Err(ReplyError::InvalidInput { reason });
-            }
-            Ok(Err(e)) => {
-                return Err(ReplyError::OutcomeUnknown {
-                    node: coordinator.id,
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(ReplyError::OutcomeUnknown {
-                    node: coordinator.id,
-                    reason: format!("no answer within {:?}", start.elapsed()),
-                });
-            }
-        }
+        },
+    )
+    .await?;
+    match response {
+        Response::Put { clock } => Ok(clock),
+        other => Err(ReplyError::OutcomeUnknown {
+            node: replicas.first().map_or(NodeId(0), |m| m.id),
+            reason: format!("unexpected reply {}", other.kind()),
+        }),
     }
-    Err(ReplyError::QuorumFailed {
-        required: quorum.required,
-        succeeded: 0,
-        errors,
-    })
 }
 
 #[cfg(test)]
@@ -340,6 +392,8 @@ mod tests {
         stored: Arc<Mutex<HashMap<NodeId, Object>>>,
         writes: Arc<Mutex<Vec<NodeId>>>,
         puts: Arc<Mutex<Vec<NodeId>>>,
+        reads: Arc<Mutex<Vec<NodeId>>>,
+        suspected: Arc<Mutex<Vec<NodeId>>>,
     }
 
     impl Sim {
@@ -362,14 +416,17 @@ mod tests {
                 Behaviour::Answer { delay_ms } => {
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     Ok(match request {
-                        Request::Read { .. } => Response::Object(
-                            self.stored
-                                .lock()
-                                .unwrap()
-                                .get(&to.id)
-                                .cloned()
-                                .unwrap_or_default(),
-                        ),
+                        Request::Read { .. } => {
+                            self.reads.lock().unwrap().push(to.id);
+                            Response::Object(
+                                self.stored
+                                    .lock()
+                                    .unwrap()
+                                    .get(&to.id)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            )
+                        }
                         Request::Write { object, .. } => {
                             self.stored
                                 .lock()
@@ -398,6 +455,10 @@ mod tests {
                     reason: "refused".into(),
                 }),
             }
+        }
+
+        fn is_down(&self, node: NodeId) -> bool {
+            self.suspected.lock().unwrap().contains(&node)
         }
     }
 
@@ -620,6 +681,79 @@ mod tests {
             panic!("{err:?}")
         };
         assert_eq!(errors.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn suspected_replicas_are_skipped_only_while_the_quorum_can_do_without_them() {
+        let sim = Sim::default();
+        sim.suspected.lock().unwrap().push(NodeId(3));
+        read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            2,
+            TIMEOUT,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            *sim.reads.lock().unwrap(),
+            vec![NodeId(1), NodeId(2)],
+            "n3 steered around"
+        );
+        sim.reads.lock().unwrap().clear();
+        // R=3 needs n3: it is asked (and answers) instead of the read failing unasked.
+        read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            TIMEOUT,
+            false,
+        )
+        .await
+        .unwrap();
+        let mut asked = sim.reads.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(asked, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_router_on_a_read_is_a_named_timeout_not_an_unknown_write() {
+        let sim = Sim::with(&[(1, Behaviour::Unreachable), (2, Behaviour::Silent)]);
+        let ms = members(3);
+        let order: Vec<&Member> = ms.iter().collect();
+        let q = Quorum {
+            n: 3,
+            required: 2,
+            timeout_ms: 100,
+        };
+        let deadline = Instant::now() + q.timeout();
+        let err = first_reachable(&sim, &order, 2, deadline, |_, _| Request::RouteGet {
+            key: Bytes::from_static(b"k"),
+            quorum: q,
+        })
+        .await
+        .unwrap_err();
+        let ReplyError::QuorumFailed {
+            required: 2,
+            succeeded: 0,
+            errors,
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert!(
+            matches!(errors[0], (NodeId(1), ReplicaError::Unreachable { .. })),
+            "{errors:?}"
+        );
+        assert_eq!(errors[1], (NodeId(2), ReplicaError::TimedOut));
+        assert_eq!(
+            errors.len(),
+            2,
+            "node 3 was never tried: node 2 may still answer"
+        );
     }
 
     /// Random behaviours from a printed seed: a read succeeds exactly when at least R replicas

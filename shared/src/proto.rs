@@ -98,6 +98,14 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the request changes data (its outcome matters when no answer comes back).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Write { .. } | Request::Put { .. } | Request::RoutePut { .. }
+        )
+    }
+
     /// The operation's name, for spans and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
