@@ -25,6 +25,7 @@ fn frames(c: &mut Criterion) {
     let write = Request::Write {
         key: Bytes::from_static(b"user:00001234:cart"),
         object: object(),
+        hint_for: None,
     };
     let reply = Reply {
         epoch: 7,

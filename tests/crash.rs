@@ -166,3 +166,70 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_data() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_survive_a_sigkill_of_the_node_holding_them() -> Result<()> {
+    use support::real::RealCluster;
+    const KEYS: usize = 200;
+    let mut cluster = RealCluster::start(3, "[background]\nhint_interval_ms = 200\n")?;
+    let client = cluster.client().await?;
+    cluster.kill(2)?; // n3 down: its copies become hints on n1 and n2
+    for i in 0..KEYS {
+        client
+            .put(format!("h{i}"), format!("v{i}"), &Context::empty())
+            .await
+            .with_context(|| format!("write h{i} with n3 down"))?;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "hints for every key on n1 and n2",
+        || async {
+            let a = cluster.stats(0).await.map(|s| s.hints_pending).unwrap_or(0);
+            let b = cluster.stats(1).await.map(|s| s.hints_pending).unwrap_or(0);
+            a + b >= KEYS as u64
+        },
+    )
+    .await?;
+    let held_by_n1 = cluster.stats(0).await?.hints_pending;
+    assert!(held_by_n1 > 0, "n1 holds hints");
+
+    // Crash the holder before it could deliver anything, bring it back, then the owner.
+    cluster.kill(0)?;
+    cluster.restart(0)?;
+    eventually(
+        Duration::from_secs(20),
+        "n1 is back with its hints",
+        || async {
+            cluster
+                .stats(0)
+                .await
+                .is_ok_and(|s| s.hints_pending == held_by_n1)
+        },
+    )
+    .await?;
+    cluster.restart(2)?;
+    eventually(
+        Duration::from_secs(40),
+        "n3 holds every key and no hints remain",
+        || async {
+            let mut pending = 0;
+            for i in 0..3 {
+                match cluster.stats(i).await {
+                    Ok(s) => pending += s.hints_pending,
+                    Err(_) => return false,
+                }
+            }
+            pending == 0
+        },
+    )
+    .await?;
+    for i in 0..KEYS {
+        let o = cluster.local_object(2, &format!("h{i}")).await?;
+        assert_eq!(
+            o.values().next().map(|v| v.to_vec()),
+            Some(format!("v{i}").into_bytes()),
+            "n3 lacks h{i}"
+        );
+    }
+    Ok(())
+}

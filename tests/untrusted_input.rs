@@ -166,7 +166,6 @@ async fn a_node_enforces_limits_even_when_the_client_does_not() -> Result<()> {
             key: Bytes::from(vec![b'k'; 2000]),
             context: VersionVector::new(),
             value: Some(Bytes::from_static(b"v")),
-            replicas: vec![],
             quorum: q,
         },
         Request::RoutePut {

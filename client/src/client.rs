@@ -100,14 +100,17 @@ impl Client {
         async {
             let object = match self.inner.mode {
                 Mode::Direct => {
-                    let targets = self.replicas(&key, q.n);
+                    let preference = self.preference(&key);
+                    let n = usize::from(q.n).min(preference.len());
+                    let targets = fanout::read_targets(&self.inner.transport, &preference, n);
+                    let owners = preference[..n].iter().map(|m| m.id).collect();
                     fanout::read(
                         &self.inner.transport,
                         key,
                         targets,
                         q.required.into(),
                         q.timeout(),
-                        true,
+                        Some(owners),
                     )
                     .await?
                     .object
@@ -215,13 +218,20 @@ impl Client {
             .map_err(|reason| ClientError::InvalidInput { reason })
     }
 
-    /// The first `n` replicas of `key`'s partition, from the cached ring.
-    fn replicas(&self, key: &[u8], n: u8) -> Vec<Member> {
+    /// The preference list of `key`'s partition, from the cached ring.
+    fn preference(&self, key: &[u8]) -> Vec<Member> {
         let ring = self.inner.ring.load();
-        ring.replicas(ring.partition_of(key), n.into())
+        ring.preference_list_for_key(key)
             .iter()
             .filter_map(|id| ring.member(*id).cloned())
             .collect()
+    }
+
+    /// The first `n` replicas (owners) of `key`'s partition, from the cached ring.
+    fn replicas(&self, key: &[u8], n: u8) -> Vec<Member> {
+        let mut preference = self.preference(key);
+        preference.truncate(n.into());
+        preference
     }
 
     /// Router mode: sends `req` to a random node not known down, trying others (in random

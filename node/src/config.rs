@@ -19,6 +19,13 @@
 //! [limits]                        # optional; defaults in ringkv_shared::Limits
 //! max_key_bytes = 1024
 //!
+//! [background]                    # optional; these are the defaults
+//! hint_interval_ms = 500          # hinted handoff pace
+//! anti_entropy = true
+//! ae_interval_ms = 1000           # pause between Merkle exchanges
+//! ae_max_keys_per_round = 2000
+//! tombstone_grace_ms = 86400000   # a tombstone lives at least a day
+//!
 //! [[members]]
 //! id = 1
 //! addr = "127.0.0.1:7001"
@@ -92,6 +99,41 @@ impl Default for StorageConfig {
     }
 }
 
+/// Background work: hinted handoff, anti-entropy, tombstone reaping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackgroundConfig {
+    /// How often hints are offered to their owners, in milliseconds.
+    pub hint_interval_ms: u64,
+    /// Hints handed to one owner per round.
+    pub hint_batch: usize,
+    /// Whether Merkle anti-entropy runs.
+    pub anti_entropy: bool,
+    /// Pause between anti-entropy exchanges, in milliseconds.
+    pub ae_interval_ms: u64,
+    /// Keys exchanged per anti-entropy round at most (the rate limit).
+    pub ae_max_keys_per_round: usize,
+    /// How long a tombstone stays at least, in milliseconds, before it may be reaped (and then
+    /// only once every replica holds it and no node holds a hint for the key).
+    pub tombstone_grace_ms: u64,
+    /// How often tombstones are considered for reaping, in milliseconds.
+    pub reap_interval_ms: u64,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        Self {
+            hint_interval_ms: 500,
+            hint_batch: 512,
+            anti_entropy: true,
+            ae_interval_ms: 1000,
+            ae_max_keys_per_round: 2000,
+            tombstone_grace_ms: 24 * 3600 * 1000,
+            reap_interval_ms: 10_000,
+        }
+    }
+}
+
 /// Paths of the node's TLS material.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +177,9 @@ pub struct NodeConfig {
     /// Size limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Background work.
+    #[serde(default)]
+    pub background: BackgroundConfig,
     /// Every member of the cluster, this node included.
     pub members: Vec<MemberConfig>,
 }

@@ -7,6 +7,10 @@
 //! anything the shared logic already decides: quorums, merges and preference lists come from
 //! `ringkv-shared`.
 //!
+//! Writes stay available while nodes are down: a write's copy for an owner that is down goes
+//! to a stand-in further down the preference list, which keeps it as a hint and hands it over
+//! when the owner is back (hinted handoff).
+//!
 //! Membership is static for now: every node's config lists every member.
 //!
 //! # Layout
@@ -18,19 +22,25 @@
 //! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns.
 //! - `server` — the QUIC accept loop and per-stream framing.
 //! - `service` — request dispatch.
-//! - `replica` — replica read, merge-write and coordinated put.
+//! - `replica` — replica read, merge-write (or keep as a hint) and coordinated put with a
+//!   sloppy quorum.
+//! - `hints` — the worker that hands hints over to their owners when they are back.
+//! - `metrics`, `stats` — counters and the `Stats` answer.
 //! - `router` — router-mode quorum coordination.
 //! - `state` — the running node's state and its self-short-circuiting transport.
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
 
 pub mod certs;
 pub mod config;
+mod hints;
+mod metrics;
 pub mod node;
 mod replica;
 mod router;
 mod server;
 mod service;
 mod state;
+mod stats;
 pub mod storage;
 pub mod testing;
 

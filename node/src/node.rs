@@ -93,6 +93,8 @@ impl Node {
         );
         let state = Arc::new(NodeState {
             id,
+            metrics: crate::metrics::Metrics::default(),
+            background: config.background.clone(),
             ring: ArcSwap::from_pointee(ring),
             store,
             quic,
@@ -102,8 +104,9 @@ impl Node {
         let task = tokio::spawn(server::accept_loop(
             state.clone(),
             endpoint.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let workers = vec![tokio::spawn(crate::hints::run(state.clone(), stop_rx))];
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {
             id,
@@ -112,6 +115,7 @@ impl Node {
             endpoint,
             stop: stop_tx,
             task: Some(task),
+            workers,
         })
     }
 }
@@ -125,6 +129,7 @@ pub struct NodeHandle {
     endpoint: quinn::Endpoint,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl NodeHandle {
@@ -143,6 +148,17 @@ impl NodeHandle {
         self.state.ring.load_full()
     }
 
+    /// The node's counters.
+    pub fn stats(&self) -> ringkv_shared::proto::NodeStats {
+        crate::stats::collect(&self.state)
+    }
+
+    /// Runs one hinted-handoff pass now (tests use it instead of waiting for the timer).
+    /// Returns the hints delivered.
+    pub async fn deliver_hints_now(&self) -> u64 {
+        crate::hints::deliver_round(&self.state).await
+    }
+
     /// The node's storage (for inspection in tests and tools).
     pub fn store(&self) -> &Store {
         &self.state.store
@@ -154,6 +170,14 @@ impl NodeHandle {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        for w in self.workers.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(5), &mut Box::pin(w))
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background worker did not stop within 5 s");
+            }
         }
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
@@ -169,6 +193,9 @@ impl Drop for NodeHandle {
         self.endpoint.close(0u32.into(), b"node dropped");
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        for w in self.workers.drain(..) {
+            w.abort();
         }
     }
 }

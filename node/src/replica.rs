@@ -1,12 +1,14 @@
-//! Replica operations: read, write-with-merge, and coordinating a client write.
+//! Replica operations: read, write-with-merge (or keep as a hint), and coordinating a client
+//! write with a sloppy quorum.
 
+use crate::metrics::Metrics;
 use crate::state::{NodeState, Peers};
 use crate::storage::StorageError;
 use bytes::Bytes;
 use ringkv_shared::proto::{Quorum, Response};
 use ringkv_shared::{NodeId, Object, ReplyError, VersionVector, fanout};
 use std::sync::Arc;
-use tracing::warn;
+use tracing::{error, warn};
 
 pub(crate) fn storage_error(state: &NodeState, e: StorageError) -> ReplyError {
     match e {
@@ -30,50 +32,85 @@ fn check_key(state: &NodeState, key: &[u8], value: Option<&[u8]>) -> Result<(), 
         .map_err(|reason| ReplyError::InvalidInput { reason })
 }
 
-/// This replica's object for `key` (empty if none).
+/// This node's object for `key` (empty if none), merged with any hints it holds for the key:
+/// a stand-in serves what it keeps for an owner that is down.
 pub(crate) fn read(state: &NodeState, key: Bytes) -> Response {
     if let Err(e) = check_key(state, &key, None) {
         return Response::Error(e);
     }
-    let partition = state.ring.load().partition_of(&key);
-    match state.store.get(partition, &key) {
-        Ok(o) => Response::Object(o.unwrap_or_default()),
+    let ring = state.ring.load();
+    let partition = ring.partition_of(&key);
+    let own = match state.store.get(partition, &key) {
+        Ok(o) => o.unwrap_or_default(),
+        Err(e) => return Response::Error(storage_error(state, e)),
+    };
+    let others = ring.members().map(|m| m.id).filter(|id| *id != state.id);
+    match state.store.hints_for_key(partition, &key, others) {
+        Ok(Some(hinted)) => Response::Object(Object::merged(&own, &hinted)),
+        Ok(None) => Response::Object(own),
         Err(e) => Response::Error(storage_error(state, e)),
     }
 }
 
-/// Merges `object` into this replica's copy of `key`.
-pub(crate) async fn write(state: &NodeState, key: Bytes, object: Object) -> Response {
+/// Merges `object` into this node's copy of `key`, or keeps it as a hint for `hint_for`.
+pub(crate) async fn write(
+    state: &NodeState,
+    key: Bytes,
+    object: Object,
+    hint_for: Option<NodeId>,
+) -> Response {
     if let Err(e) = check_key(state, &key, None) {
         return Response::Error(e);
     }
     let partition = state.ring.load().partition_of(&key);
-    match state.store.merge(partition, &key, &object).await {
-        Ok(_) => Response::Written,
+    let stored = match hint_for {
+        Some(owner) if owner != state.id => {
+            let r = state.store.put_hint(owner, partition, &key, &object).await;
+            if r.is_ok() {
+                Metrics::add(&state.metrics.hints_stored, 1);
+            }
+            r
+        }
+        _ => state
+            .store
+            .merge(partition, &key, &object)
+            .await
+            .map(|_| ()),
+    };
+    match stored {
+        Ok(()) => Response::Written,
         Err(e) => Response::Error(storage_error(state, e)),
     }
 }
 
-/// Coordinates a client write here: stamp, store, replicate to `replicas` until
-/// `quorum.required` replicas (this one included) hold the new object.
+/// Coordinates a client write here: stamp, store, and replicate with a sloppy quorum until
+/// `quorum.required` nodes (this one included) hold the new object. Copies that found no
+/// other home are kept here as hints for their owners.
 pub(crate) async fn put(
     state: &Arc<NodeState>,
     key: Bytes,
     context: VersionVector,
     value: Option<Bytes>,
-    replicas: Vec<NodeId>,
     quorum: Quorum,
 ) -> Response {
     if let Err(e) = check_key(state, &key, value.as_deref()) {
         return Response::Error(e);
     }
-    if quorum.required == 0 {
+    if quorum.required == 0 || quorum.n == 0 || quorum.required > quorum.n {
         return Response::Error(ReplyError::InvalidInput {
-            reason: "W must be at least 1".into(),
+            reason: format!("need 1 <= W <= N, got N={} W={}", quorum.n, quorum.required),
         });
     }
     let ring = state.ring.load_full();
     let partition = ring.partition_of(&key);
+    let preference = NodeState::preference(&ring, &key);
+    let n = usize::from(quorum.n).min(preference.len());
+    if !preference[..n].iter().any(|m| m.id == state.id) {
+        return Response::Error(ReplyError::NotReplica {
+            node: state.id,
+            partition,
+        });
+    }
     let object = match state
         .store
         .update(
@@ -89,16 +126,32 @@ pub(crate) async fn put(
         Err(e) => return Response::Error(storage_error(state, e)),
     };
     let clock = object.clock().clone();
-    let others: Vec<NodeId> = replicas.into_iter().filter(|id| *id != state.id).collect();
-    let targets = NodeState::members(&ring, &others);
+    let keeper = state.clone();
+    let (hint_key, hint_object) = (key.clone(), object.clone());
+    let on_settled = move |unplaced: Vec<NodeId>| async move {
+        for owner in unplaced {
+            match keeper
+                .store
+                .put_hint(owner, partition, &hint_key, &hint_object)
+                .await
+            {
+                Ok(()) => Metrics::add(&keeper.metrics.hints_stored, 1),
+                Err(e) => {
+                    error!(%owner, error = %e, "could not keep a hint for an unreachable owner")
+                }
+            }
+        }
+    };
     let result = fanout::replicate(
         &Peers(state.clone()),
         key,
         object,
-        vec![state.id],
-        targets,
+        state.id,
+        preference,
+        n,
         quorum.required.into(),
         quorum.timeout(),
+        on_settled,
     )
     .await;
     match result {

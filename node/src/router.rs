@@ -41,15 +41,18 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     }
     let quorum = quorum.for_coordinator();
     let ring = state.ring.load_full();
-    let replicas = ring.replicas(ring.partition_of(&key), quorum.n.into());
-    let targets = NodeState::members(&ring, replicas);
+    let preference = NodeState::preference(&ring, &key);
+    let n = usize::from(quorum.n).min(preference.len());
+    let peers = Peers(state.clone());
+    let targets = fanout::read_targets(&peers, &preference, n);
+    let owners = preference[..n].iter().map(|m| m.id).collect();
     match fanout::read(
-        &Peers(state.clone()),
+        &peers,
         key,
         targets,
         quorum.required.into(),
         quorum.timeout(),
-        true,
+        Some(owners),
     )
     .await
     {
@@ -75,7 +78,7 @@ pub(crate) async fn put(
         .replicas(ring.partition_of(&key), quorum.n.into())
         .to_vec();
     if replicas.contains(&state.id) {
-        return replica::put(state, key, context, value, replicas, quorum).await;
+        return replica::put(state, key, context, value, quorum).await;
     }
     let members = NodeState::members(&ring, &replicas);
     match fanout::coordinate_put(&Peers(state.clone()), key, context, value, &members, quorum).await

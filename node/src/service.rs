@@ -14,14 +14,18 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
             Request::Ping => Response::Pong { node: state.id },
             Request::GetRing => Response::Ring((**state.ring.load()).clone()),
             Request::Read { key } => replica::read(state, key),
-            Request::Write { key, object } => replica::write(state, key, object).await,
+            Request::Write {
+                key,
+                object,
+                hint_for,
+            } => replica::write(state, key, object, hint_for).await,
             Request::Put {
                 key,
                 context,
                 value,
-                replicas,
                 quorum,
-            } => replica::put(state, key, context, value, replicas, quorum).await,
+            } => replica::put(state, key, context, value, quorum).await,
+            Request::Stats => Response::Stats(crate::stats::collect(state)),
             Request::RouteGet { key, quorum } => router::get(state, key, quorum).await,
             Request::RoutePut {
                 key,

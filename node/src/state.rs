@@ -13,6 +13,8 @@ use crate::storage::Store;
 /// A running node's shared state.
 pub(crate) struct NodeState {
     pub(crate) id: NodeId,
+    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) background: crate::config::BackgroundConfig,
     pub(crate) ring: ArcSwap<Ring>,
     pub(crate) store: Store,
     pub(crate) quic: QuicTransport,
@@ -20,6 +22,11 @@ pub(crate) struct NodeState {
 }
 
 impl NodeState {
+    /// The preference list of `key`'s partition as members.
+    pub(crate) fn preference(ring: &Ring, key: &[u8]) -> Vec<Member> {
+        Self::members(ring, ring.preference_list_for_key(key))
+    }
+
     /// Ring members for a list of node ids (ids not in the ring are skipped).
     pub(crate) fn members(ring: &Ring, ids: &[NodeId]) -> Vec<Member> {
         ids.iter()
@@ -39,8 +46,12 @@ impl Transport for Peers {
         if to.id == state.id {
             match request {
                 Request::Read { key } => return Ok(replica::read(state, key)),
-                Request::Write { key, object } => {
-                    return Ok(replica::write(state, key, object).await);
+                Request::Write {
+                    key,
+                    object,
+                    hint_for,
+                } => {
+                    return Ok(replica::write(state, key, object, hint_for).await);
                 }
                 other => return state.quic.call(to, other).await,
             }

@@ -48,6 +48,7 @@ pub struct LocalClusterBuilder {
     partitions: u32,
     durability: Durability,
     limits: Limits,
+    background: crate::config::BackgroundConfig,
 }
 
 impl LocalClusterBuilder {
@@ -60,6 +61,12 @@ impl LocalClusterBuilder {
     /// Durability policy of every node (default `sync`).
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+
+    /// Background settings of every node (hinted handoff, anti-entropy, reaping).
+    pub fn background(mut self, b: crate::config::BackgroundConfig) -> Self {
+        self.background = b;
         self
     }
 
@@ -115,6 +122,7 @@ impl LocalClusterBuilder {
                     key,
                 },
                 limits: self.limits,
+                background: self.background.clone(),
                 members: members.clone(),
             });
         }
@@ -159,6 +167,7 @@ impl LocalCluster {
             partitions: 64,
             durability: Durability::Sync,
             limits: Limits::default(),
+            background: crate::config::BackgroundConfig::default(),
         }
     }
 

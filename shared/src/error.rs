@@ -72,6 +72,15 @@ pub enum ReplyError {
         /// Every replica that did not, and why.
         errors: Vec<(NodeId, ReplicaError)>,
     },
+    /// The node is not one of the key's N owners, so it cannot coordinate a write for it
+    /// (only an owner knows every dot it issued for the key).
+    #[error("{node} is not a replica of partition {partition}")]
+    NotReplica {
+        /// The node asked.
+        node: NodeId,
+        /// The key's partition.
+        partition: u32,
+    },
     /// The node's storage failed.
     #[error("storage error on {node}: {reason}")]
     Storage {

@@ -20,8 +20,9 @@ use crate::error::{ReplicaError, ReplyError};
 use crate::ids::NodeId;
 use crate::object::Object;
 use crate::proto::{Quorum, Request, Response};
-use crate::quorum::{Progress, ReadQuorum, WriteQuorum};
+use crate::quorum::{Progress, ReadQuorum};
 use crate::ring::Member;
+use crate::sloppy::{Placement, SloppyWrite};
 use crate::transport::{Transport, TransportError};
 use bytes::Bytes;
 use std::time::Duration;
@@ -92,18 +93,40 @@ fn spawn_calls<T: Transport>(
     set
 }
 
+/// The nodes a read asks: the first `n` of the preference list that are not suspected down
+/// (stand-ins further down the list fill in for suspected owners, as they may hold hints),
+/// then, if fewer than `n` are left, suspected ones as a last resort.
+pub fn read_targets<T: Transport>(transport: &T, preference: &[Member], n: usize) -> Vec<Member> {
+    let mut targets: Vec<Member> = preference
+        .iter()
+        .filter(|m| !transport.is_down(m.id))
+        .take(n)
+        .cloned()
+        .collect();
+    for m in preference {
+        if targets.len() >= n {
+            break;
+        }
+        if !targets.iter().any(|t| t.id == m.id) {
+            targets.push(m.clone());
+        }
+    }
+    targets
+}
+
 /// Reads `key` from the `targets`, returning once `required` answered.
 ///
 /// After returning, a background task waits for the remaining answers (until `timeout` from the
-/// start) and writes the merged object back to every replica that answered with less — read
-/// repair — unless `repair` is false.
+/// start) and writes the merged object back to every node of `repair_owners` that answered
+/// with less — read repair. Stand-ins are not repaired (they hold hints, not replicas); `None`
+/// turns repair off.
 pub async fn read<T: Transport>(
     transport: &T,
     key: Bytes,
     targets: Vec<Member>,
     required: usize,
     timeout: Duration,
-    repair: bool,
+    repair_owners: Option<Vec<NodeId>>,
 ) -> Result<ReadOutcome, ReplyError> {
     let deadline = Instant::now() + timeout;
     let (up, down) = split_down(transport, targets.clone(), required);
@@ -124,7 +147,7 @@ pub async fn read<T: Transport>(
         versions: quorum.distinct_versions(),
         answered: quorum.replied().collect(),
     };
-    if repair {
+    if let Some(owners) = repair_owners {
         let t = transport.clone();
         tokio::spawn(
             async move {
@@ -134,7 +157,11 @@ pub async fn read<T: Transport>(
                     Progress::Pending
                 })
                 .await;
-                let stale = quorum.stale();
+                let stale: Vec<NodeId> = quorum
+                    .stale()
+                    .into_iter()
+                    .filter(|n| owners.contains(n))
+                    .collect();
                 if stale.is_empty() {
                     return;
                 }
@@ -144,7 +171,15 @@ pub async fn read<T: Transport>(
                     .into_iter()
                     .filter(|m| stale.contains(&m.id))
                     .collect();
-                let writes = spawn_calls(&t, &stale_members, &Request::Write { key, object });
+                let writes = spawn_calls(
+                    &t,
+                    &stale_members,
+                    &Request::Write {
+                        key,
+                        object,
+                        hint_for: None,
+                    },
+                );
                 detach(writes, Instant::now() + timeout);
             }
             .instrument(debug_span!("read_repair")),
@@ -155,46 +190,125 @@ pub async fn read<T: Transport>(
     Ok(outcome)
 }
 
-/// Writes `object` for `key` to `targets` until `required` replicas hold it, counting the
-/// replicas in `already_acked` (a coordinator that stored it locally) as done.
+/// Replicates a write the coordinator `local` has stored: sends copies to the key's other
+/// owners (the first `n` of `preference`), redirecting the copy of a suspected or failing owner
+/// to the next stand-in with a hint (see [`crate::sloppy`]), until `required` distinct nodes,
+/// `local` included, hold it.
 ///
-/// Returns the replicas that acknowledged before returning.
-pub async fn replicate<T: Transport>(
+/// Returns the nodes that acknowledged before returning. Copies still in flight keep going in
+/// the background until they settle or the deadline passes; then `on_settled` is called with
+/// the owners whose copy found no home, for which the coordinator keeps hints itself.
+#[allow(clippy::too_many_arguments)]
+pub async fn replicate<T, F, Fut>(
     transport: &T,
     key: Bytes,
     object: Object,
-    already_acked: Vec<NodeId>,
-    targets: Vec<Member>,
+    local: NodeId,
+    preference: Vec<Member>,
+    n: usize,
     required: usize,
     timeout: Duration,
-) -> Result<Vec<NodeId>, ReplyError> {
+    on_settled: F,
+) -> Result<Vec<NodeId>, ReplyError>
+where
+    T: Transport,
+    F: FnOnce(Vec<NodeId>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let deadline = Instant::now() + timeout;
-    let (up, down) = split_down(
-        transport,
-        targets.clone(),
-        required.saturating_sub(already_acked.len()),
+    let n = n.min(preference.len());
+    let owners: Vec<NodeId> = preference[..n].iter().map(|m| m.id).collect();
+    let standins: Vec<NodeId> = preference[n..].iter().map(|m| m.id).collect();
+    let (mut write, first) = SloppyWrite::new(required, &owners, &standins, local, |id| {
+        transport.is_down(id)
+    });
+    let sender = CopySender {
+        transport: transport.clone(),
+        key,
+        object,
+        members: preference,
+    };
+    let mut calls = JoinSet::new();
+    sender.send_all(&mut calls, first);
+    let mut progress = write.progress();
+    while progress == Progress::Pending {
+        match tokio::time::timeout_at(deadline, calls.join_next()).await {
+            Ok(Some(Ok((node, result)))) => {
+                let (p, more) = write.record(node, result.and_then(expect_written));
+                sender.send_all(&mut calls, more);
+                progress = p;
+            }
+            Ok(Some(Err(join_error))) => {
+                debug!(%join_error, "replica call task ended without a reply")
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let result = match progress {
+        Progress::Met => Ok(write.acked().to_vec()),
+        _ => Err(write.clone().into_error()),
+    };
+    tokio::spawn(
+        async move {
+            while !write.settled() {
+                match tokio::time::timeout_at(deadline, calls.join_next()).await {
+                    Ok(Some(Ok((node, result)))) => {
+                        let (_, more) = write.record(node, result.and_then(expect_written));
+                        sender.send_all(&mut calls, more);
+                    }
+                    Ok(Some(Err(_))) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            drop(calls);
+            let unplaced = write.unplaced();
+            if !unplaced.is_empty() {
+                debug!(
+                    ?unplaced,
+                    "copies without a home; the coordinator keeps hints"
+                );
+            }
+            on_settled(unplaced).await;
+        }
+        .instrument(debug_span!("replicate_stragglers")),
     );
-    let contacted = already_acked
-        .iter()
-        .copied()
-        .chain(targets.iter().map(|m| m.id))
-        .collect();
-    let mut quorum = WriteQuorum::new(required, contacted);
-    for id in already_acked {
-        quorum.record(id, Ok(()));
-    }
-    for id in down {
-        quorum.record(id, Err(ReplicaError::MarkedDown));
-    }
-    let mut calls = spawn_calls(transport, &up, &Request::Write { key, object });
-    let progress = drive(&mut calls, deadline, quorum.progress(), |node, r| {
-        quorum.record(node, r.and_then(expect_written))
-    })
-    .await;
-    detach(calls, deadline);
-    match progress {
-        Progress::Met => Ok(quorum.acked().to_vec()),
-        _ => Err(quorum.into_error()),
+    result
+}
+
+/// Sends copies of one write as [`crate::sloppy`] places them.
+struct CopySender<T> {
+    transport: T,
+    key: Bytes,
+    object: Object,
+    members: Vec<Member>,
+}
+
+impl<T: Transport> CopySender<T> {
+    fn send_all(
+        &self,
+        calls: &mut JoinSet<(NodeId, Result<Response, ReplicaError>)>,
+        placements: Vec<Placement>,
+    ) {
+        for p in placements {
+            let Some(member) = self.members.iter().find(|m| m.id == p.to).cloned() else {
+                continue;
+            };
+            let t = self.transport.clone();
+            let request = Request::Write {
+                key: self.key.clone(),
+                object: self.object.clone(),
+                hint_for: p.hint_for,
+            };
+            let span =
+                debug_span!("replica_call", node = %p.to, op = "write", hint_for = ?p.hint_for);
+            calls.spawn(
+                async move {
+                    let r = classify(t.call(&member, request).await);
+                    (member.id, r)
+                }
+                .instrument(span),
+            );
+        }
     }
 }
 
@@ -319,9 +433,10 @@ pub async fn first_reachable<T: Transport>(
     })
 }
 
-/// Has one of `replicas` coordinate a write: the first that is not known down stamps the dot,
-/// stores and replicates to the others until `quorum.required` hold it (failover as in
-/// [`first_reachable`]). Returns the object's causal context after the write.
+/// Has one of the key's owners (`replicas`, the first N of its preference list) coordinate a
+/// write: the first that is not known down stamps the dot, stores and replicates until
+/// `quorum.required` nodes hold it (failover as in [`first_reachable`]). Returns the object's
+/// causal context after the write.
 pub async fn coordinate_put<T: Transport>(
     transport: &T,
     key: Bytes,
@@ -342,15 +457,10 @@ pub async fn coordinate_put<T: Transport>(
         &order,
         quorum.required,
         deadline,
-        |coordinator, remaining| Request::Put {
+        |_, remaining| Request::Put {
             key: key.clone(),
             context: context.clone(),
             value: value.clone(),
-            replicas: replicas
-                .iter()
-                .map(|m| m.id)
-                .filter(|id| *id != coordinator.id)
-                .collect(),
             quorum: Quorum {
                 timeout_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
                 ..quorum
@@ -393,6 +503,7 @@ mod tests {
         writes: Arc<Mutex<Vec<NodeId>>>,
         puts: Arc<Mutex<Vec<NodeId>>>,
         reads: Arc<Mutex<Vec<NodeId>>>,
+        hinted: Arc<Mutex<Vec<(NodeId, NodeId)>>>,
         suspected: Arc<Mutex<Vec<NodeId>>>,
     }
 
@@ -427,7 +538,12 @@ mod tests {
                                     .unwrap_or_default(),
                             )
                         }
-                        Request::Write { object, .. } => {
+                        Request::Write {
+                            object, hint_for, ..
+                        } => {
+                            if let Some(owner) = hint_for {
+                                self.hinted.lock().unwrap().push((to.id, owner));
+                            }
                             self.stored
                                 .lock()
                                 .unwrap()
@@ -471,6 +587,10 @@ mod tests {
             .collect()
     }
 
+    fn ids(n: u32) -> Vec<NodeId> {
+        (1..=n).map(NodeId).collect()
+    }
+
     fn written(v: &str) -> Object {
         let mut o = Object::new();
         o.update(
@@ -495,9 +615,16 @@ mod tests {
         sim.store(2, newer.clone());
         // Replica 3 holds nothing: it is stale, but answers only after the quorum was met.
         let start = Instant::now();
-        let out = read(&sim, Bytes::from_static(b"k"), members(3), 2, TIMEOUT, true)
-            .await
-            .unwrap();
+        let out = read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            2,
+            TIMEOUT,
+            Some(ids(3)),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             start.elapsed(),
             Duration::from_millis(2),
@@ -525,9 +652,16 @@ mod tests {
     async fn silent_replicas_time_out_at_the_deadline_and_are_named() {
         let sim = Sim::with(&[(2, Behaviour::Silent), (3, Behaviour::Silent)]);
         let start = Instant::now();
-        let err = read(&sim, Bytes::from_static(b"k"), members(3), 2, TIMEOUT, true)
-            .await
-            .unwrap_err();
+        let err = read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            2,
+            TIMEOUT,
+            Some(ids(3)),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(start.elapsed(), TIMEOUT);
         assert_eq!(
             err,
@@ -542,46 +676,65 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn failures_that_make_the_quorum_impossible_return_at_once() {
-        let sim = Sim::with(&[
-            (1, Behaviour::Refuse),
-            (2, Behaviour::Unreachable),
-            (3, Behaviour::Silent),
-        ]);
-        let start = Instant::now();
-        let err = replicate(
-            &sim,
+    /// Runs `replicate` from coordinator n1 over `members(total)`; returns the result and a
+    /// handle on the owners reported unplaced once everything settled.
+    async fn replicate_from_n1(
+        sim: &Sim,
+        total: u32,
+        n: usize,
+        w: usize,
+    ) -> (
+        Result<Vec<NodeId>, ReplyError>,
+        Arc<Mutex<Option<Vec<NodeId>>>>,
+    ) {
+        let settled: Arc<Mutex<Option<Vec<NodeId>>>> = Arc::default();
+        let report = settled.clone();
+        let result = replicate(
+            sim,
             Bytes::from_static(b"k"),
             written("v"),
-            vec![],
-            members(3),
-            2,
+            NodeId(1),
+            members(total),
+            n,
+            w,
             TIMEOUT,
+            move |unplaced| async move {
+                *report.lock().unwrap() = Some(unplaced);
+            },
         )
-        .await
-        .unwrap_err();
+        .await;
+        (result, settled)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_make_the_quorum_impossible_return_at_once() {
+        let sim = Sim::with(&[(2, Behaviour::Refuse), (3, Behaviour::Silent)]);
+        let start = Instant::now();
+        let (result, settled) = replicate_from_n1(&sim, 3, 3, 3).await;
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "no waiting for the silent one"
         );
+        let err = result.unwrap_err();
         let ReplyError::QuorumFailed {
             succeeded, errors, ..
         } = err
         else {
             panic!("{err:?}")
         };
-        assert_eq!(succeeded, 0);
+        assert_eq!(succeeded, 1, "the coordinator itself");
         assert!(
-            matches!(errors[0], (NodeId(1), ReplicaError::Refused { .. })),
+            matches!(errors[0], (NodeId(2), ReplicaError::Refused { .. })),
             "{errors:?}"
         );
-        assert!(
-            matches!(errors[1], (NodeId(2), ReplicaError::Unreachable { .. })),
-            "{errors:?}"
+        assert_eq!(errors[1], (NodeId(3), ReplicaError::NotAwaited));
+        // Past the deadline both owners are still without a copy: the coordinator keeps hints.
+        tokio::time::sleep(TIMEOUT + Duration::from_millis(1)).await;
+        assert_eq!(
+            settled.lock().unwrap().clone(),
+            Some(vec![NodeId(2), NodeId(3)])
         );
-        assert_eq!(errors[2], (NodeId(3), ReplicaError::NotAwaited));
     }
 
     #[tokio::test(start_paused = true)]
@@ -590,24 +743,48 @@ mod tests {
             (2, Behaviour::Answer { delay_ms: 5 }),
             (3, Behaviour::Answer { delay_ms: 40 }),
         ]);
-        let acked = replicate(
-            &sim,
-            Bytes::from_static(b"k"),
-            written("v"),
-            vec![NodeId(1)],
-            members(3)[1..].to_vec(),
-            2,
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
-        assert_eq!(acked, vec![NodeId(1), NodeId(2)]);
+        let (result, settled) = replicate_from_n1(&sim, 3, 3, 2).await;
+        assert_eq!(result.unwrap(), vec![NodeId(1), NodeId(2)]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
             *sim.writes.lock().unwrap(),
             vec![NodeId(2), NodeId(3)],
             "the straggler still got the write"
         );
+        assert_eq!(
+            settled.lock().unwrap().clone(),
+            Some(vec![]),
+            "every owner has its copy"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_owner_is_replaced_by_a_standin_that_counts_toward_w() {
+        let sim = Sim::with(&[(3, Behaviour::Unreachable)]);
+        sim.suspected.lock().unwrap().push(NodeId(2));
+        let (result, settled) = replicate_from_n1(&sim, 5, 3, 3).await;
+        let mut acked = result.unwrap();
+        acked.sort();
+        assert_eq!(
+            acked,
+            vec![NodeId(1), NodeId(4), NodeId(5)],
+            "W=3 met with two stand-ins"
+        );
+        let mut hinted = sim.hinted.lock().unwrap().clone();
+        hinted.sort();
+        assert_eq!(hinted, vec![(NodeId(4), NodeId(2)), (NodeId(5), NodeId(3))]);
+        tokio::time::sleep(TIMEOUT + Duration::from_millis(1)).await;
+        assert_eq!(settled.lock().unwrap().clone(), Some(vec![]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_standin_left_the_coordinator_keeps_the_hint() {
+        // 3 nodes, N=3: nowhere to redirect n3's copy. W=2 is met; n3 is reported unplaced.
+        let sim = Sim::with(&[(3, Behaviour::Unreachable)]);
+        let (result, settled) = replicate_from_n1(&sim, 3, 3, 2).await;
+        assert_eq!(result.unwrap(), vec![NodeId(1), NodeId(2)]);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(settled.lock().unwrap().clone(), Some(vec![NodeId(3)]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -687,16 +864,9 @@ mod tests {
     async fn suspected_replicas_are_skipped_only_while_the_quorum_can_do_without_them() {
         let sim = Sim::default();
         sim.suspected.lock().unwrap().push(NodeId(3));
-        read(
-            &sim,
-            Bytes::from_static(b"k"),
-            members(3),
-            2,
-            TIMEOUT,
-            false,
-        )
-        .await
-        .unwrap();
+        read(&sim, Bytes::from_static(b"k"), members(3), 2, TIMEOUT, None)
+            .await
+            .unwrap();
         assert_eq!(
             *sim.reads.lock().unwrap(),
             vec![NodeId(1), NodeId(2)],
@@ -704,16 +874,9 @@ mod tests {
         );
         sim.reads.lock().unwrap().clear();
         // R=3 needs n3: it is asked (and answers) instead of the read failing unasked.
-        read(
-            &sim,
-            Bytes::from_static(b"k"),
-            members(3),
-            3,
-            TIMEOUT,
-            false,
-        )
-        .await
-        .unwrap();
+        read(&sim, Bytes::from_static(b"k"), members(3), 3, TIMEOUT, None)
+            .await
+            .unwrap();
         let mut asked = sim.reads.lock().unwrap().clone();
         asked.sort();
         assert_eq!(asked, vec![NodeId(1), NodeId(2), NodeId(3)]);
@@ -790,15 +953,7 @@ mod tests {
             in_time.sort_unstable();
             let sim = Sim::with(&plan);
             let start = Instant::now();
-            let result = read(
-                &sim,
-                Bytes::from_static(b"k"),
-                members(n),
-                r,
-                TIMEOUT,
-                false,
-            )
-            .await;
+            let result = read(&sim, Bytes::from_static(b"k"), members(n), r, TIMEOUT, None).await;
             let ctx = format!("seed {seed} round {round}: n={n} r={r} plan={plan:?}");
             if in_time.len() >= r {
                 assert!(result.is_ok(), "{ctx}: {result:?}");

@@ -7,7 +7,9 @@ use std::fmt;
 ///
 /// Ids are chosen by the operator (small integers in config files) and never reused for a
 /// different host. They order the ring's initial assignment and every preference list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct NodeId(pub u32);
 

@@ -23,6 +23,7 @@
 //! - [`frame`] — length-prefixed, versioned frames.
 //! - [`error`] — errors that cross the wire.
 //! - [`quorum`] — the quorum engine, a state machine fed with replies.
+//! - [`sloppy`] — sloppy-quorum write placement: stand-ins and hints, a state machine.
 //! - [`transport`] — the trait the network plugs into.
 //! - [`fanout`] — quorum read and write drivers over a transport.
 //! - `quic` (feature `quic`) — mutual TLS, stream framing and the pooled QUIC transport.
@@ -39,6 +40,7 @@ pub mod object;
 pub mod proto;
 pub mod quorum;
 pub mod ring;
+pub mod sloppy;
 pub mod transport;
 
 #[cfg(feature = "quic")]

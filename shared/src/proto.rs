@@ -54,16 +54,22 @@ pub enum Request {
         /// The user key.
         key: Bytes,
     },
-    /// Merge `object` into this replica's copy of `key`; answered with [`Response::Written`].
+    /// Merge `object` into this node's copy of `key`; answered with [`Response::Written`].
+    /// With `hint_for: Some(owner)` this node is a stand-in: it keeps the object as a hint
+    /// for `owner` (apart from its own data) and hands it over when `owner` is back.
     Write {
         /// The user key.
         key: Bytes,
         /// The object to merge.
         object: Object,
+        /// The owner this copy stands in for, if any.
+        hint_for: Option<NodeId>,
     },
     /// Coordinate a client write at this replica: stamp a dot of this node's actor, store, and
-    /// replicate to `replicas` until `quorum.required` replicas (this one included) hold it.
-    /// `value: None` is a delete. Answered with [`Response::Put`].
+    /// replicate to the key's other owners (or stand-ins for those that are down) until
+    /// `quorum.required` nodes, this one included, hold it. `value: None` is a delete.
+    /// Answered with [`Response::Put`], or `NotReplica` if this node is not one of the key's N
+    /// owners.
     Put {
         /// The user key.
         key: Bytes,
@@ -71,11 +77,11 @@ pub enum Request {
         context: VersionVector,
         /// The new value, or `None` for a delete.
         value: Option<Bytes>,
-        /// The other replicas to write to, in preference order.
-        replicas: Vec<NodeId>,
-        /// W and the deadline.
+        /// N, W and the deadline.
         quorum: Quorum,
     },
+    /// The node's counters; answered with [`Response::Stats`].
+    Stats,
     /// Router mode: coordinate a quorum read of `key`; answered with [`Response::Object`].
     RouteGet {
         /// The user key.
@@ -110,6 +116,7 @@ impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Ping => "ping",
+            Request::Stats => "stats",
             Request::GetRing => "get_ring",
             Request::Read { .. } => "read",
             Request::Write { .. } => "write",
@@ -135,6 +142,8 @@ pub enum Response {
     Object(Object),
     /// A replica write was applied (and is durable per the node's durability policy).
     Written,
+    /// Answer to [`Request::Stats`].
+    Stats(NodeStats),
     /// A coordinated write met its quorum.
     Put {
         /// The object's causal context after the write, for a follow-up write.
@@ -150,12 +159,45 @@ impl Response {
         match self {
             Response::Pong { .. } => "pong",
             Response::Ring(_) => "ring",
+            Response::Stats(_) => "stats",
             Response::Object(_) => "object",
             Response::Written => "written",
             Response::Put { .. } => "put",
             Response::Error(_) => "error",
         }
     }
+}
+
+/// A node's counters since it started (gauges are current values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStats {
+    /// The answering node.
+    pub node: NodeId,
+    /// Objects stored (approximate).
+    pub objects: u64,
+    /// Writes that changed an object.
+    pub writes: u64,
+    /// fsyncs run.
+    pub fsyncs: u64,
+    /// Hints held for other nodes (gauge).
+    pub hints_pending: u64,
+    /// Hints stored for other nodes.
+    pub hints_stored: u64,
+    /// Hints handed over to their owners.
+    pub hints_delivered: u64,
+    /// Anti-entropy exchanges completed with a co-replica.
+    pub ae_rounds: u64,
+    /// Keys whose versions anti-entropy merged in either direction.
+    pub ae_keys_repaired: u64,
+    /// Bytes of anti-entropy frames sent.
+    pub ae_bytes_sent: u64,
+    /// Bytes of anti-entropy frames received.
+    pub ae_bytes_received: u64,
+    /// Tombstones removed for good.
+    pub tombstones_reaped: u64,
+    /// Replicas repaired after reads coordinated here (router mode).
+    pub read_repairs: u64,
 }
 
 /// The envelope of every reply: the answering node's ring epoch and the body. A client that

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod real;
+
 use anyhow::{Context as _, Result, bail};
 use ringkv::{Client, Mode};
 use ringkv_node::testing::LocalCluster;

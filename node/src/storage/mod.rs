@@ -3,6 +3,8 @@
 //! Keyspaces:
 //! - `objects`: partition (u32, big-endian) ++ user key → [`ringkv_shared::encoding::encode_object`] bytes
 //!   (format byte, checksum, body).
+//! - `hints`: owner node id (u32, big-endian) ++ partition ++ user key → encoded object: copies
+//!   this node holds as a stand-in for an owner that was down, until they are handed over.
 //! - `meta`: the storage format version, the node id the directory belongs to, and this
 //!   storage incarnation's [`ActorId`].
 //!
@@ -84,6 +86,61 @@ pub enum StorageError {
     },
 }
 
+/// A hint held for another node.
+#[derive(Clone, Debug)]
+pub struct Hint {
+    /// The key's partition.
+    pub partition: PartitionId,
+    /// The user key.
+    pub key: Bytes,
+    /// The object to hand over.
+    pub object: Object,
+    raw: Vec<u8>,
+}
+
+/// Where a read-modify-write happens: the raw storage key and, for messages, the user key.
+struct Target<'a> {
+    raw: Vec<u8>,
+    partition: PartitionId,
+    key: &'a [u8],
+}
+
+impl<'a> Target<'a> {
+    fn object(partition: PartitionId, key: &'a [u8]) -> Self {
+        Self {
+            raw: keys::object_key(partition, key),
+            partition,
+            key,
+        }
+    }
+
+    fn hint(owner: NodeId, partition: PartitionId, key: &'a [u8]) -> Self {
+        Self {
+            raw: keys::hint_key(owner, partition, key),
+            partition,
+            key,
+        }
+    }
+}
+
+fn read_object(
+    keyspace: &Keyspace,
+    raw_key: &[u8],
+    partition: PartitionId,
+    key: &[u8],
+) -> Result<Option<Object>, StorageError> {
+    keyspace
+        .get(raw_key)?
+        .map(|bytes| {
+            decode_object(&bytes).map_err(|source| StorageError::Corrupt {
+                partition,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })
+        })
+        .transpose()
+}
+
 /// Storage counters, for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -118,6 +175,7 @@ impl Default for StoreOptions {
 pub struct Store {
     db: Database,
     objects: Keyspace,
+    hints: Keyspace,
     actor: ActorId,
     locks: Box<[Mutex<()>]>,
     commit: GroupCommit,
@@ -145,6 +203,7 @@ impl Store {
         })?;
         let db = Database::builder(dir).cache_size(opts.cache_bytes).open()?;
         let objects = db.keyspace("objects", KeyspaceCreateOptions::default)?;
+        let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let foreign = |reason: String| StorageError::Foreign {
             path: dir.to_owned(),
@@ -199,6 +258,7 @@ impl Store {
         Ok(Self {
             db,
             objects,
+            hints,
             actor,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             commit,
@@ -213,15 +273,12 @@ impl Store {
 
     /// The object stored for `key`, or `None` if there is none.
     pub fn get(&self, partition: PartitionId, key: &[u8]) -> Result<Option<Object>, StorageError> {
-        let raw = self.objects.get(keys::object_key(partition, key))?;
-        raw.map(|bytes| {
-            decode_object(&bytes).map_err(|source| StorageError::Corrupt {
-                partition,
-                key: String::from_utf8_lossy(key).into_owned(),
-                source,
-            })
-        })
-        .transpose()
+        read_object(
+            &self.objects,
+            &keys::object_key(partition, key),
+            partition,
+            key,
+        )
     }
 
     /// Merges `incoming` into the stored object (replica synchronisation) and returns the
@@ -233,7 +290,8 @@ impl Store {
         key: &[u8],
         incoming: &Object,
     ) -> Result<Object, StorageError> {
-        self.read_modify_write(partition, key, None, |current| {
+        let at = Target::object(partition, key);
+        self.read_modify_write(&self.objects, &at, None, |current| {
             let mut merged = match current {
                 Ok(Some(o)) => o,
                 Ok(None) => Object::new(),
@@ -260,7 +318,8 @@ impl Store {
         max_object_bytes: usize,
     ) -> Result<Object, StorageError> {
         let actor = self.actor;
-        self.read_modify_write(partition, key, Some(max_object_bytes), |current| {
+        let at = Target::object(partition, key);
+        self.read_modify_write(&self.objects, &at, Some(max_object_bytes), |current| {
             // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
             // and stamping without them could reuse one.
             let mut obj = current?.unwrap_or_default();
@@ -270,18 +329,123 @@ impl Store {
         .await
     }
 
-    async fn read_modify_write(
+    /// Stores `object` as a hint for `owner` (merged with any hint already held for the key).
+    pub async fn put_hint(
+        &self,
+        owner: NodeId,
+        partition: PartitionId,
+        key: &[u8],
+        object: &Object,
+    ) -> Result<(), StorageError> {
+        let at = Target::hint(owner, partition, key);
+        self.read_modify_write(&self.hints, &at, None, |current| {
+            let mut merged = match current {
+                Ok(Some(o)) => o,
+                Ok(None) => Object::new(),
+                Err(e) => {
+                    warn!(error = %e, "replacing a corrupt hint with the incoming copy");
+                    Object::new()
+                }
+            };
+            merged.merge(object);
+            Ok(merged)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every hint held for `key` (for any of `owners`), merged: a stand-in answers reads with
+    /// what it holds for others as well as its own data.
+    pub fn hints_for_key(
         &self,
         partition: PartitionId,
         key: &[u8],
+        owners: impl Iterator<Item = NodeId>,
+    ) -> Result<Option<Object>, StorageError> {
+        let mut merged: Option<Object> = None;
+        for owner in owners {
+            let raw_key = keys::hint_key(owner, partition, key);
+            if let Some(o) = read_object(&self.hints, &raw_key, partition, key)? {
+                merged.get_or_insert_with(Object::new).merge(&o);
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Up to `limit` hints held for `owner`. Corrupt hints are reported and removed (they can
+    /// never be delivered; the write they carried is on the other nodes that acknowledged it).
+    pub fn hint_batch(&self, owner: NodeId, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.hints.prefix(owner.0.to_be_bytes()) {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw) = guard.into_inner()?;
+            let Some((_, partition, key)) = keys::split_hint_key(&raw_key) else {
+                warn!("removing a hint with a malformed key");
+                self.hints.remove(raw_key)?;
+                continue;
+            };
+            match decode_object(&raw) {
+                Ok(object) => out.push(Hint {
+                    partition,
+                    key: Bytes::copy_from_slice(key),
+                    object,
+                    raw: raw.to_vec(),
+                }),
+                Err(e) => {
+                    tracing::error!(%owner, partition, error = %e, "removing a corrupt hint");
+                    self.hints.remove(raw_key.clone())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a delivered hint, unless it changed since it was read (a newer copy arrived
+    /// meanwhile; it will be delivered next round). Returns whether it was removed.
+    pub fn remove_hint_if_unchanged(
+        &self,
+        owner: NodeId,
+        hint: &Hint,
+    ) -> Result<bool, StorageError> {
+        let raw_key = keys::hint_key(owner, hint.partition, &hint.key);
+        let _guard = self.lock_for(&raw_key);
+        match self.hints.get(&raw_key)? {
+            Some(now) if now.as_ref() == hint.raw.as_slice() => {
+                self.hints.remove(raw_key)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Hints held for other nodes.
+    pub fn hints_pending(&self) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for guard in self.hints.iter() {
+            guard.key()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn lock_for(&self, raw_key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (ringkv_shared::hash::key_hash(raw_key) as usize) % LOCK_STRIPES;
+        self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn read_modify_write(
+        &self,
+        keyspace: &Keyspace,
+        at: &Target<'_>,
         max_object_bytes: Option<usize>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
     ) -> Result<Object, StorageError> {
-        let storage_key = keys::object_key(partition, key);
-        let stripe = (ringkv_shared::hash::key_hash(&storage_key) as usize) % LOCK_STRIPES;
+        let storage_key = &at.raw;
         let (next, wrote) = {
-            let _guard = self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner());
-            let current = self.get(partition, key);
+            let _guard = self.lock_for(storage_key);
+            let current = read_object(keyspace, storage_key, at.partition, at.key);
             let unchanged_from = current.as_ref().ok().and_then(|c| c.clone());
             let next = f(current)?;
             if unchanged_from.as_ref() == Some(&next) {
@@ -297,7 +461,7 @@ impl Store {
                     });
                 }
                 let mut batch = self.db.batch();
-                batch.insert(&self.objects, storage_key, encoded);
+                batch.insert(keyspace, storage_key.as_slice(), encoded);
                 batch.commit()?;
                 (next, true)
             }
