@@ -5,6 +5,7 @@
 //! listen = "127.0.0.1:7001"       # QUIC address to bind
 //! data_dir = "/var/lib/ringkv/n1"
 //! partitions = 1024               # Q: a power of two, fixed at cluster creation
+//! replication = 3                 # N, for background work; clients use the same N
 //!
 //! [storage]
 //! durability = "sync"             # sync | buffered | none
@@ -169,6 +170,11 @@ pub struct NodeConfig {
     /// Q, the partition count (power of two).
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// N, the cluster's replication factor, used by background work (anti-entropy compares
+    /// a node's data with the other N-1 replicas of each partition). Clients should use the
+    /// same N (their default is 3).
+    #[serde(default = "default_replication")]
+    pub replication: u8,
     /// Storage settings.
     #[serde(default)]
     pub storage: StorageConfig,
@@ -186,6 +192,10 @@ pub struct NodeConfig {
 
 fn default_partitions() -> u32 {
     DEFAULT_PARTITIONS
+}
+
+fn default_replication() -> u8 {
+    3
 }
 
 impl NodeConfig {
@@ -242,6 +252,9 @@ impl NodeConfig {
                     self.partitions
                 ),
             ));
+        }
+        if self.replication == 0 {
+            return Err(invalid("replication", "must be at least 1"));
         }
         if self.members.is_empty() {
             return Err(invalid(
@@ -327,6 +340,7 @@ impl NodeConfig {
     /// Storage options derived from the config.
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
+            partitions: self.partitions,
             durability: self.storage.durability,
             buffered_interval: Duration::from_millis(self.storage.buffered_interval_ms.max(1)),
             cache_bytes: self.storage.cache_mb << 20,

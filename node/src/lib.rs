@@ -24,12 +24,14 @@
 //! - `service` — request dispatch.
 //! - `replica` — replica read, merge-write (or keep as a hint) and coordinated put with a
 //!   sloppy quorum.
+//! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
 //! - `metrics`, `stats` — counters and the `Stats` answer.
 //! - `router` — router-mode quorum coordination.
 //! - `state` — the running node's state and its self-short-circuiting transport.
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
 
+pub mod anti_entropy;
 pub mod certs;
 pub mod config;
 mod hints;

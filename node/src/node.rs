@@ -95,6 +95,7 @@ impl Node {
             id,
             metrics: crate::metrics::Metrics::default(),
             background: config.background.clone(),
+            replication: config.replication,
             ring: ArcSwap::from_pointee(ring),
             store,
             quic,
@@ -106,7 +107,10 @@ impl Node {
             endpoint.clone(),
             stop_rx.clone(),
         ));
-        let workers = vec![tokio::spawn(crate::hints::run(state.clone(), stop_rx))];
+        let workers = vec![
+            tokio::spawn(crate::hints::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx)),
+        ];
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {
             id,
@@ -157,6 +161,17 @@ impl NodeHandle {
     /// Returns the hints delivered.
     pub async fn deliver_hints_now(&self) -> u64 {
         crate::hints::deliver_round(&self.state).await
+    }
+
+    /// Runs one anti-entropy exchange with every other member now (tests use it instead of
+    /// waiting for the timer). Returns what each exchange did, or why it failed.
+    pub async fn anti_entropy_now(&self) -> Vec<Result<crate::anti_entropy::Exchange, String>> {
+        let ring = self.state.ring.load_full();
+        let mut out = Vec::new();
+        for peer in ring.members().filter(|m| m.id != self.id) {
+            out.push(crate::anti_entropy::exchange(&self.state, &ring, peer).await);
+        }
+        out
     }
 
     /// The node's storage (for inspection in tests and tools).

@@ -1,7 +1,7 @@
 //! Request dispatch: one request in, one reply out.
 
 use crate::state::NodeState;
-use crate::{replica, router};
+use crate::{anti_entropy, replica, router};
 use ringkv_shared::proto::{Reply, Request, Response};
 use std::sync::Arc;
 use tracing::{Instrument, debug_span};
@@ -26,6 +26,13 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 quorum,
             } => replica::put(state, key, context, value, quorum).await,
             Request::Stats => Response::Stats(crate::stats::collect(state)),
+            Request::AeRoots { partitions } => anti_entropy::roots(state, partitions),
+            Request::AeLeaves { partition } => anti_entropy::leaves(state, partition),
+            Request::AeEntries { partition, leaves } => {
+                anti_entropy::entries(state, partition, leaves)
+            }
+            Request::ReadMany { keys } => anti_entropy::read_many(state, keys),
+            Request::WriteMany { items } => anti_entropy::write_many(state, items).await,
             Request::RouteGet { key, quorum } => router::get(state, key, quorum).await,
             Request::RoutePut {
                 key,

@@ -15,6 +15,7 @@ pub(crate) struct NodeState {
     pub(crate) id: NodeId,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) background: crate::config::BackgroundConfig,
+    pub(crate) replication: u8,
     pub(crate) ring: ArcSwap<Ring>,
     pub(crate) store: Store,
     pub(crate) quic: QuicTransport,

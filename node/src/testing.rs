@@ -112,6 +112,7 @@ impl LocalClusterBuilder {
                 listen: m.addr,
                 data_dir: dir.path().join(&name),
                 partitions: self.partitions,
+                replication: 3,
                 storage: StorageConfig {
                     durability: self.durability,
                     ..StorageConfig::default()

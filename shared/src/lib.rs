@@ -19,6 +19,7 @@
 //! - [`object`] — a key's sibling set under a dotted version vector: update, merge.
 //! - [`encoding`] — versioned, checksummed encodings of stored objects and contexts.
 //! - [`limits`] — key, value, object and frame size limits.
+//! - [`merkle`] — anti-entropy hash trees: leaves, entry hashes, diffs.
 //! - [`proto`] — request and reply messages.
 //! - [`frame`] — length-prefixed, versioned frames.
 //! - [`error`] — errors that cross the wire.
@@ -36,6 +37,7 @@ pub mod frame;
 pub mod hash;
 pub mod ids;
 pub mod limits;
+pub mod merkle;
 pub mod object;
 pub mod proto;
 pub mod quorum;

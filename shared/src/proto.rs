@@ -82,6 +82,36 @@ pub enum Request {
     },
     /// The node's counters; answered with [`Response::Stats`].
     Stats,
+    /// Anti-entropy: the roots of these partitions' hash trees, in the same order; answered
+    /// with [`Response::Hashes`].
+    AeRoots {
+        /// The partitions to compare.
+        partitions: Vec<u32>,
+    },
+    /// Anti-entropy: every leaf of one partition's tree; answered with [`Response::Hashes`].
+    AeLeaves {
+        /// The partition.
+        partition: u32,
+    },
+    /// Anti-entropy: `(key, entry hash)` of every key in these leaves of a partition; answered
+    /// with [`Response::Entries`].
+    AeEntries {
+        /// The partition.
+        partition: u32,
+        /// The leaves.
+        leaves: Vec<u16>,
+    },
+    /// This replica's own objects for `keys` (hints excluded; absent keys left out); answered
+    /// with [`Response::Objects`].
+    ReadMany {
+        /// The user keys.
+        keys: Vec<Bytes>,
+    },
+    /// Merge each object into this replica; answered with [`Response::Written`].
+    WriteMany {
+        /// Keys and objects.
+        items: Vec<(Bytes, Object)>,
+    },
     /// Router mode: coordinate a quorum read of `key`; answered with [`Response::Object`].
     RouteGet {
         /// The user key.
@@ -108,7 +138,10 @@ impl Request {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Request::Write { .. } | Request::Put { .. } | Request::RoutePut { .. }
+            Request::Write { .. }
+                | Request::WriteMany { .. }
+                | Request::Put { .. }
+                | Request::RoutePut { .. }
         )
     }
 
@@ -117,6 +150,11 @@ impl Request {
         match self {
             Request::Ping => "ping",
             Request::Stats => "stats",
+            Request::AeRoots { .. } => "ae_roots",
+            Request::AeLeaves { .. } => "ae_leaves",
+            Request::AeEntries { .. } => "ae_entries",
+            Request::ReadMany { .. } => "read_many",
+            Request::WriteMany { .. } => "write_many",
             Request::GetRing => "get_ring",
             Request::Read { .. } => "read",
             Request::Write { .. } => "write",
@@ -144,6 +182,12 @@ pub enum Response {
     Written,
     /// Answer to [`Request::Stats`].
     Stats(NodeStats),
+    /// Tree roots or leaves.
+    Hashes(Vec<u64>),
+    /// `(key, entry hash)` pairs.
+    Entries(Vec<(Bytes, u64)>),
+    /// Keys and their objects.
+    Objects(Vec<(Bytes, Object)>),
     /// A coordinated write met its quorum.
     Put {
         /// The object's causal context after the write, for a follow-up write.
@@ -160,6 +204,9 @@ impl Response {
             Response::Pong { .. } => "pong",
             Response::Ring(_) => "ring",
             Response::Stats(_) => "stats",
+            Response::Hashes(_) => "hashes",
+            Response::Entries(_) => "entries",
+            Response::Objects(_) => "objects",
             Response::Object(_) => "object",
             Response::Written => "written",
             Response::Put { .. } => "put",

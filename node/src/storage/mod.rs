@@ -13,6 +13,7 @@
 
 mod durability;
 mod keys;
+mod trees;
 
 pub use durability::Durability;
 
@@ -103,6 +104,8 @@ struct Target<'a> {
     raw: Vec<u8>,
     partition: PartitionId,
     key: &'a [u8],
+    /// Whether the anti-entropy tree covers this entry (replica data does, hints do not).
+    in_tree: bool,
 }
 
 impl<'a> Target<'a> {
@@ -111,6 +114,7 @@ impl<'a> Target<'a> {
             raw: keys::object_key(partition, key),
             partition,
             key,
+            in_tree: true,
         }
     }
 
@@ -119,6 +123,7 @@ impl<'a> Target<'a> {
             raw: keys::hint_key(owner, partition, key),
             partition,
             key,
+            in_tree: false,
         }
     }
 }
@@ -129,16 +134,22 @@ fn read_object(
     partition: PartitionId,
     key: &[u8],
 ) -> Result<Option<Object>, StorageError> {
-    keyspace
-        .get(raw_key)?
-        .map(|bytes| {
-            decode_object(&bytes).map_err(|source| StorageError::Corrupt {
-                partition,
-                key: String::from_utf8_lossy(key).into_owned(),
-                source,
-            })
+    decode_stored(keyspace.get(raw_key)?.as_deref(), partition, key)
+}
+
+fn decode_stored(
+    raw: Option<&[u8]>,
+    partition: PartitionId,
+    key: &[u8],
+) -> Result<Option<Object>, StorageError> {
+    raw.map(|bytes| {
+        decode_object(bytes).map_err(|source| StorageError::Corrupt {
+            partition,
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
         })
-        .transpose()
+    })
+    .transpose()
 }
 
 /// Storage counters, for metrics and benchmarks.
@@ -153,6 +164,9 @@ pub struct StoreStats {
 /// Options for [`Store::open`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
+    /// The cluster's partition count Q (fixed at creation; a directory made with another Q
+    /// is refused).
+    pub partitions: u32,
     /// The durability policy.
     pub durability: Durability,
     /// Background fsync interval under [`Durability::Buffered`].
@@ -164,6 +178,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
+            partitions: ringkv_shared::ring::DEFAULT_PARTITIONS,
             durability: Durability::Sync,
             buffered_interval: Duration::from_millis(10),
             cache_bytes: 64 << 20,
@@ -176,6 +191,7 @@ pub struct Store {
     db: Database,
     objects: Keyspace,
     hints: Keyspace,
+    trees: trees::Trees,
     actor: ActorId,
     locks: Box<[Mutex<()>]>,
     commit: GroupCommit,
@@ -234,6 +250,20 @@ impl Store {
                 }
             }
         }
+        match meta.get("partitions")? {
+            None => {}
+            Some(v) => {
+                let stored = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| foreign("partitions entry is malformed".into()))?;
+                if stored != opts.partitions {
+                    return Err(foreign(format!(
+                        "it was created with {stored} partitions, the config says {}; the partition count cannot change",
+                        opts.partitions
+                    )));
+                }
+            }
+        }
         let actor = match meta.get("actor")? {
             Some(v) => <[u8; 8]>::try_from(v.as_ref())
                 .map(|b| ActorId(u64::from_be_bytes(b)))
@@ -244,12 +274,22 @@ impl Store {
                 batch.insert(&meta, "format", [STORAGE_FORMAT].as_slice());
                 batch.insert(&meta, "node_id", node.0.to_be_bytes().as_slice());
                 batch.insert(&meta, "actor", actor.0.to_be_bytes().as_slice());
+                batch.insert(
+                    &meta,
+                    "partitions",
+                    opts.partitions.to_be_bytes().as_slice(),
+                );
                 batch.commit()?;
                 db.persist(fjall::PersistMode::SyncAll)?;
                 info!(%node, %actor, path = %dir.display(), "new storage incarnation");
                 actor
             }
         };
+        if meta.get("partitions")?.is_none() {
+            meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
+        }
+        let trees =
+            trees::Trees::build(&objects, opts.partitions).map_err(|reason| foreign(reason))?;
         let commit = GroupCommit::start(db.clone(), opts.durability, opts.buffered_interval)
             .map_err(|e| StorageError::Directory {
                 path: dir.to_owned(),
@@ -259,6 +299,7 @@ impl Store {
             db,
             objects,
             hints,
+            trees,
             actor,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             commit,
@@ -290,6 +331,16 @@ impl Store {
         key: &[u8],
         incoming: &Object,
     ) -> Result<Object, StorageError> {
+        Ok(self.merge_reporting(partition, key, incoming).await?.0)
+    }
+
+    /// [`Store::merge`], also telling whether the stored object changed.
+    pub async fn merge_reporting(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        incoming: &Object,
+    ) -> Result<(Object, bool), StorageError> {
         let at = Target::object(partition, key);
         self.read_modify_write(&self.objects, &at, None, |current| {
             let mut merged = match current {
@@ -327,6 +378,7 @@ impl Store {
             Ok(obj)
         })
         .await
+        .map(|(o, _)| o)
     }
 
     /// Stores `object` as a hint for `owner` (merged with any hint already held for the key).
@@ -352,6 +404,39 @@ impl Store {
         })
         .await?;
         Ok(())
+    }
+
+    /// Roots of the anti-entropy trees of `partitions` (0 for an empty partition).
+    pub fn tree_roots(&self, partitions: &[PartitionId]) -> Vec<u64> {
+        partitions.iter().map(|p| self.trees.root(*p)).collect()
+    }
+
+    /// Every leaf of a partition's tree (empty if the partition is out of range).
+    pub fn tree_leaves(&self, partition: PartitionId) -> Vec<u64> {
+        self.trees.leaves(partition)
+    }
+
+    /// `(key, entry hash)` of every stored key of `partition` that falls in `leaves`.
+    pub fn leaf_entries(
+        &self,
+        partition: PartitionId,
+        leaves: &[u16],
+    ) -> Result<Vec<(Bytes, u64)>, StorageError> {
+        let wanted: std::collections::BTreeSet<u16> = leaves.iter().copied().collect();
+        let mut out = Vec::new();
+        for guard in self.objects.prefix(partition.to_be_bytes()) {
+            let (raw_key, raw) = guard.into_inner()?;
+            let Some((_, key)) = keys::split_object_key(&raw_key) else {
+                continue;
+            };
+            if wanted.contains(&ringkv_shared::merkle::leaf_of(key)) {
+                out.push((
+                    Bytes::copy_from_slice(key),
+                    ringkv_shared::merkle::entry_hash(key, &raw),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Every hint held for `key` (for any of `owners`), merged: a stand-in answers reads with
@@ -441,11 +526,12 @@ impl Store {
         at: &Target<'_>,
         max_object_bytes: Option<usize>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
-    ) -> Result<Object, StorageError> {
+    ) -> Result<(Object, bool), StorageError> {
         let storage_key = &at.raw;
         let (next, wrote) = {
             let _guard = self.lock_for(storage_key);
-            let current = read_object(keyspace, storage_key, at.partition, at.key);
+            let old_raw = keyspace.get(storage_key)?;
+            let current = decode_stored(old_raw.as_deref(), at.partition, at.key);
             let unchanged_from = current.as_ref().ok().and_then(|c| c.clone());
             let next = f(current)?;
             if unchanged_from.as_ref() == Some(&next) {
@@ -460,9 +546,17 @@ impl Store {
                         max,
                     });
                 }
+                let new_hash = at
+                    .in_tree
+                    .then(|| ringkv_shared::merkle::entry_hash(at.key, &encoded));
                 let mut batch = self.db.batch();
                 batch.insert(keyspace, storage_key.as_slice(), encoded);
                 batch.commit()?;
+                if let Some(new_hash) = new_hash {
+                    let old_hash =
+                        old_raw.map_or(0, |b| ringkv_shared::merkle::entry_hash(at.key, &b));
+                    self.trees.toggle(at.partition, at.key, old_hash ^ new_hash);
+                }
                 (next, true)
             }
         };
@@ -474,7 +568,7 @@ impl Store {
             self.commit.barrier().await
         };
         durable.map_err(|reason| StorageError::Sync { reason })?;
-        Ok(next)
+        Ok((next, wrote))
     }
 
     /// Counters since the store was opened.

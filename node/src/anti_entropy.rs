@@ -1,0 +1,292 @@
+//! Merkle anti-entropy: replicas find and repair what quorums, hints and read repair missed,
+//! without anyone reading the keys.
+//!
+//! Every `ae_interval_ms` the worker picks the next other member (round-robin) and compares the
+//! trees of the partitions both replicate ([`ringkv_shared::merkle`]): roots first, then the
+//! leaves of partitions whose roots differ, then the `(key, entry hash)` lists of leaves that
+//! differ. Only keys whose entries differ are exchanged: pulled and merged here, then this
+//! node's (merged) objects pushed and merged there, so one exchange repairs both sides. At most
+//! `ae_max_keys_per_round` keys move per exchange, which bounds the background load on
+//! foreground latency. Frame bytes in both directions are counted in the node's stats.
+
+use crate::metrics::Metrics;
+use crate::replica::storage_error;
+use crate::state::NodeState;
+use bytes::Bytes;
+use ringkv_shared::frame;
+use ringkv_shared::merkle::{diff_entries, diff_leaves};
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::transport::Transport;
+use ringkv_shared::{Member, Object, Ring};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{Instrument, debug, debug_span};
+
+/// Keys per `ReadMany` / `WriteMany` frame.
+const BATCH: usize = 128;
+
+/// Most keys one `ReadMany` or `WriteMany` may carry.
+pub(crate) const MAX_KEYS_PER_REQUEST: usize = 4096;
+
+// ---- serving ---------------------------------------------------------------------------
+
+pub(crate) fn roots(state: &NodeState, partitions: Vec<u32>) -> Response {
+    let q = state.ring.load().partition_count();
+    if partitions.len() > q as usize || partitions.iter().any(|p| *p >= q) {
+        return invalid(format!("partitions must be fewer than {q} and below {q}"));
+    }
+    Response::Hashes(state.store.tree_roots(&partitions))
+}
+
+pub(crate) fn leaves(state: &NodeState, partition: u32) -> Response {
+    Response::Hashes(state.store.tree_leaves(partition))
+}
+
+pub(crate) fn entries(state: &NodeState, partition: u32, leaves: Vec<u16>) -> Response {
+    match state.store.leaf_entries(partition, &leaves) {
+        Ok(e) => Response::Entries(e),
+        Err(e) => Response::Error(storage_error(state, e)),
+    }
+}
+
+pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
+    if keys.len() > MAX_KEYS_PER_REQUEST {
+        return invalid(format!("at most {MAX_KEYS_PER_REQUEST} keys per request"));
+    }
+    let ring = state.ring.load();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Err(reason) = state.limits.check(&key, None) {
+            return invalid(reason);
+        }
+        match state.store.get(ring.partition_of(&key), &key) {
+            Ok(Some(o)) => out.push((key, o)),
+            Ok(None) => {}
+            // A corrupt object is left out: the peer keeps its own copy and pushes it here.
+            Err(e) => debug!(error = %e, "skipping an unreadable object"),
+        }
+    }
+    Response::Objects(out)
+}
+
+pub(crate) async fn write_many(state: &NodeState, items: Vec<(Bytes, Object)>) -> Response {
+    if items.len() > MAX_KEYS_PER_REQUEST {
+        return invalid(format!("at most {MAX_KEYS_PER_REQUEST} keys per request"));
+    }
+    let ring = state.ring.load_full();
+    let mut repaired = 0;
+    for (key, object) in items {
+        if let Err(reason) = state.limits.check(&key, None) {
+            return invalid(reason);
+        }
+        match state
+            .store
+            .merge_reporting(ring.partition_of(&key), &key, &object)
+            .await
+        {
+            Ok((_, changed)) => repaired += u64::from(changed),
+            Err(e) => return Response::Error(storage_error(state, e)),
+        }
+    }
+    Metrics::add(&state.metrics.ae_keys_repaired, repaired);
+    Response::Written
+}
+
+fn invalid(reason: String) -> Response {
+    Response::Error(ringkv_shared::ReplyError::InvalidInput { reason })
+}
+
+// ---- the worker ------------------------------------------------------------------------
+
+/// Runs exchanges until `stop` turns true.
+pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.background.ae_interval_ms.max(1));
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if !state.background.anti_entropy {
+            continue;
+        }
+        let ring = state.ring.load_full();
+        let peers: Vec<Member> = ring
+            .members()
+            .filter(|m| m.id != state.id)
+            .cloned()
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        let peer = &peers[next % peers.len()];
+        next = next.wrapping_add(1);
+        if state.quic.is_down(peer.id) {
+            continue;
+        }
+        let span = debug_span!("anti_entropy", node = %state.id, peer = %peer.id);
+        if let Err(e) = exchange(&state, &ring, peer).instrument(span).await {
+            debug!(peer = %peer.id, error = %e, "anti-entropy exchange failed");
+        }
+    }
+}
+
+/// What one exchange did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exchange {
+    /// Partitions whose roots differed.
+    pub partitions_differing: usize,
+    /// Keys pulled from the peer.
+    pub pulled: usize,
+    /// Keys pushed to the peer.
+    pub pushed: usize,
+}
+
+/// One exchange with `peer` over the partitions both replicate.
+pub(crate) async fn exchange(
+    state: &Arc<NodeState>,
+    ring: &Ring,
+    peer: &Member,
+) -> Result<Exchange, String> {
+    let n = usize::from(state.replication);
+    let shared: Vec<u32> = (0..ring.partition_count())
+        .filter(|p| {
+            let r = ring.replicas(*p, n);
+            r.contains(&state.id) && r.contains(&peer.id)
+        })
+        .collect();
+    let mut report = Exchange::default();
+    if shared.is_empty() {
+        return Ok(report);
+    }
+    let mine = state.store.tree_roots(&shared);
+    let theirs = hashes(
+        call(
+            state,
+            peer,
+            Request::AeRoots {
+                partitions: shared.clone(),
+            },
+        )
+        .await?,
+    )?;
+    let differing: Vec<u32> = shared
+        .iter()
+        .zip(mine.iter().zip(theirs.iter().chain(std::iter::repeat(&0))))
+        .filter(|(_, (a, b))| a != b)
+        .map(|(p, _)| *p)
+        .collect();
+    report.partitions_differing = differing.len();
+    let mut budget = state.background.ae_max_keys_per_round;
+    for p in differing {
+        if budget == 0 {
+            break;
+        }
+        let their_leaves = hashes(call(state, peer, Request::AeLeaves { partition: p }).await?)?;
+        let leaves = diff_leaves(&state.store.tree_leaves(p), &their_leaves);
+        if leaves.is_empty() {
+            continue;
+        }
+        let theirs = match call(
+            state,
+            peer,
+            Request::AeEntries {
+                partition: p,
+                leaves: leaves.clone(),
+            },
+        )
+        .await?
+        {
+            Response::Entries(e) => e,
+            other => return Err(format!("unexpected reply {}", other.kind())),
+        };
+        let mine = state
+            .store
+            .leaf_entries(p, &leaves)
+            .map_err(|e| e.to_string())?;
+        let diff = diff_entries(&mine, &theirs);
+        let pull: Vec<Bytes> = diff.to_pull().take(budget).cloned().collect();
+        budget -= pull.len();
+        for chunk in pull.chunks(BATCH) {
+            let objects = match call(
+                state,
+                peer,
+                Request::ReadMany {
+                    keys: chunk.to_vec(),
+                },
+            )
+            .await?
+            {
+                Response::Objects(o) => o,
+                other => return Err(format!("unexpected reply {}", other.kind())),
+            };
+            for (key, object) in objects {
+                let (_, changed) = state
+                    .store
+                    .merge_reporting(p, &key, &object)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if changed {
+                    Metrics::add(&state.metrics.ae_keys_repaired, 1);
+                }
+                report.pulled += 1;
+            }
+        }
+        // Keys merged here go back so the peer has the merge too; keys only this side holds
+        // take what is left of the budget.
+        let pulled: std::collections::HashSet<&Bytes> = pull.iter().collect();
+        let only_mine: Vec<Bytes> = diff.only_mine.iter().take(budget).cloned().collect();
+        budget -= only_mine.len();
+        let push: Vec<Bytes> = diff
+            .differ
+            .iter()
+            .filter(|k| pulled.contains(k))
+            .cloned()
+            .chain(only_mine)
+            .collect();
+        for chunk in push.chunks(BATCH) {
+            let mut items = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                if let Ok(Some(o)) = state.store.get(p, key) {
+                    items.push((key.clone(), o));
+                }
+            }
+            report.pushed += items.len();
+            match call(state, peer, Request::WriteMany { items }).await? {
+                Response::Written => {}
+                other => return Err(format!("unexpected reply {}", other.kind())),
+            }
+        }
+    }
+    Metrics::add(&state.metrics.ae_rounds, 1);
+    if report.pulled + report.pushed > 0 {
+        debug!(?report, "anti-entropy repaired keys");
+    }
+    Ok(report)
+}
+
+fn frame_len<T: Serialize>(msg: &T) -> u64 {
+    frame::encode(msg, usize::MAX).map_or(0, |f| f.len() as u64)
+}
+
+async fn call(state: &NodeState, peer: &Member, request: Request) -> Result<Response, String> {
+    Metrics::add(&state.metrics.ae_bytes_sent, frame_len(&request));
+    let reply = tokio::time::timeout(Duration::from_secs(10), state.quic.call(peer, request))
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    Metrics::add(&state.metrics.ae_bytes_received, frame_len(&reply));
+    match reply {
+        Response::Error(e) => Err(e.to_string()),
+        other => Ok(other),
+    }
+}
+
+fn hashes(r: Response) -> Result<Vec<u64>, String> {
+    match r {
+        Response::Hashes(h) => Ok(h),
+        other => Err(format!("unexpected reply {}", other.kind())),
+    }
+}
