@@ -289,7 +289,7 @@ impl Store {
             meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
         }
         let trees =
-            trees::Trees::build(&objects, opts.partitions).map_err(|reason| foreign(reason))?;
+            trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
         let commit = GroupCommit::start(db.clone(), opts.durability, opts.buffered_interval)
             .map_err(|e| StorageError::Directory {
                 path: dir.to_owned(),
