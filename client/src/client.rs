@@ -285,6 +285,19 @@ impl Client {
         Ok(())
     }
 
+    /// Fault injection for tests and drills: this client behaves as if the network to `addrs`
+    /// were cut. Not for production use.
+    #[doc(hidden)]
+    pub fn block_for_testing(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.inner.transport.block(addrs);
+    }
+
+    /// Ends [`Client::block_for_testing`].
+    #[doc(hidden)]
+    pub fn heal_for_testing(&self) {
+        self.inner.transport.heal();
+    }
+
     /// Closes every connection. Calls made afterwards fail.
     pub fn close(&self) {
         self.inner

@@ -26,6 +26,7 @@
 //!   sloppy quorum.
 //! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
+//! - `reaper` — tombstone reaping, only when no replica or hint could bring the key back.
 //! - `metrics`, `stats` — counters and the `Stats` answer.
 //! - `router` — router-mode quorum coordination.
 //! - `state` — the running node's state and its self-short-circuiting transport.
@@ -37,6 +38,7 @@ pub mod config;
 mod hints;
 mod metrics;
 pub mod node;
+mod reaper;
 mod replica;
 mod router;
 mod server;

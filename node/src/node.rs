@@ -109,7 +109,8 @@ impl Node {
         ));
         let workers = vec![
             tokio::spawn(crate::hints::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx)),
+            tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::reaper::run(state.clone(), stop_rx)),
         ];
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {
@@ -172,6 +173,22 @@ impl NodeHandle {
             out.push(crate::anti_entropy::exchange(&self.state, &ring, peer).await);
         }
         out
+    }
+
+    /// Runs one tombstone-reaping pass now. Returns the tombstones reaped.
+    pub async fn reap_now(&self) -> usize {
+        crate::reaper::reap_round(&self.state).await
+    }
+
+    /// Fault injection: this node behaves as if the network to `addrs` were cut (its own
+    /// calls to them fail at once). Pair with the same on the other side for a full cut.
+    pub fn block(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.state.quic.block(addrs);
+    }
+
+    /// Ends this node's [`NodeHandle::block`].
+    pub fn heal(&self) {
+        self.state.quic.heal();
     }
 
     /// The node's storage (for inspection in tests and tools).

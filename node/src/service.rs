@@ -1,7 +1,7 @@
 //! Request dispatch: one request in, one reply out.
 
 use crate::state::NodeState;
-use crate::{anti_entropy, replica, router};
+use crate::{anti_entropy, reaper, replica, router};
 use ringkv_shared::proto::{Reply, Request, Response};
 use std::sync::Arc;
 use tracing::{Instrument, debug_span};
@@ -33,6 +33,8 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
             }
             Request::ReadMany { keys } => anti_entropy::read_many(state, keys),
             Request::WriteMany { items } => anti_entropy::write_many(state, items).await,
+            Request::HintsFor { key } => reaper::hints_for(state, key),
+            Request::Reap { key, clock } => reaper::reap(state, key, clock).await,
             Request::RouteGet { key, quorum } => router::get(state, key, quorum).await,
             Request::RoutePut {
                 key,

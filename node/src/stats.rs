@@ -21,6 +21,7 @@ pub(crate) fn collect(state: &NodeState) -> NodeStats {
         ae_bytes_sent: Metrics::get(&m.ae_bytes_sent),
         ae_bytes_received: Metrics::get(&m.ae_bytes_received),
         tombstones_reaped: Metrics::get(&m.tombstones_reaped),
+        tombstones_pending: state.store.tombstone_count().unwrap_or(u64::MAX),
         read_repairs: Metrics::get(&m.read_repairs),
     }
 }

@@ -112,6 +112,20 @@ pub enum Request {
         /// Keys and objects.
         items: Vec<(Bytes, Object)>,
     },
+    /// Every hint this node holds for `key`, merged (empty if none); answered with
+    /// [`Response::Object`]. Tombstone reaping asks every member before removing a tombstone.
+    HintsFor {
+        /// The user key.
+        key: Bytes,
+    },
+    /// Remove `key`'s tombstone for good, if this replica's object is still exactly a
+    /// tombstone with this clock; answered with [`Response::Written`].
+    Reap {
+        /// The user key.
+        key: Bytes,
+        /// The tombstone's causal context.
+        clock: VersionVector,
+    },
     /// Router mode: coordinate a quorum read of `key`; answered with [`Response::Object`].
     RouteGet {
         /// The user key.
@@ -140,6 +154,7 @@ impl Request {
             self,
             Request::Write { .. }
                 | Request::WriteMany { .. }
+                | Request::Reap { .. }
                 | Request::Put { .. }
                 | Request::RoutePut { .. }
         )
@@ -155,6 +170,8 @@ impl Request {
             Request::AeEntries { .. } => "ae_entries",
             Request::ReadMany { .. } => "read_many",
             Request::WriteMany { .. } => "write_many",
+            Request::HintsFor { .. } => "hints_for",
+            Request::Reap { .. } => "reap",
             Request::GetRing => "get_ring",
             Request::Read { .. } => "read",
             Request::Write { .. } => "write",
@@ -243,6 +260,8 @@ pub struct NodeStats {
     pub ae_bytes_received: u64,
     /// Tombstones removed for good.
     pub tombstones_reaped: u64,
+    /// Tombstones held, not yet reaped (gauge).
+    pub tombstones_pending: u64,
     /// Replicas repaired after reads coordinated here (router mode).
     pub read_repairs: u64,
 }

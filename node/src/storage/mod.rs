@@ -5,6 +5,9 @@
 //!   (format byte, checksum, body).
 //! - `hints`: owner node id (u32, big-endian) ++ partition ++ user key → encoded object: copies
 //!   this node holds as a stand-in for an owner that was down, until they are handed over.
+//! - `tombstones`: partition ++ user key → when (ms since the epoch) this node's object for the
+//!   key became a pure tombstone; the reaper's work list, updated in the same batch as the
+//!   object.
 //! - `meta`: the storage format version, the node id the directory belongs to, and this
 //!   storage incarnation's [`ActorId`].
 //!
@@ -128,6 +131,17 @@ impl<'a> Target<'a> {
     }
 }
 
+/// Whether an object holds only tombstones (and at least one).
+fn is_tombstone(o: &Object) -> bool {
+    !o.siblings().is_empty() && o.is_deleted()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn read_object(
     keyspace: &Keyspace,
     raw_key: &[u8],
@@ -191,6 +205,7 @@ pub struct Store {
     db: Database,
     objects: Keyspace,
     hints: Keyspace,
+    tombstones: Keyspace,
     trees: trees::Trees,
     actor: ActorId,
     locks: Box<[Mutex<()>]>,
@@ -220,6 +235,7 @@ impl Store {
         let db = Database::builder(dir).cache_size(opts.cache_bytes).open()?;
         let objects = db.keyspace("objects", KeyspaceCreateOptions::default)?;
         let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
+        let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let foreign = |reason: String| StorageError::Foreign {
             path: dir.to_owned(),
@@ -288,8 +304,7 @@ impl Store {
         if meta.get("partitions")?.is_none() {
             meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
         }
-        let trees =
-            trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
+        let trees = trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
         let commit = GroupCommit::start(db.clone(), opts.durability, opts.buffered_interval)
             .map_err(|e| StorageError::Directory {
                 path: dir.to_owned(),
@@ -299,6 +314,7 @@ impl Store {
             db,
             objects,
             hints,
+            tombstones,
             trees,
             actor,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -404,6 +420,79 @@ impl Store {
         })
         .await?;
         Ok(())
+    }
+
+    /// Tombstones older than `grace_ms`, up to `limit`: `(partition, key, since_ms)`.
+    pub fn tombstones_older_than(
+        &self,
+        grace_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(PartitionId, Bytes, u64)>, StorageError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for guard in self.tombstones.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw) = guard.into_inner()?;
+            let Some((p, key)) = keys::split_object_key(&raw_key) else {
+                continue;
+            };
+            let since = <[u8; 8]>::try_from(raw.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if now.saturating_sub(since) >= grace_ms {
+                out.push((p, Bytes::copy_from_slice(key), since));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tombstones this node tracks (pure-tombstone objects not yet reaped).
+    pub fn tombstone_count(&self) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for guard in self.tombstones.iter() {
+            guard.key()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Removes `key`'s object for good if it is still a pure tombstone with exactly `clock`.
+    /// Returns whether it was removed.
+    pub async fn reap_if_unchanged(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        clock: &VersionVector,
+    ) -> Result<bool, StorageError> {
+        let raw_key = keys::object_key(partition, key);
+        let removed = {
+            let _guard = self.lock_for(&raw_key);
+            let Some(raw) = self.objects.get(&raw_key)? else {
+                self.tombstones.remove(raw_key.clone())?;
+                return Ok(false);
+            };
+            let current = decode_stored(Some(&raw), partition, key)?.unwrap_or_default();
+            if !is_tombstone(&current) || current.clock() != clock {
+                false
+            } else {
+                let mut batch = self.db.batch();
+                batch.remove(&self.objects, raw_key.as_slice());
+                batch.remove(&self.tombstones, raw_key.as_slice());
+                batch.commit()?;
+                self.trees
+                    .toggle(partition, key, ringkv_shared::merkle::entry_hash(key, &raw));
+                true
+            }
+        };
+        if removed {
+            self.commit
+                .committed()
+                .await
+                .map_err(|reason| StorageError::Sync { reason })?;
+        }
+        Ok(removed)
     }
 
     /// Roots of the anti-entropy trees of `partitions` (0 for an empty partition).
@@ -551,6 +640,18 @@ impl Store {
                     .then(|| ringkv_shared::merkle::entry_hash(at.key, &encoded));
                 let mut batch = self.db.batch();
                 batch.insert(keyspace, storage_key.as_slice(), encoded);
+                if at.in_tree {
+                    let was_tombstone = unchanged_from.as_ref().is_some_and(is_tombstone);
+                    if is_tombstone(&next) && !was_tombstone {
+                        batch.insert(
+                            &self.tombstones,
+                            storage_key.as_slice(),
+                            now_ms().to_be_bytes().as_slice(),
+                        );
+                    } else if !is_tombstone(&next) && was_tombstone {
+                        batch.remove(&self.tombstones, storage_key.as_slice());
+                    }
+                }
                 batch.commit()?;
                 if let Some(new_hash) = new_hash {
                     let old_hash =

@@ -58,6 +58,8 @@ struct Inner {
     connecting: DashMap<SocketAddr, Arc<ConnectGate>>,
     down: DashMap<NodeId, Down>,
     highest_epoch: AtomicU64,
+    /// Fault injection: addresses this transport behaves as if it cannot reach.
+    blocked: std::sync::RwLock<std::collections::HashSet<SocketAddr>>,
 }
 
 /// The QUIC [`Transport`]: cheap to clone, clones share connections and failure state.
@@ -86,6 +88,7 @@ impl QuicTransport {
                 connecting: DashMap::new(),
                 down: DashMap::new(),
                 highest_epoch: AtomicU64::new(0),
+                blocked: Default::default(),
             }),
         }
     }
@@ -100,14 +103,42 @@ impl QuicTransport {
         &self.inner.endpoint
     }
 
+    /// Fault injection (tests, fault drills): from now on, calls to `addrs` fail as if the
+    /// network between this transport and them were cut, without sending anything. Existing
+    /// connections to them are not used while blocked.
+    pub fn block(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let mut b = self
+            .inner
+            .blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        b.extend(addrs);
+    }
+
+    /// Ends every [`QuicTransport::block`]: the cut heals.
+    pub fn heal(&self) {
+        self.inner
+            .blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn is_blocked(&self, addr: SocketAddr) -> bool {
+        self.inner
+            .blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&addr)
+    }
+
     /// Calls an address directly (for seeds, whose node ids are not known yet).
     pub async fn call_addr(
         &self,
         addr: SocketAddr,
         request: Request,
     ) -> Result<Response, TransportError> {
-        let conn = self.connection(addr).await?;
-        self.exchange(&conn, addr, &request).await
+        self.connect_and_exchange(addr, &request).await
     }
 
     /// Connects (or reuses the connection) and exchanges one request.
@@ -116,6 +147,12 @@ impl QuicTransport {
         addr: SocketAddr,
         request: &Request,
     ) -> Result<Response, TransportError> {
+        if self.is_blocked(addr) {
+            return Err(TransportError::Connect {
+                addr,
+                reason: "blocked by fault injection".into(),
+            });
+        }
         let conn = self.connection(addr).await?;
         self.exchange(&conn, addr, request).await
     }

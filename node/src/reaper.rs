@@ -1,0 +1,187 @@
+//! Tombstone reaping: deletes stay deleted, and tombstones do not pile up forever.
+//!
+//! A tombstone is removed only when removing it cannot bring the key back:
+//!
+//! 1. it is older than `tombstone_grace_ms` on the node that starts the reap, which is the
+//!    key's first owner (so one node, not N, does the checking);
+//! 2. every one of the key's N owners answers with exactly the same tombstone — a replica
+//!    that is down, or still holds the old value, blocks the reap;
+//! 3. no member of the cluster holds a hint for the key — a hint carrying an old value that
+//!    was delivered after the reap would resurrect it (any member unreachable blocks the reap);
+//! 4. each owner then removes its copy only if it is still exactly that tombstone, so a write
+//!    that raced in survives (and anti-entropy spreads it to the owners that did remove theirs).
+
+use crate::metrics::Metrics;
+use crate::replica::storage_error;
+use crate::state::NodeState;
+use bytes::Bytes;
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::transport::Transport;
+use ringkv_shared::{Object, PartitionId, Ring, VersionVector};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{Instrument, debug, debug_span};
+
+/// Tombstones considered per round.
+const PER_ROUND: usize = 256;
+
+// ---- serving ---------------------------------------------------------------------------
+
+pub(crate) fn hints_for(state: &NodeState, key: Bytes) -> Response {
+    if let Err(reason) = state.limits.check(&key, None) {
+        return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
+    }
+    let ring = state.ring.load();
+    let owners = ring.members().map(|m| m.id).filter(|id| *id != state.id);
+    match state
+        .store
+        .hints_for_key(ring.partition_of(&key), &key, owners)
+    {
+        Ok(h) => Response::Object(h.unwrap_or_default()),
+        Err(e) => Response::Error(storage_error(state, e)),
+    }
+}
+
+pub(crate) async fn reap(state: &NodeState, key: Bytes, clock: VersionVector) -> Response {
+    if let Err(reason) = state.limits.check(&key, None) {
+        return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
+    }
+    let p = state.ring.load().partition_of(&key);
+    match state.store.reap_if_unchanged(p, &key, &clock).await {
+        Ok(removed) => {
+            if removed {
+                Metrics::add(&state.metrics.tombstones_reaped, 1);
+            }
+            Response::Written
+        }
+        Err(e) => Response::Error(storage_error(state, e)),
+    }
+}
+
+// ---- the worker ------------------------------------------------------------------------
+
+/// Runs reap rounds until `stop` turns true.
+pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.background.reap_interval_ms.max(1));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let span = debug_span!("reaper", node = %state.id);
+        reap_round(&state).instrument(span).await;
+    }
+}
+
+/// One pass over the tombstones past their grace period. Returns tombstones reaped cluster-wide.
+pub(crate) async fn reap_round(state: &Arc<NodeState>) -> usize {
+    let due = match state
+        .store
+        .tombstones_older_than(state.background.tombstone_grace_ms, PER_ROUND)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            debug!(error = %e, "cannot list tombstones");
+            return 0;
+        }
+    };
+    let ring = state.ring.load_full();
+    let mut reaped = 0;
+    for (p, key, _) in due {
+        match try_reap(state, &ring, p, key.clone()).await {
+            Ok(true) => reaped += 1,
+            Ok(false) => {}
+            Err(why) => {
+                debug!(key = %String::from_utf8_lossy(&key), %why, "tombstone kept for now")
+            }
+        }
+    }
+    reaped
+}
+
+async fn try_reap(
+    state: &Arc<NodeState>,
+    ring: &Ring,
+    p: PartitionId,
+    key: Bytes,
+) -> Result<bool, String> {
+    let owners = ring.replicas(p, state.replication.into()).to_vec();
+    if owners.first() != Some(&state.id) {
+        return Ok(false); // the first owner starts reaps
+    }
+    let Some(local) = state.store.get(p, &key).map_err(|e| e.to_string())? else {
+        return Ok(false);
+    };
+    if local.siblings().is_empty() || !local.is_deleted() {
+        return Ok(false);
+    }
+    // 2. every owner holds exactly this tombstone.
+    for owner in owners.iter().filter(|o| **o != state.id) {
+        let member = ring.member(*owner).ok_or("owner not in ring")?;
+        match call(
+            state,
+            member,
+            Request::ReadMany {
+                keys: vec![key.clone()],
+            },
+        )
+        .await?
+        {
+            Response::Objects(o) if o.len() == 1 && o[0].1 == local => {}
+            _ => return Err(format!("{owner} does not hold the same tombstone yet")),
+        }
+    }
+    // 3. nobody holds a hint for the key.
+    let others = ring.members().map(|m| m.id).filter(|id| *id != state.id);
+    if state
+        .store
+        .hints_for_key(p, &key, others)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Err("this node holds a hint for the key".into());
+    }
+    for member in ring.members().filter(|m| m.id != state.id) {
+        match call(state, member, Request::HintsFor { key: key.clone() }).await? {
+            Response::Object(o) if o == Object::new() => {}
+            _ => return Err(format!("{} holds a hint for the key", member.id)),
+        }
+    }
+    // 4. each owner removes it if unchanged.
+    let clock = local.clock().clone();
+    for owner in owners.iter().filter(|o| **o != state.id) {
+        let member = ring.member(*owner).ok_or("owner not in ring")?;
+        call(
+            state,
+            member,
+            Request::Reap {
+                key: key.clone(),
+                clock: clock.clone(),
+            },
+        )
+        .await?;
+    }
+    let removed = state
+        .store
+        .reap_if_unchanged(p, &key, &clock)
+        .await
+        .map_err(|e| e.to_string())?;
+    if removed {
+        Metrics::add(&state.metrics.tombstones_reaped, 1);
+    }
+    Ok(removed)
+}
+
+async fn call(
+    state: &NodeState,
+    member: &ringkv_shared::Member,
+    request: Request,
+) -> Result<Response, String> {
+    match tokio::time::timeout(Duration::from_secs(5), state.quic.call(member, request)).await {
+        Ok(Ok(Response::Error(e))) => Err(format!("{}: {e}", member.id)),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(format!("{}: {e}", member.id)),
+        Err(_) => Err(format!("{}: no answer", member.id)),
+    }
+}
