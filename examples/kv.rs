@@ -44,6 +44,8 @@ enum Op {
     Put { key: String, value: String },
     /// Delete a key.
     Delete { key: String },
+    /// Every node's counters: hints, anti-entropy, tombstones.
+    Stats,
 }
 
 #[tokio::main]
@@ -85,6 +87,28 @@ async fn main() -> Result<()> {
                 .put_with(key.clone(), value, &read.context, opts)
                 .await?;
             println!("{key}: stored");
+        }
+        Op::Stats => {
+            println!(
+                "{:<5} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>10}",
+                "node", "objects", "hints", "delivered", "ae_rounds", "ae_repaired", "ae_bytes", "reaped"
+            );
+            for (node, stats) in client.stats().await {
+                match stats {
+                    Ok(s) => println!(
+                        "{:<5} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>10}",
+                        node.to_string(),
+                        s.objects,
+                        s.hints_pending,
+                        s.hints_delivered,
+                        s.ae_rounds,
+                        s.ae_keys_repaired,
+                        s.ae_bytes_sent + s.ae_bytes_received,
+                        s.tombstones_reaped
+                    ),
+                    Err(e) => println!("{node:<5} unavailable: {e}"),
+                }
+            }
         }
         Op::Delete { key } => {
             let read = client.get(key.clone()).await?;

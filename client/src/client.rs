@@ -7,10 +7,10 @@ use crate::versions::{Context, Versions};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use rand::seq::SliceRandom;
-use ringkv_shared::proto::{Quorum, Request, Response};
+use ringkv_shared::proto::{NodeStats, Quorum, Request, Response};
 use ringkv_shared::quic::QuicTransport;
 use ringkv_shared::transport::{Transport, TransportError};
-use ringkv_shared::{Limits, Member, ReplyError, Ring, fanout};
+use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring, fanout};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::{Instrument, debug, debug_span};
@@ -283,6 +283,37 @@ impl Client {
             self.inner.ring.store(Arc::new(ring));
         }
         Ok(())
+    }
+
+    /// Every member's counters (hints pending and delivered, anti-entropy rounds, keys
+    /// repaired, bytes exchanged, ...), asked in parallel; a member that does not answer within
+    /// the default timeout is listed with its error.
+    pub async fn stats(&self) -> Vec<(NodeId, Result<NodeStats, ClientError>)> {
+        let ring = self.inner.ring.load_full();
+        let timeout = self.inner.defaults.timeout;
+        let mut calls = tokio::task::JoinSet::new();
+        for m in ring.members().cloned() {
+            let t = self.inner.transport.clone();
+            calls.spawn(async move {
+                let r = match tokio::time::timeout(timeout, t.call(&m, Request::Stats)).await {
+                    Ok(Ok(Response::Stats(s))) => Ok(s),
+                    Ok(Ok(other)) => Err(unexpected(other)),
+                    Ok(Err(e)) => Err(ClientError::Unavailable {
+                        errors: vec![(m.addr, e.to_string())],
+                    }),
+                    Err(_) => Err(ClientError::Unavailable {
+                        errors: vec![(m.addr, "no answer before the deadline".into())],
+                    }),
+                };
+                (m.id, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok(r)) = calls.join_next().await {
+            out.push(r);
+        }
+        out.sort_by_key(|(id, _)| *id);
+        out
     }
 
     /// Fault injection for tests and drills: this client behaves as if the network to `addrs`

@@ -96,6 +96,7 @@ impl Node {
             metrics: crate::metrics::Metrics::default(),
             background: config.background.clone(),
             replication: config.replication,
+            anti_entropy: std::sync::atomic::AtomicBool::new(config.background.anti_entropy),
             ring: ArcSwap::from_pointee(ring),
             store,
             quic,
@@ -173,6 +174,11 @@ impl NodeHandle {
             out.push(crate::anti_entropy::exchange(&self.state, &ring, peer).await);
         }
         out
+    }
+
+    /// Switches the anti-entropy worker on or off at run time.
+    pub fn set_anti_entropy(&self, on: bool) {
+        self.state.anti_entropy.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs one tombstone-reaping pass now. Returns the tombstones reaped.

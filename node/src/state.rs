@@ -16,6 +16,9 @@ pub(crate) struct NodeState {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) background: crate::config::BackgroundConfig,
     pub(crate) replication: u8,
+    /// Whether the anti-entropy worker runs exchanges (starts as configured; tools and
+    /// benchmarks switch it at run time).
+    pub(crate) anti_entropy: std::sync::atomic::AtomicBool,
     pub(crate) ring: ArcSwap<Ring>,
     pub(crate) store: Store,
     pub(crate) quic: QuicTransport,
