@@ -91,7 +91,14 @@ async fn main() -> Result<()> {
         Op::Stats => {
             println!(
                 "{:<5} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>10}",
-                "node", "objects", "hints", "delivered", "ae_rounds", "ae_repaired", "ae_bytes", "reaped"
+                "node",
+                "objects",
+                "hints",
+                "delivered",
+                "ae_rounds",
+                "ae_repaired",
+                "ae_bytes",
+                "reaped"
             );
             for (node, stats) in client.stats().await {
                 match stats {

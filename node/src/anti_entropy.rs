@@ -109,7 +109,10 @@ pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) 
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if !state.anti_entropy.load(std::sync::atomic::Ordering::Relaxed) {
+        if !state
+            .anti_entropy
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             continue;
         }
         let ring = state.ring.load_full();

@@ -178,7 +178,9 @@ impl NodeHandle {
 
     /// Switches the anti-entropy worker on or off at run time.
     pub fn set_anti_entropy(&self, on: bool) {
-        self.state.anti_entropy.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .anti_entropy
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs one tombstone-reaping pass now. Returns the tombstones reaped.
