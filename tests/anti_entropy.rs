@@ -145,16 +145,23 @@ async fn one_percent_divergence_costs_a_small_multiple_of_one_percent_of_the_dat
     };
     let before = bytes(&cluster);
     let mut exchanges = 0;
+    // Until a full pass of exchanges runs and moves nothing (a transient connection failure
+    // on a loaded machine just means another pass).
     loop {
-        let mut moved = 0;
+        let (mut moved, mut all_ran) = (0, true);
         for i in 0..3 {
             for r in cluster.node(i).expect("running").anti_entropy_now().await {
-                let r = r.map_err(anyhow::Error::msg)?;
-                moved += r.pulled + r.pushed;
+                match r {
+                    Ok(r) => moved += r.pulled + r.pushed,
+                    Err(e) => {
+                        println!("an exchange failed, retrying: {e}");
+                        all_ran = false;
+                    }
+                }
             }
         }
         exchanges += 1;
-        if moved == 0 || exchanges > 5 {
+        if (moved == 0 && all_ran) || exchanges > 10 {
             break;
         }
     }
