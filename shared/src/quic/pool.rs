@@ -44,7 +44,8 @@ struct Down {
     until: Instant,
 }
 
-/// Serialises connection attempts to one peer; holds the last attempt's failure.
+/// Serialises connection attempts to one peer; holds the last failed attempt's start time and
+/// error.
 type ConnectGate = tokio::sync::Mutex<Option<(Instant, TransportError)>>;
 
 struct Inner {
@@ -52,9 +53,11 @@ struct Inner {
     client_config: quinn::ClientConfig,
     options: TransportOptions,
     live: DashMap<SocketAddr, quinn::Connection>,
-    /// One connection attempt per peer at a time; the slot remembers the last failure so that
-    /// callers who queued behind a failed attempt share its outcome instead of each waiting
-    /// out a connect timeout of their own.
+    /// One connection attempt per peer at a time; the slot remembers the last failed attempt
+    /// (when it started, and why it failed) so that callers who were already waiting when it
+    /// started share its outcome instead of each waiting out a connect timeout of their own.
+    /// A caller that started waiting after the failed attempt began tries again itself: that
+    /// attempt may predate the peer coming back.
     connecting: DashMap<SocketAddr, Arc<ConnectGate>>,
     down: DashMap<NodeId, Down>,
     highest_epoch: AtomicU64,
@@ -172,11 +175,12 @@ impl QuicTransport {
             return Ok(c.clone());
         }
         let connect_err = |reason: String| TransportError::Connect { addr, reason };
-        if let Some((at, error)) = last_failure.as_ref()
-            && *at >= queued_at
+        if let Some((started, error)) = last_failure.as_ref()
+            && *started >= queued_at
         {
             return Err(error.clone());
         }
+        let started = Instant::now();
         let attempt = async {
             let connecting = self
                 .inner
@@ -203,7 +207,7 @@ impl QuicTransport {
                 Ok(conn)
             }
             Err(e) => {
-                *last_failure = Some((Instant::now(), e.clone()));
+                *last_failure = Some((started, e.clone()));
                 Err(e)
             }
         }
