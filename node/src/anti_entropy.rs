@@ -100,39 +100,39 @@ fn invalid(reason: String) -> Response {
 
 // ---- the worker ------------------------------------------------------------------------
 
-/// Runs exchanges until `stop` turns true.
-pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(state.background.ae_interval_ms.max(1));
-    let mut next = 0usize;
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        if !state
-            .anti_entropy
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            continue;
-        }
-        let ring = state.ring.load_full();
-        let peers: Vec<Member> = ring
-            .members()
-            .filter(|m| m.id != state.id)
-            .cloned()
-            .collect();
-        if peers.is_empty() {
-            continue;
-        }
-        let peer = &peers[next % peers.len()];
-        next = next.wrapping_add(1);
-        if state.quic.is_down(peer.id) {
-            continue;
-        }
-        let span = debug_span!("anti_entropy", node = %state.id, peer = %peer.id);
-        if let Err(e) = exchange(&state, &ring, peer).instrument(span).await {
-            debug!(peer = %peer.id, error = %e, "anti-entropy exchange failed");
-        }
+/// Runs exchanges until `stop` turns true, with the next other member each time.
+pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.background.ae_interval_ms);
+    let mut turn = 0usize;
+    crate::background::every(interval, stop, || {
+        turn = turn.wrapping_add(1);
+        exchange_with_next(state.clone(), turn)
+    })
+    .await;
+}
+
+async fn exchange_with_next(state: Arc<NodeState>, turn: usize) {
+    if !state
+        .anti_entropy
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let ring = state.ring.load_full();
+    let peers: Vec<Member> = ring
+        .members()
+        .filter(|m| m.id != state.id)
+        .cloned()
+        .collect();
+    let Some(peer) = peers.get(turn % peers.len().max(1)) else {
+        return;
+    };
+    if state.quic.is_down(peer.id) {
+        return;
+    }
+    let span = debug_span!("anti_entropy", node = %state.id, peer = %peer.id);
+    if let Err(e) = exchange(&state, &ring, peer).instrument(span).await {
+        debug!(peer = %peer.id, error = %e, "anti-entropy exchange failed");
     }
 }
 
@@ -276,15 +276,9 @@ fn frame_len<T: Serialize>(msg: &T) -> u64 {
 
 async fn call(state: &NodeState, peer: &Member, request: Request) -> Result<Response, String> {
     Metrics::add(&state.metrics.ae_bytes_sent, frame_len(&request));
-    let reply = tokio::time::timeout(Duration::from_secs(10), state.quic.call(peer, request))
-        .await
-        .map_err(|_| "no answer within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
+    let reply = crate::background::call_peer(state, peer, request, Duration::from_secs(10)).await?;
     Metrics::add(&state.metrics.ae_bytes_received, frame_len(&reply));
-    match reply {
-        Response::Error(e) => Err(e.to_string()),
-        other => Ok(other),
-    }
+    Ok(reply)
 }
 
 fn hashes(r: Response) -> Result<Vec<u64>, String> {

@@ -22,15 +22,12 @@ use tracing::{Instrument, debug, debug_span, warn};
 const IN_FLIGHT: usize = 32;
 
 /// Runs until `stop` turns true.
-pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(state.background.hint_interval_ms.max(1));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
+pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.background.hint_interval_ms);
+    crate::background::every(interval, stop, || async {
         deliver_round(&state).await;
-    }
+    })
+    .await;
 }
 
 /// One pass over every owner this node holds hints for. Returns hints delivered.

@@ -25,6 +25,7 @@
 //! - `replica` — replica read, merge-write (or keep as a hint) and coordinated put with a
 //!   sloppy quorum.
 //! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
+//! - `background` — what the background workers share: periodic rounds, peer calls.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
 //! - `reaper` — tombstone reaping, only when no replica or hint could bring the key back.
 //! - `metrics`, `stats` — counters and the `Stats` answer.
@@ -33,6 +34,7 @@
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
 
 pub mod anti_entropy;
+mod background;
 pub mod certs;
 pub mod config;
 mod hints;

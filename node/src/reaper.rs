@@ -16,7 +16,6 @@ use crate::replica::storage_error;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::proto::{Request, Response};
-use ringkv_shared::transport::Transport;
 use ringkv_shared::{Object, PartitionId, Ring, VersionVector};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,16 +61,13 @@ pub(crate) async fn reap(state: &NodeState, key: Bytes, clock: VersionVector) ->
 // ---- the worker ------------------------------------------------------------------------
 
 /// Runs reap rounds until `stop` turns true.
-pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(state.background.reap_interval_ms.max(1));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
+pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.background.reap_interval_ms);
+    crate::background::every(interval, stop, || async {
         let span = debug_span!("reaper", node = %state.id);
         reap_round(&state).instrument(span).await;
-    }
+    })
+    .await;
 }
 
 /// One pass over the tombstones past their grace period. Returns tombstones reaped cluster-wide.
@@ -178,10 +174,5 @@ async fn call(
     member: &ringkv_shared::Member,
     request: Request,
 ) -> Result<Response, String> {
-    match tokio::time::timeout(Duration::from_secs(5), state.quic.call(member, request)).await {
-        Ok(Ok(Response::Error(e))) => Err(format!("{}: {e}", member.id)),
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(format!("{}: {e}", member.id)),
-        Err(_) => Err(format!("{}: no answer", member.id)),
-    }
+    crate::background::call_peer(state, member, request, Duration::from_secs(5)).await
 }
