@@ -20,6 +20,7 @@ pub struct ClientBuilder {
     mode: Mode,
     limits: Limits,
     connect_timeout: Option<Duration>,
+    actor: Option<ringkv_shared::ActorId>,
 }
 
 impl ClientBuilder {
@@ -89,6 +90,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The actor id that stamps this client's updates of mergeable values
+    /// ([`crate::crdt`]). Default: a random one per client. Counters keep one entry per actor
+    /// ever used, so a long-lived service should pass a stable id per instance.
+    pub fn actor(mut self, actor: u64) -> Self {
+        self.actor = Some(ringkv_shared::ActorId(actor));
+        self
+    }
+
     /// Connects to a seed, fetches and caches the ring.
     pub async fn build(self) -> Result<Client, ClientError> {
         self.defaults.validate()?;
@@ -128,6 +137,9 @@ impl ClientBuilder {
                 mode: self.mode,
                 limits: self.limits,
                 refreshing: tokio::sync::Mutex::new(()),
+                actor: self
+                    .actor
+                    .unwrap_or_else(|| ringkv_shared::ActorId(rand::random())),
             }),
         })
     }

@@ -29,6 +29,7 @@ pub(crate) struct Inner {
     pub(crate) mode: Mode,
     pub(crate) limits: Limits,
     pub(crate) refreshing: tokio::sync::Mutex<()>,
+    pub(crate) actor: ringkv_shared::ActorId,
 }
 
 impl std::fmt::Debug for Client {

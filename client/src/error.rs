@@ -51,6 +51,12 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+    /// A stored value could not be decoded as the requested type (or encoded).
+    #[error("value codec: {reason}")]
+    Codec {
+        /// What went wrong.
+        reason: String,
+    },
     /// A node answered with an error of its own (storage failure, shutting down, protocol
     /// mismatch).
     #[error("node error: {error}")]
@@ -67,7 +73,8 @@ impl ClientError {
         match self {
             ClientError::InvalidInput { .. }
             | ClientError::Unavailable { .. }
-            | ClientError::Tls { .. } => false,
+            | ClientError::Tls { .. }
+            | ClientError::Codec { .. } => false,
             ClientError::QuorumFailed { succeeded, .. } => *succeeded > 0,
             ClientError::OutcomeUnknown { .. } | ClientError::Node { .. } => true,
         }

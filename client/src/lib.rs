@@ -29,14 +29,19 @@
 //!
 //! - [`client`] — [`Client`], get/put/delete in direct and router mode.
 //! - [`builder`] — [`ClientBuilder`].
+//! - [`crdt`] — mergeable values: [`crdt::PNCounter`], [`crdt::ORSet`], [`crdt::ORMap`].
 //! - [`options`] — [`Mode`], defaults and per-call [`CallOptions`].
+//! - [`typed`] — read-merge-write of mergeable values: [`Client::modify`],
+//!   [`Client::get_merged`].
 //! - [`versions`] — [`Versions`] and the opaque [`Context`].
 //! - [`error`] — [`ClientError`].
 
 pub mod builder;
 pub mod client;
+pub mod crdt;
 pub mod error;
 pub mod options;
+pub mod typed;
 pub mod versions;
 
 pub use builder::ClientBuilder;
@@ -44,4 +49,5 @@ pub use client::Client;
 pub use error::ClientError;
 pub use options::{CallOptions, Mode};
 pub use ringkv_shared::quic::TlsIdentity;
+pub use typed::Merged;
 pub use versions::{Context, Versions};
