@@ -102,16 +102,14 @@ impl Client {
             let object = match self.inner.mode {
                 Mode::Direct => {
                     let preference = self.preference(&key);
-                    let n = usize::from(q.n).min(preference.len());
-                    let targets = fanout::read_targets(&self.inner.transport, &preference, n);
-                    let owners = preference[..n].iter().map(|m| m.id).collect();
                     fanout::read(
                         &self.inner.transport,
                         key,
-                        targets,
+                        preference,
+                        q.n.into(),
                         q.required.into(),
                         q.timeout(),
-                        Some(owners),
+                        true,
                     )
                     .await?
                     .object

@@ -42,17 +42,15 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     let quorum = quorum.for_coordinator();
     let ring = state.ring.load_full();
     let preference = NodeState::preference(&ring, &key);
-    let n = usize::from(quorum.n).min(preference.len());
     let peers = Peers(state.clone());
-    let targets = fanout::read_targets(&peers, &preference, n);
-    let owners = preference[..n].iter().map(|m| m.id).collect();
     match fanout::read(
         &peers,
         key,
-        targets,
+        preference,
+        quorum.n.into(),
         quorum.required.into(),
         quorum.timeout(),
-        Some(owners),
+        true,
     )
     .await
     {

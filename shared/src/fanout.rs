@@ -71,24 +71,26 @@ fn split_down<T: Transport>(
     (up, down.into_iter().map(|m| m.id).collect())
 }
 
-fn spawn_calls<T: Transport>(
-    transport: &T,
-    targets: &[Member],
-    request: &Request,
-) -> JoinSet<(NodeId, Result<Response, ReplicaError>)> {
+type Calls = JoinSet<(NodeId, Result<Response, ReplicaError>)>;
+
+fn spawn_call<T: Transport>(calls: &mut Calls, transport: &T, member: &Member, request: &Request) {
+    let t = transport.clone();
+    let m = member.clone();
+    let req = request.clone();
+    let span = debug_span!("replica_call", node = %m.id, op = req.kind());
+    calls.spawn(
+        async move {
+            let r = classify(t.call(&m, req).await);
+            (m.id, r)
+        }
+        .instrument(span),
+    );
+}
+
+fn spawn_calls<T: Transport>(transport: &T, targets: &[Member], request: &Request) -> Calls {
     let mut set = JoinSet::new();
     for m in targets {
-        let t = transport.clone();
-        let m = m.clone();
-        let req = request.clone();
-        let span = debug_span!("replica_call", node = %m.id, op = req.kind());
-        set.spawn(
-            async move {
-                let r = classify(t.call(&m, req).await);
-                (m.id, r)
-            }
-            .instrument(span),
-        );
+        spawn_call(&mut set, transport, m, request);
     }
     set
 }
@@ -114,31 +116,76 @@ pub fn read_targets<T: Transport>(transport: &T, preference: &[Member], n: usize
     targets
 }
 
-/// Reads `key` from the `targets`, returning once `required` answered.
+/// Reads `key` from its preference list, returning once `required` nodes answered.
+///
+/// The first `n` nodes that are not suspected down are asked ([`read_targets`]). When one of
+/// them fails, the next node of the preference list not asked yet is asked in its place (a
+/// stand-in may hold hints for an owner that is down), as sloppy writes do.
 ///
 /// After returning, a background task waits for the remaining answers (until `timeout` from the
-/// start) and writes the merged object back to every node of `repair_owners` that answered
-/// with less — read repair. Stand-ins are not repaired (they hold hints, not replicas); `None`
-/// turns repair off.
+/// start) and, if `repair` is set, writes the merged object back to every owner (the first `n`
+/// of the list) that answered with less — read repair. Stand-ins are not repaired: they hold
+/// hints, not replicas.
 pub async fn read<T: Transport>(
     transport: &T,
     key: Bytes,
-    targets: Vec<Member>,
+    preference: Vec<Member>,
+    n: usize,
     required: usize,
     timeout: Duration,
-    repair_owners: Option<Vec<NodeId>>,
+    repair: bool,
 ) -> Result<ReadOutcome, ReplyError> {
     let deadline = Instant::now() + timeout;
+    let n = n.min(preference.len());
+    let owners: Vec<NodeId> = preference[..n].iter().map(|m| m.id).collect();
+    let targets = read_targets(transport, &preference, n);
+    let mut spares: std::collections::VecDeque<Member> = preference
+        .iter()
+        .filter(|m| !targets.iter().any(|t| t.id == m.id))
+        .cloned()
+        .collect();
     let (up, down) = split_down(transport, targets.clone(), required);
     let mut quorum = ReadQuorum::new(required, targets.iter().map(|m| m.id).collect());
     for id in down {
         quorum.record(id, Err(ReplicaError::MarkedDown));
     }
-    let mut calls = spawn_calls(transport, &up, &Request::Read { key: key.clone() });
-    let progress = drive(&mut calls, deadline, quorum.progress(), |node, r| {
-        quorum.record(node, r.and_then(expect_object))
-    })
-    .await;
+    let request = Request::Read { key: key.clone() };
+    let mut calls = spawn_calls(transport, &up, &request);
+    let mut progress = quorum.progress();
+    // A failure before the quorum is decided brings in the next spare, if any; with spares
+    // left, a quorum that looks impossible is not yet.
+    let mut substitute = |quorum: &mut ReadQuorum, calls: &mut Calls| {
+        if let Some(spare) = spares.pop_front() {
+            quorum.contact(spare.id);
+            spawn_call(calls, transport, &spare, &request);
+            true
+        } else {
+            false
+        }
+    };
+    while progress != Progress::Met {
+        if progress == Progress::Failed && !substitute(&mut quorum, &mut calls) {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, calls.join_next()).await {
+            Ok(Some(Ok((node, result)))) => {
+                let failed = result.is_err();
+                progress = quorum.record(node, result.and_then(expect_object));
+                if failed && progress == Progress::Pending {
+                    substitute(&mut quorum, &mut calls);
+                }
+            }
+            Ok(Some(Err(join_error))) => {
+                debug!(%join_error, "replica call task ended without a reply")
+            }
+            Ok(None) => {
+                if !substitute(&mut quorum, &mut calls) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
     if progress != Progress::Met {
         return Err(quorum.into_error());
     }
@@ -147,7 +194,7 @@ pub async fn read<T: Transport>(
         versions: quorum.distinct_versions(),
         answered: quorum.replied().collect(),
     };
-    if let Some(owners) = repair_owners {
+    if repair {
         let t = transport.clone();
         tokio::spawn(
             async move {
@@ -167,7 +214,7 @@ pub async fn read<T: Transport>(
                 }
                 let object = quorum.merged().clone();
                 debug!(stale = ?stale, "read repair");
-                let stale_members: Vec<Member> = targets
+                let stale_members: Vec<Member> = preference
                     .into_iter()
                     .filter(|m| stale.contains(&m.id))
                     .collect();
@@ -587,10 +634,6 @@ mod tests {
             .collect()
     }
 
-    fn ids(n: u32) -> Vec<NodeId> {
-        (1..=n).map(NodeId).collect()
-    }
-
     fn written(v: &str) -> Object {
         let mut o = Object::new();
         o.update(
@@ -619,9 +662,10 @@ mod tests {
             &sim,
             Bytes::from_static(b"k"),
             members(3),
+            3,
             2,
             TIMEOUT,
-            Some(ids(3)),
+            true,
         )
         .await
         .unwrap();
@@ -656,9 +700,10 @@ mod tests {
             &sim,
             Bytes::from_static(b"k"),
             members(3),
+            3,
             2,
             TIMEOUT,
-            Some(ids(3)),
+            true,
         )
         .await
         .unwrap_err();
@@ -864,9 +909,17 @@ mod tests {
     async fn suspected_replicas_are_skipped_only_while_the_quorum_can_do_without_them() {
         let sim = Sim::default();
         sim.suspected.lock().unwrap().push(NodeId(3));
-        read(&sim, Bytes::from_static(b"k"), members(3), 2, TIMEOUT, None)
-            .await
-            .unwrap();
+        read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            2,
+            TIMEOUT,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             *sim.reads.lock().unwrap(),
             vec![NodeId(1), NodeId(2)],
@@ -874,12 +927,63 @@ mod tests {
         );
         sim.reads.lock().unwrap().clear();
         // R=3 needs n3: it is asked (and answers) instead of the read failing unasked.
-        read(&sim, Bytes::from_static(b"k"), members(3), 3, TIMEOUT, None)
-            .await
-            .unwrap();
+        read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            3,
+            TIMEOUT,
+            false,
+        )
+        .await
+        .unwrap();
         let mut asked = sim.reads.lock().unwrap().clone();
         asked.sort();
         assert_eq!(asked, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_replaces_failed_owners_with_the_next_nodes_of_the_list() {
+        // Owners n2 and n3 fail during the read; stand-in n4 holds a hint and answers.
+        let sim = Sim::with(&[(2, Behaviour::Unreachable), (3, Behaviour::Refuse)]);
+        sim.store(1, written("v"));
+        sim.store(4, written("v"));
+        let out = read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(5),
+            3,
+            2,
+            TIMEOUT,
+            true,
+        )
+        .await
+        .unwrap();
+        let mut answered = out.answered.clone();
+        answered.sort();
+        assert_eq!(answered, vec![NodeId(1), NodeId(4)]);
+        // Without spares the same failures fail the read, naming both owners.
+        let err = read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            2,
+            TIMEOUT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        let ReplyError::QuorumFailed {
+            succeeded: 1,
+            errors,
+            ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(errors.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -953,7 +1057,16 @@ mod tests {
             in_time.sort_unstable();
             let sim = Sim::with(&plan);
             let start = Instant::now();
-            let result = read(&sim, Bytes::from_static(b"k"), members(n), r, TIMEOUT, None).await;
+            let result = read(
+                &sim,
+                Bytes::from_static(b"k"),
+                members(n),
+                n as usize,
+                r,
+                TIMEOUT,
+                false,
+            )
+            .await;
             let ctx = format!("seed {seed} round {round}: n={n} r={r} plan={plan:?}");
             if in_time.len() >= r {
                 assert!(result.is_ok(), "{ctx}: {result:?}");

@@ -165,6 +165,13 @@ impl ReadQuorum {
         }
     }
 
+    /// Adds a node to those contacted (a substitute for one that failed).
+    pub fn contact(&mut self, node: NodeId) {
+        if !self.tally.contacted.contains(&node) {
+            self.tally.contacted.push(node);
+        }
+    }
+
     /// Records one replica's answer (its object; empty if it holds nothing for the key) and
     /// returns where the quorum stands. Answers after the quorum was met still count for
     /// [`Self::stale`].
