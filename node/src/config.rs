@@ -3,6 +3,7 @@
 //! ```toml
 //! id = 1                          # this node's id; must appear in [[members]]
 //! listen = "127.0.0.1:7001"       # QUIC address to bind
+//! metrics_listen = "127.0.0.1:9001"  # optional: Prometheus metrics at GET /metrics
 //! data_dir = "/var/lib/ringkv/n1"
 //! partitions = 1024               # Q: a power of two, fixed at cluster creation
 //! replication = 3                 # N, for background work; clients use the same N
@@ -165,6 +166,9 @@ pub struct NodeConfig {
     pub id: u32,
     /// Address to bind for QUIC.
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on (`GET /metrics`); none if absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where storage lives.
     pub data_dir: PathBuf,
     /// Q, the partition count (power of two).

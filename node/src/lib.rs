@@ -28,7 +28,8 @@
 //! - `background` — what the background workers share: periodic rounds, peer calls.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
 //! - `reaper` — tombstone reaping, only when no replica or hint could bring the key back.
-//! - `metrics`, `stats` — counters and the `Stats` answer.
+//! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint, and the
+//!   `Stats` answer.
 //! - `router` — router-mode quorum coordination.
 //! - `state` — the running node's state and its self-short-circuiting transport.
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
@@ -39,6 +40,7 @@ pub mod certs;
 pub mod config;
 mod hints;
 mod metrics;
+mod metrics_http;
 pub mod node;
 mod reaper;
 mod replica;

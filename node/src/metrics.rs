@@ -1,26 +1,170 @@
-//! The node's counters. Plain atomics: cheap on the hot path, read by `Stats` requests.
+//! The node's metrics, in Prometheus form (`prometheus-client`), served on `metrics_listen`.
+//!
+//! Counters are atomics underneath, cheap on the hot path; the `Stats` request reads the same
+//! values. Gauges (objects, hints and tombstones pending) are sampled when scraped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
-/// Counters since the node started.
-#[derive(Debug, Default)]
+/// The operation a request was.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Op {
+    pub(crate) op: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 25 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 17))
+}
+
+/// Every metric of one node.
 pub(crate) struct Metrics {
-    pub(crate) hints_stored: AtomicU64,
-    pub(crate) hints_delivered: AtomicU64,
-    pub(crate) ae_rounds: AtomicU64,
-    pub(crate) ae_keys_repaired: AtomicU64,
-    pub(crate) ae_bytes_sent: AtomicU64,
-    pub(crate) ae_bytes_received: AtomicU64,
-    pub(crate) tombstones_reaped: AtomicU64,
-    pub(crate) read_repairs: AtomicU64,
+    registry: Registry,
+    pub(crate) requests: Family<Op, Counter>,
+    requests_all: Counter,
+    pub(crate) latency: Family<Op, Histogram, fn() -> Histogram>,
+    pub(crate) read_siblings: Histogram,
+    pub(crate) hints_stored: Counter,
+    pub(crate) hints_delivered: Counter,
+    pub(crate) ae_rounds: Counter,
+    pub(crate) ae_keys_repaired: Counter,
+    pub(crate) ae_bytes_sent: Counter,
+    pub(crate) ae_bytes_received: Counter,
+    pub(crate) tombstones_reaped: Counter,
+    pub(crate) objects: Gauge,
+    pub(crate) hints_pending: Gauge,
+    pub(crate) tombstones_pending: Gauge,
+    pub(crate) fsyncs: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ringkv");
+        let m = Metrics {
+            requests: Family::default(),
+            requests_all: Counter::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            read_siblings: Histogram::new([1.0, 2.0, 3.0, 4.0, 8.0, 16.0]),
+            hints_stored: Counter::default(),
+            hints_delivered: Counter::default(),
+            ae_rounds: Counter::default(),
+            ae_keys_repaired: Counter::default(),
+            ae_bytes_sent: Counter::default(),
+            ae_bytes_received: Counter::default(),
+            tombstones_reaped: Counter::default(),
+            objects: Gauge::default(),
+            hints_pending: Gauge::default(),
+            tombstones_pending: Gauge::default(),
+            fsyncs: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests served, by operation",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to serve a request, by operation",
+            m.latency.clone(),
+        );
+        registry.register(
+            "replica_read_siblings",
+            "Siblings in the object a replica read returned",
+            m.read_siblings.clone(),
+        );
+        registry.register(
+            "hints_stored",
+            "Hints stored for other nodes",
+            m.hints_stored.clone(),
+        );
+        registry.register(
+            "hints_delivered",
+            "Hints handed over to their owners",
+            m.hints_delivered.clone(),
+        );
+        registry.register(
+            "anti_entropy_rounds",
+            "Anti-entropy exchanges completed",
+            m.ae_rounds.clone(),
+        );
+        registry.register(
+            "anti_entropy_keys_repaired",
+            "Keys anti-entropy merged",
+            m.ae_keys_repaired.clone(),
+        );
+        registry.register(
+            "anti_entropy_sent_bytes",
+            "Anti-entropy bytes sent",
+            m.ae_bytes_sent.clone(),
+        );
+        registry.register(
+            "anti_entropy_received_bytes",
+            "Anti-entropy bytes received",
+            m.ae_bytes_received.clone(),
+        );
+        registry.register(
+            "tombstones_reaped",
+            "Tombstones removed for good",
+            m.tombstones_reaped.clone(),
+        );
+        registry.register("objects", "Objects stored (approximate)", m.objects.clone());
+        registry.register(
+            "hints_pending",
+            "Hints held for other nodes",
+            m.hints_pending.clone(),
+        );
+        registry.register(
+            "tombstones_pending",
+            "Tombstones not yet reaped",
+            m.tombstones_pending.clone(),
+        );
+        registry.register(
+            "fsyncs",
+            "fsyncs run by the group-commit syncer",
+            m.fsyncs.clone(),
+        );
+        Metrics { registry, ..m }
+    }
 }
 
 impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    pub(crate) fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub(crate) fn get(counter: &Counter) -> u64 {
+        counter.get()
+    }
+
+    /// Counts one served request.
+    pub(crate) fn served(&self, op: &'static str, seconds: f64) {
+        self.requests.get_or_create(&Op { op }).inc();
+        self.requests_all.inc();
+        self.latency.get_or_create(&Op { op }).observe(seconds);
+    }
+
+    /// Requests served, all operations together.
+    pub(crate) fn requests_total(&self) -> u64 {
+        self.requests_all.get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            out = format!("# encoding failed: {e}\n");
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }

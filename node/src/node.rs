@@ -108,11 +108,24 @@ impl Node {
             endpoint.clone(),
             stop_rx.clone(),
         ));
-        let workers = vec![
+        let mut metrics_addr = None;
+        let mut workers = Vec::new();
+        if let Some(at) = config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|source| NodeError::Bind { addr: at, source })?;
+            metrics_addr = listener.local_addr().ok();
+            workers.push(tokio::spawn(crate::metrics_http::serve(
+                state.clone(),
+                listener,
+                stop_rx.clone(),
+            )));
+        }
+        workers.extend([
             tokio::spawn(crate::hints::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::reaper::run(state.clone(), stop_rx)),
-        ];
+        ]);
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {
             id,
@@ -122,6 +135,7 @@ impl Node {
             stop: stop_tx,
             task: Some(task),
             workers,
+            metrics_addr,
         })
     }
 }
@@ -136,6 +150,7 @@ pub struct NodeHandle {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl NodeHandle {
@@ -147,6 +162,11 @@ impl NodeHandle {
     /// The bound QUIC address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where Prometheus metrics are served, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The node's current ring.

@@ -45,11 +45,16 @@ pub(crate) fn read(state: &NodeState, key: Bytes) -> Response {
         Err(e) => return Response::Error(storage_error(state, e)),
     };
     let others = ring.members().map(|m| m.id).filter(|id| *id != state.id);
-    match state.store.hints_for_key(partition, &key, others) {
-        Ok(Some(hinted)) => Response::Object(Object::merged(&own, &hinted)),
-        Ok(None) => Response::Object(own),
-        Err(e) => Response::Error(storage_error(state, e)),
-    }
+    let object = match state.store.hints_for_key(partition, &key, others) {
+        Ok(Some(hinted)) => Object::merged(&own, &hinted),
+        Ok(None) => own,
+        Err(e) => return Response::Error(storage_error(state, e)),
+    };
+    state
+        .metrics
+        .read_siblings
+        .observe(object.siblings().len() as f64);
+    Response::Object(object)
 }
 
 /// Merges `object` into this node's copy of `key`, or keeps it as a hint for `hint_for`.

@@ -8,7 +8,9 @@ use tracing::{Instrument, debug_span};
 
 /// Serves one request. Never panics on input: every failure becomes a [`Response::Error`].
 pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
-    let span = debug_span!("request", node = %state.id, op = request.kind());
+    let op = request.kind();
+    let started = std::time::Instant::now();
+    let span = debug_span!("request", node = %state.id, op);
     let body = async {
         match request {
             Request::Ping => Response::Pong { node: state.id },
@@ -46,6 +48,7 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
     }
     .instrument(span)
     .await;
+    state.metrics.served(op, started.elapsed().as_secs_f64());
     Reply {
         epoch: state.ring.load().epoch(),
         body,

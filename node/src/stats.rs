@@ -4,6 +4,18 @@ use crate::metrics::Metrics;
 use crate::state::NodeState;
 use ringkv_shared::proto::NodeStats;
 
+/// Samples the gauges (objects, hints and tombstones pending, fsyncs) from storage.
+pub(crate) fn sample_gauges(state: &NodeState) {
+    let m = &state.metrics;
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    m.objects.set(clamp(state.store.approximate_len() as u64));
+    m.hints_pending
+        .set(clamp(state.store.hints_pending().unwrap_or(0)));
+    m.tombstones_pending
+        .set(clamp(state.store.tombstone_count().unwrap_or(0)));
+    m.fsyncs.set(clamp(state.store.stats().fsyncs));
+}
+
 /// Current counters of this node.
 pub(crate) fn collect(state: &NodeState) -> NodeStats {
     let m = &state.metrics;
@@ -22,6 +34,6 @@ pub(crate) fn collect(state: &NodeState) -> NodeStats {
         ae_bytes_received: Metrics::get(&m.ae_bytes_received),
         tombstones_reaped: Metrics::get(&m.tombstones_reaped),
         tombstones_pending: state.store.tombstone_count().unwrap_or(u64::MAX),
-        read_repairs: Metrics::get(&m.read_repairs),
+        requests: m.requests_total(),
     }
 }

@@ -49,6 +49,7 @@ pub struct LocalClusterBuilder {
     durability: Durability,
     limits: Limits,
     background: crate::config::BackgroundConfig,
+    metrics: bool,
 }
 
 impl LocalClusterBuilder {
@@ -67,6 +68,13 @@ impl LocalClusterBuilder {
     /// Background settings of every node (hinted handoff, anti-entropy, reaping).
     pub fn background(mut self, b: crate::config::BackgroundConfig) -> Self {
         self.background = b;
+        self
+    }
+
+    /// Serve Prometheus metrics from every node on 127.0.0.1 (a free port each; see
+    /// [`NodeHandle::metrics_addr`]).
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
         self
     }
 
@@ -110,6 +118,9 @@ impl LocalClusterBuilder {
             configs.push(NodeConfig {
                 id: m.id,
                 listen: m.addr,
+                metrics_listen: self
+                    .metrics
+                    .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 data_dir: dir.path().join(&name),
                 partitions: self.partitions,
                 replication: 3,
@@ -169,6 +180,7 @@ impl LocalCluster {
             durability: Durability::Sync,
             limits: Limits::default(),
             background: crate::config::BackgroundConfig::default(),
+            metrics: false,
         }
     }
 

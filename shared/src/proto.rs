@@ -262,8 +262,8 @@ pub struct NodeStats {
     pub tombstones_reaped: u64,
     /// Tombstones held, not yet reaped (gauge).
     pub tombstones_pending: u64,
-    /// Replicas repaired after reads coordinated here (router mode).
-    pub read_repairs: u64,
+    /// Requests served, all operations together (load balance across nodes).
+    pub requests: u64,
 }
 
 /// The envelope of every reply: the answering node's ring epoch and the body. A client that
