@@ -140,6 +140,7 @@ impl ClientBuilder {
                 actor: self
                     .actor
                     .unwrap_or_else(|| ringkv_shared::ActorId(rand::random())),
+                next_coordinator: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

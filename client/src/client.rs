@@ -30,6 +30,7 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     pub(crate) refreshing: tokio::sync::Mutex<()>,
     pub(crate) actor: ringkv_shared::ActorId,
+    pub(crate) next_coordinator: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Client {
@@ -186,7 +187,17 @@ impl Client {
         async {
             let clock = match self.inner.mode {
                 Mode::Direct => {
-                    let replicas = self.replicas(&key, q.n);
+                    // Any owner can coordinate; rotating the first choice spreads a hot key's
+                    // writes over all its owners instead of piling them onto one node.
+                    let mut replicas = self.replicas(&key, q.n);
+                    if !replicas.is_empty() {
+                        let turn = self
+                            .inner
+                            .next_coordinator
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let len = replicas.len();
+                        replicas.rotate_left(turn % len);
+                    }
                     fanout::coordinate_put(&self.inner.transport, key, clock, value, &replicas, q)
                         .await?
                 }

@@ -480,8 +480,8 @@ pub async fn first_reachable<T: Transport>(
     })
 }
 
-/// Has one of the key's owners (`replicas`, the first N of its preference list) coordinate a
-/// write: the first that is not known down stamps the dot, stores and replicates until
+/// Has one of the key's owners (`replicas`, the first N of its preference list, in the order
+/// to try them) coordinate a write: the first that is not known down stamps the dot, stores and replicates until
 /// `quorum.required` nodes hold it (failover as in [`first_reachable`]). Returns the object's
 /// causal context after the write.
 pub async fn coordinate_put<T: Transport>(
@@ -493,7 +493,7 @@ pub async fn coordinate_put<T: Transport>(
     quorum: Quorum,
 ) -> Result<VersionVector, ReplyError> {
     let deadline = Instant::now() + quorum.timeout();
-    // Healthy replicas first, in preference order; known-down ones last, as a final resort.
+    // Healthy owners first, in the order given; known-down ones last, as a final resort.
     let mut order: Vec<&Member> = replicas
         .iter()
         .filter(|m| !transport.is_down(m.id))

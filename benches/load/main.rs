@@ -1,0 +1,348 @@
+//! The load harness: client-driven (direct) vs router mode on real node processes, measured
+//! the way Dynamo's Table 2 was.
+//!
+//! ```text
+//! cargo bench --bench load                                   # 3 nodes, workload A, defaults below
+//! cargo bench --bench load -- --nodes 5 --workload c --keys 20000 --duration 10
+//! cargo bench --bench load -- --seed-node 127.0.0.1:7001 --certs examples/cluster/certs --cert-name app
+//! ```
+//!
+//! An update reads the key and writes with that read's context, as applications do; its
+//! latency is the write's. Blind writes would each be kept as a sibling.
+//!
+//! Defaults: 100,000 keys of 1 KiB, zipfian (theta 0.99), 32 operations in flight, N=3 R=2 W=2,
+//! `sync` durability, 3 pairs of 10 s phases (direct, router, direct, router, ...) after 2 s of
+//! warm-up each. Prints the table, writes `results.json` and `latency.svg` under `--out`.
+#![allow(missing_docs)]
+
+mod cluster;
+mod report;
+mod workload;
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use report::{Latencies, ModeFigures};
+use ringkv::{CallOptions, Client, Context, Mode, TlsIdentity};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workload::{KeyDist, Keys, Workload, key};
+
+#[derive(Parser, Debug, serde::Serialize)]
+#[command(about = "ringkv load harness: client-driven vs router mode")]
+struct Args {
+    /// Node processes to start (ignored with --seed-node).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Use an existing cluster instead of starting one.
+    #[arg(long = "seed-node")]
+    seed_nodes: Vec<SocketAddr>,
+    /// With --seed-node: directory holding ca.pem and the client certificate.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// With --seed-node: client certificate name.
+    #[arg(long, default_value = "app")]
+    cert_name: String,
+    #[arg(long, value_enum, default_value = "a")]
+    workload: Workload,
+    #[arg(long, value_enum, default_value = "zipfian")]
+    distribution: KeyDist,
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of unrecorded warm-up before each phase.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Direct/router pairs of phases.
+    #[arg(long, default_value_t = 3)]
+    pairs: u64,
+    #[arg(long, default_value_t = 3)]
+    n: u8,
+    #[arg(long, default_value_t = 2)]
+    r: u8,
+    #[arg(long, default_value_t = 2)]
+    w: u8,
+    /// Node durability when starting nodes: sync, buffered or none.
+    #[arg(long, default_value = "sync")]
+    durability: String,
+    /// Skip loading the key space (it is already there).
+    #[arg(long)]
+    skip_load: bool,
+    #[arg(long, default_value = "target/ringkv-load")]
+    out: PathBuf,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    bench: bool,
+}
+
+async fn connect(
+    seeds: &[SocketAddr],
+    tls: &TlsIdentity,
+    args: &Args,
+    mode: Mode,
+) -> Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let built = Client::builder()
+            .seeds(seeds.iter().copied())
+            .tls(tls.clone())
+            .n(args.n)
+            .r(args.r)
+            .w(args.w)
+            .mode(mode)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .await;
+        match built {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("the cluster did not answer");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg.to_string());
+    b
+}
+
+/// Requests served per node, from their counters.
+async fn requests_per_node(client: &Client) -> Vec<u64> {
+    client
+        .stats()
+        .await
+        .into_iter()
+        .map(|(_, s)| s.map_or(0, |s| s.requests))
+        .collect()
+}
+
+/// Share of nodes whose request count is more than 15% from the mean (Dynamo's imbalance).
+fn imbalance(before: &[u64], after: &[u64]) -> f64 {
+    let d: Vec<f64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(*b) as f64)
+        .collect();
+    let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
+    if mean == 0.0 {
+        return 0.0;
+    }
+    d.iter()
+        .filter(|x| ((**x - mean) / mean).abs() > 0.15)
+        .count() as f64
+        / d.len() as f64
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let (_cluster, seeds, tls) = if args.seed_nodes.is_empty() {
+        println!(
+            "starting {} ringkv-node processes ({} durability)...",
+            args.nodes, args.durability
+        );
+        let c = cluster::Cluster::start(args.nodes, &args.durability)?;
+        let (seeds, tls) = (c.addrs.clone(), c.tls.clone());
+        (Some(c), seeds, tls)
+    } else {
+        let dir = args
+            .certs
+            .clone()
+            .context("--certs is required with --seed-node")?;
+        let tls = TlsIdentity::load(
+            &dir.join("ca.pem"),
+            &dir.join(format!("{}.pem", args.cert_name)),
+            &dir.join(format!("{}-key.pem", args.cert_name)),
+        )?;
+        (None, args.seed_nodes.clone(), tls)
+    };
+    let direct = connect(&seeds, &tls, &args, Mode::Direct).await?;
+    let router = connect(&seeds, &tls, &args, Mode::Router).await?;
+    let value = Bytes::from(vec![0x5a; args.value_size]);
+
+    if !args.skip_load {
+        let b = bar(args.keys, "loading keys");
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..args.in_flight as u64 {
+            let (c, v, b, keys, step) = (
+                direct.clone(),
+                value.clone(),
+                b.clone(),
+                args.keys,
+                args.in_flight as u64,
+            );
+            tasks.spawn(async move {
+                let mut i = w;
+                while i < keys {
+                    c.put_with(key(i), v.clone(), &Context::empty(), CallOptions::default())
+                        .await?;
+                    b.inc(1);
+                    i += step;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        b.finish();
+    }
+
+    let keys = Arc::new(Keys::new(args.keys, args.distribution)?);
+    let hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let (mut d_reads, mut d_updates, mut r_reads, mut r_updates) =
+        (hist()?, hist()?, hist()?, hist()?);
+    let (mut d_ops, mut r_ops, mut d_err, mut r_err) = (0u64, 0u64, 0u64, 0u64);
+    let mut versions = [0u64; 5];
+    let mut phases = Vec::new();
+    let mut imbalances = Vec::new();
+    let expected = args.pairs * 2 * args.duration * 3000;
+    let b = bar(expected, "measuring");
+    for pair in 0..args.pairs {
+        for mode in [Mode::Direct, Mode::Router] {
+            let client = if mode == Mode::Direct {
+                &direct
+            } else {
+                &router
+            };
+            let before = requests_per_node(client).await;
+            b.set_message(format!("{mode:?} {}/{}", pair + 1, args.pairs).to_lowercase());
+            let run = workload::run(
+                client,
+                args.workload,
+                &keys,
+                &value,
+                args.in_flight,
+                Duration::from_secs(args.warmup),
+                Duration::from_secs(args.duration),
+                pair * 2 + u64::from(mode == Mode::Router),
+                &b,
+            )
+            .await?;
+            let after = requests_per_node(client).await;
+            let imb = imbalance(&before, &after);
+            imbalances.push(imb);
+            let ops = run.reads.len() + run.updates.len();
+            phases.push(serde_json::json!({
+                "pair": pair + 1, "mode": format!("{mode:?}").to_lowercase(),
+                "ops_per_sec": ops as f64 / run.elapsed.as_secs_f64(),
+                "read": Latencies::of(&run.reads), "update": Latencies::of(&run.updates),
+                "errors": run.errors, "imbalance": imb, "requests_per_node_before": before, "requests_per_node_after": after,
+            }));
+            for (a, v) in versions.iter_mut().zip(run.versions) {
+                *a += v;
+            }
+            if mode == Mode::Direct {
+                d_reads.add(&run.reads)?;
+                d_updates.add(&run.updates)?;
+                d_ops += ops;
+                d_err += run.errors;
+            } else {
+                r_reads.add(&run.reads)?;
+                r_updates.add(&run.updates)?;
+                r_ops += ops;
+                r_err += run.errors;
+            }
+        }
+    }
+    b.finish();
+    let secs = (args.pairs * args.duration) as f64;
+    let figures =
+        |mode: &str, reads: &Histogram<u64>, updates: &Histogram<u64>, ops: u64, errors: u64| {
+            ModeFigures {
+                mode: mode.into(),
+                ops_per_sec: ops as f64 / secs,
+                read: Latencies::of(reads),
+                update: Latencies::of(updates),
+                errors,
+            }
+        };
+    let direct_fig = figures("direct", &d_reads, &d_updates, d_ops, d_err);
+    let router_fig = figures("router", &r_reads, &r_updates, r_ops, r_err);
+    println!(
+        "\nworkload {:?}, {:?} keys ({}), {} B values, {} in flight, N={} R={} W={}, {} x {} s per mode",
+        args.workload,
+        args.distribution,
+        args.keys,
+        args.value_size,
+        args.in_flight,
+        args.n,
+        args.r,
+        args.w,
+        args.pairs,
+        args.duration
+    );
+    report::print_table(&direct_fig, &router_fig);
+    let reads_total: u64 = versions.iter().sum();
+    let share = |i: usize| 100.0 * versions[i] as f64 / reads_total.max(1) as f64;
+    println!(
+        "\nreads by versions returned: 1: {:.3}%  2: {:.3}%  3: {:.3}%  4+: {:.3}%  (not found: {:.3}%)",
+        share(1),
+        share(2),
+        share(3),
+        share(4),
+        share(0)
+    );
+    let mean_imbalance = imbalances.iter().sum::<f64>() / imbalances.len().max(1) as f64;
+    println!(
+        "load imbalance (share of nodes >15% from the mean request count): {:.1}% on average over phases",
+        100.0 * mean_imbalance
+    );
+    println!("failed operations: direct {d_err}, router {r_err}");
+    if let Some(c) = &_cluster {
+        let rss: Vec<String> = c
+            .resident_bytes()
+            .iter()
+            .map(|b| format!("{} MiB", b >> 20))
+            .collect();
+        println!("node resident memory: {}", rss.join(", "));
+    }
+
+    let dir = args.out.join(format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::json!({
+        "args": &args, "direct": direct_fig, "router": router_fig, "phases": phases,
+        "versions": {"not_found": versions[0], "one": versions[1], "two": versions[2], "three": versions[3], "four_or_more": versions[4]},
+        "mean_imbalance": mean_imbalance,
+    });
+    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    report::plot(
+        &dir.join("latency.svg"),
+        &[
+            ("direct read", &d_reads),
+            ("router read", &r_reads),
+            ("direct write", &d_updates),
+            ("router write", &r_updates),
+        ],
+    )?;
+    println!(
+        "\nwrote {} and {}",
+        dir.join("results.json").display(),
+        dir.join("latency.svg").display()
+    );
+    Ok(())
+}
