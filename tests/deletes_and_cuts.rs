@@ -72,7 +72,9 @@ async fn a_delete_stays_deleted_when_a_replica_returns_with_the_old_value() -> R
     let background = BackgroundConfig {
         ae_interval_ms: 50,
         hint_interval_ms: 100,
-        tombstone_grace_ms: 200,
+        // Longer than the tests' 3 s request deadline: no copy of a write can still be in
+        // flight when the tombstone is reaped.
+        tombstone_grace_ms: 3500,
         reap_interval_ms: 100,
         ..BackgroundConfig::default()
     };
@@ -110,7 +112,9 @@ async fn a_late_hint_with_the_old_value_does_not_bring_a_deleted_key_back() -> R
     let background = BackgroundConfig {
         ae_interval_ms: 50,
         hint_interval_ms: 8000, // the hint arrives long after a reap could have happened
-        tombstone_grace_ms: 200,
+        // Longer than the tests' 3 s request deadline: no copy of a write can still be in
+        // flight when the tombstone is reaped.
+        tombstone_grace_ms: 3500,
         reap_interval_ms: 100,
         ..BackgroundConfig::default()
     };

@@ -116,7 +116,10 @@ pub struct BackgroundConfig {
     /// Keys exchanged per anti-entropy round at most (the rate limit).
     pub ae_max_keys_per_round: usize,
     /// How long a tombstone stays at least, in milliseconds, before it may be reaped (and then
-    /// only once every replica holds it and no node holds a hint for the key).
+    /// only once every replica holds it and no node holds a hint for the key). Must exceed the
+    /// longest request deadline in use: a coordinator keeps sending a write's copies to slow
+    /// replicas until its deadline, and a copy of an old value landing after the reap would
+    /// bring the key back. Nodes cap deadlines at 60 s; the default grace is a day.
     pub tombstone_grace_ms: u64,
     /// How often tombstones are considered for reaping, in milliseconds.
     pub reap_interval_ms: u64,

@@ -26,7 +26,7 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 context,
                 value,
                 quorum,
-            } => replica::put(state, key, context, value, quorum).await,
+            } => replica::put(state, key, context, value, quorum.capped()).await,
             Request::Stats => Response::Stats(crate::stats::collect(state)),
             Request::AeRoots { partitions } => anti_entropy::roots(state, partitions),
             Request::AeLeaves { partition } => anti_entropy::leaves(state, partition),
@@ -37,13 +37,13 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
             Request::WriteMany { items } => anti_entropy::write_many(state, items).await,
             Request::HintsFor { key } => reaper::hints_for(state, key),
             Request::Reap { key, clock } => reaper::reap(state, key, clock).await,
-            Request::RouteGet { key, quorum } => router::get(state, key, quorum).await,
+            Request::RouteGet { key, quorum } => router::get(state, key, quorum.capped()).await,
             Request::RoutePut {
                 key,
                 context,
                 value,
                 quorum,
-            } => router::put(state, key, context, value, quorum).await,
+            } => router::put(state, key, context, value, quorum.capped()).await,
         }
     }
     .instrument(span)

@@ -24,7 +24,19 @@ pub struct Quorum {
     pub timeout_ms: u32,
 }
 
+/// The longest deadline a node honours for one operation, in milliseconds; longer ones are cut
+/// to it. It bounds how long a write's copies can stay in flight (see tombstone grace).
+pub const MAX_TIMEOUT_MS: u32 = 60_000;
+
 impl Quorum {
+    /// The same quorum with its deadline cut to [`MAX_TIMEOUT_MS`].
+    pub fn capped(self) -> Quorum {
+        Quorum {
+            timeout_ms: self.timeout_ms.min(MAX_TIMEOUT_MS),
+            ..self
+        }
+    }
+
     /// The budget a coordinator takes for itself out of this deadline: 90%, so that its
     /// answer (success or a named failure) reaches the caller before the caller gives up.
     pub fn for_coordinator(self) -> Quorum {
@@ -274,4 +286,30 @@ pub struct Reply {
     pub epoch: u64,
     /// The answer.
     pub body: Response,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_are_capped_and_coordinators_keep_a_margin() {
+        let q = Quorum {
+            n: 3,
+            required: 2,
+            timeout_ms: u32::MAX,
+        };
+        assert_eq!(q.capped().timeout_ms, MAX_TIMEOUT_MS);
+        let q = Quorum {
+            n: 3,
+            required: 2,
+            timeout_ms: 2000,
+        };
+        assert_eq!(q.capped(), q);
+        assert_eq!(q.for_coordinator().timeout_ms, 1800);
+        assert_eq!(
+            Quorum { timeout_ms: 1, ..q }.for_coordinator().timeout_ms,
+            1
+        );
+    }
 }

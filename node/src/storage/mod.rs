@@ -205,6 +205,9 @@ pub struct Store {
     db: Database,
     objects: Keyspace,
     hints: Keyspace,
+    /// Hint keys held, maintained under the stripe locks: reads skip the hints keyspace
+    /// entirely while it is zero (the common case).
+    hint_keys: std::sync::atomic::AtomicU64,
     tombstones: Keyspace,
     trees: trees::Trees,
     actor: ActorId,
@@ -305,6 +308,11 @@ impl Store {
             meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
         }
         let trees = trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
+        let mut hint_keys = 0u64;
+        for guard in hints.iter() {
+            guard.key()?;
+            hint_keys += 1;
+        }
         let commit = GroupCommit::start(db.clone(), opts.durability, opts.buffered_interval)
             .map_err(|e| StorageError::Directory {
                 path: dir.to_owned(),
@@ -314,6 +322,7 @@ impl Store {
             db,
             objects,
             hints,
+            hint_keys: std::sync::atomic::AtomicU64::new(hint_keys),
             tombstones,
             trees,
             actor,
@@ -536,6 +545,9 @@ impl Store {
         key: &[u8],
         owners: impl Iterator<Item = NodeId>,
     ) -> Result<Option<Object>, StorageError> {
+        if self.hint_keys.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
         let mut merged: Option<Object> = None;
         for owner in owners {
             let raw_key = keys::hint_key(owner, partition, key);
@@ -557,7 +569,7 @@ impl Store {
             let (raw_key, raw) = guard.into_inner()?;
             let Some((_, partition, key)) = keys::split_hint_key(&raw_key) else {
                 warn!("removing a hint with a malformed key");
-                self.hints.remove(raw_key)?;
+                self.remove_hint_key(&raw_key)?;
                 continue;
             };
             match decode_object(&raw) {
@@ -569,7 +581,7 @@ impl Store {
                 }),
                 Err(e) => {
                     tracing::error!(%owner, partition, error = %e, "removing a corrupt hint");
-                    self.hints.remove(raw_key.clone())?;
+                    self.remove_hint_key(&raw_key)?;
                 }
             }
         }
@@ -588,20 +600,27 @@ impl Store {
         match self.hints.get(&raw_key)? {
             Some(now) if now.as_ref() == hint.raw.as_slice() => {
                 self.hints.remove(raw_key)?;
+                self.hint_keys
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
+    fn remove_hint_key(&self, raw_key: &[u8]) -> Result<(), StorageError> {
+        let _guard = self.lock_for(raw_key);
+        if self.hints.get(raw_key)?.is_some() {
+            self.hints.remove(raw_key)?;
+            self.hint_keys
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// Hints held for other nodes.
     pub fn hints_pending(&self) -> Result<u64, StorageError> {
-        let mut n = 0;
-        for guard in self.hints.iter() {
-            guard.key()?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.hint_keys.load(std::sync::atomic::Ordering::Acquire))
     }
 
     fn lock_for(&self, raw_key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
@@ -638,6 +657,7 @@ impl Store {
                 let new_hash = at
                     .in_tree
                     .then(|| ringkv_shared::merkle::entry_hash(at.key, &encoded));
+                let new_hint_key = !at.in_tree && old_raw.is_none();
                 let mut batch = self.db.batch();
                 batch.insert(keyspace, storage_key.as_slice(), encoded);
                 if at.in_tree {
@@ -653,6 +673,10 @@ impl Store {
                     }
                 }
                 batch.commit()?;
+                if new_hint_key {
+                    self.hint_keys
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
                 if let Some(new_hash) = new_hash {
                     let old_hash =
                         old_raw.map_or(0, |b| ringkv_shared::merkle::entry_hash(at.key, &b));
@@ -795,6 +819,40 @@ mod tests {
         for i in 0..64u32 {
             assert!(s.get(0, &i.to_be_bytes()).unwrap().is_some());
         }
+    }
+
+    #[tokio::test]
+    async fn the_hint_count_follows_the_hints_keyspace_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Object::new();
+        o.update(&VersionVector::new(), val("v"), ActorId(5));
+        {
+            let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+            assert_eq!(s.hints_pending().unwrap(), 0);
+            assert_eq!(
+                s.hints_for_key(0, b"a", [NodeId(2)].into_iter()).unwrap(),
+                None
+            );
+            s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
+            s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
+            s.put_hint(NodeId(3), 0, b"b", &o).await.unwrap();
+            assert_eq!(
+                s.hints_pending().unwrap(),
+                2,
+                "the same key twice is one hint"
+            );
+            assert_eq!(
+                s.hints_for_key(0, b"a", [NodeId(2), NodeId(3)].into_iter())
+                    .unwrap(),
+                Some(o.clone())
+            );
+            let batch = s.hint_batch(NodeId(2), 10).unwrap();
+            assert!(s.remove_hint_if_unchanged(NodeId(2), &batch[0]).unwrap());
+            assert_eq!(s.hints_pending().unwrap(), 1);
+            s.close().unwrap();
+        }
+        let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+        assert_eq!(s.hints_pending().unwrap(), 1, "counted again at start-up");
     }
 
     #[tokio::test]
