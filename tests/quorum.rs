@@ -213,8 +213,20 @@ async fn read_repairs_a_stale_replica(mode: Mode) -> Result<()> {
         "the restarted replica missed the write"
     );
 
-    // A read that reaches the stale replica repairs it in the background.
-    let read = c.get_with("rr", CallOptions::default().quorum(3)).await?;
+    // A read that reaches the stale replica repairs it in the background. The first request
+    // after the restart may still find the old connection attempt failing (the client learns
+    // that the node is back by trying), so the read is retried as an application would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let read = loop {
+        match c.get_with("rr", CallOptions::default().quorum(3)).await {
+            Ok(r) => break r,
+            Err(e) if std::time::Instant::now() < deadline => {
+                println!("read right after the restart failed, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     assert_eq!(values(&read), vec![b"fresh".as_slice()]);
     support::eventually(
         std::time::Duration::from_secs(10),

@@ -44,8 +44,7 @@ struct Down {
     until: Instant,
 }
 
-/// Serialises connection attempts to one peer; holds the last failed attempt's start time and
-/// error.
+/// Serialises connection attempts to one peer; holds when the last attempt failed, and why.
 type ConnectGate = tokio::sync::Mutex<Option<(Instant, TransportError)>>;
 
 struct Inner {
@@ -54,10 +53,10 @@ struct Inner {
     options: TransportOptions,
     live: DashMap<SocketAddr, quinn::Connection>,
     /// One connection attempt per peer at a time; the slot remembers the last failed attempt
-    /// (when it started, and why it failed) so that callers who were already waiting when it
-    /// started share its outcome instead of each waiting out a connect timeout of their own.
-    /// A caller that started waiting after the failed attempt began tries again itself: that
-    /// attempt may predate the peer coming back.
+    /// (when it failed, and why) so that every caller that waited on it shares its outcome
+    /// instead of starting an attempt of its own (callers arriving during a connect timeout
+    /// would otherwise wait out one timeout each, one after the other). A caller that arrives
+    /// after a failure tries again itself.
     connecting: DashMap<SocketAddr, Arc<ConnectGate>>,
     down: DashMap<NodeId, Down>,
     highest_epoch: AtomicU64,
@@ -175,12 +174,11 @@ impl QuicTransport {
             return Ok(c.clone());
         }
         let connect_err = |reason: String| TransportError::Connect { addr, reason };
-        if let Some((started, error)) = last_failure.as_ref()
-            && *started >= queued_at
+        if let Some((failed_at, error)) = last_failure.as_ref()
+            && *failed_at >= queued_at
         {
             return Err(error.clone());
         }
-        let started = Instant::now();
         let attempt = async {
             let connecting = self
                 .inner
@@ -207,7 +205,7 @@ impl QuicTransport {
                 Ok(conn)
             }
             Err(e) => {
-                *last_failure = Some((started, e.clone()));
+                *last_failure = Some((Instant::now(), e.clone()));
                 Err(e)
             }
         }
