@@ -8,8 +8,14 @@
 //! - `tombstones`: partition ++ user key → when (ms since the epoch) this node's object for the
 //!   key became a pure tombstone; the reaper's work list, updated in the same batch as the
 //!   object.
-//! - `meta`: the storage format version, the node id the directory belongs to, and this
-//!   storage incarnation's [`ActorId`].
+//! - `meta`: the storage format version, the node id the directory belongs to, this storage
+//!   incarnation's [`ActorId`], and a clean-shutdown marker.
+//!
+//! **Incarnations.** A node whose directory is new, or whose last run did not end with a clean
+//! [`Store::close`], draws a fresh actor id. Under `buffered` or `none` durability a crash can
+//! lose the node's last writes while its replicas keep them; stamping new writes with the old
+//! actor could then reuse a dot the replicas already hold for another value, and a merge would
+//! lose one of the two (Riak's KV679). A new incarnation cannot collide.
 //!
 //! Every write is a read-merge-write of one key under a striped lock, committed as one fjall
 //! batch, skipped when it would change nothing, and acknowledged per the [`Durability`] policy.
@@ -209,6 +215,7 @@ pub struct Store {
     /// entirely while it is zero (the common case).
     hint_keys: std::sync::atomic::AtomicU64,
     tombstones: Keyspace,
+    meta: Keyspace,
     trees: trees::Trees,
     actor: ActorId,
     locks: Box<[Mutex<()>]>,
@@ -283,11 +290,12 @@ impl Store {
                 }
             }
         }
+        let clean = meta.get("clean_shutdown")?.is_some();
         let actor = match meta.get("actor")? {
-            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+            Some(v) if clean => <[u8; 8]>::try_from(v.as_ref())
                 .map(|b| ActorId(u64::from_be_bytes(b)))
                 .map_err(|_| foreign("actor entry is malformed".into()))?,
-            None => {
+            existing => {
                 let actor = ActorId(rand::random());
                 let mut batch = db.batch();
                 batch.insert(&meta, "format", [STORAGE_FORMAT].as_slice());
@@ -300,10 +308,19 @@ impl Store {
                 );
                 batch.commit()?;
                 db.persist(fjall::PersistMode::SyncAll)?;
-                info!(%node, %actor, path = %dir.display(), "new storage incarnation");
+                if existing.is_some() {
+                    warn!(%node, %actor, path = %dir.display(), "the last run did not shut down cleanly: new storage incarnation");
+                } else {
+                    info!(%node, %actor, path = %dir.display(), "new storage incarnation");
+                }
                 actor
             }
         };
+        // Running: the marker comes back only with a clean close.
+        if clean {
+            meta.remove("clean_shutdown")?;
+            db.persist(fjall::PersistMode::SyncAll)?;
+        }
         if meta.get("partitions")?.is_none() {
             meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
         }
@@ -324,6 +341,7 @@ impl Store {
             hints,
             hint_keys: std::sync::atomic::AtomicU64::new(hint_keys),
             tombstones,
+            meta,
             trees,
             actor,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -710,6 +728,8 @@ impl Store {
     pub fn close(&self) -> Result<(), StorageError> {
         self.commit.stop();
         self.db.persist(fjall::PersistMode::SyncAll)?;
+        self.meta.insert("clean_shutdown", [1u8].as_slice())?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
     }
 
@@ -754,6 +774,32 @@ mod tests {
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
         assert_eq!(s.actor(), actor, "the incarnation survives a restart");
         assert_eq!(s.get(3, b"k").unwrap().unwrap().values().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        };
+        let first = {
+            let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+            s.update(0, b"k", &VersionVector::new(), val("v"), 1 << 20)
+                .await
+                .unwrap();
+            s.db.persist(fjall::PersistMode::SyncAll).unwrap();
+            s.actor()
+            // Dropped without close(): a crash.
+        };
+        let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+        assert_ne!(s.actor(), first, "a crash must not keep the old actor");
+        assert!(s.get(0, b"k").unwrap().is_some());
+        let second = s.actor();
+        s.close().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+        assert_eq!(s.actor(), second, "a clean close keeps the actor");
     }
 
     #[tokio::test]
