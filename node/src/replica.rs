@@ -116,18 +116,18 @@ pub(crate) async fn put(
             partition,
         });
     }
-    let object = match state
-        .store
-        .update(
-            partition,
-            &key,
-            &context,
-            value,
-            state.limits.max_object_bytes,
-        )
-        .await
-    {
-        Ok(o) => o,
+    // Committed to the journal, not yet fsynced: replication starts now and overlaps this
+    // node's fsync; the write is acknowledged only when both this node's fsync and W-1 other
+    // copies are done (a crash before the fsync acknowledged nothing, and the next incarnation
+    // gets a new actor, so the dot cannot be reused).
+    let (object, ticket) = match state.store.update_staged(
+        partition,
+        &key,
+        &context,
+        value,
+        state.limits.max_object_bytes,
+    ) {
+        Ok(staged) => staged,
         Err(e) => return Response::Error(storage_error(state, e)),
     };
     let clock = object.clock().clone();
@@ -147,8 +147,9 @@ pub(crate) async fn put(
             }
         }
     };
-    let result = fanout::replicate(
-        &Peers(state.clone()),
+    let peers = Peers(state.clone());
+    let replicated = fanout::replicate(
+        &peers,
         key,
         object,
         state.id,
@@ -157,9 +158,12 @@ pub(crate) async fn put(
         quorum.required.into(),
         quorum.timeout(),
         on_settled,
-    )
-    .await;
-    match result {
+    );
+    let (durable, replicated) = tokio::join!(state.store.durable(ticket), replicated);
+    if let Err(e) = durable {
+        return Response::Error(storage_error(state, e));
+    }
+    match replicated {
         Ok(_) => Response::Put { clock },
         Err(e) => Response::Error(e),
     }

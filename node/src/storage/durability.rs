@@ -41,6 +41,11 @@ struct Shared {
     stop: Mutex<bool>,
 }
 
+/// What a committed write must wait for before it is as durable as the policy requires.
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a write is not durable until its ticket is waited for"]
+pub struct Ticket(Option<u64>);
+
 /// The group-commit syncer of one database.
 pub(crate) struct GroupCommit {
     mode: Durability,
@@ -82,27 +87,25 @@ impl GroupCommit {
         })
     }
 
-    /// Records that a batch was committed, and waits until it is as durable as the policy
-    /// requires.
-    pub(crate) async fn committed(&self) -> Result<(), String> {
+    /// Records that a batch was committed; the ticket says what to wait for.
+    pub(crate) fn committed(&self) -> Ticket {
         let seq = self.shared.written.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.mode != Durability::Sync {
-            return Ok(());
-        }
-        self.wait(seq).await
+        Ticket((self.mode == Durability::Sync).then_some(seq))
     }
 
-    /// Waits until everything committed so far is durable (for writes that changed nothing but
+    /// A ticket covering everything committed so far (for writes that changed nothing but
     /// must not be acknowledged before an earlier, identical write is on disk).
-    pub(crate) async fn barrier(&self) -> Result<(), String> {
-        if self.mode != Durability::Sync {
-            return Ok(());
-        }
+    pub(crate) fn barrier(&self) -> Ticket {
         let seq = self.shared.written.load(Ordering::Acquire);
-        if seq == 0 {
-            return Ok(());
+        Ticket((self.mode == Durability::Sync && seq > 0).then_some(seq))
+    }
+
+    /// Waits until the write behind `ticket` is as durable as the policy requires.
+    pub(crate) async fn durable(&self, ticket: Ticket) -> Result<(), String> {
+        match ticket.0 {
+            Some(seq) => self.wait(seq).await,
+            None => Ok(()),
         }
-        self.wait(seq).await
     }
 
     async fn wait(&self, seq: u64) -> Result<(), String> {

@@ -24,7 +24,7 @@ mod durability;
 mod keys;
 mod trees;
 
-pub use durability::Durability;
+pub use durability::{Durability, Ticket};
 
 use bytes::Bytes;
 use durability::GroupCommit;
@@ -401,8 +401,8 @@ impl Store {
     }
 
     /// Applies a client write coordinated here: drops siblings covered by `context`, stamps
-    /// `value` (or a tombstone) with this node's next dot, and returns the new object.
-    /// Refused if the result would exceed `max_object_bytes`.
+    /// `value` (or a tombstone) with this node's next dot, and returns the new object once it is
+    /// as durable as the policy requires. Refused if the result would exceed `max_object_bytes`.
     pub async fn update(
         &self,
         partition: PartitionId,
@@ -411,17 +411,44 @@ impl Store {
         value: Option<Bytes>,
         max_object_bytes: usize,
     ) -> Result<Object, StorageError> {
+        let (object, ticket) =
+            self.update_staged(partition, key, context, value, max_object_bytes)?;
+        self.durable(ticket).await?;
+        Ok(object)
+    }
+
+    /// [`Store::update`] up to the commit: the write is in the journal, and the returned
+    /// [`Ticket`] must be waited for ([`Store::durable`]) before it is acknowledged. A
+    /// coordinator replicates meanwhile, so its own fsync and the replicas' overlap; if it
+    /// crashes before the fsync, nothing was acknowledged, and its next incarnation cannot
+    /// reuse the dot.
+    pub fn update_staged(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        context: &VersionVector,
+        value: Option<Bytes>,
+        max_object_bytes: usize,
+    ) -> Result<(Object, Ticket), StorageError> {
         let actor = self.actor;
         let at = Target::object(partition, key);
-        self.read_modify_write(&self.objects, &at, Some(max_object_bytes), |current| {
-            // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
-            // and stamping without them could reuse one.
-            let mut obj = current?.unwrap_or_default();
-            obj.update(context, value, actor);
-            Ok(obj)
-        })
-        .await
-        .map(|(o, _)| o)
+        let (object, _, ticket) =
+            self.stage(&self.objects, &at, Some(max_object_bytes), |current| {
+                // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
+                // and stamping without them could reuse one.
+                let mut obj = current?.unwrap_or_default();
+                obj.update(context, value, actor);
+                Ok(obj)
+            })?;
+        Ok((object, ticket))
+    }
+
+    /// Waits until the write behind `ticket` is as durable as the policy requires.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StorageError> {
+        self.commit
+            .durable(ticket)
+            .await
+            .map_err(|reason| StorageError::Sync { reason })
     }
 
     /// Stores `object` as a hint for `owner` (merged with any hint already held for the key).
@@ -514,10 +541,7 @@ impl Store {
             }
         };
         if removed {
-            self.commit
-                .committed()
-                .await
-                .map_err(|reason| StorageError::Sync { reason })?;
+            self.durable(self.commit.committed()).await?;
         }
         Ok(removed)
     }
@@ -653,6 +677,22 @@ impl Store {
         max_object_bytes: Option<usize>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
     ) -> Result<(Object, bool), StorageError> {
+        let (next, wrote, ticket) = self.stage(keyspace, at, max_object_bytes, f)?;
+        self.durable(ticket).await?;
+        Ok((next, wrote))
+    }
+
+    /// Reads, applies `f`, and commits the result (skipping unchanged objects) under the key's
+    /// stripe lock; returns what to wait for before acknowledging. An unchanged object may
+    /// equal a write still waiting for its fsync, so it gets a ticket covering everything
+    /// committed so far.
+    fn stage(
+        &self,
+        keyspace: &Keyspace,
+        at: &Target<'_>,
+        max_object_bytes: Option<usize>,
+        f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
+    ) -> Result<(Object, bool, Ticket), StorageError> {
         let storage_key = &at.raw;
         let (next, wrote) = {
             let _guard = self.lock_for(storage_key);
@@ -703,15 +743,12 @@ impl Store {
                 (next, true)
             }
         };
-        // An unchanged object may equal a write that is still waiting for its fsync: wait for
-        // everything committed so far before acknowledging.
-        let durable = if wrote {
-            self.commit.committed().await
+        let ticket = if wrote {
+            self.commit.committed()
         } else {
-            self.commit.barrier().await
+            self.commit.barrier()
         };
-        durable.map_err(|reason| StorageError::Sync { reason })?;
-        Ok((next, wrote))
+        Ok((next, wrote, ticket))
     }
 
     /// Counters since the store was opened.
