@@ -137,6 +137,26 @@ impl<'a> Target<'a> {
     }
 }
 
+/// `incoming` merged into what is stored. A stored copy that fails its checksum is replaced
+/// (and reported): the other replicas hold the rest, and anti-entropy or read repair brings it
+/// back.
+fn merge_into(
+    current: Result<Option<Object>, StorageError>,
+    incoming: &Object,
+    what: &str,
+) -> Object {
+    let mut merged = match current {
+        Ok(Some(o)) => o,
+        Ok(None) => Object::new(),
+        Err(e) => {
+            warn!(error = %e, "replacing a corrupt {what} with the incoming copy");
+            Object::new()
+        }
+    };
+    merged.merge(incoming);
+    merged
+}
+
 /// Whether an object holds only tombstones (and at least one).
 fn is_tombstone(o: &Object) -> bool {
     !o.siblings().is_empty() && o.is_deleted()
@@ -386,16 +406,7 @@ impl Store {
     ) -> Result<(Object, bool), StorageError> {
         let at = Target::object(partition, key);
         self.read_modify_write(&self.objects, &at, None, |current| {
-            let mut merged = match current {
-                Ok(Some(o)) => o,
-                Ok(None) => Object::new(),
-                Err(e) => {
-                    warn!(error = %e, "replacing a corrupt object with the incoming replica");
-                    Object::new()
-                }
-            };
-            merged.merge(incoming);
-            Ok(merged)
+            Ok(merge_into(current, incoming, "object"))
         })
         .await
     }
@@ -461,16 +472,7 @@ impl Store {
     ) -> Result<(), StorageError> {
         let at = Target::hint(owner, partition, key);
         self.read_modify_write(&self.hints, &at, None, |current| {
-            let mut merged = match current {
-                Ok(Some(o)) => o,
-                Ok(None) => Object::new(),
-                Err(e) => {
-                    warn!(error = %e, "replacing a corrupt hint with the incoming copy");
-                    Object::new()
-                }
-            };
-            merged.merge(object);
-            Ok(merged)
+            Ok(merge_into(current, object, "hint"))
         })
         .await?;
         Ok(())
