@@ -160,8 +160,8 @@ async fn main() -> Result<()> {
             "starting {} ringkv-node processes ({} durability)...",
             args.nodes, args.durability
         );
-        let c = cluster::Cluster::start(args.nodes, &args.durability)?;
-        let (seeds, tls) = (c.addrs.clone(), c.tls.clone());
+        let c = cluster::start(args.nodes, &args.durability)?;
+        let (seeds, tls) = (c.addrs().to_vec(), c.client_tls());
         (Some(c), seeds, tls)
     } else {
         let dir = args

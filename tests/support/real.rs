@@ -1,85 +1,42 @@
-//! A cluster of real `ringkv-node` processes on 127.0.0.1, for crash tests.
+//! Real `ringkv-node` processes ([`ProcessCluster`]) plus the protocol-level helpers crash
+//! tests need: a client once the cluster answers, a node's counters, a node's own copy of a key.
 
-use super::{ChildGuard, RawConn, free_udp_port, spawn_node, write_certs};
+use super::{RawConn, node_binary};
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use ringkv::{Client, TlsIdentity};
+use ringkv_node::testing::ProcessCluster;
+use ringkv_shared::Object;
 use ringkv_shared::proto::{NodeStats, Request, Response};
-use ringkv_shared::{NodeId, Object};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// Real node processes sharing one temporary directory.
+/// Real node processes (Q = 64).
 pub struct RealCluster {
-    pub dir: tempfile::TempDir,
+    procs: ProcessCluster,
     pub addrs: Vec<SocketAddr>,
     pub tls: TlsIdentity,
-    procs: Vec<ChildGuard>,
-    starts: Vec<u32>,
 }
 
 impl RealCluster {
-    /// Writes configs for `nodes` nodes (extra TOML appended to each) and starts them all.
-    pub fn start(nodes: u32, extra_toml: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let tls = write_certs(dir.path(), nodes)?;
-        let addrs: Vec<SocketAddr> = (0..nodes)
-            .map(|_| Ok(format!("127.0.0.1:{}", free_udp_port()?).parse()?))
-            .collect::<Result<_>>()?;
-        let members: String = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("[[members]]\nid = {}\naddr = \"{a}\"\n", i + 1))
-            .collect();
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = i + 1;
-            std::fs::write(
-                dir.path().join(format!("n{id}.toml")),
-                format!(
-                    "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data/n{id}\"\npartitions = 64\n\
-                     {extra_toml}\n[tls]\nca = \"ca.pem\"\ncert = \"n{id}.pem\"\nkey = \"n{id}-key.pem\"\n{members}"
-                ),
-            )?;
-        }
-        let mut cluster = RealCluster {
-            dir,
-            addrs,
-            tls,
-            procs: Vec::new(),
-            starts: vec![0; nodes as usize],
-        };
-        for i in 0..nodes as usize {
-            let p = cluster.spawn(i)?;
-            cluster.procs.push(p);
-        }
-        Ok(cluster)
-    }
-
-    fn spawn(&mut self, i: usize) -> Result<ChildGuard> {
-        self.starts[i] += 1;
-        let log = self
-            .dir
-            .path()
-            .join(format!("n{}-{}.log", i + 1, self.starts[i]));
-        spawn_node(&self.config(i), &log)
-    }
-
-    /// The config file of node `i`.
-    pub fn config(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("n{}.toml", i + 1))
+    /// Starts `nodes` nodes; `tables_toml` (e.g. a `[background]` section) goes into each config.
+    pub fn start(nodes: u32, tables_toml: &str) -> Result<Self> {
+        let procs = ProcessCluster::start(&node_binary()?, nodes as usize, 64, tables_toml)?;
+        Ok(RealCluster {
+            addrs: procs.addrs().to_vec(),
+            tls: procs.client_tls(),
+            procs,
+        })
     }
 
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) -> Result<()> {
-        self.procs[i].kill()
+        Ok(self.procs.kill(i)?)
     }
 
-    /// Starts node `i` again (after a kill).
+    /// Starts node `i` again (killing it first if it runs).
     pub fn restart(&mut self, i: usize) -> Result<()> {
-        self.procs[i].kill()?;
-        self.procs[i] = self.spawn(i)?;
-        Ok(())
+        Ok(self.procs.restart(i)?)
     }
 
     /// A client (N=3, R=2, W=2) once the cluster answers.
@@ -131,10 +88,5 @@ impl RealCluster {
             Response::Object(o) => Ok(o),
             other => bail!("unexpected reply {}", other.kind()),
         }
-    }
-
-    /// Node ids, for messages.
-    pub fn id(&self, i: usize) -> NodeId {
-        NodeId(i as u32 + 1)
     }
 }

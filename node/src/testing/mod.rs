@@ -1,9 +1,16 @@
 //! A local cluster in one call, for tests, examples and benchmarks.
 //!
+//! [`LocalCluster`] runs nodes in this process; [`ProcessCluster`] runs the `ringkv-node`
+//! binary as child processes (for crashes that must kill a real process).
+//!
 //! [`LocalCluster::start`] generates a development CA and certificates, binds every node on
 //! `127.0.0.1:0`, and runs the nodes in-process with storage in a temporary directory that is
 //! deleted when the cluster is dropped. Nodes can be stopped and restarted (same address,
 //! same data) to exercise failures.
+
+mod process;
+
+pub use process::ProcessCluster;
 
 use crate::certs::{CertError, CertKind, DevCa, write_pem};
 use crate::config::{MemberConfig, NodeConfig, StorageConfig, TlsPaths};

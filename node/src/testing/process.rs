@@ -1,0 +1,160 @@
+//! Real `ringkv-node` processes on 127.0.0.1, for crash tests and the load harness.
+
+use super::ClusterError;
+use crate::certs::{CertKind, DevCa, write_pem};
+use ringkv_shared::quic::TlsIdentity;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+/// A cluster of `ringkv-node` child processes sharing one temporary directory (certificates,
+/// configs, data, one log file per start). Every process is killed when the cluster is dropped.
+pub struct ProcessCluster {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    addrs: Vec<SocketAddr>,
+    client_tls: TlsIdentity,
+    procs: Vec<Option<Child>>,
+    starts: Vec<u32>,
+}
+
+impl ProcessCluster {
+    /// Writes certificates and configs for `nodes` nodes with `partitions` partitions
+    /// (`tables_toml`, e.g. `[storage]` or `[background]` sections, is appended to each
+    /// config) and starts `binary` once per node.
+    pub fn start(
+        binary: &Path,
+        nodes: usize,
+        partitions: u32,
+        tables_toml: &str,
+    ) -> Result<Self, ClusterError> {
+        let dir = tempfile::Builder::new().prefix("ringkv-procs-").tempdir()?;
+        let ca = DevCa::generate()?;
+        write_pem(&dir.path().join("ca.pem"), ca.cert_pem(), false)?;
+        // Bind-and-release: the ports are free a moment later when the nodes bind them.
+        let addrs: Vec<SocketAddr> = (0..nodes)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr())
+            .collect::<Result<_, _>>()?;
+        let members: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[members]]\nid = {}\naddr = \"{a}\"\n", i + 1))
+            .collect();
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = i + 1;
+            let leaf = ca.issue(CertKind::Node, &format!("n{id}"))?;
+            write_pem(
+                &dir.path().join(format!("n{id}.pem")),
+                &leaf.cert_pem,
+                false,
+            )?;
+            write_pem(
+                &dir.path().join(format!("n{id}-key.pem")),
+                &leaf.key_pem,
+                true,
+            )?;
+            std::fs::write(
+                dir.path().join(format!("n{id}.toml")),
+                format!(
+                    "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data/n{id}\"\npartitions = {partitions}\n\
+                     {tables_toml}\n[tls]\nca = \"ca.pem\"\ncert = \"n{id}.pem\"\nkey = \"n{id}-key.pem\"\n{members}"
+                ),
+            )?;
+        }
+        let client = ca.issue(CertKind::Client, "test-client")?;
+        let mut cluster = ProcessCluster {
+            dir,
+            binary: binary.to_owned(),
+            addrs,
+            client_tls: TlsIdentity {
+                ca_pem: ca.cert_pem().as_bytes().to_vec(),
+                cert_pem: client.cert_pem.into_bytes(),
+                key_pem: client.key_pem.into_bytes(),
+            },
+            procs: (0..nodes).map(|_| None).collect(),
+            starts: vec![0; nodes],
+        };
+        for i in 0..nodes {
+            cluster.spawn(i)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.starts[i] += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!(
+            "n{}-{}.log",
+            i + 1,
+            self.starts[i]
+        )))?;
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(self.config(i))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.procs[i] = Some(child);
+        Ok(())
+    }
+
+    /// Every node's QUIC address, in index order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// TLS material for a client the cluster trusts.
+    pub fn client_tls(&self) -> TlsIdentity {
+        self.client_tls.clone()
+    }
+
+    /// The working directory (certificates, configs, data, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file of node `i`.
+    pub fn config(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}.toml", i + 1))
+    }
+
+    /// SIGKILLs node `i` and reaps it (a no-op if it is not running).
+    pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
+        if let Some(mut child) = self
+            .procs
+            .get_mut(i)
+            .ok_or(ClusterError::NoSuchNode { index: i })?
+            .take()
+        {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Kills node `i` if it runs, and starts it again with its config and data.
+    pub fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.kill(i)?;
+        self.spawn(i)
+    }
+
+    /// Resident memory of each node process in bytes (0 for a node not running, or off Linux).
+    pub fn resident_bytes(&self) -> Vec<u64> {
+        self.procs
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .and_then(|p| std::fs::read_to_string(format!("/proc/{}/statm", p.id())).ok())
+                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .map_or(0, |pages| pages * 4096)
+            })
+            .collect()
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            let _ = self.kill(i);
+        }
+    }
+}
