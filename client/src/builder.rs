@@ -127,7 +127,8 @@ impl ClientBuilder {
                 ..TransportOptions::default()
             },
         );
-        let ring = crate::client::fetch_ring(&transport, &self.seeds).await?;
+        // Epoch 0 is a node still waiting to be joined: any real cluster ring is newer.
+        let ring = crate::client::fetch_ring(&transport, &self.seeds, 1).await?;
         Ok(Client {
             inner: Arc::new(Inner {
                 transport,

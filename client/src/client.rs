@@ -43,6 +43,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// How often one call fetches the ring and tries again after a ring change.
+const MAX_RING_RETRIES: u32 = 5;
+
 /// Settles one call's N, quorum and deadline from the defaults and the overrides.
 fn settle(
     defaults: &Defaults,
@@ -100,25 +103,47 @@ impl Client {
         self.check(&key, None)?;
         let span = debug_span!("get", key = %key_label(&key), r = q.required, n = q.n, mode = ?self.inner.mode);
         async {
-            let object = match self.inner.mode {
-                Mode::Direct => {
-                    let preference = self.preference(&key);
-                    fanout::read(
-                        &self.inner.transport,
-                        key,
-                        preference,
-                        q.n.into(),
-                        q.required.into(),
-                        q.timeout(),
-                        true,
-                    )
-                    .await?
-                    .object
+            let mut attempt = 0;
+            let object = loop {
+                let epoch = self.inner.ring.load().epoch();
+                let result = match self.inner.mode {
+                    Mode::Direct => {
+                        let preference = self.preference(&key);
+                        fanout::read(
+                            &self.inner.transport,
+                            key.clone(),
+                            preference,
+                            q.n.into(),
+                            q.required.into(),
+                            q.timeout(),
+                            true,
+                        )
+                        .await
+                        .map(|r| r.object)
+                        .map_err(ClientError::from)
+                    }
+                    Mode::Router => {
+                        let req = Request::RouteGet {
+                            key: key.clone(),
+                            quorum: q,
+                        };
+                        match self.route(req, q).await {
+                            Ok(Response::Object(o)) => Ok(o),
+                            Ok(other) => Err(unexpected(other)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                // A reply from a newer ring means this read may have asked nodes that no
+                // longer replicate the key (they answer only with hints): read again by the
+                // current ring.
+                let stale = self.inner.transport.highest_epoch() > epoch;
+                if attempt < MAX_RING_RETRIES && (stale || self.should_retry(&result)) {
+                    attempt += 1;
+                    self.catch_up(attempt).await;
+                    continue;
                 }
-                Mode::Router => match self.route(Request::RouteGet { key, quorum: q }, q).await? {
-                    Response::Object(o) => o,
-                    other => return Err(unexpected(other)),
-                },
+                break result?;
             };
             self.after_reply();
             Ok(Versions::from_object(&object))
@@ -185,40 +210,90 @@ impl Client {
         let op = if value.is_some() { "put" } else { "delete" };
         let span = debug_span!("write", op, key = %key_label(&key), w = q.required, n = q.n, mode = ?self.inner.mode);
         async {
-            let clock = match self.inner.mode {
-                Mode::Direct => {
-                    // Any owner can coordinate; rotating the first choice spreads a hot key's
-                    // writes over all its owners instead of piling them onto one node.
-                    let mut replicas = self.replicas(&key, q.n);
-                    if !replicas.is_empty() {
-                        let turn = self
-                            .inner
-                            .next_coordinator
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let len = replicas.len();
-                        replicas.rotate_left(turn % len);
+            let mut attempt = 0;
+            let clock = loop {
+                let result = match self.inner.mode {
+                    Mode::Direct => {
+                        // Any owner can coordinate; rotating the first choice spreads a hot
+                        // key's writes over all its owners instead of piling them onto one node.
+                        let mut replicas = self.replicas(&key, q.n);
+                        if !replicas.is_empty() {
+                            let turn = self
+                                .inner
+                                .next_coordinator
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let len = replicas.len();
+                            replicas.rotate_left(turn % len);
+                        }
+                        fanout::coordinate_put(
+                            &self.inner.transport,
+                            key.clone(),
+                            clock.clone(),
+                            value.clone(),
+                            &replicas,
+                            q,
+                        )
+                        .await
+                        .map_err(ClientError::from)
                     }
-                    fanout::coordinate_put(&self.inner.transport, key, clock, value, &replicas, q)
-                        .await?
-                }
-                Mode::Router => {
-                    let req = Request::RoutePut {
-                        key,
-                        context: clock,
-                        value,
-                        quorum: q,
-                    };
-                    match self.route(req, q).await? {
-                        Response::Put { clock } => clock,
-                        other => return Err(unexpected(other)),
+                    Mode::Router => {
+                        let req = Request::RoutePut {
+                            key: key.clone(),
+                            context: clock.clone(),
+                            value: value.clone(),
+                            quorum: q,
+                        };
+                        match self.route(req, q).await {
+                            Ok(Response::Put { clock }) => Ok(clock),
+                            Ok(other) => Err(unexpected(other)),
+                            Err(e) => Err(e),
+                        }
                     }
+                };
+                // Retried only when the write certainly was not applied anywhere.
+                if attempt < MAX_RING_RETRIES && self.should_retry(&result) {
+                    attempt += 1;
+                    self.catch_up(attempt).await;
+                    continue;
                 }
+                break result?;
             };
             self.after_reply();
             Ok(Context::from_clock(&clock))
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether a failed call is worth repeating after fetching the ring: the node asked no
+    /// longer replicates the key (a ring change), or no node of the cached ring could be
+    /// reached at all (the cluster moved; the seeds know where). Neither applied anything.
+    fn should_retry<T>(&self, result: &Result<T, ClientError>) -> bool {
+        match result {
+            Err(ClientError::Node {
+                error: ReplyError::NotReplica { .. },
+            }) => true,
+            Err(ClientError::QuorumFailed {
+                succeeded: 0,
+                errors,
+                ..
+            }) => {
+                !errors.is_empty()
+                    && errors
+                        .iter()
+                        .all(|(_, e)| matches!(e, ringkv_shared::ReplicaError::Unreachable { .. }))
+            }
+            _ => false,
+        }
+    }
+
+    /// Fetches the current ring before a retry, pausing a little longer each time so that a
+    /// node still learning the new ring by gossip can catch up.
+    async fn catch_up(&self, attempt: u32) {
+        if let Err(e) = self.refresh_ring().await {
+            debug!(error = %e, "ring refresh before a retry failed");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
     }
 
     fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ClientError> {
@@ -288,7 +363,8 @@ impl Client {
                 addrs.push(*seed);
             }
         }
-        let ring = fetch_ring(&self.inner.transport, &addrs).await?;
+        let newest = self.inner.transport.highest_epoch();
+        let ring = fetch_ring(&self.inner.transport, &addrs, newest).await?;
         if ring.epoch() >= self.inner.ring.load().epoch() {
             self.inner.ring.store(Arc::new(ring));
         }
@@ -359,21 +435,32 @@ fn unexpected(resp: Response) -> ClientError {
     }
 }
 
-/// Asks each address in turn for its ring; returns the first answer.
+/// Asks each address in turn for its ring; returns the first at epoch `at_least` or newer, else
+/// the newest any address gave.
 pub(crate) async fn fetch_ring(
     transport: &QuicTransport,
     addrs: &[SocketAddr],
+    at_least: u64,
 ) -> Result<Ring, ClientError> {
     let mut errors = Vec::new();
     let mut refused = Vec::new();
+    let mut best: Option<Ring> = None;
     for &addr in addrs {
         match transport.call_addr(addr, Request::GetRing).await {
-            Ok(Response::Ring(ring)) => return Ok(ring),
+            Ok(Response::Ring(ring)) if ring.epoch() >= at_least => return Ok(ring),
+            Ok(Response::Ring(ring)) => {
+                if best.as_ref().is_none_or(|b| b.epoch() < ring.epoch()) {
+                    best = Some(ring);
+                }
+            }
             Ok(Response::Error(e)) => errors.push((addr, e.to_string())),
             Ok(other) => errors.push((addr, format!("unexpected reply {}", other.kind()))),
             Err(TransportError::Refused { reason, .. }) => refused.push((addr, reason)),
             Err(e) => errors.push((addr, e.to_string())),
         }
+    }
+    if let Some(ring) = best {
+        return Ok(ring);
     }
     if errors.is_empty() && !refused.is_empty() {
         return Err(ClientError::Tls {

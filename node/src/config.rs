@@ -1,7 +1,7 @@
 //! Node configuration: a TOML file, validated with errors that name the field.
 //!
 //! ```toml
-//! id = 1                          # this node's id; must appear in [[members]]
+//! id = 1                          # this node's id; unique in the cluster
 //! listen = "127.0.0.1:7001"       # QUIC address to bind
 //! metrics_listen = "127.0.0.1:9001"  # optional: Prometheus metrics at GET /metrics
 //! data_dir = "/var/lib/ringkv/n1"
@@ -27,10 +27,15 @@
 //! ae_interval_ms = 1000           # pause between Merkle exchanges
 //! ae_max_keys_per_round = 2000
 //! tombstone_grace_ms = 86400000   # a tombstone lives at least a day
+//! gossip_interval_ms = 1000       # cluster view exchanged with a random peer
+//! handoff_batch_keys = 256        # objects per partition-handoff batch
 //!
-//! [[members]]
+//! [[members]]                     # the first members, used once to found the cluster
 //! id = 1
 //! addr = "127.0.0.1:7001"
+//!
+//! # A node joining an existing cluster lists no members, only seeds:
+//! # seeds = ["127.0.0.1:7001"]
 //! ```
 
 use crate::storage::{Durability, StoreOptions};
@@ -123,6 +128,11 @@ pub struct BackgroundConfig {
     pub tombstone_grace_ms: u64,
     /// How often tombstones are considered for reaping, in milliseconds.
     pub reap_interval_ms: u64,
+    /// How often the node gossips its cluster view with a random peer, in milliseconds.
+    pub gossip_interval_ms: u64,
+    /// Objects per partition-handoff batch (the next batch goes once the receiver has made the
+    /// last one durable: flow control).
+    pub handoff_batch_keys: usize,
 }
 
 impl Default for BackgroundConfig {
@@ -135,6 +145,8 @@ impl Default for BackgroundConfig {
             ae_max_keys_per_round: 2000,
             tombstone_grace_ms: 24 * 3600 * 1000,
             reap_interval_ms: 10_000,
+            gossip_interval_ms: 1000,
+            handoff_batch_keys: 256,
         }
     }
 }
@@ -193,8 +205,15 @@ pub struct NodeConfig {
     /// Background work.
     #[serde(default)]
     pub background: BackgroundConfig,
-    /// Every member of the cluster, this node included.
+    /// The cluster's first members, this node included: used once, when a node with an empty
+    /// data directory starts a new cluster. Afterwards the persisted, gossiped view rules. Leave
+    /// it empty (and give `seeds`) for a node that will join an existing cluster.
+    #[serde(default)]
     pub members: Vec<MemberConfig>,
+    /// Nodes of an existing cluster to gossip with when this node knows no other live member
+    /// (a new node announces itself through them, then waits for `ringkv join`).
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
 }
 
 fn default_partitions() -> u32 {
@@ -263,10 +282,19 @@ impl NodeConfig {
         if self.replication == 0 {
             return Err(invalid("replication", "must be at least 1"));
         }
-        if self.members.is_empty() {
+        if self.members.is_empty() && self.seeds.is_empty() {
             return Err(invalid(
                 "members",
-                "at least one member (this node) is required",
+                "list the cluster's first members (this node included), or give `seeds` to join an existing cluster",
+            ));
+        }
+        if self.background.gossip_interval_ms == 0 {
+            return Err(invalid("background.gossip_interval_ms", "must be positive"));
+        }
+        if self.background.handoff_batch_keys == 0 || self.background.handoff_batch_keys > 4096 {
+            return Err(invalid(
+                "background.handoff_batch_keys",
+                "must be between 1 and 4096",
             ));
         }
         let mut ids = BTreeSet::new();
@@ -294,7 +322,7 @@ impl NodeConfig {
                 ));
             }
         }
-        if !ids.contains(&self.id) {
+        if !self.members.is_empty() && !ids.contains(&self.id) {
             return Err(invalid(
                 "id",
                 format!("node {} is not listed in [[members]]", self.id),

@@ -11,7 +11,9 @@
 //! to a stand-in further down the preference list, which keeps it as a hint and hands it over
 //! when the owner is back (hinted handoff).
 //!
-//! Membership is static for now: every node's config lists every member.
+//! Membership runs itself: each node persists its view of the cluster and gossips it; an
+//! operator stages joins and leaves with the `ringkv` admin CLI, and committed changes move
+//! data by partition handoff before the ring switches.
 //!
 //! # Layout
 //!
@@ -27,6 +29,9 @@
 //! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `background` — what the background workers share: periodic rounds, peer calls.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
+//! - `membership` — the persisted, installed cluster view; gossip rounds; operators' requests.
+//! - `handoff` — sending and receiving partition transfers during a ring change.
+//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions.
 //! - `reaper` — tombstone reaping, only when no replica or hint could bring the key back.
 //! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint, and the
 //!   `Stats` answer.
@@ -34,11 +39,14 @@
 //! - `state` — the running node's state and its self-short-circuiting transport.
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
 
+pub mod admin_report;
 pub mod anti_entropy;
 mod background;
 pub mod certs;
 pub mod config;
+mod handoff;
 mod hints;
+mod membership;
 mod metrics;
 mod metrics_http;
 pub mod node;

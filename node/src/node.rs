@@ -66,7 +66,6 @@ impl Node {
         config.validate()?;
         let id = config.node_id();
         let tls = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-        let ring = Ring::balanced(config.partitions, config.ring_members())?;
         let store = Store::open(&config.data_dir, id, &config.store_options())?;
 
         let addr = socket.local_addr().map_err(|source| NodeError::Bind {
@@ -91,6 +90,20 @@ impl Node {
                 ..TransportOptions::default()
             },
         );
+        let me = ringkv_shared::Member { id, addr };
+        let view =
+            crate::membership::initial_view(&store, me, config.partitions, config.ring_members())?;
+        if view.ring.partition_count() != config.partitions {
+            return Err(NodeError::Ring(RingError::BadOwners {
+                reason: format!(
+                    "the persisted view has {} partitions, the config {}",
+                    view.ring.partition_count(),
+                    config.partitions
+                ),
+            }));
+        }
+        let ring = view.ring.clone();
+        let transition = view.transition.clone().map(Arc::new);
         let state = Arc::new(NodeState {
             id,
             metrics: crate::metrics::Metrics::default(),
@@ -98,6 +111,12 @@ impl Node {
             replication: config.replication,
             anti_entropy: std::sync::atomic::AtomicBool::new(config.background.anti_entropy),
             ring: ArcSwap::from_pointee(ring),
+            transition: arc_swap::ArcSwapOption::new(transition),
+            view: std::sync::Mutex::new(view),
+            seeds: config.seeds.clone(),
+            noticed_transition: std::sync::atomic::AtomicU64::new(0),
+            gossip_rounds: std::sync::atomic::AtomicU64::new(0),
+            sending: std::sync::Mutex::new(Default::default()),
             store,
             quic,
             limits: config.limits,
@@ -124,7 +143,9 @@ impl Node {
         workers.extend([
             tokio::spawn(crate::hints::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::reaper::run(state.clone(), stop_rx)),
+            tokio::spawn(crate::reaper::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::membership::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::handoff::run(state.clone(), stop_rx)),
         ]);
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {
@@ -194,6 +215,29 @@ impl NodeHandle {
             out.push(crate::anti_entropy::exchange(&self.state, &ring, peer).await);
         }
         out
+    }
+
+    /// The node's current cluster view.
+    pub fn view(&self) -> ringkv_shared::membership::View {
+        self.state.view()
+    }
+
+    /// Runs one gossip round now (tests use it instead of waiting for the timer).
+    pub async fn gossip_now(&self) {
+        crate::membership::gossip_round(&self.state).await;
+    }
+
+    /// Runs one handoff round now. Returns the transfers finished.
+    pub async fn handoff_now(&self) -> usize {
+        crate::handoff::handoff_round(&self.state).await
+    }
+
+    /// Serves an operator's request as if it came over the network (tests and tools).
+    pub async fn admin(
+        &self,
+        request: ringkv_shared::proto::AdminRequest,
+    ) -> ringkv_shared::proto::Response {
+        crate::membership::admin(&self.state, request).await
     }
 
     /// Switches the anti-entropy worker on or off at run time.

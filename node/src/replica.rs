@@ -34,15 +34,26 @@ fn check_key(state: &NodeState, key: &[u8], value: Option<&[u8]>) -> Result<(), 
 
 /// This node's object for `key` (empty if none), merged with any hints it holds for the key:
 /// a stand-in serves what it keeps for an owner that is down.
+///
+/// A node that is not one of the key's N replicas in its current ring (N as configured) serves
+/// only hints: whatever it still stores of a partition it handed off is stale, and must not be
+/// mistaken for an answer. The reply's epoch tells the caller its ring is out of date.
 pub(crate) fn read(state: &NodeState, key: Bytes) -> Response {
     if let Err(e) = check_key(state, &key, None) {
         return Response::Error(e);
     }
     let ring = state.ring.load();
     let partition = ring.partition_of(&key);
-    let own = match state.store.get(partition, &key) {
-        Ok(o) => o.unwrap_or_default(),
-        Err(e) => return Response::Error(storage_error(state, e)),
+    let replica = ring
+        .replicas(partition, state.replication.into())
+        .contains(&state.id);
+    let own = if replica {
+        match state.store.get(partition, &key) {
+            Ok(o) => o.unwrap_or_default(),
+            Err(e) => return Response::Error(storage_error(state, e)),
+        }
+    } else {
+        Object::default()
     };
     let others = ring.members().map(|m| m.id).filter(|id| *id != state.id);
     let object = match state.store.hints_for_key(partition, &key, others) {
@@ -147,6 +158,7 @@ pub(crate) async fn put(
             }
         }
     };
+    let (key_for_extra, object_for_extra) = (key.clone(), object.clone());
     let peers = Peers(state.clone());
     let replicated = fanout::replicate(
         &peers,
@@ -159,12 +171,89 @@ pub(crate) async fn put(
         quorum.timeout(),
         on_settled,
     );
+    // During a ring change the partition's incoming replicas get a copy too, and the write
+    // counts only once W replicas of the new ring hold it as well: whichever ring reads use,
+    // they meet the write.
+    let incoming = state
+        .transition
+        .load_full()
+        .map(|t| {
+            let targets = ringkv_shared::handoff::incoming(&ring, &t.target, partition, n);
+            let new_replicas = t.target.replicas(partition, n).to_vec();
+            let members = NodeState::members(&t.target, &targets);
+            (members, new_replicas)
+        })
+        .filter(|(members, _)| !members.is_empty());
+    let extra = incoming.as_ref().map(|(members, _)| {
+        copy_to(
+            state,
+            members,
+            key_for_extra.clone(),
+            object_for_extra.clone(),
+            quorum.timeout(),
+        )
+    });
     let (durable, replicated) = tokio::join!(state.store.durable(ticket), replicated);
     if let Err(e) = durable {
         return Response::Error(storage_error(state, e));
     }
-    match replicated {
-        Ok(_) => Response::Put { clock },
-        Err(e) => Response::Error(e),
+    let acked = match replicated {
+        Ok(acked) => acked,
+        Err(e) => return Response::Error(e),
+    };
+    if let (Some((_, new_replicas)), Some(mut extra)) = (incoming, extra) {
+        let required = usize::from(quorum.required).min(new_replicas.len());
+        let mut held = acked.iter().filter(|id| new_replicas.contains(id)).count();
+        let mut errors = Vec::new();
+        while held < required {
+            match extra.join_next().await {
+                Some(Ok((_, Ok(())))) => held += 1,
+                Some(Ok((node, Err(e)))) => errors.push((node, e)),
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+        if held < required {
+            return Response::Error(ReplyError::QuorumFailed {
+                required: quorum.required,
+                succeeded: held as u8,
+                errors,
+            });
+        }
     }
+    Response::Put { clock }
+}
+
+/// Sends copies of a write to the new replicas of a partition being handed off; each call
+/// reports its node and outcome.
+fn copy_to(
+    state: &Arc<NodeState>,
+    members: &[ringkv_shared::Member],
+    key: Bytes,
+    object: Object,
+    timeout: std::time::Duration,
+) -> tokio::task::JoinSet<(NodeId, Result<(), ringkv_shared::ReplicaError>)> {
+    let mut calls = tokio::task::JoinSet::new();
+    for m in members.iter().cloned() {
+        let (peers, key, object) = (Peers(state.clone()), key.clone(), object.clone());
+        calls.spawn(async move {
+            let request = ringkv_shared::proto::Request::Write {
+                key,
+                object,
+                hint_for: None,
+            };
+            use ringkv_shared::transport::Transport;
+            let result = match tokio::time::timeout(timeout, peers.call(&m, request)).await {
+                Ok(r) => fanout::classify(r).and_then(|resp| match resp {
+                    Response::Written => Ok(()),
+                    other => Err(ringkv_shared::ReplicaError::UnexpectedReply {
+                        reply: other.kind().into(),
+                    }),
+                }),
+                Err(_) => Err(ringkv_shared::ReplicaError::TimedOut),
+            };
+            (m.id, result)
+        });
+    }
+    calls
 }

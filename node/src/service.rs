@@ -44,6 +44,11 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 value,
                 quorum,
             } => router::put(state, key, context, value, quorum.capped()).await,
+            Request::Gossip { view } => crate::membership::on_gossip(state, &view),
+            Request::Handoff { transfer, items } => {
+                crate::handoff::receive(state, transfer, items).await
+            }
+            Request::Admin(request) => crate::membership::admin(state, request).await,
         }
     }
     .instrument(span)

@@ -20,6 +20,23 @@ pub(crate) struct NodeState {
     /// benchmarks switch it at run time).
     pub(crate) anti_entropy: std::sync::atomic::AtomicBool,
     pub(crate) ring: ArcSwap<Ring>,
+    /// The committed ring change under way, if any (a copy of the view's, for the write path).
+    pub(crate) transition: arc_swap::ArcSwapOption<ringkv_shared::membership::Transition>,
+    /// The cluster view; [`NodeState::update_view`] persists and installs changes.
+    pub(crate) view: std::sync::Mutex<ringkv_shared::membership::View>,
+    /// Addresses to gossip with while no other live member is known.
+    pub(crate) seeds: Vec<std::net::SocketAddr>,
+    /// Gossip rounds run (every tenth also talks to a seed).
+    pub(crate) gossip_rounds: std::sync::atomic::AtomicU64,
+    /// The transition target epoch noticed at the last gossip round (0 if none).
+    pub(crate) noticed_transition: std::sync::atomic::AtomicU64,
+    /// This node's outgoing handoff transfers under way.
+    pub(crate) sending: std::sync::Mutex<
+        std::collections::BTreeMap<
+            ringkv_shared::handoff::Transfer,
+            ringkv_shared::handoff::Progress,
+        >,
+    >,
     pub(crate) store: Store,
     pub(crate) quic: QuicTransport,
     pub(crate) limits: Limits,

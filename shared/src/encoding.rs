@@ -103,6 +103,43 @@ pub fn decode_object(bytes: &[u8]) -> Result<Object, DecodeError> {
     }
 }
 
+/// The format byte of persisted cluster views written by this version.
+pub const VIEW_FORMAT: u8 = 1;
+
+/// Encodes a cluster view for a node's disk: `[format u8][checksum u64 BE][msgpack body]`.
+pub fn encode_view(view: &crate::membership::View) -> Vec<u8> {
+    let mut out = vec![VIEW_FORMAT];
+    out.extend_from_slice(&[0; 8]);
+    to_msgpack(view, &mut out);
+    let sum = checksum(&out[9..]);
+    out[1..9].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
+/// Decodes a persisted cluster view, verifying its format and checksum.
+pub fn decode_view(bytes: &[u8]) -> Result<crate::membership::View, DecodeError> {
+    if bytes.len() < 9 {
+        return Err(DecodeError::Truncated {
+            len: bytes.len(),
+            need: 9,
+        });
+    }
+    if bytes[0] != VIEW_FORMAT {
+        return Err(DecodeError::UnknownFormat {
+            found: bytes[0],
+            supported: VIEW_FORMAT,
+        });
+    }
+    let mut stored = [0u8; 8];
+    stored.copy_from_slice(&bytes[1..9]);
+    let stored = u64::from_be_bytes(stored);
+    let computed = checksum(&bytes[9..]);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    from_msgpack(&bytes[9..])
+}
+
 /// Encodes a causal context for an application: `[format u8][msgpack version vector]`.
 pub fn encode_context(clock: &VersionVector) -> Bytes {
     let mut out = Vec::with_capacity(1 + clock.entries().len() * 12);

@@ -19,6 +19,9 @@
 //! - [`object`] — a key's sibling set under a dotted version vector: update, merge.
 //! - [`encoding`] — versioned, checksummed encodings of stored objects and contexts.
 //! - [`limits`] — key, value, object and frame size limits.
+//! - [`membership`] — the gossiped cluster view: members, staged changes, transitions, merge.
+//! - [`planner`] — the next ring after joins and leaves: balanced, minimal moves, distinct replicas.
+//! - [`handoff`] — which node sends which partition where when the ring changes.
 //! - [`merkle`] — anti-entropy hash trees: leaves, entry hashes, diffs.
 //! - [`proto`] — request and reply messages.
 //! - [`frame`] — length-prefixed, versioned frames.
@@ -34,11 +37,14 @@ pub mod encoding;
 pub mod error;
 pub mod fanout;
 pub mod frame;
+pub mod handoff;
 pub mod hash;
 pub mod ids;
 pub mod limits;
+pub mod membership;
 pub mod merkle;
 pub mod object;
+pub mod planner;
 pub mod proto;
 pub mod quorum;
 pub mod ring;

@@ -7,11 +7,14 @@
 
 use crate::dvv::VersionVector;
 use crate::error::ReplyError;
+use crate::handoff::{Progress, Transfer};
 use crate::ids::NodeId;
+use crate::membership::View;
 use crate::object::Object;
 use crate::ring::Ring;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 /// Replication parameters of one operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +160,83 @@ pub enum Request {
         /// N, W and the deadline.
         quorum: Quorum,
     },
+    /// Gossip: the sender's view of the cluster; answered with [`Response::View`], the
+    /// receiver's view after merging (push-pull).
+    Gossip {
+        /// The sender's view.
+        view: Box<View>,
+    },
+    /// Partition handoff: objects of `transfer.partition` from an old replica to a new one,
+    /// merged on arrival; answered with [`Response::Written`] once durable.
+    Handoff {
+        /// Which transfer the batch belongs to.
+        transfer: Transfer,
+        /// The objects.
+        items: Vec<(Bytes, Object)>,
+    },
+    /// An operator's request (the `ringkv` CLI); answered with [`Response::Admin`].
+    Admin(AdminRequest),
+}
+
+/// What the `ringkv` admin CLI asks a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The node's view of the cluster and its outgoing handoffs.
+    Status,
+    /// Stage a node to join: by id if the cluster knows it (it started with this cluster's
+    /// seeds), or by address (the answering node contacts it; its certificate must be the
+    /// cluster's).
+    Join {
+        /// The node's id, if known.
+        node: Option<NodeId>,
+        /// The node's address.
+        addr: Option<SocketAddr>,
+    },
+    /// Stage a node to leave.
+    Leave {
+        /// The node.
+        node: NodeId,
+    },
+    /// The ring the staged changes lead to, and the transfers it needs.
+    Plan,
+    /// Commit the staged changes: data starts moving.
+    Commit,
+    /// Forget the staged changes.
+    Clear,
+}
+
+/// A node's answer to an [`AdminRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AdminReply {
+    /// Answer to [`AdminRequest::Status`].
+    Status(Box<NodeStatus>),
+    /// Answer to [`AdminRequest::Plan`].
+    Plan {
+        /// The current ring.
+        current: Box<Ring>,
+        /// The ring after the staged changes.
+        target: Box<Ring>,
+        /// Partition transfers the change needs.
+        transfers: Vec<Transfer>,
+    },
+    /// The change was applied; what it did.
+    Done {
+        /// A sentence for the operator.
+        message: String,
+    },
+}
+
+/// One node's view and handoff progress, for `ringkv members`, `ring` and `handoffs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The answering node.
+    pub node: NodeId,
+    /// Its replication factor N.
+    pub n: u8,
+    /// Its view.
+    pub view: View,
+    /// Its outgoing transfers under way, with progress.
+    pub sending: Vec<(Transfer, Progress)>,
 }
 
 impl Request {
@@ -169,6 +249,8 @@ impl Request {
                 | Request::Reap { .. }
                 | Request::Put { .. }
                 | Request::RoutePut { .. }
+                | Request::Handoff { .. }
+                | Request::Admin(_)
         )
     }
 
@@ -190,6 +272,9 @@ impl Request {
             Request::Put { .. } => "put",
             Request::RouteGet { .. } => "route_get",
             Request::RoutePut { .. } => "route_put",
+            Request::Gossip { .. } => "gossip",
+            Request::Handoff { .. } => "handoff",
+            Request::Admin(_) => "admin",
         }
     }
 }
@@ -222,6 +307,10 @@ pub enum Response {
         /// The object's causal context after the write, for a follow-up write.
         clock: VersionVector,
     },
+    /// Answer to [`Request::Gossip`]: the receiver's view after the merge.
+    View(Box<View>),
+    /// Answer to [`Request::Admin`].
+    Admin(AdminReply),
     /// The request failed.
     Error(ReplyError),
 }
@@ -239,6 +328,8 @@ impl Response {
             Response::Object(_) => "object",
             Response::Written => "written",
             Response::Put { .. } => "put",
+            Response::View(_) => "view",
+            Response::Admin(_) => "admin",
             Response::Error(_) => "error",
         }
     }

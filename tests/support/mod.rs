@@ -84,20 +84,29 @@ where
 
 /// The `ringkv-node` binary of this workspace's target directory (built on demand).
 pub fn node_binary() -> Result<PathBuf> {
+    workspace_binary("ringkv-node")
+}
+
+/// The `ringkv` admin CLI of this workspace's target directory (built on demand).
+pub fn admin_binary() -> Result<PathBuf> {
+    workspace_binary("ringkv")
+}
+
+fn workspace_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary> → target/<profile>/ringkv-node
+    // target/<profile>/deps/<test-binary> → target/<profile>/<name>
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
         .context("unexpected test binary location")?;
-    let bin = dir.join(format!("ringkv-node{}", std::env::consts::EXE_SUFFIX));
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "ringkv-node", "--bin", "ringkv-node"])
+            .args(["build", "-p", "ringkv-node", "--bins"])
             .status()?;
         if !status.success() || !bin.exists() {
-            bail!("could not build ringkv-node at {}", bin.display());
+            bail!("could not build {name} at {}", bin.display());
         }
     }
     Ok(bin)

@@ -29,6 +29,53 @@ impl RealCluster {
         })
     }
 
+    /// Starts one more node that knows only node 1 as its seed (see
+    /// [`ProcessCluster::add_node`]); returns its index.
+    pub fn add_node(&mut self, tables_toml: &str) -> Result<usize> {
+        let i = self.procs.add_node(tables_toml)?;
+        self.addrs = self.procs.addrs().to_vec();
+        Ok(i)
+    }
+
+    /// The working directory (certificates, configs, logs).
+    pub fn dir(&self) -> &std::path::Path {
+        self.procs.dir()
+    }
+
+    /// Runs the `ringkv` admin CLI against node `i` with the cluster's client certificate;
+    /// returns its standard output, or fails with its standard error.
+    pub fn admin(&self, i: usize, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(super::admin_binary()?)
+            .env("RINGKV_NODE", self.addrs[i].to_string())
+            .env("RINGKV_CA", self.dir().join("ca.pem"))
+            .env("RINGKV_CERT", self.dir().join("client.pem"))
+            .env("RINGKV_KEY", self.dir().join("client-key.pem"))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "ringkv {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Node `i`'s view and outgoing handoffs.
+    pub async fn status(&self, i: usize) -> Result<ringkv_shared::proto::NodeStatus> {
+        match self
+            .raw(
+                i,
+                &Request::Admin(ringkv_shared::proto::AdminRequest::Status),
+            )
+            .await?
+        {
+            Response::Admin(ringkv_shared::proto::AdminReply::Status(s)) => Ok(*s),
+            other => bail!("unexpected reply {}", other.kind()),
+        }
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) -> Result<()> {
         Ok(self.procs.kill(i)?)

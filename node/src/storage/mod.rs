@@ -22,6 +22,7 @@
 
 mod durability;
 mod keys;
+mod transfer;
 mod trees;
 
 pub use durability::{Durability, Ticket};

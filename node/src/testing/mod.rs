@@ -116,34 +116,14 @@ impl LocalClusterBuilder {
 
         let mut configs = Vec::new();
         for m in &members {
-            let name = format!("n{}", m.id);
-            let leaf = ca.issue(CertKind::Node, &name)?;
-            let cert = certs.join(format!("{name}.pem"));
-            let key = certs.join(format!("{name}-key.pem"));
-            write_pem(&cert, &leaf.cert_pem, false)?;
-            write_pem(&key, &leaf.key_pem, true)?;
-            configs.push(NodeConfig {
-                id: m.id,
-                listen: m.addr,
-                metrics_listen: self
-                    .metrics
-                    .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-                data_dir: dir.path().join(&name),
-                partitions: self.partitions,
-                replication: 3,
-                storage: StorageConfig {
-                    durability: self.durability,
-                    ..StorageConfig::default()
-                },
-                tls: TlsPaths {
-                    ca: certs.join("ca.pem"),
-                    cert,
-                    key,
-                },
-                limits: self.limits,
-                background: self.background.clone(),
-                members: members.clone(),
-            });
+            configs.push(self.node_config(
+                &ca,
+                dir.path(),
+                m.id,
+                m.addr,
+                members.clone(),
+                vec![],
+            )?);
         }
         let client = ca.issue(CertKind::Client, "local-client")?;
         let client_tls = TlsIdentity {
@@ -165,6 +145,49 @@ impl LocalClusterBuilder {
             configs,
             nodes,
             client_tls,
+            settings: self,
+        })
+    }
+
+    /// A node's config: certificates issued by `ca` into `dir/certs`, data in `dir/n<id>`.
+    fn node_config(
+        &self,
+        ca: &DevCa,
+        dir: &Path,
+        id: u32,
+        listen: SocketAddr,
+        members: Vec<MemberConfig>,
+        seeds: Vec<SocketAddr>,
+    ) -> Result<NodeConfig, ClusterError> {
+        let certs = dir.join("certs");
+        let name = format!("n{id}");
+        let leaf = ca.issue(CertKind::Node, &name)?;
+        let cert = certs.join(format!("{name}.pem"));
+        let key = certs.join(format!("{name}-key.pem"));
+        write_pem(&cert, &leaf.cert_pem, false)?;
+        write_pem(&key, &leaf.key_pem, true)?;
+        Ok(NodeConfig {
+            id,
+            listen,
+            metrics_listen: self
+                .metrics
+                .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_dir: dir.join(&name),
+            partitions: self.partitions,
+            replication: 3,
+            storage: StorageConfig {
+                durability: self.durability,
+                ..StorageConfig::default()
+            },
+            tls: TlsPaths {
+                ca: certs.join("ca.pem"),
+                cert,
+                key,
+            },
+            limits: self.limits,
+            background: self.background.clone(),
+            members,
+            seeds,
         })
     }
 }
@@ -176,6 +199,7 @@ pub struct LocalCluster {
     configs: Vec<NodeConfig>,
     nodes: Vec<Option<NodeHandle>>,
     client_tls: TlsIdentity,
+    settings: LocalClusterBuilder,
 }
 
 impl LocalCluster {
@@ -277,6 +301,30 @@ impl LocalCluster {
                 Err(source) => return Err(ClusterError::Node { index, source }),
             }
         }
+    }
+
+    /// Starts one more node, outside the ring: it knows only the first node as a seed,
+    /// announces itself by gossip and waits to be joined (`AdminRequest::Join`, then
+    /// `Commit`). Returns its index.
+    pub async fn add_node(&mut self) -> Result<usize, ClusterError> {
+        let index = self.configs.len();
+        let id = self.configs.iter().map(|c| c.id).max().unwrap_or(0) + 1;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let seeds = vec![self.configs[0].listen];
+        let config = self.settings.node_config(
+            &self.ca,
+            self.dir.path(),
+            id,
+            socket.local_addr()?,
+            vec![],
+            seeds,
+        )?;
+        let handle = Node::start_with_socket(config.clone(), socket)
+            .await
+            .map_err(|source| ClusterError::Node { index, source })?;
+        self.configs.push(config);
+        self.nodes.push(Some(handle));
+        Ok(index)
     }
 
     /// Stops every node cleanly.

@@ -16,6 +16,8 @@ pub struct ProcessCluster {
     client_tls: TlsIdentity,
     procs: Vec<Option<Child>>,
     starts: Vec<u32>,
+    ca: DevCa,
+    partitions: u32,
 }
 
 impl ProcessCluster {
@@ -41,27 +43,20 @@ impl ProcessCluster {
             .map(|(i, a)| format!("[[members]]\nid = {}\naddr = \"{a}\"\n", i + 1))
             .collect();
         for (i, addr) in addrs.iter().enumerate() {
-            let id = i + 1;
-            let leaf = ca.issue(CertKind::Node, &format!("n{id}"))?;
-            write_pem(
-                &dir.path().join(format!("n{id}.pem")),
-                &leaf.cert_pem,
-                false,
-            )?;
-            write_pem(
-                &dir.path().join(format!("n{id}-key.pem")),
-                &leaf.key_pem,
-                true,
-            )?;
-            std::fs::write(
-                dir.path().join(format!("n{id}.toml")),
-                format!(
-                    "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data/n{id}\"\npartitions = {partitions}\n\
-                     {tables_toml}\n[tls]\nca = \"ca.pem\"\ncert = \"n{id}.pem\"\nkey = \"n{id}-key.pem\"\n{members}"
-                ),
+            write_node_files(
+                dir.path(),
+                &ca,
+                i + 1,
+                *addr,
+                partitions,
+                tables_toml,
+                &members,
             )?;
         }
         let client = ca.issue(CertKind::Client, "test-client")?;
+        // Also on disk, for the `ringkv` admin CLI.
+        write_pem(&dir.path().join("client.pem"), &client.cert_pem, false)?;
+        write_pem(&dir.path().join("client-key.pem"), &client.key_pem, true)?;
         let mut cluster = ProcessCluster {
             dir,
             binary: binary.to_owned(),
@@ -73,6 +68,8 @@ impl ProcessCluster {
             },
             procs: (0..nodes).map(|_| None).collect(),
             starts: vec![0; nodes],
+            ca,
+            partitions,
         };
         for i in 0..nodes {
             cluster.spawn(i)?;
@@ -95,6 +92,29 @@ impl ProcessCluster {
             .spawn()?;
         self.procs[i] = Some(child);
         Ok(())
+    }
+
+    /// Starts one more node outside the ring: its config lists no members, only the first
+    /// node as a seed, so it announces itself by gossip and waits for `ringkv join`. Returns
+    /// its index (its id is the index plus one).
+    pub fn add_node(&mut self, tables_toml: &str) -> Result<usize, ClusterError> {
+        let i = self.addrs.len();
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        let seeds = format!("seeds = [\"{}\"]\n", self.addrs[0]);
+        write_node_files(
+            self.dir.path(),
+            &self.ca,
+            i + 1,
+            addr,
+            self.partitions,
+            &format!("{seeds}{tables_toml}"),
+            "",
+        )?;
+        self.addrs.push(addr);
+        self.procs.push(None);
+        self.starts.push(0);
+        self.spawn(i)?;
+        Ok(i)
     }
 
     /// Every node's QUIC address, in index order.
@@ -149,6 +169,30 @@ impl ProcessCluster {
             })
             .collect()
     }
+}
+
+/// Writes node `id`'s certificate, key and config into `dir`. `top_toml` goes before the
+/// tables (top-level keys such as `seeds`, then tables such as `[background]`).
+fn write_node_files(
+    dir: &Path,
+    ca: &DevCa,
+    id: usize,
+    addr: SocketAddr,
+    partitions: u32,
+    top_toml: &str,
+    members: &str,
+) -> Result<(), ClusterError> {
+    let leaf = ca.issue(CertKind::Node, &format!("n{id}"))?;
+    write_pem(&dir.join(format!("n{id}.pem")), &leaf.cert_pem, false)?;
+    write_pem(&dir.join(format!("n{id}-key.pem")), &leaf.key_pem, true)?;
+    std::fs::write(
+        dir.join(format!("n{id}.toml")),
+        format!(
+            "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data/n{id}\"\npartitions = {partitions}\n\
+             {top_toml}\n[tls]\nca = \"ca.pem\"\ncert = \"n{id}.pem\"\nkey = \"n{id}-key.pem\"\n{members}"
+        ),
+    )?;
+    Ok(())
 }
 
 impl Drop for ProcessCluster {

@@ -1,0 +1,244 @@
+//! `ringkv`: the admin CLI. Shows members, ring ownership and handoffs; stages joins and
+//! leaves, shows the plan, commits it.
+//!
+//! It talks to any one node (`--node`) over QUIC with a client certificate of the cluster;
+//! that node answers from its gossiped view and spreads changes to the others at once.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use ringkv_node::admin_report;
+use ringkv_shared::handoff::{Progress, Transfer};
+use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Request, Response};
+use ringkv_shared::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
+use ringkv_shared::{Limits, NodeId};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Administer a ringkv cluster.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Any node of the cluster.
+    #[arg(long, env = "RINGKV_NODE", default_value = "127.0.0.1:7001")]
+    node: SocketAddr,
+    /// The cluster CA certificate (PEM).
+    #[arg(long, env = "RINGKV_CA", default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    /// A client certificate signed by the cluster CA (PEM).
+    #[arg(long, env = "RINGKV_CERT", default_value = "certs/client.pem")]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long, env = "RINGKV_KEY", default_value = "certs/client-key.pem")]
+    key: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every known node: address, status, partitions owned.
+    Members,
+    /// Ownership per node, balance, and placement checks.
+    Ring,
+    /// Stage a node to join: its id (it started with this cluster's seeds) or its address.
+    Join {
+        /// Node id or address (host:port).
+        node: String,
+    },
+    /// Stage a node to leave.
+    Leave {
+        /// Node id.
+        node: u32,
+    },
+    /// Show what the staged changes would move.
+    Plan,
+    /// Commit the staged changes: data moves, then the new ring takes over.
+    Commit,
+    /// Forget the staged changes.
+    Clear,
+    /// Transfers in progress, with a progress bar and bytes/s.
+    Handoffs {
+        /// Follow until the ring change completes.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("ringkv: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+struct Admin {
+    transport: QuicTransport,
+    node: SocketAddr,
+}
+
+impl Admin {
+    async fn connect(cli: &Cli) -> Result<Admin> {
+        let tls = TlsIdentity::load(&cli.ca, &cli.cert, &cli.key)
+            .with_context(|| "loading the TLS files (see --ca, --cert, --key)")?;
+        let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .context("binding a local UDP socket")?;
+        let transport = QuicTransport::new(
+            endpoint,
+            client_config(&tls, &Limits::default())?,
+            TransportOptions::default(),
+        );
+        Ok(Admin {
+            transport,
+            node: cli.node,
+        })
+    }
+
+    async fn call_at(&self, addr: SocketAddr, request: AdminRequest) -> Result<AdminReply> {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.transport.call_addr(addr, Request::Admin(request)),
+        )
+        .await
+        .with_context(|| format!("{addr} did not answer within 10 s"))?
+        .with_context(|| format!("cannot reach {addr}"))?;
+        match reply {
+            Response::Admin(a) => Ok(a),
+            Response::Error(e) => bail!("{e}"),
+            other => bail!("unexpected reply {}", other.kind()),
+        }
+    }
+
+    async fn call(&self, request: AdminRequest) -> Result<AdminReply> {
+        self.call_at(self.node, request).await
+    }
+
+    async fn status_at(&self, addr: SocketAddr) -> Result<NodeStatus> {
+        match self.call_at(addr, AdminRequest::Status).await? {
+            AdminReply::Status(s) => Ok(*s),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Every member's outgoing transfers, and the asked node's view.
+    async fn handoffs(&self) -> Result<(NodeStatus, Vec<(Transfer, Progress)>)> {
+        let status = self.status_at(self.node).await?;
+        let mut sending = Vec::new();
+        for m in status.view.gossip_peers(NodeId(u32::MAX)) {
+            if let Ok(s) = self.status_at(m.addr).await {
+                sending.extend(s.sending);
+            }
+        }
+        Ok((status, sending))
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let admin = Admin::connect(&cli).await?;
+    match &cli.command {
+        Command::Members => print!(
+            "{}",
+            admin_report::members(&admin.status_at(cli.node).await?.view)
+        ),
+        Command::Ring => {
+            let s = admin.status_at(cli.node).await?;
+            print!("{}", admin_report::ring(&s.view.ring, s.n));
+        }
+        Command::Join { node } => {
+            let request = match (node.parse::<u32>(), node.parse::<SocketAddr>()) {
+                (Ok(id), _) => AdminRequest::Join {
+                    node: Some(NodeId(id)),
+                    addr: None,
+                },
+                (_, Ok(addr)) => AdminRequest::Join {
+                    node: None,
+                    addr: Some(addr),
+                },
+                _ => bail!("{node:?} is neither a node id nor an address (host:port)"),
+            };
+            done(admin.call(request).await?)?;
+        }
+        Command::Leave { node } => done(
+            admin
+                .call(AdminRequest::Leave {
+                    node: NodeId(*node),
+                })
+                .await?,
+        )?,
+        Command::Plan => match admin.call(AdminRequest::Plan).await? {
+            AdminReply::Plan {
+                current,
+                target,
+                transfers,
+            } => {
+                print!("{}", admin_report::plan(&current, &target, &transfers));
+            }
+            other => bail!("unexpected answer {other:?}"),
+        },
+        Command::Commit => done(admin.call(AdminRequest::Commit).await?)?,
+        Command::Clear => done(admin.call(AdminRequest::Clear).await?)?,
+        Command::Handoffs { watch } => handoffs(&admin, *watch).await?,
+    }
+    Ok(())
+}
+
+fn done(reply: AdminReply) -> Result<()> {
+    match reply {
+        AdminReply::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+async fn handoffs(admin: &Admin, watch: bool) -> Result<()> {
+    let (status, sending) = admin.handoffs().await?;
+    let Some(totals) = admin_report::handoff_totals(&status.view, &sending) else {
+        println!(
+            "no ring change under way (ring epoch {})",
+            status.view.ring.epoch()
+        );
+        return Ok(());
+    };
+    let bar = ProgressBar::new(totals.total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} transfers  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let show = |bar: &ProgressBar, t: &admin_report::HandoffTotals| {
+        bar.set_length(t.total as u64);
+        bar.set_position(t.done as u64);
+        bar.set_message(format!(
+            "{} keys, {:.1} MiB in flight transfers, {:.1} MiB/s",
+            t.keys,
+            t.bytes as f64 / (1 << 20) as f64,
+            t.bytes_per_sec / (1 << 20) as f64
+        ));
+    };
+    show(&bar, &totals);
+    if !watch {
+        bar.abandon();
+        for (t, p) in sending.iter().take(20) {
+            println!("  {t}: {} keys, {} bytes", p.keys, p.bytes);
+        }
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, sending) = admin.handoffs().await?;
+        match admin_report::handoff_totals(&status.view, &sending) {
+            Some(t) => show(&bar, &t),
+            None => {
+                bar.finish_with_message(format!(
+                    "done: ring epoch {} in force",
+                    status.view.ring.epoch()
+                ));
+                return Ok(());
+            }
+        }
+    }
+}

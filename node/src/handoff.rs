@@ -1,0 +1,199 @@
+//! Partition handoff on the node: sending this node's share of a committed transition's
+//! transfers, and receiving batches.
+//!
+//! A sender starts only once every node of the old and new rings has acknowledged the
+//! transition (so every coordinator already copies new writes to the new replicas; see
+//! `replica::put`). It streams one partition at a time in batches of
+//! `background.handoff_batch_keys` objects; the next batch goes only when the receiver has
+//! made the last one durable (flow control). After each batch the position is persisted, so a
+//! crash of either side resumes the transfer where it stopped instead of from zero; a finished
+//! transfer is recorded in the gossiped view. The claimant switches the ring when all are done.
+
+use crate::background::every;
+use crate::state::NodeState;
+use bytes::Bytes;
+use ringkv_shared::handoff::Transfer;
+use ringkv_shared::membership::Transition;
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::transport::Transport;
+use ringkv_shared::{Member, Object, ReplyError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+const CURSOR_PREFIX: &str = "handoff/";
+
+/// Most objects one handoff batch may carry (receiver's limit).
+pub(crate) const MAX_BATCH_KEYS: usize = 4096;
+
+/// Runs handoff rounds until `stop`.
+pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
+    every(Duration::from_millis(200), stop, || {
+        let state = state.clone();
+        async move {
+            handoff_round(&state).await;
+        }
+    })
+    .await;
+}
+
+/// Sends every transfer this node owes for the running transition, one after another.
+/// Returns how many finished in this round.
+pub(crate) async fn handoff_round(state: &Arc<NodeState>) -> usize {
+    let view = state.view();
+    let Some(transition) = view.transition.clone() else {
+        if state
+            .store
+            .meta_get("handoff_cursors")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = state.store.meta_remove_prefix(CURSOR_PREFIX);
+            let _ = state.store.meta_remove_prefix("handoff_cursors");
+        }
+        return 0;
+    };
+    if !view.all_seen() {
+        return 0;
+    }
+    let mine: Vec<Transfer> = transition
+        .remaining(&view.ring)
+        .into_iter()
+        .filter(|t| t.from == state.id)
+        .collect();
+    let mut finished = 0;
+    for transfer in mine {
+        let Some(to) = transition.target.member(transfer.to).cloned() else {
+            continue;
+        };
+        match send(state, &transition, transfer, &to).await {
+            Ok(()) => {
+                state.update_view(|v| v.mark_done(transfer));
+                state
+                    .sending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&transfer);
+                finished += 1;
+            }
+            Err(reason) => {
+                // The receiver is down or slow: try the rest now and this one next round.
+                debug!(%transfer, %reason, "handoff transfer paused");
+            }
+        }
+    }
+    finished
+}
+
+fn cursor_name(transition: &Transition, t: &Transfer) -> String {
+    format!(
+        "{CURSOR_PREFIX}{}/{}/{}",
+        transition.target.epoch(),
+        t.partition,
+        t.to
+    )
+}
+
+/// Streams one partition to its new replica, from the persisted cursor on.
+async fn send(
+    state: &Arc<NodeState>,
+    transition: &Transition,
+    transfer: Transfer,
+    to: &Member,
+) -> Result<(), String> {
+    let name = cursor_name(transition, &transfer);
+    let mut cursor: Option<Vec<u8>> = state.store.meta_get(&name).map_err(|e| e.to_string())?;
+    if cursor.is_some() {
+        info!(%transfer, "resuming an interrupted handoff transfer from its cursor");
+    }
+    let _ = state.store.meta_put("handoff_cursors", &[1]);
+    let batch_keys = state.background.handoff_batch_keys.clamp(1, MAX_BATCH_KEYS);
+    let started = Instant::now();
+    loop {
+        // Stop if the transition was replaced or finished meanwhile.
+        if state
+            .transition
+            .load()
+            .as_ref()
+            .is_none_or(|t| t.target.epoch() != transition.target.epoch())
+        {
+            return Err("the transition changed".into());
+        }
+        let items = state
+            .store
+            .scan_partition(transfer.partition, cursor.as_deref(), batch_keys)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = items.last().map(|(k, _)| k.clone()) else {
+            let _ = state.store.meta_remove_prefix(&name);
+            return Ok(());
+        };
+        let bytes: u64 = items
+            .iter()
+            .map(|(k, o)| (k.len() + o.value_bytes()) as u64)
+            .sum();
+        let keys = items.len() as u64;
+        let request = Request::Handoff { transfer, items };
+        match tokio::time::timeout(Duration::from_secs(10), state.quic.call(to, request)).await {
+            Ok(Ok(Response::Written)) => {}
+            Ok(Ok(Response::Error(e))) => return Err(e.to_string()),
+            Ok(Ok(other)) => return Err(format!("unexpected reply {}", other.kind())),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no answer within 10 s".into()),
+        }
+        state
+            .store
+            .meta_put(&name, &last)
+            .map_err(|e| e.to_string())?;
+        cursor = Some(last.to_vec());
+        let mut sending = state.sending.lock().unwrap_or_else(|p| p.into_inner());
+        let p = sending.entry(transfer).or_default();
+        p.keys += keys;
+        p.bytes += bytes;
+        p.elapsed_ms = started.elapsed().as_millis() as u64;
+    }
+}
+
+/// Receives one batch: every key must fall in the transfer's partition; the objects are merged
+/// and made durable before the answer.
+pub(crate) async fn receive(
+    state: &NodeState,
+    transfer: Transfer,
+    items: Vec<(Bytes, Object)>,
+) -> Response {
+    let invalid = |reason: String| Response::Error(ReplyError::InvalidInput { reason });
+    if items.len() > MAX_BATCH_KEYS {
+        return invalid(format!(
+            "at most {MAX_BATCH_KEYS} objects per handoff batch"
+        ));
+    }
+    if transfer.to != state.id {
+        return invalid(format!(
+            "transfer is for node {}, not {}",
+            transfer.to, state.id
+        ));
+    }
+    let ring = state.ring.load();
+    let mut batch = Vec::with_capacity(items.len());
+    for (key, object) in items {
+        if let Err(reason) = state.limits.check(&key, None) {
+            return invalid(reason);
+        }
+        if ring.partition_of(&key) != transfer.partition {
+            return invalid(format!(
+                "a key of partition {} in a transfer of partition {}",
+                ring.partition_of(&key),
+                transfer.partition
+            ));
+        }
+        batch.push((transfer.partition, key, object));
+    }
+    match state.store.merge_many(&batch).await {
+        Ok(_) => Response::Written,
+        Err(e) => {
+            warn!(error = %e, "cannot store a handoff batch");
+            Response::Error(crate::replica::storage_error(state, e))
+        }
+    }
+}

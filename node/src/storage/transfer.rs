@@ -1,0 +1,93 @@
+//! What partition handoff and membership need from storage: a partition scan that resumes
+//! after a key, a batched merge that waits for one fsync, and small metadata records (the
+//! persisted cluster view, handoff cursors).
+
+use super::{StorageError, Store, decode_stored, keys};
+use bytes::Bytes;
+use ringkv_shared::{Object, PartitionId};
+use std::ops::Bound;
+use tracing::warn;
+
+impl Store {
+    /// Up to `limit` objects of `partition` in key order, starting after `after` (from the
+    /// start if `None`). Objects that fail their checksum are skipped and reported: the other
+    /// old replicas send their copies, and anti-entropy repairs the rest.
+    pub fn scan_partition(
+        &self,
+        partition: PartitionId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Object)>, StorageError> {
+        let start = match after {
+            Some(k) => Bound::Excluded(keys::object_key(partition, k)),
+            None => Bound::Included(partition.to_be_bytes().to_vec()),
+        };
+        let end = match partition.checked_add(1) {
+            Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self.objects.range((start, end)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw) = guard.into_inner()?;
+            let Some((_, key)) = keys::split_object_key(&raw_key) else {
+                continue;
+            };
+            match decode_stored(Some(&raw), partition, key) {
+                Ok(Some(object)) => out.push((Bytes::copy_from_slice(key), object)),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "skipping a corrupt object in a partition scan"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges every item into storage (as [`Store::merge`] does one) and waits for one
+    /// durability ticket covering them all. Returns how many objects changed.
+    pub async fn merge_many(
+        &self,
+        items: &[(PartitionId, Bytes, Object)],
+    ) -> Result<u64, StorageError> {
+        let mut changed = 0;
+        let mut last = None;
+        for (partition, key, object) in items {
+            let at = super::Target::object(*partition, key);
+            let (_, wrote, ticket) = self.stage(&self.objects, &at, None, |current| {
+                Ok(super::merge_into(current, object, "object"))
+            })?;
+            changed += u64::from(wrote);
+            last = Some(ticket);
+        }
+        if let Some(ticket) = last {
+            self.durable(ticket).await?;
+        }
+        Ok(changed)
+    }
+
+    /// A metadata record (`None` if absent).
+    pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.meta.get(name)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a metadata record and syncs it to disk before returning.
+    pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(name, value)?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Removes metadata records whose names start with `prefix`.
+    pub fn meta_remove_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        let names: Vec<Vec<u8>> = self
+            .meta
+            .prefix(prefix)
+            .map(|g| g.key().map(|k| k.to_vec()))
+            .collect::<Result<_, _>>()?;
+        for n in names {
+            self.meta.remove(n)?;
+        }
+        Ok(())
+    }
+}

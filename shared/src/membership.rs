@@ -1,0 +1,728 @@
+//! A node's view of the cluster, as gossip spreads it, and the deterministic merge of two views.
+//!
+//! A [`View`] holds
+//! - one [`MemberRecord`] per node ever seen: address, [`Status`] and a version the node (or an
+//!   operator acting through any node) bumps with every change;
+//! - the current [`Ring`] (its epoch orders rings);
+//! - the **staged** changes an operator has asked for but not committed;
+//! - the committed [`Transition`], if one is under way: the target ring, the handoff transfers
+//!   already done, and which nodes have seen the transition;
+//! - per node, the highest transition each node has acknowledged seeing.
+//!
+//! [`View::merge`] is a join: commutative, associative and idempotent (property-tested), so
+//! gossip converges whatever order views meet in. Every part is merged by a total order (higher
+//! version, then a fixed tie-break) or by set union, never by wall clock or by who sent it.
+//!
+//! Ownership changes only through a committed transition. Failure detection never touches the
+//! view: a node that stops answering stays a member owning its partitions, as in Dynamo.
+
+use crate::handoff::Transfer;
+use crate::ids::NodeId;
+use crate::planner::{PlanError, plan};
+use crate::ring::{Member, Ring};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+/// A member's place in the cluster's life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Known (it announced itself or an operator named it), owns nothing yet.
+    Joining,
+    /// Owns partitions.
+    Up,
+    /// Staged or committed to leave; owns partitions until its transition completes.
+    Leaving,
+    /// Left the ring; owns nothing and is no longer gossiped with.
+    Removed,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Joining => "joining",
+            Status::Up => "up",
+            Status::Leaving => "leaving",
+            Status::Removed => "removed",
+        })
+    }
+}
+
+/// What the view knows of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Where the node listens.
+    pub addr: SocketAddr,
+    /// Its life-cycle status.
+    pub status: Status,
+    /// Bumped with every change to this record; the higher version wins a merge.
+    pub version: u64,
+}
+
+impl MemberRecord {
+    /// The record that wins a merge: higher version, then later status, then address order.
+    fn wins_over(&self, other: &MemberRecord) -> bool {
+        (self.version, self.status, self.addr) > (other.version, other.status, other.addr)
+    }
+}
+
+/// Changes an operator has staged but not committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// Bumped with every change; the higher version wins a merge.
+    pub version: u64,
+    /// Nodes to add.
+    pub joins: BTreeSet<NodeId>,
+    /// Nodes to remove.
+    pub leaves: BTreeSet<NodeId>,
+}
+
+impl Staged {
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.joins.is_empty() && self.leaves.is_empty()
+    }
+}
+
+/// A committed ring change under way: data moves to the target ring's new replicas, then the
+/// target becomes the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The ring after the change (its epoch is the current ring's plus one).
+    pub target: Ring,
+    /// The replication factor the transfers were planned for.
+    pub n: u8,
+    /// Transfers finished so far.
+    pub done: BTreeSet<Transfer>,
+}
+
+impl Transition {
+    /// Every transfer the transition needs, given the ring it starts from.
+    pub fn transfers(&self, from: &Ring) -> Vec<Transfer> {
+        crate::handoff::transfers(from, &self.target, self.n.into())
+    }
+
+    /// The transfers not done yet.
+    pub fn remaining(&self, from: &Ring) -> Vec<Transfer> {
+        self.transfers(from)
+            .into_iter()
+            .filter(|t| !self.done.contains(t))
+            .collect()
+    }
+}
+
+/// Why an operator's request cannot be applied to a view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangeError {
+    /// The node is not known to the cluster.
+    #[error(
+        "node {node} is not known to the cluster; start it with this cluster's seeds, or name its address"
+    )]
+    UnknownNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node is already in the state asked for, or cannot move to it.
+    #[error("node {node} is {status}: {reason}")]
+    BadStatus {
+        /// The node.
+        node: NodeId,
+        /// Its status.
+        status: Status,
+        /// Why the change does not apply.
+        reason: &'static str,
+    },
+    /// Nothing is staged.
+    #[error("nothing is staged: stage a join or a leave first, then plan and commit")]
+    NothingStaged,
+    /// A transition is still under way.
+    #[error(
+        "ring change to epoch {epoch} is still moving data; wait for it to finish (see `ringkv handoffs`)"
+    )]
+    Busy {
+        /// The target epoch of the running transition.
+        epoch: u64,
+    },
+    /// The planner refused the change.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// A node's view of the cluster. See the module docs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Every node ever seen.
+    pub members: BTreeMap<NodeId, MemberRecord>,
+    /// The current ring.
+    pub ring: Ring,
+    /// Staged, uncommitted changes.
+    pub staged: Staged,
+    /// The committed change under way, if any.
+    pub transition: Option<Transition>,
+    /// Per node, the highest transition target epoch it has seen (grows only).
+    pub seen: BTreeMap<NodeId, u64>,
+}
+
+impl View {
+    /// The view of a node that starts a cluster from a static member list: every member up,
+    /// owning the ring.
+    pub fn bootstrap(ring: Ring) -> View {
+        let members = ring
+            .members()
+            .map(|m| {
+                (
+                    m.id,
+                    MemberRecord {
+                        addr: m.addr,
+                        status: Status::Up,
+                        version: 1,
+                    },
+                )
+            })
+            .collect();
+        View {
+            members,
+            ring,
+            staged: Staged::default(),
+            transition: None,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// The view of a node that starts outside any cluster, waiting to be joined: it knows only
+    /// itself (as joining) and an epoch-0 ring of itself, which any real cluster's ring
+    /// (epoch 1 or more) replaces at the first gossip.
+    pub fn newcomer(me: Member, partitions: u32) -> Result<View, crate::ring::RingError> {
+        let ring = Ring::from_owners(0, vec![me.clone()], vec![me.id; partitions as usize])?;
+        let mut members = BTreeMap::new();
+        members.insert(
+            me.id,
+            MemberRecord {
+                addr: me.addr,
+                status: Status::Joining,
+                version: 1,
+            },
+        );
+        Ok(View {
+            members,
+            ring,
+            staged: Staged::default(),
+            transition: None,
+            seen: BTreeMap::new(),
+        })
+    }
+
+    /// Merges `other` into this view. Returns whether this view changed.
+    pub fn merge(&mut self, other: &View) -> bool {
+        let before = self.clone();
+        for (id, theirs) in &other.members {
+            match self.members.get_mut(id) {
+                Some(mine) if !theirs.wins_over(mine) => {}
+                Some(mine) => *mine = theirs.clone(),
+                None => {
+                    self.members.insert(*id, theirs.clone());
+                }
+            }
+        }
+        if ring_wins(&other.ring, &self.ring) {
+            self.ring = other.ring.clone();
+        }
+        if (
+            other.staged.version,
+            &other.staged.joins,
+            &other.staged.leaves,
+        ) > (self.staged.version, &self.staged.joins, &self.staged.leaves)
+        {
+            self.staged = other.staged.clone();
+        }
+        self.transition = match (self.transition.take(), &other.transition) {
+            (None, None) => None,
+            (Some(t), None) => Some(t),
+            (None, Some(t)) => Some(t.clone()),
+            (Some(mut a), Some(b)) => {
+                if a.target == b.target && a.n == b.n {
+                    a.done.extend(b.done.iter().copied());
+                    Some(a)
+                } else if transition_key(b) > transition_key(&a) {
+                    Some(b.clone())
+                } else {
+                    Some(a)
+                }
+            }
+        };
+        for (id, epoch) in &other.seen {
+            let e = self.seen.entry(*id).or_default();
+            *e = (*e).max(*epoch);
+        }
+        self.normalize();
+        *self != before
+    }
+
+    /// Drops a transition the ring has already reached (or passed).
+    fn normalize(&mut self) {
+        if self
+            .transition
+            .as_ref()
+            .is_some_and(|t| t.target.epoch() <= self.ring.epoch())
+        {
+            self.transition = None;
+        }
+    }
+
+    /// The status of `node`, if known.
+    pub fn status(&self, node: NodeId) -> Option<Status> {
+        self.members.get(&node).map(|r| r.status)
+    }
+
+    /// Nodes worth gossiping with: every known node but `me` that is not removed.
+    pub fn gossip_peers(&self, me: NodeId) -> Vec<Member> {
+        self.members
+            .iter()
+            .filter(|(id, r)| **id != me && r.status != Status::Removed)
+            .map(|(id, r)| Member {
+                id: *id,
+                addr: r.addr,
+            })
+            .collect()
+    }
+
+    /// The node that completes transitions: the lowest id among members that are up.
+    pub fn claimant(&self) -> Option<NodeId> {
+        self.members
+            .iter()
+            .find(|(_, r)| r.status == Status::Up)
+            .map(|(id, _)| *id)
+    }
+
+    /// Sets `node`'s status, bumping its record's version.
+    pub fn set_status(&mut self, node: NodeId, status: Status) {
+        if let Some(r) = self.members.get_mut(&node)
+            && r.status != status
+        {
+            r.status = status;
+            r.version += 1;
+        }
+    }
+
+    /// Adds or updates `node`'s address (an operator named it, or it announced itself).
+    pub fn announce(&mut self, node: NodeId, addr: SocketAddr) {
+        match self.members.get_mut(&node) {
+            Some(r) if r.addr == addr => {}
+            Some(r) => {
+                r.addr = addr;
+                r.version += 1;
+            }
+            None => {
+                self.members.insert(
+                    node,
+                    MemberRecord {
+                        addr,
+                        status: Status::Joining,
+                        version: 1,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stages `node` to join at the next commit.
+    pub fn stage_join(&mut self, node: NodeId) -> Result<(), ChangeError> {
+        let status = self.status(node).ok_or(ChangeError::UnknownNode { node })?;
+        if self.ring.member(node).is_some() {
+            return Err(ChangeError::BadStatus {
+                node,
+                status,
+                reason: "it already owns partitions",
+            });
+        }
+        if status == Status::Removed {
+            return Err(ChangeError::BadStatus {
+                node,
+                status,
+                reason: "a removed node rejoins under a new id with an empty data directory",
+            });
+        }
+        self.staged.joins.insert(node);
+        self.staged.version += 1;
+        Ok(())
+    }
+
+    /// Stages `node` to leave at the next commit, refusing a leave that would leave fewer
+    /// than `n` nodes.
+    pub fn stage_leave(&mut self, node: NodeId, n: u8) -> Result<(), ChangeError> {
+        let status = self.status(node).ok_or(ChangeError::UnknownNode { node })?;
+        if self.ring.member(node).is_none() {
+            if self.staged.joins.remove(&node) {
+                self.staged.version += 1;
+                return Ok(());
+            }
+            return Err(ChangeError::BadStatus {
+                node,
+                status,
+                reason: "it owns no partitions",
+            });
+        }
+        // Refuse now, not at commit, a leave that the planner could never honour; a refused
+        // leave leaves no trace.
+        let mut next = self.clone();
+        next.staged.leaves.insert(node);
+        next.staged.version += 1;
+        next.planned_with(n)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Forgets every staged change.
+    pub fn clear_staged(&mut self) {
+        if !self.staged.is_empty() {
+            self.staged.joins.clear();
+            self.staged.leaves.clear();
+            self.staged.version += 1;
+        }
+    }
+
+    /// The members the ring will have after the staged changes.
+    fn members_after(&self) -> Vec<Member> {
+        let mut out: Vec<Member> = self
+            .ring
+            .members()
+            .filter(|m| !self.staged.leaves.contains(&m.id))
+            .cloned()
+            .collect();
+        for id in &self.staged.joins {
+            if let Some(r) = self.members.get(id) {
+                out.push(Member {
+                    id: *id,
+                    addr: r.addr,
+                });
+            }
+        }
+        out
+    }
+
+    /// Commits the staged changes: the planned ring becomes the transition's target, leavers
+    /// are marked leaving and the staged set is cleared. Data starts moving at once.
+    pub fn commit(&mut self, n: u8) -> Result<&Transition, ChangeError> {
+        let target = self.planned_with(n)?;
+        for id in self.staged.leaves.clone() {
+            self.set_status(id, Status::Leaving);
+        }
+        self.clear_staged();
+        self.transition = Some(Transition {
+            target,
+            n,
+            done: BTreeSet::new(),
+        });
+        Ok(self.transition.as_ref().expect("just set"))
+    }
+
+    /// The ring the staged changes would lead to with replication factor `n` (what
+    /// `ringkv plan` shows).
+    pub fn planned_with(&self, n: u8) -> Result<Ring, ChangeError> {
+        if self.staged.is_empty() {
+            return Err(ChangeError::NothingStaged);
+        }
+        if let Some(t) = &self.transition {
+            return Err(ChangeError::Busy {
+                epoch: t.target.epoch(),
+            });
+        }
+        Ok(plan(&self.ring, &self.members_after(), n.into())?)
+    }
+
+    /// Records that `node` finished `transfer`.
+    pub fn mark_done(&mut self, transfer: Transfer) -> bool {
+        match &mut self.transition {
+            Some(t) => t.done.insert(transfer),
+            None => false,
+        }
+    }
+
+    /// Records that `node` has seen the running transition.
+    pub fn mark_seen(&mut self, node: NodeId) -> bool {
+        let Some(t) = &self.transition else {
+            return false;
+        };
+        let epoch = t.target.epoch();
+        let e = self.seen.entry(node).or_default();
+        if *e < epoch {
+            *e = epoch;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether every node taking part in the running transition (old and new owners) has
+    /// seen it, so that every coordinator already copies new writes to the new replicas and
+    /// a scan started now misses nothing.
+    pub fn all_seen(&self) -> bool {
+        let Some(t) = &self.transition else {
+            return false;
+        };
+        let epoch = t.target.epoch();
+        self.ring
+            .members()
+            .chain(t.target.members())
+            .all(|m| self.seen.get(&m.id).copied().unwrap_or(0) >= epoch)
+    }
+
+    /// If every transfer is done, switches to the target ring: joiners become up, leavers
+    /// removed. Returns whether it switched. Only the claimant calls this.
+    pub fn complete_if_done(&mut self) -> bool {
+        let Some(t) = &self.transition else {
+            return false;
+        };
+        if !t.remaining(&self.ring).is_empty() {
+            return false;
+        }
+        let target = t.target.clone();
+        let old: Vec<NodeId> = self.ring.members().map(|m| m.id).collect();
+        for m in target.members() {
+            self.set_status(m.id, Status::Up);
+        }
+        for id in old {
+            if target.member(id).is_none() {
+                self.set_status(id, Status::Removed);
+            }
+        }
+        self.ring = target;
+        self.transition = None;
+        true
+    }
+}
+
+/// Whether ring `a` wins over ring `b`: higher epoch, then (for two different rings at one
+/// epoch, which only concurrent commits on different nodes can make) the larger encoding.
+fn ring_wins(a: &Ring, b: &Ring) -> bool {
+    match a.epoch().cmp(&b.epoch()) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => ring_order_key(a) > ring_order_key(b),
+    }
+}
+
+/// A ring as comparable data: owners, then members.
+type RingKey = (Vec<u32>, Vec<(u32, SocketAddr)>);
+
+fn ring_order_key(r: &Ring) -> RingKey {
+    (
+        (0..r.partition_count()).map(|p| r.owner(p).0).collect(),
+        r.members().map(|m| (m.id.0, m.addr)).collect(),
+    )
+}
+
+fn transition_key(t: &Transition) -> (u64, u8, RingKey) {
+    (t.target.epoch(), t.n, ring_order_key(&t.target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn member(i: u32) -> Member {
+        Member {
+            id: NodeId(i),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        }
+    }
+
+    fn cluster(n: u32) -> View {
+        View::bootstrap(Ring::balanced(64, (1..=n).map(member).collect()).unwrap())
+    }
+
+    /// A view after a random sequence of the operations nodes and operators apply.
+    fn arb_view() -> impl Strategy<Value = View> {
+        proptest::collection::vec((0u8..8, 1u32..7), 0..12).prop_map(|ops| {
+            let mut v = cluster(3);
+            for (op, i) in ops {
+                let id = NodeId(i);
+                match op {
+                    0 => v.announce(id, member(i).addr),
+                    1 => {
+                        let _ = v.stage_join(id);
+                    }
+                    2 => {
+                        let _ = v.stage_leave(id, 3);
+                    }
+                    3 => {
+                        let _ = v.commit(3);
+                    }
+                    4 => {
+                        v.mark_seen(id);
+                    }
+                    5 => {
+                        if let Some(t) = v
+                            .transition
+                            .as_ref()
+                            .and_then(|t| t.remaining(&v.ring).first().copied())
+                        {
+                            v.mark_done(t);
+                        }
+                    }
+                    6 => {
+                        v.complete_if_done();
+                    }
+                    _ => v.set_status(id, Status::Leaving),
+                }
+            }
+            v
+        })
+    }
+
+    fn merged(a: &View, b: &View) -> View {
+        let mut m = a.clone();
+        m.merge(b);
+        m
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_idempotent(a in arb_view(), b in arb_view(), c in arb_view()) {
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+            prop_assert_eq!(merged(&a, &a), a.clone());
+            let ab = merged(&a, &b);
+            prop_assert!(!merged(&ab, &a).merge(&b));
+        }
+    }
+
+    #[test]
+    fn a_join_runs_from_staging_to_the_new_ring() {
+        let mut v = cluster(3);
+        v.announce(NodeId(4), member(4).addr);
+        assert_eq!(v.status(NodeId(4)), Some(Status::Joining));
+        assert_eq!(v.commit(3).unwrap_err(), ChangeError::NothingStaged);
+        v.stage_join(NodeId(4)).unwrap();
+        let planned = v.planned_with(3).unwrap();
+        assert_eq!(planned.epoch(), 2);
+        let t = v.commit(3).unwrap().clone();
+        assert!(v.staged.is_empty());
+        assert!(matches!(
+            v.stage_join(NodeId(5)),
+            Err(ChangeError::UnknownNode { .. })
+        ));
+        v.announce(NodeId(5), member(5).addr);
+        v.stage_join(NodeId(5)).unwrap();
+        assert!(matches!(v.commit(3), Err(ChangeError::Busy { epoch: 2 })));
+        assert!(!v.complete_if_done(), "transfers are outstanding");
+        assert!(!v.all_seen());
+        for i in 1..=4 {
+            v.mark_seen(NodeId(i));
+        }
+        assert!(v.all_seen());
+        for tr in t.transfers(&v.ring) {
+            v.mark_done(tr);
+        }
+        assert!(v.complete_if_done());
+        assert_eq!(v.ring.epoch(), 2);
+        assert_eq!(v.status(NodeId(4)), Some(Status::Up));
+        assert!(v.transition.is_none());
+    }
+
+    #[test]
+    fn bad_changes_are_refused_and_change_nothing() {
+        let mut v = cluster(3);
+        let before = v.clone();
+        assert!(matches!(
+            v.stage_leave(NodeId(2), 3),
+            Err(ChangeError::Plan(PlanError::TooFewNodes { nodes: 2, n: 3 }))
+        ));
+        assert_eq!(v.staged.joins, before.staged.joins);
+        assert_eq!(v.staged.leaves, before.staged.leaves);
+        assert!(matches!(
+            v.stage_join(NodeId(1)),
+            Err(ChangeError::BadStatus { .. })
+        ));
+        assert!(matches!(
+            v.stage_leave(NodeId(9), 3),
+            Err(ChangeError::UnknownNode { .. })
+        ));
+        assert_eq!(v.commit(3).unwrap_err(), ChangeError::NothingStaged);
+        assert_eq!(v.ring, before.ring);
+    }
+
+    #[test]
+    fn a_leave_removes_the_node_when_done() {
+        let mut v = cluster(4);
+        v.stage_leave(NodeId(4), 3).unwrap();
+        let t = v.commit(3).unwrap().clone();
+        assert_eq!(v.status(NodeId(4)), Some(Status::Leaving));
+        for tr in t.transfers(&v.ring) {
+            v.mark_done(tr);
+        }
+        assert!(v.complete_if_done());
+        assert_eq!(v.status(NodeId(4)), Some(Status::Removed));
+        assert!(v.ring.member(NodeId(4)).is_none());
+        assert!(!v.gossip_peers(NodeId(1)).iter().any(|m| m.id == NodeId(4)));
+    }
+
+    #[test]
+    fn newcomers_adopt_the_clusters_ring() {
+        let mut fresh = View::newcomer(member(9), 64).unwrap();
+        let c = cluster(3);
+        assert!(fresh.merge(&c));
+        assert_eq!(fresh.ring, c.ring);
+        assert_eq!(fresh.status(NodeId(9)), Some(Status::Joining));
+        let mut back = c.clone();
+        back.merge(&fresh);
+        assert_eq!(
+            back.ring, c.ring,
+            "an epoch-0 ring never replaces the cluster's"
+        );
+        assert_eq!(back.status(NodeId(9)), Some(Status::Joining));
+    }
+
+    /// Rounds of push-pull gossip (each node exchanges with one random peer per round) until
+    /// every node holds the view one node changed.
+    fn rounds_to_converge(nodes: u32, seed: u64) -> usize {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let base = cluster(nodes);
+        let mut views = vec![base.clone(); nodes as usize];
+        let mut changed = base;
+        changed.announce(NodeId(nodes + 1), member(nodes + 1).addr);
+        changed.stage_join(NodeId(nodes + 1)).unwrap();
+        changed.commit(3).unwrap();
+        views[0] = changed.clone();
+        for round in 1..=100 {
+            for i in 0..views.len() {
+                let mut j = rng.random_range(0..views.len() - 1);
+                if j >= i {
+                    j += 1;
+                }
+                let (a, b) = (views[i].clone(), views[j].clone());
+                views[i].merge(&b);
+                views[j].merge(&a);
+            }
+            if views.iter().all(|v| v == &changed) {
+                return round;
+            }
+        }
+        panic!("no convergence in 100 rounds (seed {seed})");
+    }
+
+    #[test]
+    fn gossip_converges_in_logarithmic_rounds() {
+        let seed: u64 = std::env::var("RINGKV_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7);
+        let rounds: Vec<usize> = (seed..seed + 20)
+            .map(|s| rounds_to_converge(100, s))
+            .collect();
+        let worst = rounds.iter().copied().max().unwrap_or(0);
+        let mean = rounds.iter().sum::<usize>() as f64 / rounds.len() as f64;
+        println!("100 nodes: mean {mean:.1}, worst {worst} rounds over 20 seeds from {seed}");
+        // Push-pull epidemics with every node starting an exchange each round reach n nodes
+        // in O(log n) rounds: about log3(100) + ln ln(100), 5 to 6 for 100 nodes.
+        assert!(
+            worst <= 10,
+            "took {worst} rounds (seeds {seed}..{})",
+            seed + 20
+        );
+        assert!(rounds_to_converge(5, seed) <= 6);
+    }
+}

@@ -1,0 +1,250 @@
+//! Growing and shrinking a live cluster: staged joins and leaves, partition handoff under a
+//! continuous writer, clients that follow the ring, and the operator's mistakes refused.
+
+mod support;
+
+use anyhow::{Result, bail, ensure};
+use ringkv::{CallOptions, Client, Context, Mode};
+use ringkv_node::testing::LocalCluster;
+use ringkv_shared::NodeId;
+use ringkv_shared::proto::{AdminReply, AdminRequest, Response};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use support::{client, eventually};
+
+/// Writes `w-0`, `w-1`, ... with W=2 until `stop`, recording each acknowledged key; any error
+/// is returned (the application must see none during a ring change).
+async fn writer(c: Client, stop: Arc<AtomicBool>) -> Result<Vec<String>> {
+    let mut acked = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("w-{i}");
+        match c
+            .put_with(
+                key.clone(),
+                format!("v{i}"),
+                &Context::empty(),
+                CallOptions::default().quorum(2),
+            )
+            .await
+        {
+            Ok(_) => acked.push(key),
+            Err(e) => bail!("write {key} failed during the ring change: {e}"),
+        }
+        i += 1;
+    }
+    Ok(acked)
+}
+
+async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) -> Result<String> {
+    let node = cluster.node(index).expect("node runs");
+    match node.admin(request).await {
+        Response::Admin(AdminReply::Done { message }) => Ok(message),
+        Response::Admin(other) => Ok(format!("{other:?}")),
+        Response::Error(e) => bail!("{e}"),
+        other => bail!("unexpected {}", other.kind()),
+    }
+}
+
+/// Waits until every running node has the ring at `epoch` and no transition.
+async fn settled(cluster: &LocalCluster, nodes: &[usize], epoch: u64) -> Result<()> {
+    eventually(
+        Duration::from_secs(60),
+        "every node on the new ring",
+        || async {
+            nodes.iter().all(|&i| {
+                cluster
+                    .node(i)
+                    .is_some_and(|n| n.ring().epoch() == epoch && n.view().transition.is_none())
+            })
+        },
+    )
+    .await
+}
+
+async fn check_all_read(c: &Client, keys: &[String]) -> Result<()> {
+    for key in keys {
+        let v = c
+            .get_with(key.clone(), CallOptions::default().quorum(2))
+            .await?;
+        ensure!(
+            !v.values.is_empty(),
+            "acknowledged key {key} is missing after the ring change"
+        );
+    }
+    Ok(())
+}
+
+fn check_balance(ring: &ringkv_shared::Ring, nodes: usize) -> Result<()> {
+    let q = ring.partition_count() as usize;
+    for (id, count) in ring.ownership_counts() {
+        ensure!(
+            count == q / nodes || count == q / nodes + 1,
+            "node {id} owns {count} of {q} partitions over {nodes} nodes"
+        );
+    }
+    ensure!(ringkv_shared::planner::replica_conflicts(ring, 3).is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_two_then_leave_one_under_a_continuous_writer() -> Result<()> {
+    let background = ringkv_node::config::BackgroundConfig {
+        gossip_interval_ms: 200,
+        handoff_batch_keys: 64,
+        ..Default::default()
+    };
+    let mut cluster = LocalCluster::builder(3)
+        .background(background)
+        .start()
+        .await?;
+    // Built before any change and never rebuilt.
+    let c = client(&cluster, Mode::Direct).await?;
+    for i in 0..300 {
+        c.put(format!("pre-{i}"), format!("p{i}"), &Context::empty())
+            .await?;
+    }
+    let a = cluster.add_node().await?;
+    let b = cluster.add_node().await?;
+    let (id_a, id_b) = (cluster.node_id(a), cluster.node_id(b));
+    // Newcomers announce themselves to the seed by gossip.
+    eventually(
+        Duration::from_secs(10),
+        "newcomers known to node 1",
+        || async {
+            let v = cluster.node(0).expect("runs").view();
+            v.members.contains_key(&id_a) && v.members.contains_key(&id_b)
+        },
+    )
+    .await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(c.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    admin(
+        &cluster,
+        0,
+        AdminRequest::Join {
+            node: Some(id_a),
+            addr: None,
+        },
+    )
+    .await?;
+    // By address, through another node.
+    admin(
+        &cluster,
+        1,
+        AdminRequest::Join {
+            node: None,
+            addr: Some(cluster.addrs()[b]),
+        },
+    )
+    .await?;
+    let plan = cluster
+        .node(2)
+        .expect("runs")
+        .admin(AdminRequest::Plan)
+        .await;
+    let Response::Admin(AdminReply::Plan {
+        target, transfers, ..
+    }) = plan
+    else {
+        bail!("no plan: {plan:?}");
+    };
+    ensure!(target.epoch() == 2 && !transfers.is_empty());
+    admin(&cluster, 2, AdminRequest::Commit).await?;
+    settled(&cluster, &[0, 1, 2, a, b], 2).await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = writing.await??;
+    ensure!(
+        acked.len() > 10,
+        "the writer made progress ({} writes)",
+        acked.len()
+    );
+    acked.extend((0..300).map(|i| format!("pre-{i}")));
+    let ring = cluster.node(0).expect("runs").ring();
+    check_balance(&ring, 5)?;
+    ensure!(*c.ring() == *ring || c.ring().epoch() <= 2);
+    check_all_read(&c, &acked).await?;
+    ensure!(c.ring().epoch() == 2, "the old client follows the ring");
+
+    // Shrink: node 2 leaves while the writer runs again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(c.clone(), stop.clone()));
+    admin(&cluster, 0, AdminRequest::Leave { node: NodeId(2) }).await?;
+    admin(&cluster, 0, AdminRequest::Commit).await?;
+    settled(&cluster, &[0, 2, a, b], 3).await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut more = writing.await??;
+    more.extend(acked);
+    let ring = cluster.node(0).expect("runs").ring();
+    ensure!(ring.member(NodeId(2)).is_none());
+    check_balance(&ring, 4)?;
+    eventually(Duration::from_secs(10), "node 2 marked removed", || async {
+        cluster.node(1).is_some_and(|n| {
+            n.view().status(NodeId(2)) == Some(ringkv_shared::membership::Status::Removed)
+        })
+    })
+    .await?;
+    check_all_read(&c, &more).await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_mistakes_are_refused_and_change_nothing() -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let before = cluster.node(0).expect("runs").view();
+    let err = admin(&cluster, 0, AdminRequest::Commit).await.unwrap_err();
+    ensure!(err.to_string().contains("nothing is staged"), "{err}");
+    let err = admin(&cluster, 0, AdminRequest::Leave { node: NodeId(3) })
+        .await
+        .unwrap_err();
+    ensure!(err.to_string().contains("fewer than N=3"), "{err}");
+    let err = admin(
+        &cluster,
+        0,
+        AdminRequest::Join {
+            node: Some(NodeId(42)),
+            addr: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    ensure!(err.to_string().contains("not known"), "{err}");
+    let err = admin(
+        &cluster,
+        0,
+        AdminRequest::Join {
+            node: Some(NodeId(2)),
+            addr: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    ensure!(err.to_string().contains("already owns"), "{err}");
+    ensure!(
+        cluster.node(0).expect("runs").view() == before,
+        "a refused change left a trace"
+    );
+
+    // A node whose certificate another CA signed cannot be joined.
+    let foreign = LocalCluster::start(1).await?;
+    let err = admin(
+        &cluster,
+        0,
+        AdminRequest::Join {
+            node: None,
+            addr: Some(foreign.addrs()[0]),
+        },
+    )
+    .await
+    .unwrap_err();
+    ensure!(err.to_string().contains("refused"), "{err}");
+    ensure!(cluster.node(0).expect("runs").view().members.len() == 3);
+    foreign.shutdown().await;
+    cluster.shutdown().await;
+    Ok(())
+}
