@@ -28,6 +28,8 @@
 //!   sloppy quorum.
 //! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `background` — what the background workers share: periodic rounds, peer calls.
+//! - [`fault_filter`] — a test-only fault filter real node processes follow (off unless an
+//!   environment variable names its file).
 //! - `hints` — the worker that hands hints over to their owners when they are back.
 //! - `membership` — the persisted, installed cluster view; gossip rounds; operators' requests.
 //! - `handoff` — sending and receiving partition transfers during a ring change.
@@ -44,6 +46,7 @@ pub mod anti_entropy;
 mod background;
 pub mod certs;
 pub mod config;
+pub mod fault_filter;
 mod handoff;
 mod hints;
 mod membership;

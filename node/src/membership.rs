@@ -57,7 +57,12 @@ pub(crate) fn initial_view(
     founders: Vec<Member>,
 ) -> Result<View, crate::node::NodeError> {
     if let Some(bytes) = store.meta_get(VIEW_RECORD)? {
-        match decode_view(&bytes) {
+        match decode_view(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                v.validate(partitions)?;
+                Ok(v)
+            }) {
             Ok(view) => return Ok(view),
             Err(e) => {
                 warn!(error = %e, "the persisted cluster view is unreadable; starting from the config and relearning it by gossip")
@@ -84,14 +89,7 @@ pub(crate) fn on_gossip(state: &NodeState, theirs: &View) -> Response {
 
 /// Refuses a view that cannot belong to this cluster.
 fn check_view(state: &NodeState, view: &View) -> Result<(), String> {
-    let ours = state.ring.load().partition_count();
-    if view.ring.partition_count() != ours {
-        return Err(format!(
-            "view has {} partitions, this cluster {ours}",
-            view.ring.partition_count()
-        ));
-    }
-    Ok(())
+    view.validate(state.ring.load().partition_count())
 }
 
 /// Gossips about once per interval until `stop`.

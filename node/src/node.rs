@@ -145,7 +145,8 @@ impl Node {
             tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::reaper::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::membership::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::handoff::run(state.clone(), stop_rx)),
+            tokio::spawn(crate::handoff::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::fault_filter::run(state.clone(), stop_rx)),
         ]);
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {

@@ -37,6 +37,8 @@ pub mod encoding;
 pub mod error;
 pub mod fanout;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod handoff;
 pub mod hash;
 pub mod ids;

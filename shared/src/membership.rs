@@ -213,6 +213,48 @@ impl View {
         })
     }
 
+    /// Checks a view received from the network or read from disk before it is merged: its
+    /// rings have this cluster's partition count, and nothing in it is larger than a real
+    /// cluster's (members, staged sets, transfers).
+    pub fn validate(&self, partitions: u32) -> Result<(), String> {
+        let max = crate::ring::MAX_MEMBERS;
+        if self.ring.partition_count() != partitions {
+            return Err(format!(
+                "ring has {} partitions, this cluster {partitions}",
+                self.ring.partition_count()
+            ));
+        }
+        for (what, len) in [
+            ("members", self.members.len()),
+            ("seen", self.seen.len()),
+            ("staged joins", self.staged.joins.len()),
+            ("staged leaves", self.staged.leaves.len()),
+        ] {
+            if len > max {
+                return Err(format!("{len} {what}, at most {max}"));
+            }
+        }
+        if let Some(t) = &self.transition {
+            if t.target.partition_count() != partitions {
+                return Err("transition target has another partition count".into());
+            }
+            if t.n == 0 || usize::from(t.n) > crate::ring::MAX_PREFERENCE {
+                return Err(format!(
+                    "transition replication factor {} is out of range",
+                    t.n
+                ));
+            }
+            let most = partitions as usize * usize::from(t.n) * usize::from(t.n);
+            if t.done.len() > most {
+                return Err(format!(
+                    "{} finished transfers, at most {most}",
+                    t.done.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Merges `other` into this view. Returns whether this view changed.
     pub fn merge(&mut self, other: &View) -> bool {
         let before = self.clone();

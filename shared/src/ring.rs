@@ -27,6 +27,14 @@ pub const DEFAULT_PARTITIONS: u32 = 1024;
 /// The largest partition count a ring accepts.
 pub const MAX_PARTITIONS: u32 = 1 << 16;
 
+/// The most members a ring may have (a received ring with more is refused before anything is
+/// built from it).
+pub const MAX_MEMBERS: usize = 1024;
+
+/// The longest preference list kept per partition: the N replicas and enough stand-ins for any
+/// sloppy quorum. It bounds a ring's memory at Q × 32 ids whatever the member count.
+pub const MAX_PREFERENCE: usize = 32;
+
 /// A partition index in `0..Q`.
 pub type PartitionId = u32;
 
@@ -52,6 +60,12 @@ pub enum RingError {
     /// A ring needs at least one member.
     #[error("a ring needs at least one member")]
     NoMembers,
+    /// More members than [`MAX_MEMBERS`].
+    #[error("{members} members is more than the {max} a ring may have", max = MAX_MEMBERS)]
+    TooManyMembers {
+        /// The member count.
+        members: usize,
+    },
     /// The same node id was listed twice.
     #[error("node id {id} is listed twice")]
     DuplicateNode {
@@ -134,6 +148,11 @@ impl Ring {
         if members.is_empty() {
             return Err(RingError::NoMembers);
         }
+        if members.len() > MAX_MEMBERS {
+            return Err(RingError::TooManyMembers {
+                members: members.len(),
+            });
+        }
         let mut by_id = BTreeMap::new();
         for m in members {
             let id = m.id;
@@ -146,9 +165,7 @@ impl Ring {
                 reason: format!("partition owner {stranger} is not a member"),
             });
         }
-        let prefs = (0..owners.len())
-            .map(|p| walk(&owners, p, by_id.len()))
-            .collect();
+        let prefs = preference_lists(&owners, MAX_PREFERENCE);
         Ok(Ring {
             epoch,
             members: by_id,
@@ -232,20 +249,37 @@ fn check_partitions(partitions: u32) -> Result<(), RingError> {
     Ok(())
 }
 
-/// Walks clockwise from `start`, listing each distinct owner once, until `distinct` are found
-/// or the ring is exhausted.
-fn walk(owners: &[NodeId], start: usize, distinct: usize) -> Box<[NodeId]> {
-    let mut list: Vec<NodeId> = Vec::with_capacity(distinct);
-    for step in 0..owners.len() {
-        let o = owners[(start + step) % owners.len()];
-        if !list.contains(&o) {
-            list.push(o);
-            if list.len() == distinct {
-                break;
-            }
+/// Every partition's preference list: walking clockwise from the partition, each distinct
+/// owner once, at most `cap` of them.
+///
+/// Built backwards in O(Q × cap) rather than by walking from every partition (O(Q²) when
+/// owners bunch up): the list from `p` is `owner(p)` followed by the list from `p + 1` without
+/// `owner(p)`. The list from partition 0 is walked directly, which closes the circle.
+fn preference_lists(owners: &[NodeId], cap: usize) -> Vec<Box<[NodeId]>> {
+    let q = owners.len();
+    let mut prefs: Vec<Box<[NodeId]>> = vec![Box::default(); q];
+    let mut first: Vec<NodeId> = Vec::with_capacity(cap);
+    for &o in owners {
+        if first.len() == cap {
+            break;
+        }
+        if !first.contains(&o) {
+            first.push(o);
         }
     }
-    list.into_boxed_slice()
+    let mut next = first.clone();
+    for p in (1..q).rev() {
+        let o = owners[p];
+        let mut list = Vec::with_capacity(cap);
+        list.push(o);
+        list.extend(next.iter().copied().filter(|n| *n != o).take(cap - 1));
+        prefs[p] = list.clone().into_boxed_slice();
+        next = list;
+    }
+    if q > 0 {
+        prefs[0] = first.into_boxed_slice();
+    }
+    prefs
 }
 
 #[cfg(test)]
@@ -304,7 +338,54 @@ mod tests {
         assert_eq!(back.preference_list(7), ring.preference_list(7));
     }
 
+    /// The obvious definition the fast construction must match.
+    fn walk(owners: &[NodeId], start: usize, cap: usize) -> Vec<NodeId> {
+        let mut list = Vec::new();
+        for step in 0..owners.len() {
+            let o = owners[(start + step) % owners.len()];
+            if !list.contains(&o) && list.len() < cap {
+                list.push(o);
+            }
+        }
+        list
+    }
+
+    #[test]
+    fn hostile_rings_are_refused_or_bounded() {
+        let many: Vec<Member> = (0..(MAX_MEMBERS as u32 + 1))
+            .map(|i| Member {
+                id: NodeId(i),
+                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            })
+            .collect();
+        assert!(matches!(
+            Ring::from_owners(1, many, vec![NodeId(0); 8]),
+            Err(RingError::TooManyMembers { .. })
+        ));
+        // Q = 65536 owned by 1000 distinct nodes: lists stop at MAX_PREFERENCE.
+        let owners: Vec<NodeId> = (0..MAX_PARTITIONS).map(|p| NodeId(p % 1000)).collect();
+        let ring = Ring::from_owners(1, members_with_ids(0..1000), owners).unwrap();
+        assert_eq!(ring.preference_list(5).len(), MAX_PREFERENCE);
+    }
+
+    fn members_with_ids(ids: std::ops::Range<u32>) -> Vec<Member> {
+        ids.map(|i| Member {
+            id: NodeId(i),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        })
+        .collect()
+    }
+
     proptest! {
+        #[test]
+        fn fast_preference_lists_match_the_walk(owners in proptest::collection::vec(0u32..6, 1..64), cap in 1usize..8) {
+            let owners: Vec<NodeId> = owners.into_iter().map(NodeId).collect();
+            let fast = preference_lists(&owners, cap);
+            for (p, list) in fast.iter().enumerate() {
+                prop_assert_eq!(list.to_vec(), walk(&owners, p, cap), "partition {}", p);
+            }
+        }
+
         #[test]
         fn balanced_rings_are_balanced(q_log in 0u32..12, s in 1u32..40) {
             let q = 1u32 << q_log;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod real;
 
 use anyhow::{Context as _, Result, bail};

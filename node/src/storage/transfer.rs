@@ -91,3 +91,25 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Fault injection for tests: flips one bit in the stored bytes of `key`, bypassing every
+    /// check and the hash trees, as bit rot on the disk would. Returns whether the key existed.
+    #[doc(hidden)]
+    pub fn corrupt_for_testing(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+    ) -> Result<bool, StorageError> {
+        let raw_key = keys::object_key(partition, key);
+        let Some(raw) = self.objects.get(&raw_key)? else {
+            return Ok(false);
+        };
+        let mut bytes = raw.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        self.objects.insert(raw_key, bytes)?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(true)
+    }
+}

@@ -8,9 +8,10 @@
 //! deleted when the cluster is dropped. Nodes can be stopped and restarted (same address,
 //! same data) to exercise failures.
 
+pub mod history;
 mod process;
 
-pub use process::ProcessCluster;
+pub use process::{ProcessCluster, ProcessOptions};
 
 use crate::certs::{CertError, CertKind, DevCa, write_pem};
 use crate::config::{MemberConfig, NodeConfig, StorageConfig, TlsPaths};

@@ -18,6 +18,23 @@ pub struct ProcessCluster {
     starts: Vec<u32>,
     ca: DevCa,
     partitions: u32,
+    fault_files: bool,
+}
+
+/// How [`ProcessCluster::start_with`] lays a cluster out.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessOptions {
+    /// Node processes (default 3 when 0).
+    pub nodes: usize,
+    /// Q (default 64 when 0).
+    pub partitions: u32,
+    /// TOML appended to every config (top-level keys first, then tables).
+    pub tables_toml: String,
+    /// The loopback address of each node (127.0.0.2, 127.0.0.3, ... in a network namespace);
+    /// all on 127.0.0.1 when empty.
+    pub hosts: Vec<std::net::Ipv4Addr>,
+    /// Give every node a fault file (see [`crate::fault_filter`]) at `dir/faults-n<id>.txt`.
+    pub fault_files: bool,
 }
 
 impl ProcessCluster {
@@ -30,12 +47,39 @@ impl ProcessCluster {
         partitions: u32,
         tables_toml: &str,
     ) -> Result<Self, ClusterError> {
+        Self::start_with(
+            binary,
+            ProcessOptions {
+                nodes,
+                partitions,
+                tables_toml: tables_toml.to_owned(),
+                ..ProcessOptions::default()
+            },
+        )
+    }
+
+    /// [`ProcessCluster::start`] with every option.
+    pub fn start_with(binary: &Path, options: ProcessOptions) -> Result<Self, ClusterError> {
+        let nodes = if options.nodes == 0 { 3 } else { options.nodes };
+        let partitions = if options.partitions == 0 {
+            64
+        } else {
+            options.partitions
+        };
+        let tables_toml = options.tables_toml.as_str();
         let dir = tempfile::Builder::new().prefix("ringkv-procs-").tempdir()?;
         let ca = DevCa::generate()?;
         write_pem(&dir.path().join("ca.pem"), ca.cert_pem(), false)?;
         // Bind-and-release: the ports are free a moment later when the nodes bind them.
         let addrs: Vec<SocketAddr> = (0..nodes)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr())
+            .map(|i| {
+                let ip = options
+                    .hosts
+                    .get(i)
+                    .copied()
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+                std::net::UdpSocket::bind((ip, 0))?.local_addr()
+            })
             .collect::<Result<_, _>>()?;
         let members: String = addrs
             .iter()
@@ -70,6 +114,7 @@ impl ProcessCluster {
             starts: vec![0; nodes],
             ca,
             partitions,
+            fault_files: options.fault_files,
         };
         for i in 0..nodes {
             cluster.spawn(i)?;
@@ -84,12 +129,16 @@ impl ProcessCluster {
             i + 1,
             self.starts[i]
         )))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--config")
             .arg(self.config(i))
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        if self.fault_files {
+            command.env(crate::fault_filter::FAULT_FILE_ENV, self.fault_file(i));
+        }
+        let child = command.spawn()?;
         self.procs[i] = Some(child);
         Ok(())
     }
@@ -115,6 +164,48 @@ impl ProcessCluster {
         self.starts.push(0);
         self.spawn(i)?;
         Ok(i)
+    }
+
+    /// Node `i`'s fault file (used when started with `fault_files`).
+    pub fn fault_file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("faults-n{}.txt", i + 1))
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("data/n{}", i + 1))
+    }
+
+    /// Node `i`'s process id, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs.get(i)?.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: &str) -> Result<(), ClusterError> {
+        let pid = self.pid(i).ok_or(ClusterError::NoSuchNode { index: i })?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(ClusterError::Io(std::io::Error::other(format!(
+                "kill -{signal} {pid} failed"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs node `i`, deletes its data directory and starts it again: a replica that lost
+    /// its disk.
+    pub fn wipe(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.kill(i)?;
+        match std::fs::remove_dir_all(self.data_dir(i)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.spawn(i)
     }
 
     /// Every node's QUIC address, in index order.

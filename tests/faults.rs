@@ -1,0 +1,352 @@
+//! The fault suite: real `ringkv-node` processes (5) under crashes, pauses, partitions and lost
+//! disks, a workload that records every operation, and a checker that proves nothing
+//! acknowledged was lost (docs/GUARANTEES.md lists what each scenario checks).
+//!
+//! Every scenario prints its seed; `RINGKV_SEED=<seed>` replays it and `RINGKV_SOAK=1` runs
+//! the long version. Scenarios run one at a time, each in its own network namespace (see
+//! `support::faults`).
+
+mod support;
+
+use anyhow::{Result, ensure};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use ringkv::{CallOptions, Context};
+use ringkv_node::testing::history::{self, Op, Outcome, encode_set, parse_set};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use support::faults::{FAST_BACKGROUND, FaultCluster, enter, seed, set_workload, soak};
+
+/// One scenario at a time: each runs five node processes on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL a node, restart it 2 s later.
+    Kill,
+    /// SIGSTOP a node for this long (a gray failure), then SIGCONT.
+    Pause(Duration),
+    /// Cut the cluster into random halves (2 | 3) both ways.
+    Halves,
+    /// Cut one node off from the others both ways.
+    Minority,
+    /// Drop what one node sends to another, one way only.
+    OneWay,
+    /// SIGKILL a node, delete its data directory, restart it, keep writing through it.
+    Wipe,
+}
+
+const WRITERS: usize = 3;
+
+/// The set workload under one fault, checked (G1, G3, G6, G7).
+async fn set_scenario(test: &str, fault: Fault) -> Result<()> {
+    let _one = serial().await;
+    let Some(net) = enter(test)? else {
+        return Ok(());
+    };
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cluster = FaultCluster::start(net, 5, FAST_BACKGROUND)?;
+    let client = cluster.client().await?;
+    let keys: Vec<String> = (0..4).map(|i| format!("set-{i}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let work = tokio::spawn(set_workload(
+        client.clone(),
+        keys.clone(),
+        WRITERS,
+        seed,
+        stop.clone(),
+    ));
+    let phase = if soak() {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_millis(1500)
+    };
+    let hold = if soak() {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(3)
+    };
+    tokio::time::sleep(phase).await;
+
+    let victim = rng.random_range(0..5);
+    println!("{test}: {fault:?} on node index {victim} ({net:?})");
+    match fault {
+        Fault::Kill => {
+            cluster.procs.kill(victim)?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cluster.procs.restart(victim)?;
+        }
+        Fault::Pause(d) => {
+            cluster.procs.signal(victim, "STOP")?;
+            tokio::time::sleep(d).await;
+            cluster.procs.signal(victim, "CONT")?;
+        }
+        Fault::Halves => {
+            let mut order: Vec<usize> = (0..5).collect();
+            order.shuffle(&mut rng);
+            let (a, b) = order.split_at(2);
+            println!("{test}: halves {a:?} | {b:?}");
+            cluster.partition(a, b)?;
+            tokio::time::sleep(hold).await;
+            cluster.heal()?;
+        }
+        Fault::Minority => {
+            let rest: Vec<usize> = (0..5).filter(|i| *i != victim).collect();
+            cluster.partition(&[victim], &rest)?;
+            tokio::time::sleep(hold).await;
+            cluster.heal()?;
+        }
+        Fault::OneWay => {
+            let other = (victim + 1 + rng.random_range(0..4)) % 5;
+            println!("{test}: packets from {victim} to {other} dropped");
+            cluster.cut(&[victim], &[other])?;
+            tokio::time::sleep(hold).await;
+            cluster.heal()?;
+        }
+        Fault::Wipe => cluster.procs.wipe(victim)?,
+    }
+    tokio::time::sleep(phase).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let recorded = work.await??;
+
+    let took = cluster
+        .converge(&client, &keys, Duration::from_secs(90))
+        .await?;
+    let finals = cluster.final_sets(&client, &keys).await?;
+    let report = history::check(&recorded.ops, &finals);
+    println!(
+        "{test}: {}; at most {} siblings in a read; replicas converged {:.1} s after the workload stopped",
+        report.summary(),
+        recorded.max_siblings,
+        took.as_secs_f64()
+    );
+    ensure!(report.is_valid(), "{test} (seed {seed}): {report:?}");
+    ensure!(
+        report.acknowledged > 0,
+        "{test} (seed {seed}): nothing was acknowledged"
+    );
+    ensure!(
+        recorded.max_siblings <= 2 * WRITERS,
+        "{test} (seed {seed}): {} siblings in one read with {WRITERS} writers",
+        recorded.max_siblings
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_under_sigkill_and_restart() -> Result<()> {
+    set_scenario("set_workload_under_sigkill_and_restart", Fault::Kill).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_under_a_2s_pause() -> Result<()> {
+    set_scenario(
+        "set_workload_under_a_2s_pause",
+        Fault::Pause(Duration::from_secs(2)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_under_a_30s_pause() -> Result<()> {
+    set_scenario(
+        "set_workload_under_a_30s_pause",
+        Fault::Pause(Duration::from_secs(30)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_under_random_halves() -> Result<()> {
+    set_scenario("set_workload_under_random_halves", Fault::Halves).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_with_a_minority_cut_off() -> Result<()> {
+    set_scenario("set_workload_with_a_minority_cut_off", Fault::Minority).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_under_a_one_way_cut() -> Result<()> {
+    set_scenario("set_workload_under_a_one_way_cut", Fault::OneWay).await
+}
+
+/// Replica amnesia: a node loses its disk and writes keep going through it (G1, G5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_through_a_wiped_replica() -> Result<()> {
+    set_scenario("set_workload_through_a_wiped_replica", Fault::Wipe).await
+}
+
+/// Adds `count` elements to `key` one after another; returns the history.
+async fn burst(client: &ringkv::Client, key: &str, count: usize) -> Result<Vec<Op>> {
+    let mut ops = Vec::new();
+    for i in 0..count {
+        let read = client.get(key.to_string()).await?;
+        let mut set: BTreeSet<String> = read.values.iter().flat_map(|v| parse_set(v)).collect();
+        let element = format!("b-{i}");
+        set.insert(element.clone());
+        client
+            .put(key.to_string(), encode_set(&set), &read.context)
+            .await?;
+        ops.push(Op {
+            key: key.into(),
+            element,
+            outcome: Outcome::Ok,
+        });
+    }
+    Ok(ops)
+}
+
+/// Every replica of a key SIGKILLed right after a burst of acknowledged writes: under fsync
+/// durability all of them come back (G1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_replica_after_a_burst_loses_nothing() -> Result<()> {
+    let _one = serial().await;
+    let Some(net) = enter("killing_every_replica_after_a_burst_loses_nothing")? else {
+        return Ok(());
+    };
+    let cluster_seed = seed();
+    let mut cluster = FaultCluster::start(net, 5, FAST_BACKGROUND)?;
+    let client = cluster.client().await?;
+    let key = format!("burst-{}", cluster_seed % 1000);
+    let ops = burst(&client, &key, 60).await?;
+    let replicas = cluster.replicas(&client, &key);
+    for &i in &replicas {
+        cluster.procs.kill(i)?;
+    }
+    for &i in &replicas {
+        cluster.procs.restart(i)?;
+    }
+    let keys = vec![key.clone()];
+    cluster
+        .converge(&client, &keys, Duration::from_secs(60))
+        .await?;
+    let report = history::check(&ops, &cluster.final_sets(&client, &keys).await?);
+    println!("kill all replicas {replicas:?}: {}", report.summary());
+    ensure!(report.is_valid() && report.acknowledged == 60, "{report:?}");
+    Ok(())
+}
+
+/// Background settings for the tombstone scenarios: tombstones may go after half a second.
+fn reaping_background() -> String {
+    format!("{FAST_BACKGROUND}tombstone_grace_ms = 500\n")
+}
+
+/// The doomstone: kill the primary, a delete lands on a stand-in (as a hint), kill the
+/// stand-in, restart the primary, let reaping run, write a new value, restart the stand-in:
+/// the new value reads back (G4 and its converse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doomstone_does_not_delete_a_later_value() -> Result<()> {
+    let _one = serial().await;
+    let Some(net) = enter("the_doomstone_does_not_delete_a_later_value")? else {
+        return Ok(());
+    };
+    seed();
+    let mut cluster = FaultCluster::start(net, 5, &reaping_background())?;
+    let client = cluster.client().await?;
+    let key = "doom".to_string();
+    let ctx = client.put(key.clone(), "old", &Context::empty()).await?;
+    let ring = client.ring();
+    let prefs: Vec<usize> = ring
+        .preference_list_for_key(key.as_bytes())
+        .iter()
+        .map(|id| support::faults::index_of(*id))
+        .collect();
+    let (primary, standin) = (prefs[0], prefs[3]);
+    cluster.procs.kill(primary)?;
+    client.delete(key.clone(), &ctx).await?;
+    support::eventually(Duration::from_secs(10), "the stand-in holds the tombstone hint", || async {
+        matches!(
+            cluster.request(standin, &ringkv_shared::proto::Request::HintsFor { key: key.clone().into() }).await,
+            Ok(ringkv_shared::proto::Response::Object(o)) if o.is_deleted()
+        )
+    })
+    .await?;
+    cluster.procs.kill(standin)?;
+    cluster.procs.restart(primary)?;
+    // Grace and a few reaping rounds pass while the stand-in is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = client.get(key.clone()).await?;
+    ensure!(
+        read.values.is_empty(),
+        "the deleted value came back: {:?}",
+        read.values
+    );
+    client.put(key.clone(), "new", &read.context).await?;
+    cluster.procs.restart(standin)?;
+    let keys = vec![key.clone()];
+    cluster
+        .converge(&client, &keys, Duration::from_secs(60))
+        .await?;
+    // Let the stand-in's hint be delivered, then read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let read = client
+        .get_with(key.clone(), CallOptions::default().quorum(3))
+        .await?;
+    ensure!(
+        read.values == vec![bytes::Bytes::from_static(b"new")],
+        "after the stand-in returned: {:?}",
+        read.values
+    );
+    println!("doomstone: primary {primary}, stand-in {standin}: the new value survived");
+    Ok(())
+}
+
+/// A replica down while a tombstone is due for reaping: the tombstone stays until it is back,
+/// and the old value it held never comes back (G4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_across_reaping_does_not_resurrect_the_key() -> Result<()> {
+    let _one = serial().await;
+    let Some(net) = enter("a_replica_down_across_reaping_does_not_resurrect_the_key")? else {
+        return Ok(());
+    };
+    seed();
+    let mut cluster = FaultCluster::start(net, 5, &reaping_background())?;
+    let client = cluster.client().await?;
+    let key = "zombie".to_string();
+    let ctx = client
+        .put_with(
+            key.clone(),
+            "alive",
+            &Context::empty(),
+            CallOptions::default().quorum(3),
+        )
+        .await?;
+    let down = cluster.replicas(&client, &key)[2];
+    cluster.procs.kill(down)?;
+    client.delete(key.clone(), &ctx).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.procs.restart(down)?;
+    let keys = vec![key.clone()];
+    cluster
+        .converge(&client, &keys, Duration::from_secs(60))
+        .await?;
+    // Reaping may now finish; the key must stay gone all along.
+    for _ in 0..10 {
+        let read = client
+            .get_with(key.clone(), CallOptions::default().quorum(3))
+            .await?;
+        ensure!(
+            read.values.is_empty(),
+            "the deleted key came back: {:?}",
+            read.values
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for i in cluster.replicas(&client, &key) {
+        let o = cluster.local_object(i, &key).await?;
+        ensure!(
+            o.values().next().is_none(),
+            "replica {i} holds the old value again"
+        );
+    }
+    println!("reaping with node index {down} down: the key stayed deleted");
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! The fault suite's harness: real node processes in a private network namespace, faults
+//! (kill, pause, partitions, wiped disks), the set workload that records a history, and the
+//! convergence check. The judging is `ringkv_node::testing::history`'s.
+//!
+//! Each scenario runs in its own network namespace holding only loopback: the test re-executes
+//! itself under `unshare --net`, nodes bind 127.0.0.2, 127.0.0.3, ..., and partitions are
+//! nftables rules on the input hook (a drop there looks like a lossy network to the sender).
+//! Without root, `unshare` or `nft` (or with `RINGKV_FAULTS_NO_NETNS=1`) the suite says so and
+//! cuts the network with the nodes' own fault filter instead.
+
+use super::node_binary;
+use anyhow::{Context as _, Result, bail, ensure};
+use bytes::Bytes;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use ringkv::{CallOptions, Client, TlsIdentity};
+use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
+use ringkv_node::testing::{ProcessCluster, ProcessOptions};
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::{Member, NodeId, Object};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const INSIDE: &str = "RINGKV_FAULTS_INSIDE";
+
+/// How partitions are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    /// nftables rules in this test's own network namespace.
+    Nft,
+    /// The nodes' transport fault filter (no namespace available).
+    Filter,
+}
+
+/// The seed of this run: `RINGKV_SEED` if set, else random. Printed so a failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("RINGKV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("faults: seed {seed} (replay with RINGKV_SEED={seed})");
+    seed
+}
+
+/// Whether the long version runs (`RINGKV_SOAK=1`).
+pub fn soak() -> bool {
+    std::env::var_os("RINGKV_SOAK").is_some()
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Puts the calling test into a network namespace of its own. Returns `None` in the parent
+/// after the child (the same test, re-executed inside a namespace) passed; `Some(net)` where
+/// the scenario should run now.
+pub fn enter(test: &str) -> Result<Option<Net>> {
+    if std::env::var_os(INSIDE).is_some() {
+        run("ip", &["link", "set", "lo", "up"])?;
+        run("nft", &["add", "table", "inet", "faults"])?;
+        run(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "faults",
+                "inp",
+                "{ type filter hook input priority 0 ; }",
+            ],
+        )?;
+        return Ok(Some(Net::Nft));
+    }
+    let usable = std::env::var_os("RINGKV_FAULTS_NO_NETNS").is_none()
+        && Command::new("unshare")
+            .args(["--net", "--", "nft", "list", "ruleset"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if usable {
+        let status = Command::new("unshare")
+            .arg("--net")
+            .arg("--")
+            .arg(std::env::current_exe()?)
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(INSIDE, "1")
+            .status()?;
+        ensure!(
+            status.success(),
+            "scenario {test} failed in its network namespace (output above)"
+        );
+        return Ok(None);
+    }
+    println!(
+        "faults: no private network namespace with nftables here (needs root, unshare and nft); \
+         partitions use the nodes' transport fault filter instead"
+    );
+    Ok(Some(Net::Filter))
+}
+
+/// Real node processes under faults.
+pub struct FaultCluster {
+    pub procs: ProcessCluster,
+    pub net: Net,
+    pub addrs: Vec<SocketAddr>,
+    pub tls: TlsIdentity,
+    blocked: BTreeMap<usize, BTreeSet<SocketAddr>>,
+}
+
+/// Background settings that let faults heal within a test's time.
+pub const FAST_BACKGROUND: &str = "[background]\nhint_interval_ms = 200\nae_interval_ms = 300\n\
+     gossip_interval_ms = 250\nreap_interval_ms = 500\n";
+
+impl FaultCluster {
+    /// Starts `nodes` nodes (on 127.0.0.2, ... under nftables).
+    pub fn start(net: Net, nodes: usize, tables_toml: &str) -> Result<Self> {
+        let hosts = match net {
+            Net::Nft => (0..nodes)
+                .map(|i| std::net::Ipv4Addr::new(127, 0, 0, 2 + i as u8))
+                .collect(),
+            Net::Filter => Vec::new(),
+        };
+        let procs = ProcessCluster::start_with(
+            &node_binary()?,
+            ProcessOptions {
+                nodes,
+                partitions: 64,
+                tables_toml: tables_toml.to_owned(),
+                hosts,
+                fault_files: net == Net::Filter,
+            },
+        )?;
+        Ok(FaultCluster {
+            addrs: procs.addrs().to_vec(),
+            tls: procs.client_tls(),
+            procs,
+            net,
+            blocked: BTreeMap::new(),
+        })
+    }
+
+    /// A client (N=3, R=2, W=2, 1 s deadline) once the cluster answers.
+    pub async fn client(&self) -> Result<Client> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let built = Client::builder()
+                .seeds(self.addrs.iter().copied())
+                .tls(self.tls.clone())
+                .timeout(Duration::from_secs(1))
+                .build()
+                .await;
+            match built {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e).context("cluster never answered");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Drops every packet from a node in `from` arriving at a node in `to`.
+    pub fn cut(&mut self, from: &[usize], to: &[usize]) -> Result<()> {
+        for &a in from {
+            for &b in to {
+                if a == b {
+                    continue;
+                }
+                match self.net {
+                    Net::Nft => run(
+                        "nft",
+                        &[
+                            "add",
+                            "rule",
+                            "inet",
+                            "faults",
+                            "inp",
+                            "ip",
+                            "saddr",
+                            &self.addrs[a].ip().to_string(),
+                            "ip",
+                            "daddr",
+                            &self.addrs[b].ip().to_string(),
+                            "drop",
+                        ],
+                    )?,
+                    Net::Filter => {
+                        // The nearest the filter comes: a's calls to b fail.
+                        self.blocked.entry(a).or_default().insert(self.addrs[b]);
+                    }
+                }
+            }
+        }
+        self.write_filters()
+    }
+
+    /// Cuts `a` and `b` apart both ways.
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) -> Result<()> {
+        self.cut(a, b)?;
+        self.cut(b, a)
+    }
+
+    /// Ends every cut.
+    pub fn heal(&mut self) -> Result<()> {
+        if self.net == Net::Nft {
+            run("nft", &["flush", "chain", "inet", "faults", "inp"])?;
+        }
+        self.blocked.clear();
+        self.write_filters()
+    }
+
+    fn write_filters(&self) -> Result<()> {
+        if self.net == Net::Filter {
+            for i in 0..self.addrs.len() {
+                let lines: String = self
+                    .blocked
+                    .get(&i)
+                    .map(|s| s.iter().map(|a| format!("{a}\n")).collect())
+                    .unwrap_or_default();
+                std::fs::write(self.procs.fault_file(i), lines)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one request to node `i` on a fresh connection.
+    pub async fn request(&self, i: usize, request: &Request) -> Result<Response> {
+        let conn = super::RawConn::open(self.addrs[i], &self.tls).await?;
+        let reply = tokio::time::timeout(Duration::from_secs(3), conn.request(request))
+            .await
+            .context("no answer within 3 s")??;
+        conn.endpoint.close(0u32.into(), b"done");
+        Ok(reply.body)
+    }
+
+    /// Node `i`'s own object for `key` (as a replica read answers it).
+    pub async fn local_object(&self, i: usize, key: &str) -> Result<Object> {
+        match self
+            .request(
+                i,
+                &Request::Read {
+                    key: Bytes::copy_from_slice(key.as_bytes()),
+                },
+            )
+            .await?
+        {
+            Response::Object(o) => Ok(o),
+            other => bail!("unexpected reply {}", other.kind()),
+        }
+    }
+
+    /// The N=3 replicas of `key` (indices into this cluster), from `client`'s ring.
+    pub fn replicas(&self, client: &Client, key: &str) -> Vec<usize> {
+        let ring = client.ring();
+        let p = ring.partition_of(key.as_bytes());
+        ring.replicas(p, 3)
+            .iter()
+            .filter_map(|id| ring.member(*id))
+            .filter_map(|m: &Member| self.addrs.iter().position(|a| *a == m.addr))
+            .collect()
+    }
+
+    /// Waits until, for every key, all its replicas hold the same object and the same Merkle
+    /// root for its partition (G3). Returns how long that took.
+    pub async fn converge(
+        &self,
+        client: &Client,
+        keys: &[String],
+        limit: Duration,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < limit {
+            match self.diverging(client, keys).await {
+                Ok(None) => return Ok(started.elapsed()),
+                Ok(Some(why)) => last = why,
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("replicas did not converge within {limit:?}: {last}")
+    }
+
+    async fn diverging(&self, client: &Client, keys: &[String]) -> Result<Option<String>> {
+        for key in keys {
+            let replicas = self.replicas(client, key);
+            let mut objects = Vec::new();
+            for &i in &replicas {
+                objects.push(self.local_object(i, key).await?);
+            }
+            if objects.windows(2).any(|w| w[0] != w[1]) {
+                return Ok(Some(format!("replicas {replicas:?} of {key} differ")));
+            }
+            let p = client.ring().partition_of(key.as_bytes());
+            let mut roots = Vec::new();
+            for &i in &replicas {
+                match self
+                    .request(
+                        i,
+                        &Request::AeRoots {
+                            partitions: vec![p],
+                        },
+                    )
+                    .await?
+                {
+                    Response::Hashes(h) => roots.push(h),
+                    other => bail!("unexpected reply {}", other.kind()),
+                }
+            }
+            if roots.windows(2).any(|w| w[0] != w[1]) {
+                return Ok(Some(format!(
+                    "Merkle roots of partition {p} differ on {replicas:?}"
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The final set of each key: the union of every replica's siblings.
+    pub async fn final_sets(
+        &self,
+        client: &Client,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, BTreeSet<String>>> {
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let mut set = BTreeSet::new();
+            for i in self.replicas(client, key) {
+                for v in self.local_object(i, key).await?.values() {
+                    set.extend(parse_set(v));
+                }
+            }
+            out.insert(key.clone(), set);
+        }
+        Ok(out)
+    }
+}
+
+/// What the set workload recorded.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub ops: Vec<Op>,
+    pub max_siblings: usize,
+}
+
+/// Runs `writers` clients adding unique elements to `keys` by read-merge-write until `stop`.
+pub async fn set_workload(
+    client: Client,
+    keys: Vec<String>,
+    writers: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<Recorded> {
+    let max_siblings = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let (client, keys, stop, max_siblings) = (
+            client.clone(),
+            keys.clone(),
+            stop.clone(),
+            max_siblings.clone(),
+        );
+        tasks.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
+            let mut ops = Vec::new();
+            let mut seq = 0u64;
+            let opts = CallOptions::default().timeout(Duration::from_secs(1));
+            while !stop.load(Ordering::Relaxed) {
+                let key = keys[rng.random_range(0..keys.len())].clone();
+                let read = match client.get_with(key.clone(), opts).await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                max_siblings.fetch_max(read.values.len(), Ordering::Relaxed);
+                let mut set: BTreeSet<String> =
+                    read.values.iter().flat_map(|v| parse_set(v)).collect();
+                let element = format!("w{w}-{seq}");
+                seq += 1;
+                set.insert(element.clone());
+                let outcome = match client
+                    .put_with(key.clone(), encode_set(&set), &read.context, opts)
+                    .await
+                {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) if e.may_have_been_applied() => Outcome::Unknown,
+                    Err(_) => Outcome::Failed,
+                };
+                if outcome != Outcome::Ok {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                ops.push(Op {
+                    key,
+                    element,
+                    outcome,
+                });
+            }
+            ops
+        });
+    }
+    let mut recorded = Recorded::default();
+    while let Some(ops) = tasks.join_next().await {
+        recorded.ops.extend(ops?);
+    }
+    recorded.max_siblings = max_siblings.load(Ordering::Relaxed);
+    Ok(recorded)
+}
+
+/// The index of the node with id `id`.
+pub fn index_of(id: NodeId) -> usize {
+    id.0 as usize - 1
+}
