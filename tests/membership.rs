@@ -248,3 +248,77 @@ async fn operator_mistakes_are_refused_and_change_nothing() -> Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// A client whose every cached node is gone (the whole cluster was replaced while it was idle)
+/// finds the cluster again through its seeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_cached_nodes_are_all_gone_goes_back_to_its_seeds() -> Result<()> {
+    let background = ringkv_node::config::BackgroundConfig {
+        gossip_interval_ms: 200,
+        ..Default::default()
+    };
+    let mut cluster = LocalCluster::builder(3)
+        .background(background)
+        .start()
+        .await?;
+    let writer = client(&cluster, Mode::Direct).await?;
+    for i in 0..100 {
+        writer
+            .put(format!("old-{i}"), format!("v{i}"), &Context::empty())
+            .await?;
+    }
+    let new: Vec<usize> = vec![
+        cluster.add_node().await?,
+        cluster.add_node().await?,
+        cluster.add_node().await?,
+    ];
+    // Seeds: a node that will leave, and one that will stay. Its cached ring: nodes 1-3.
+    let idle = Client::builder()
+        .seeds([cluster.addrs()[0], cluster.addrs()[new[0]]])
+        .tls(cluster.client_tls())
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await?;
+    ensure!(idle.ring().epoch() == 1);
+    for &i in &new {
+        let id = cluster.node_id(i);
+        eventually(Duration::from_secs(10), "newcomer known", || async {
+            cluster
+                .node(0)
+                .expect("runs")
+                .view()
+                .members
+                .contains_key(&id)
+        })
+        .await?;
+        admin(
+            &cluster,
+            0,
+            AdminRequest::Join {
+                node: Some(id),
+                addr: None,
+            },
+        )
+        .await?;
+    }
+    for id in 1..=3 {
+        admin(&cluster, 0, AdminRequest::Leave { node: NodeId(id) }).await?;
+    }
+    admin(&cluster, 0, AdminRequest::Commit).await?;
+    settled(&cluster, &new, 2).await?;
+    for i in 0..3 {
+        cluster.stop(i).await?;
+    }
+    for i in 0..100 {
+        let v = idle.get(format!("old-{i}")).await?;
+        ensure!(
+            v.values == vec![bytes::Bytes::from(format!("v{i}"))],
+            "old-{i}: {:?}",
+            v.values
+        );
+    }
+    ensure!(idle.ring().epoch() == 2);
+    idle.put("after", "moved", &Context::empty()).await?;
+    cluster.shutdown().await;
+    Ok(())
+}

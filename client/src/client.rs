@@ -278,10 +278,13 @@ impl Client {
                 errors,
                 ..
             }) => {
-                !errors.is_empty()
-                    && errors
-                        .iter()
-                        .all(|(_, e)| matches!(e, ringkv_shared::ReplicaError::Unreachable { .. }))
+                use ringkv_shared::ReplicaError as E;
+                errors
+                    .iter()
+                    .any(|(_, e)| matches!(e, E::Unreachable { .. }))
+                    && errors.iter().all(|(_, e)| {
+                        matches!(e, E::Unreachable { .. } | E::MarkedDown | E::NotAwaited)
+                    })
             }
             _ => false,
         }

@@ -329,11 +329,14 @@ impl View {
             .collect()
     }
 
-    /// The node that completes transitions: the lowest id among members that are up.
+    /// The node that completes transitions: the lowest id among the nodes that own
+    /// partitions now (up, or leaving: when every owner leaves at once, a leaver completes).
     pub fn claimant(&self) -> Option<NodeId> {
         self.members
             .iter()
-            .find(|(_, r)| r.status == Status::Up)
+            .find(|(id, r)| {
+                matches!(r.status, Status::Up | Status::Leaving) && self.ring.member(**id).is_some()
+            })
             .map(|(id, _)| *id)
     }
 
