@@ -63,20 +63,24 @@ pub(crate) async fn handoff_round(state: &Arc<NodeState>) -> usize {
         .into_iter()
         .filter(|t| t.from == state.id)
         .collect();
-    let mut finished = 0;
+    let mut finished = Vec::new();
     for transfer in mine {
         let Some(to) = transition.target.member(transfer.to).cloned() else {
             continue;
         };
         match send(state, &transition, transfer, &to).await {
             Ok(()) => {
-                state.update_view(|v| v.mark_done(transfer));
+                finished.push(transfer);
                 state
                     .sending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&transfer);
-                finished += 1;
+                // Recorded in the view in groups: a crash before the record only repeats the
+                // check of a finished cursor.
+                if finished.len() >= 64 {
+                    record_done(state, &mut finished);
+                }
             }
             Err(reason) => {
                 // The receiver is down or slow: try the rest now and this one next round.
@@ -84,7 +88,20 @@ pub(crate) async fn handoff_round(state: &Arc<NodeState>) -> usize {
             }
         }
     }
-    finished
+    let count = finished.len();
+    record_done(state, &mut finished);
+    count
+}
+
+fn record_done(state: &NodeState, finished: &mut Vec<Transfer>) {
+    if finished.is_empty() {
+        return;
+    }
+    state.update_view(|v| {
+        for t in finished.drain(..) {
+            v.mark_done(t);
+        }
+    });
 }
 
 fn cursor_name(transition: &Transition, t: &Transfer) -> String {
@@ -105,8 +122,11 @@ async fn send(
 ) -> Result<(), String> {
     let name = cursor_name(transition, &transfer);
     let mut cursor: Option<Vec<u8>> = state.store.meta_get(&name).map_err(|e| e.to_string())?;
-    if cursor.is_some() {
-        info!(%transfer, "resuming an interrupted handoff transfer from its cursor");
+    match &cursor {
+        // An empty cursor marks a finished transfer (keys are never empty).
+        Some(c) if c.is_empty() => return Ok(()),
+        Some(_) => info!(%transfer, "resuming an interrupted handoff transfer from its cursor"),
+        None => {}
     }
     let _ = state.store.meta_put("handoff_cursors", &[1]);
     let batch_keys = state.background.handoff_batch_keys.clamp(1, MAX_BATCH_KEYS);
@@ -126,7 +146,10 @@ async fn send(
             .scan_partition(transfer.partition, cursor.as_deref(), batch_keys)
             .map_err(|e| e.to_string())?;
         let Some(last) = items.last().map(|(k, _)| k.clone()) else {
-            let _ = state.store.meta_remove_prefix(&name);
+            state
+                .store
+                .meta_put(&name, &[])
+                .map_err(|e| e.to_string())?;
             return Ok(());
         };
         let bytes: u64 = items

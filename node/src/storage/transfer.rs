@@ -71,10 +71,13 @@ impl Store {
         Ok(self.meta.get(name)?.map(|v| v.to_vec()))
     }
 
-    /// Writes a metadata record and syncs it to disk before returning.
+    /// Writes a metadata record and hands it to the operating system before returning (it
+    /// survives a crash of the process, not of the host: callers keep only records that can
+    /// be lost to a power cut, like the gossiped view and handoff cursors, which are relearned
+    /// or redone).
     pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
         self.meta.insert(name, value)?;
-        self.db.persist(fjall::PersistMode::SyncAll)?;
+        self.db.persist(fjall::PersistMode::Buffer)?;
         Ok(())
     }
 
