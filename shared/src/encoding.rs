@@ -68,66 +68,32 @@ pub(crate) fn from_msgpack<T: DeserializeOwned>(body: &[u8]) -> Result<T, Decode
 
 /// Encodes a stored object: `[format u8][checksum u64 BE][msgpack body]`.
 pub fn encode_object(object: &Object) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + object.value_bytes());
-    out.push(OBJECT_FORMAT);
+    seal(OBJECT_FORMAT, object, 64 + object.value_bytes())
+}
+
+/// `[format][checksum of body][msgpack body]`.
+fn seal<T: Serialize>(format: u8, value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.push(format);
     out.extend_from_slice(&[0; 8]);
-    to_msgpack(object, &mut out);
+    to_msgpack(value, &mut out);
     let sum = checksum(&out[9..]);
     out[1..9].copy_from_slice(&sum.to_be_bytes());
     out
 }
 
-/// Decodes a stored object, verifying its format and checksum.
-pub fn decode_object(bytes: &[u8]) -> Result<Object, DecodeError> {
+/// The body of a [`seal`]ed encoding of `format`, once its checksum matches.
+fn unseal(bytes: &[u8], format: u8) -> Result<&[u8], DecodeError> {
     if bytes.len() < 9 {
         return Err(DecodeError::Truncated {
             len: bytes.len(),
             need: 9,
         });
     }
-    match bytes[0] {
-        OBJECT_FORMAT => {
-            let mut stored = [0u8; 8];
-            stored.copy_from_slice(&bytes[1..9]);
-            let stored = u64::from_be_bytes(stored);
-            let computed = checksum(&bytes[9..]);
-            if stored != computed {
-                return Err(DecodeError::Checksum { stored, computed });
-            }
-            from_msgpack(&bytes[9..])
-        }
-        found => Err(DecodeError::UnknownFormat {
-            found,
-            supported: OBJECT_FORMAT,
-        }),
-    }
-}
-
-/// The format byte of persisted cluster views written by this version.
-pub const VIEW_FORMAT: u8 = 1;
-
-/// Encodes a cluster view for a node's disk: `[format u8][checksum u64 BE][msgpack body]`.
-pub fn encode_view(view: &crate::membership::View) -> Vec<u8> {
-    let mut out = vec![VIEW_FORMAT];
-    out.extend_from_slice(&[0; 8]);
-    to_msgpack(view, &mut out);
-    let sum = checksum(&out[9..]);
-    out[1..9].copy_from_slice(&sum.to_be_bytes());
-    out
-}
-
-/// Decodes a persisted cluster view, verifying its format and checksum.
-pub fn decode_view(bytes: &[u8]) -> Result<crate::membership::View, DecodeError> {
-    if bytes.len() < 9 {
-        return Err(DecodeError::Truncated {
-            len: bytes.len(),
-            need: 9,
-        });
-    }
-    if bytes[0] != VIEW_FORMAT {
+    if bytes[0] != format {
         return Err(DecodeError::UnknownFormat {
             found: bytes[0],
-            supported: VIEW_FORMAT,
+            supported: format,
         });
     }
     let mut stored = [0u8; 8];
@@ -137,7 +103,26 @@ pub fn decode_view(bytes: &[u8]) -> Result<crate::membership::View, DecodeError>
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
-    from_msgpack(&bytes[9..])
+    Ok(&bytes[9..])
+}
+
+/// Decodes a stored object, verifying its format and checksum. (Format 1 is the only one
+/// so far; a new format gets its own branch here and old ones keep decoding.)
+pub fn decode_object(bytes: &[u8]) -> Result<Object, DecodeError> {
+    from_msgpack(unseal(bytes, OBJECT_FORMAT)?)
+}
+
+/// The format byte of persisted cluster views written by this version.
+pub const VIEW_FORMAT: u8 = 1;
+
+/// Encodes a cluster view for a node's disk: `[format u8][checksum u64 BE][msgpack body]`.
+pub fn encode_view(view: &crate::membership::View) -> Vec<u8> {
+    seal(VIEW_FORMAT, view, 4096)
+}
+
+/// Decodes a persisted cluster view, verifying its format and checksum.
+pub fn decode_view(bytes: &[u8]) -> Result<crate::membership::View, DecodeError> {
+    from_msgpack(unseal(bytes, VIEW_FORMAT)?)
 }
 
 /// Encodes a causal context for an application: `[format u8][msgpack version vector]`.

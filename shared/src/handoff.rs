@@ -81,17 +81,8 @@ pub struct Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Member;
-    use std::net::SocketAddr;
 
-    fn members(ids: impl IntoIterator<Item = u32>) -> Vec<Member> {
-        ids.into_iter()
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
-            })
-            .collect()
-    }
+    use crate::ring::test_members as members;
 
     #[test]
     fn every_old_replica_sends_to_every_new_one() {

@@ -211,16 +211,8 @@ pub fn moved(a: &Ring, b: &Ring) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::net::SocketAddr;
 
-    fn members(ids: impl IntoIterator<Item = u32>) -> Vec<Member> {
-        ids.into_iter()
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
-            })
-            .collect()
-    }
+    use crate::ring::test_members as members;
 
     fn check_balanced(ring: &Ring) {
         let q = ring.partition_count() as usize;

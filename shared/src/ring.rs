@@ -282,6 +282,17 @@ fn preference_lists(owners: &[NodeId], cap: usize) -> Vec<Box<[NodeId]>> {
     prefs
 }
 
+/// Members `127.0.0.1:7000 + id` with the given ids, for tests.
+#[cfg(test)]
+pub(crate) fn test_members(ids: impl IntoIterator<Item = u32>) -> Vec<Member> {
+    ids.into_iter()
+        .map(|i| Member {
+            id: NodeId(i),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
