@@ -90,6 +90,15 @@ fn check_balance(ring: &ringkv_shared::Ring, nodes: usize) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_two_then_leave_one_under_a_continuous_writer() -> Result<()> {
+    grow_and_shrink(Mode::Direct).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_two_then_leave_one_under_a_continuous_writer_in_router_mode() -> Result<()> {
+    grow_and_shrink(Mode::Router).await
+}
+
+async fn grow_and_shrink(mode: Mode) -> Result<()> {
     let background = ringkv_node::config::BackgroundConfig {
         gossip_interval_ms: 200,
         handoff_batch_keys: 64,
@@ -100,7 +109,7 @@ async fn join_two_then_leave_one_under_a_continuous_writer() -> Result<()> {
         .start()
         .await?;
     // Built before any change and never rebuilt.
-    let c = client(&cluster, Mode::Direct).await?;
+    let c = client(&cluster, mode).await?;
     for i in 0..300 {
         c.put(format!("pre-{i}"), format!("p{i}"), &Context::empty())
             .await?;
