@@ -35,6 +35,10 @@ use workload::{KeyDist, Keys, Workload, key};
 #[derive(Parser, Debug, serde::Serialize)]
 #[command(about = "ringkv load harness: client-driven vs router mode")]
 struct Args {
+    /// Hedged reads in direct mode: ask R replicas, one more after this many milliseconds
+    /// without a quorum (default: ask all N).
+    #[arg(long)]
+    hedge_ms: Option<f64>,
     /// Node processes to start (ignored with --seed-node).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -101,9 +105,13 @@ async fn connect(
             .r(args.r)
             .w(args.w)
             .mode(mode)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .await;
+            .timeout(Duration::from_secs(5));
+        let built = match args.hedge_ms {
+            Some(ms) => built.hedge_reads(Duration::from_micros((ms * 1000.0) as u64)),
+            None => built,
+        }
+        .build()
+        .await;
         match built {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() > deadline => {

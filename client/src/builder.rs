@@ -71,6 +71,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Hedged reads in direct mode: ask only R replicas, and one more each time `delay`
+    /// passes without R answers (or at once when one fails). Reads then cost R requests
+    /// instead of N; read repair reaches only the replicas asked, anti-entropy the rest.
+    /// Off by default (every read asks all N, as Dynamo does).
+    pub fn hedge_reads(mut self, delay: Duration) -> Self {
+        self.defaults.read_hedge = Some(delay);
+        self
+    }
+
     /// Direct (client-driven, default) or router mode.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;

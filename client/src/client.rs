@@ -109,7 +109,7 @@ impl Client {
                 let result = match self.inner.mode {
                     Mode::Direct => {
                         let preference = self.preference(&key);
-                        fanout::read(
+                        fanout::read_hedged(
                             &self.inner.transport,
                             key.clone(),
                             preference,
@@ -117,6 +117,7 @@ impl Client {
                             q.required.into(),
                             q.timeout(),
                             true,
+                            self.inner.defaults.read_hedge,
                         )
                         .await
                         .map(|r| r.object)

@@ -27,6 +27,10 @@ pub struct Defaults {
     pub w: u8,
     /// Call deadline.
     pub timeout: Duration,
+    /// Hedged reads: ask R replicas, and one more each time this passes without a quorum
+    /// (`None`, the default: ask all N at once, as Dynamo does). See
+    /// [`ringkv_shared::fanout::read_hedged`].
+    pub read_hedge: Option<Duration>,
 }
 
 impl Default for Defaults {
@@ -36,6 +40,7 @@ impl Default for Defaults {
             r: 2,
             w: 2,
             timeout: Duration::from_secs(2),
+            read_hedge: None,
         }
     }
 }

@@ -135,23 +135,61 @@ pub async fn read<T: Transport>(
     timeout: Duration,
     repair: bool,
 ) -> Result<ReadOutcome, ReplyError> {
+    read_hedged(
+        transport, key, preference, n, required, timeout, repair, None,
+    )
+    .await
+}
+
+/// [`read`], optionally hedged: with `hedge: Some(delay)` only `required` of the healthy
+/// targets are asked at first, and one more (the remaining targets first, then stand-ins) each
+/// time `delay` passes without a quorum or an asked node fails. A read then costs R requests
+/// instead of N when replicas are quick, at the price of read repair reaching only the nodes
+/// asked (anti-entropy still reaches the rest). `None` asks all N at once, as Dynamo does.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_hedged<T: Transport>(
+    transport: &T,
+    key: Bytes,
+    preference: Vec<Member>,
+    n: usize,
+    required: usize,
+    timeout: Duration,
+    repair: bool,
+    hedge: Option<Duration>,
+) -> Result<ReadOutcome, ReplyError> {
     let deadline = Instant::now() + timeout;
     let n = n.min(preference.len());
     let owners: Vec<NodeId> = preference[..n].iter().map(|m| m.id).collect();
     let targets = read_targets(transport, &preference, n);
-    let mut spares: std::collections::VecDeque<Member> = preference
+    let (mut up, down) = split_down(transport, targets.clone(), required);
+    // Hedged: the healthy targets beyond the first R wait, first in line among the spares.
+    let held: Vec<Member> = match hedge {
+        Some(_) if up.len() > required => up.split_off(required),
+        _ => Vec::new(),
+    };
+    let mut spares: std::collections::VecDeque<Member> = held
         .iter()
-        .filter(|m| !targets.iter().any(|t| t.id == m.id))
         .cloned()
+        .chain(
+            preference
+                .iter()
+                .filter(|m| !targets.iter().any(|t| t.id == m.id))
+                .cloned(),
+        )
         .collect();
-    let (up, down) = split_down(transport, targets.clone(), required);
-    let mut quorum = ReadQuorum::new(required, targets.iter().map(|m| m.id).collect());
+    let first: Vec<NodeId> = targets
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| !held.iter().any(|h| h.id == *id))
+        .collect();
+    let mut quorum = ReadQuorum::new(required, first);
     for id in down {
         quorum.record(id, Err(ReplicaError::MarkedDown));
     }
     let request = Request::Read { key: key.clone() };
     let mut calls = spawn_calls(transport, &up, &request);
     let mut progress = quorum.progress();
+    let mut hedge_at = hedge.map(|d| Instant::now() + d);
     // A failure before the quorum is decided brings in the next spare, if any; with spares
     // left, a quorum that looks impossible is not yet.
     let mut substitute = |quorum: &mut ReadQuorum, calls: &mut Calls| {
@@ -167,7 +205,8 @@ pub async fn read<T: Transport>(
         if progress == Progress::Failed && !substitute(&mut quorum, &mut calls) {
             break;
         }
-        match tokio::time::timeout_at(deadline, calls.join_next()).await {
+        let wake = hedge_at.map_or(deadline, |h| h.min(deadline));
+        match tokio::time::timeout_at(wake, calls.join_next()).await {
             Ok(Some(Ok((node, result)))) => {
                 let failed = result.is_err();
                 progress = quorum.record(node, result.and_then(expect_object));
@@ -182,6 +221,13 @@ pub async fn read<T: Transport>(
                 if !substitute(&mut quorum, &mut calls) {
                     break;
                 }
+            }
+            Err(_) if Instant::now() < deadline => {
+                // The hedge delay passed without a quorum: ask one more node.
+                hedge_at = match (hedge, substitute(&mut quorum, &mut calls)) {
+                    (Some(d), true) => Some(Instant::now() + d),
+                    _ => None,
+                };
             }
             Err(_) => break,
         }
@@ -690,6 +736,95 @@ mod tests {
             "the late, stale replica is repaired"
         );
         assert_eq!(sim.stored.lock().unwrap()[&NodeId(3)], newer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedged_read_asks_r_nodes_and_a_third_only_when_one_is_slow() {
+        let newer = written("v1");
+        // Quick replicas: two requests, not three.
+        let sim = Sim::with(&[
+            (1, Behaviour::Answer { delay_ms: 1 }),
+            (2, Behaviour::Answer { delay_ms: 1 }),
+            (3, Behaviour::Answer { delay_ms: 1 }),
+        ]);
+        for i in 1..=3 {
+            sim.store(i, newer.clone());
+        }
+        let hedge = Some(Duration::from_millis(5));
+        let out = read_hedged(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            2,
+            TIMEOUT,
+            true,
+            hedge,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.object, newer);
+        tokio::time::sleep(TIMEOUT).await;
+        let mut asked = sim.reads.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(asked, vec![NodeId(1), NodeId(2)]);
+
+        // Replica 2 is slow: after the hedge delay replica 3 is asked and answers first.
+        let sim = Sim::with(&[
+            (1, Behaviour::Answer { delay_ms: 1 }),
+            (2, Behaviour::Answer { delay_ms: 80 }),
+            (3, Behaviour::Answer { delay_ms: 1 }),
+        ]);
+        for i in 1..=3 {
+            sim.store(i, newer.clone());
+        }
+        let start = Instant::now();
+        let out = read_hedged(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            2,
+            TIMEOUT,
+            true,
+            hedge,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(6),
+            "hedge at 5 ms, answer at 6 ms"
+        );
+        assert_eq!(out.answered, vec![NodeId(1), NodeId(3)]);
+
+        // A failing replica is replaced at once, without waiting for the hedge delay.
+        let sim = Sim::with(&[
+            (1, Behaviour::Answer { delay_ms: 1 }),
+            (2, Behaviour::Refuse),
+            (3, Behaviour::Answer { delay_ms: 1 }),
+        ]);
+        for i in [1, 3] {
+            sim.store(i, newer.clone());
+        }
+        let start = Instant::now();
+        read_hedged(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(3),
+            3,
+            2,
+            TIMEOUT,
+            true,
+            Some(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
