@@ -132,10 +132,16 @@ async fn set_scenario(test: &str, fault: Fault) -> Result<()> {
         report.acknowledged > 0,
         "{test} (seed {seed}): nothing was acknowledged"
     );
+    // G6: concurrent read-merge-write keeps siblings bounded. Each writer adds at most one
+    // version its next read has not seen; a write whose outcome was unknown may land late
+    // (a paused coordinator applies what it received when it resumes, with the context it was
+    // given long before) and add one more.
+    let bound = 2 * WRITERS + report.unknown_present;
     ensure!(
-        recorded.max_siblings <= 2 * WRITERS,
-        "{test} (seed {seed}): {} siblings in one read with {WRITERS} writers",
-        recorded.max_siblings
+        recorded.max_siblings <= bound,
+        "{test} (seed {seed}): {} siblings in one read with {WRITERS} writers and {} late unknown writes",
+        recorded.max_siblings,
+        report.unknown_present
     );
     Ok(())
 }
