@@ -76,21 +76,16 @@ async fn main() -> Result<()> {
             ..ProcessOptions::default()
         },
     )?;
-    let client = loop {
-        let built = Client::builder()
+    let client = cluster::connect(|| {
+        Client::builder()
             .seeds(procs.addrs().iter().copied())
             .tls(procs.client_tls())
             .n(1)
             .r(1)
             .w(1)
             .timeout(Duration::from_secs(10))
-            .build()
-            .await;
-        match built {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    })
+    .await?;
     println!(
         "loading {keys} keys of {} B ({:.2} GiB) into one node, block cache {} MiB",
         args.value_bytes, args.gib, args.cache_mb
@@ -128,6 +123,7 @@ async fn main() -> Result<()> {
     }
     bar.finish();
     let load_secs = started.elapsed().as_secs_f64();
+    // Let the memtable flush and compaction that follow a bulk load settle before sampling.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_load = procs.resident_bytes()[0];
     let mut rng = StdRng::seed_from_u64(1);

@@ -277,7 +277,8 @@ async fn the_doomstone_does_not_delete_a_later_value() -> Result<()> {
     .await?;
     cluster.procs.kill(standin)?;
     cluster.procs.restart(primary)?;
-    // Grace and a few reaping rounds pass while the stand-in is down.
+    // Nothing to poll for: the test needs the tombstone grace (0.5 s) and several reaping
+    // rounds (every 0.5 s) to pass while the stand-in is down, and nothing to come back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let read = client.get(key.clone()).await?;
     ensure!(
@@ -291,8 +292,14 @@ async fn the_doomstone_does_not_delete_a_later_value() -> Result<()> {
     cluster
         .converge(&client, &keys, Duration::from_secs(60))
         .await?;
-    // Let the stand-in's hint be delivered, then read.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The stand-in hands its tombstone hint to the primary; read once it has.
+    support::eventually(Duration::from_secs(10), "the stand-in delivered its hint", || async {
+        matches!(
+            cluster.request(standin, &ringkv_shared::proto::Request::HintsFor { key: key.clone().into() }).await,
+            Ok(ringkv_shared::proto::Response::Object(o)) if o.is_empty()
+        )
+    })
+    .await?;
     let read = client
         .get_with(key.clone(), CallOptions::default().quorum(3))
         .await?;
@@ -328,6 +335,8 @@ async fn a_replica_down_across_reaping_does_not_resurrect_the_key() -> Result<()
     let down = cluster.replicas(&client, &key)[2];
     cluster.procs.kill(down)?;
     client.delete(key.clone(), &ctx).await?;
+    // Nothing to poll for: the tombstone's grace (0.5 s) and several reaping rounds must pass
+    // while the replica holding the old value is down.
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.procs.restart(down)?;
     let keys = vec![key.clone()];

@@ -44,3 +44,18 @@ pub fn start(nodes: usize, durability: &str) -> Result<ProcessCluster> {
         &format!("[storage]\ndurability = \"{durability}\"\n"),
     )?)
 }
+
+/// A client built by `builder` once the cluster answers (nodes need a moment after their
+/// processes start), giving up after a minute.
+pub async fn connect(builder: impl Fn() -> ringkv::ClientBuilder) -> Result<ringkv::Client> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match builder().build().await {
+            Ok(c) => return Ok(c),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(e).context("the cluster did not answer");
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}

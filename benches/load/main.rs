@@ -29,7 +29,7 @@ use ringkv::{CallOptions, Client, Context, Mode, TlsIdentity};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use workload::{KeyDist, Keys, Workload, key};
 
 #[derive(Parser, Debug, serde::Serialize)]
@@ -96,9 +96,8 @@ async fn connect(
     args: &Args,
     mode: Mode,
 ) -> Result<Client> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let built = Client::builder()
+    cluster::connect(|| {
+        let builder = Client::builder()
             .seeds(seeds.iter().copied())
             .tls(tls.clone())
             .n(args.n)
@@ -106,20 +105,12 @@ async fn connect(
             .w(args.w)
             .mode(mode)
             .timeout(Duration::from_secs(5));
-        let built = match args.hedge_ms {
-            Some(ms) => built.hedge_reads(Duration::from_micros((ms * 1000.0) as u64)),
-            None => built,
+        match args.hedge_ms {
+            Some(ms) => builder.hedge_reads(Duration::from_micros((ms * 1000.0) as u64)),
+            None => builder,
         }
-        .build()
-        .await;
-        match built {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e).context("the cluster did not answer");
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    })
+    .await
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {

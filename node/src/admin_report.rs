@@ -207,7 +207,7 @@ mod tests {
         let mut view = View::bootstrap(r.clone());
         view.announce(NodeId(4), members([4])[0].addr);
         view.stage_join(NodeId(4)).unwrap();
-        let m = members_text(&view);
+        let m = super::members(&view);
         assert!(
             m.contains("joining") && m.contains("staged: join [4]"),
             "{m}"
@@ -231,9 +231,5 @@ mod tests {
         let totals = handoff_totals(&view, &sending).unwrap();
         assert_eq!((totals.done, totals.total, totals.keys), (0, ts.len(), 10));
         assert!((totals.bytes_per_sec - 4000.0).abs() < 1e-9);
-    }
-
-    fn members_text(v: &View) -> String {
-        super::members(v)
     }
 }

@@ -291,10 +291,11 @@ impl NodeConfig {
         if self.background.gossip_interval_ms == 0 {
             return Err(invalid("background.gossip_interval_ms", "must be positive"));
         }
-        if self.background.handoff_batch_keys == 0 || self.background.handoff_batch_keys > 4096 {
+        let most = crate::handoff::MAX_BATCH_KEYS;
+        if !(1..=most).contains(&self.background.handoff_batch_keys) {
             return Err(invalid(
                 "background.handoff_batch_keys",
-                "must be between 1 and 4096",
+                format!("must be between 1 and {most}"),
             ));
         }
         let mut ids = BTreeSet::new();

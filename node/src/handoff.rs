@@ -24,8 +24,8 @@ use tracing::{debug, info, warn};
 
 const CURSOR_PREFIX: &str = "handoff/";
 
-/// Most objects one handoff batch may carry (receiver's limit).
-pub(crate) const MAX_BATCH_KEYS: usize = 4096;
+/// Most objects one handoff batch may carry (receiver's limit; the same as anti-entropy's).
+pub(crate) const MAX_BATCH_KEYS: usize = crate::anti_entropy::MAX_KEYS_PER_REQUEST;
 
 /// Runs handoff rounds until `stop`.
 pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
@@ -41,18 +41,15 @@ pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
 /// Sends every transfer this node owes for the running transition, one after another.
 /// Returns how many finished in this round.
 pub(crate) async fn handoff_round(state: &Arc<NodeState>) -> usize {
+    if state.transition.load().is_none() {
+        // No ring change: cursors left by the last one are no longer needed.
+        if let Err(e) = state.store.meta_remove_prefix(CURSOR_PREFIX) {
+            debug!(error = %e, "cannot remove old handoff cursors");
+        }
+        return 0;
+    }
     let view = state.view();
     let Some(transition) = view.transition.clone() else {
-        if state
-            .store
-            .meta_get("handoff_cursors")
-            .ok()
-            .flatten()
-            .is_some()
-        {
-            let _ = state.store.meta_remove_prefix(CURSOR_PREFIX);
-            let _ = state.store.meta_remove_prefix("handoff_cursors");
-        }
         return 0;
     };
     if !view.all_seen() {
@@ -128,7 +125,6 @@ async fn send(
         Some(_) => info!(%transfer, "resuming an interrupted handoff transfer from its cursor"),
         None => {}
     }
-    let _ = state.store.meta_put("handoff_cursors", &[1]);
     let batch_keys = state.background.handoff_batch_keys.clamp(1, MAX_BATCH_KEYS);
     let started = Instant::now();
     loop {

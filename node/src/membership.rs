@@ -112,19 +112,16 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
     // Acknowledge a transition one round after it arrived: by then every write this node
     // started before seeing it has had a round to finish, so a scan that begins once every
     // node acknowledged it misses none of them.
-    let noticed = state.view().transition.map(|t| t.target.epoch());
+    let noticed = state.transition.load().as_ref().map(|t| t.target.epoch());
     let previous = state
         .noticed_transition
         .swap(noticed.unwrap_or(0), std::sync::atomic::Ordering::AcqRel);
     if noticed.is_some_and(|e| e == previous) {
         state.update_view(|v| v.mark_seen(me));
     }
-    let mut switched = false;
-    if state.view().claimant() == Some(me) {
-        switched = state.update_view(|v| v.complete_if_done());
-        if switched {
-            info!(node = %me, epoch = state.ring.load().epoch(), "every handoff is done: the new ring is in force");
-        }
+    let switched = state.update_view(|v| v.claimant() == Some(me) && v.complete_if_done());
+    if switched {
+        info!(node = %me, epoch = state.ring.load().epoch(), "every handoff is done: the new ring is in force");
     }
     let view = state.view();
     let peers = view.gossip_peers(me);
@@ -147,7 +144,7 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
         .collect();
     match target {
         Some(peer) => {
-            exchange(state, &peer).await;
+            let _ = exchange(state, Peer::Member(&peer)).await;
             // Every tenth round also talks to a seed: two groups of nodes that each know only
             // themselves (a logically partitioned cluster) meet through the seeds.
             let seed = round
@@ -155,12 +152,12 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
                 .then(|| seeds.choose(&mut rand::rng()).copied())
                 .flatten();
             if let Some(seed) = seed {
-                let _ = exchange_addr(state, seed).await;
+                let _ = exchange(state, Peer::Addr(seed)).await;
             }
         }
         None => {
             for seed in seeds {
-                if exchange_addr(state, seed).await.is_ok() {
+                if exchange(state, Peer::Addr(seed)).await.is_ok() {
                     break;
                 }
             }
@@ -174,50 +171,71 @@ pub(crate) async fn broadcast(state: &Arc<NodeState>, peers: &[Member]) {
     let mut calls = tokio::task::JoinSet::new();
     for peer in peers {
         let (s, peer) = (state.clone(), peer.clone());
-        calls.spawn(async move { exchange(&s, &peer).await });
+        calls.spawn(async move { exchange(&s, Peer::Member(&peer)).await });
     }
     while calls.join_next().await.is_some() {}
 }
 
-async fn exchange(state: &Arc<NodeState>, peer: &Member) {
-    let request = Request::Gossip {
-        view: Box::new(state.view()),
-    };
-    match tokio::time::timeout(Duration::from_secs(2), state.quic.call(peer, request)).await {
-        Ok(Ok(Response::View(theirs))) => {
-            if check_view(state, &theirs).is_ok() {
-                state.update_view(|v| v.merge(&theirs));
-            }
+/// Whom a gossip exchange goes to.
+#[derive(Clone, Copy)]
+enum Peer<'a> {
+    /// A member of the view (its id feeds the failure detector).
+    Member(&'a Member),
+    /// An address whose node id is not known yet: a seed, or a node an operator names.
+    Addr(std::net::SocketAddr),
+}
+
+impl Peer<'_> {
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Peer::Member(m) => m.addr,
+            Peer::Addr(a) => *a,
         }
-        Ok(Ok(other)) => debug!(peer = %peer.id, reply = other.kind(), "unexpected gossip reply"),
-        Ok(Err(e)) => debug!(peer = %peer.id, error = %e, "gossip failed"),
-        Err(_) => debug!(peer = %peer.id, "gossip timed out"),
+    }
+
+    /// Members answer within a round; a node named by address gets longer (it may be
+    /// starting).
+    fn timeout(&self) -> Duration {
+        match self {
+            Peer::Member(_) => Duration::from_secs(2),
+            Peer::Addr(_) => Duration::from_secs(3),
+        }
     }
 }
 
-/// Exchanges views with an address whose node id is not known yet (a seed, or a node an
-/// operator names by address). Returns the view it answered with.
-pub(crate) async fn exchange_addr(
-    state: &Arc<NodeState>,
-    addr: std::net::SocketAddr,
-) -> Result<View, String> {
+/// Sends this node's view to `peer` and merges the view it answers with (push-pull). Returns
+/// the peer's view.
+async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<View, String> {
     let request = Request::Gossip {
         view: Box::new(state.view()),
     };
-    match tokio::time::timeout(Duration::from_secs(3), state.quic.call_addr(addr, request)).await {
-        Ok(Ok(Response::View(theirs))) => {
-            check_view(state, &theirs)?;
-            state.update_view(|v| v.merge(&theirs));
-            Ok(*theirs)
+    let addr = peer.addr();
+    let call = async {
+        match peer {
+            Peer::Member(m) => state.quic.call(m, request).await,
+            Peer::Addr(a) => state.quic.call_addr(a, request).await,
         }
+    };
+    let result = match tokio::time::timeout(peer.timeout(), call).await {
+        Ok(Ok(Response::View(theirs))) => check_view(state, &theirs).map(|()| {
+            state.update_view(|v| v.merge(&theirs));
+            *theirs
+        }),
         Ok(Ok(Response::Error(e))) => Err(e.to_string()),
         Ok(Ok(other)) => Err(format!("unexpected reply {}", other.kind())),
         Ok(Err(TransportError::Refused { reason, .. })) => Err(format!(
             "{addr} refused the connection ({reason}): is its certificate signed by this cluster's CA?"
         )),
         Ok(Err(e)) => Err(format!("{addr}: {e}")),
-        Err(_) => Err(format!("{addr} did not answer within 3 s")),
+        Err(_) => Err(format!(
+            "{addr} did not answer within {} s",
+            peer.timeout().as_secs()
+        )),
+    };
+    if let Err(reason) = &result {
+        debug!(%addr, %reason, "gossip exchange failed");
     }
+    result
 }
 
 /// Serves an operator's request.
@@ -243,7 +261,7 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
         AdminRequest::Join { node, addr } => {
             let node = match (node, addr) {
                 (_, Some(addr)) => {
-                    let theirs = match exchange_addr(state, addr).await {
+                    let theirs = match exchange(state, Peer::Addr(addr)).await {
                         Ok(v) => v,
                         Err(reason) => return invalid(format!("cannot join {addr}: {reason}")),
                     };

@@ -158,7 +158,24 @@ pub(crate) async fn put(
             }
         }
     };
-    let (key_for_extra, object_for_extra) = (key.clone(), object.clone());
+    // During a ring change the partition's incoming replicas get a copy too, and the write
+    // counts only once W replicas of the new ring hold it as well: whichever ring reads use,
+    // they meet the write. (Outside a ring change this costs one atomic load.)
+    let incoming = state.transition.load_full().and_then(|t| {
+        let targets = ringkv_shared::handoff::incoming(&ring, &t.target, partition, n);
+        let members = NodeState::members(&t.target, &targets);
+        let new_replicas = t.target.replicas(partition, n).to_vec();
+        (!members.is_empty()).then(|| {
+            let copies = copy_to(
+                state,
+                &members,
+                key.clone(),
+                object.clone(),
+                quorum.timeout(),
+            );
+            (copies, new_replicas)
+        })
+    });
     let peers = Peers(state.clone());
     let replicated = fanout::replicate(
         &peers,
@@ -171,28 +188,6 @@ pub(crate) async fn put(
         quorum.timeout(),
         on_settled,
     );
-    // During a ring change the partition's incoming replicas get a copy too, and the write
-    // counts only once W replicas of the new ring hold it as well: whichever ring reads use,
-    // they meet the write.
-    let incoming = state
-        .transition
-        .load_full()
-        .map(|t| {
-            let targets = ringkv_shared::handoff::incoming(&ring, &t.target, partition, n);
-            let new_replicas = t.target.replicas(partition, n).to_vec();
-            let members = NodeState::members(&t.target, &targets);
-            (members, new_replicas)
-        })
-        .filter(|(members, _)| !members.is_empty());
-    let extra = incoming.as_ref().map(|(members, _)| {
-        copy_to(
-            state,
-            members,
-            key_for_extra.clone(),
-            object_for_extra.clone(),
-            quorum.timeout(),
-        )
-    });
     let (durable, replicated) = tokio::join!(state.store.durable(ticket), replicated);
     if let Err(e) = durable {
         return Response::Error(storage_error(state, e));
@@ -201,7 +196,7 @@ pub(crate) async fn put(
         Ok(acked) => acked,
         Err(e) => return Response::Error(e),
     };
-    if let (Some((_, new_replicas)), Some(mut extra)) = (incoming, extra) {
+    if let Some((mut extra, new_replicas)) = incoming {
         let required = usize::from(quorum.required).min(new_replicas.len());
         let mut held = acked.iter().filter(|id| new_replicas.contains(id)).count();
         let mut errors = Vec::new();

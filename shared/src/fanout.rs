@@ -738,18 +738,21 @@ mod tests {
         assert_eq!(sim.stored.lock().unwrap()[&NodeId(3)], newer);
     }
 
+    /// A simulated cluster with these behaviours where `holders` store `object`.
+    fn holding(object: &Object, behaviour: &[(u32, Behaviour)], holders: &[u32]) -> Sim {
+        let sim = Sim::with(behaviour);
+        for &i in holders {
+            sim.store(i, object.clone());
+        }
+        sim
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_hedged_read_asks_r_nodes_and_a_third_only_when_one_is_slow() {
         let newer = written("v1");
         // Quick replicas: two requests, not three.
-        let sim = Sim::with(&[
-            (1, Behaviour::Answer { delay_ms: 1 }),
-            (2, Behaviour::Answer { delay_ms: 1 }),
-            (3, Behaviour::Answer { delay_ms: 1 }),
-        ]);
-        for i in 1..=3 {
-            sim.store(i, newer.clone());
-        }
+        let quick = Behaviour::Answer { delay_ms: 1 };
+        let sim = holding(&newer, &[(1, quick), (2, quick), (3, quick)], &[1, 2, 3]);
         let hedge = Some(Duration::from_millis(5));
         let out = read_hedged(
             &sim,
@@ -770,14 +773,8 @@ mod tests {
         assert_eq!(asked, vec![NodeId(1), NodeId(2)]);
 
         // Replica 2 is slow: after the hedge delay replica 3 is asked and answers first.
-        let sim = Sim::with(&[
-            (1, Behaviour::Answer { delay_ms: 1 }),
-            (2, Behaviour::Answer { delay_ms: 80 }),
-            (3, Behaviour::Answer { delay_ms: 1 }),
-        ]);
-        for i in 1..=3 {
-            sim.store(i, newer.clone());
-        }
+        let slow = Behaviour::Answer { delay_ms: 80 };
+        let sim = holding(&newer, &[(1, quick), (2, slow), (3, quick)], &[1, 2, 3]);
         let start = Instant::now();
         let out = read_hedged(
             &sim,
@@ -799,14 +796,11 @@ mod tests {
         assert_eq!(out.answered, vec![NodeId(1), NodeId(3)]);
 
         // A failing replica is replaced at once, without waiting for the hedge delay.
-        let sim = Sim::with(&[
-            (1, Behaviour::Answer { delay_ms: 1 }),
-            (2, Behaviour::Refuse),
-            (3, Behaviour::Answer { delay_ms: 1 }),
-        ]);
-        for i in [1, 3] {
-            sim.store(i, newer.clone());
-        }
+        let sim = holding(
+            &newer,
+            &[(1, quick), (2, Behaviour::Refuse), (3, quick)],
+            &[1, 3],
+        );
         let start = Instant::now();
         read_hedged(
             &sim,

@@ -10,7 +10,6 @@
 
 use super::node_binary;
 use anyhow::{Context as _, Result, bail, ensure};
-use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{CallOptions, Client, TlsIdentity};
 use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
@@ -237,28 +236,12 @@ impl FaultCluster {
 
     /// Sends one request to node `i` on a fresh connection.
     pub async fn request(&self, i: usize, request: &Request) -> Result<Response> {
-        let conn = super::RawConn::open(self.addrs[i], &self.tls).await?;
-        let reply = tokio::time::timeout(Duration::from_secs(3), conn.request(request))
-            .await
-            .context("no answer within 3 s")??;
-        conn.endpoint.close(0u32.into(), b"done");
-        Ok(reply.body)
+        super::ask(self.addrs[i], &self.tls, request, Duration::from_secs(3)).await
     }
 
     /// Node `i`'s own object for `key` (as a replica read answers it).
     pub async fn local_object(&self, i: usize, key: &str) -> Result<Object> {
-        match self
-            .request(
-                i,
-                &Request::Read {
-                    key: Bytes::copy_from_slice(key.as_bytes()),
-                },
-            )
-            .await?
-        {
-            Response::Object(o) => Ok(o),
-            other => bail!("unexpected reply {}", other.kind()),
-        }
+        super::local_object(self.addrs[i], &self.tls, key, Duration::from_secs(3)).await
     }
 
     /// The N=3 replicas of `key` (indices into this cluster), from `client`'s ring.

@@ -67,6 +67,39 @@ impl RawConn {
     }
 }
 
+/// Sends one request to the node at `addr` on a fresh connection and returns the body of its
+/// answer, failing if none comes within `limit`.
+pub async fn ask(
+    addr: SocketAddr,
+    tls: &TlsIdentity,
+    request: &Request,
+    limit: Duration,
+) -> Result<ringkv_shared::proto::Response> {
+    let conn = RawConn::open(addr, tls).await?;
+    let reply = tokio::time::timeout(limit, conn.request(request))
+        .await
+        .with_context(|| format!("{addr}: no answer within {limit:?}"))??;
+    conn.endpoint.close(0u32.into(), b"done");
+    Ok(reply.body)
+}
+
+/// What the node at `addr` itself holds for `key`, as a replica read answers it (its own copy
+/// merged with hints it keeps).
+pub async fn local_object(
+    addr: SocketAddr,
+    tls: &TlsIdentity,
+    key: &str,
+    limit: Duration,
+) -> Result<ringkv_shared::Object> {
+    let read = Request::Read {
+        key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+    };
+    match ask(addr, tls, &read, limit).await? {
+        ringkv_shared::proto::Response::Object(o) => Ok(o),
+        other => bail!("unexpected reply {}", other.kind()),
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> Result<()>
 where

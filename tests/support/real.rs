@@ -1,15 +1,17 @@
 //! Real `ringkv-node` processes ([`ProcessCluster`]) plus the protocol-level helpers crash
 //! tests need: a client once the cluster answers, a node's counters, a node's own copy of a key.
 
-use super::{RawConn, node_binary};
+use super::node_binary;
 use anyhow::{Context as _, Result, bail};
-use bytes::Bytes;
 use ringkv::{Client, TlsIdentity};
 use ringkv_node::testing::ProcessCluster;
 use ringkv_shared::Object;
 use ringkv_shared::proto::{NodeStats, Request, Response};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// How long a direct request to one node may take (the connection's own limit).
+const RAW_LIMIT: Duration = Duration::from_secs(15);
 
 /// Real node processes (Q = 64).
 pub struct RealCluster {
@@ -107,10 +109,7 @@ impl RealCluster {
     }
 
     async fn raw(&self, i: usize, request: &Request) -> Result<Response> {
-        let conn = RawConn::open(self.addrs[i], &self.tls).await?;
-        let reply = conn.request(request).await?;
-        conn.endpoint.close(0u32.into(), b"done");
-        Ok(reply.body)
+        super::ask(self.addrs[i], &self.tls, request, RAW_LIMIT).await
     }
 
     /// Node `i`'s counters (fails if it does not answer).
@@ -123,17 +122,6 @@ impl RealCluster {
 
     /// What node `i` itself holds for `key` (its replica merged with hints it keeps).
     pub async fn local_object(&self, i: usize, key: &str) -> Result<Object> {
-        match self
-            .raw(
-                i,
-                &Request::Read {
-                    key: Bytes::copy_from_slice(key.as_bytes()),
-                },
-            )
-            .await?
-        {
-            Response::Object(o) => Ok(o),
-            other => bail!("unexpected reply {}", other.kind()),
-        }
+        super::local_object(self.addrs[i], &self.tls, key, RAW_LIMIT).await
     }
 }

@@ -283,33 +283,31 @@ impl Store {
                 )));
             }
         }
-        match meta.get("node_id")? {
-            None => {}
-            Some(v) => {
-                let stored = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| foreign("node_id entry is malformed".into()))?;
-                if stored != node.0 {
-                    return Err(foreign(format!(
-                        "it belongs to node {}, not {node}",
-                        NodeId(stored)
-                    )));
-                }
-            }
+        // A big-endian u32 metadata entry, if present.
+        let stored_u32 = |name: &str| -> Result<Option<u32>, StorageError> {
+            meta.get(name)?
+                .map(|v| {
+                    <[u8; 4]>::try_from(v.as_ref())
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| foreign(format!("{name} entry is malformed")))
+                })
+                .transpose()
+        };
+        if let Some(stored) = stored_u32("node_id")?
+            && stored != node.0
+        {
+            return Err(foreign(format!(
+                "it belongs to node {}, not {node}",
+                NodeId(stored)
+            )));
         }
-        match meta.get("partitions")? {
-            None => {}
-            Some(v) => {
-                let stored = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| foreign("partitions entry is malformed".into()))?;
-                if stored != opts.partitions {
-                    return Err(foreign(format!(
-                        "it was created with {stored} partitions, the config says {}; the partition count cannot change",
-                        opts.partitions
-                    )));
-                }
-            }
+        if let Some(stored) = stored_u32("partitions")?
+            && stored != opts.partitions
+        {
+            return Err(foreign(format!(
+                "it was created with {stored} partitions, the config says {}; the partition count cannot change",
+                opts.partitions
+            )));
         }
         let clean = meta.get("clean_shutdown")?.is_some();
         let actor = match meta.get("actor")? {
