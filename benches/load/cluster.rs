@@ -6,43 +6,75 @@ use ringkv_node::testing::ProcessCluster;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The release `ringkv-node` binary, built if missing.
+/// The release `ringkv-node` binary, brought up to date first (cargo does nothing when it is),
+/// so that a measurement never runs a node older than the code beside it.
+///
+/// `RINGKV_NODE_BIN` names another binary instead (comparing two builds), used as it is.
 pub fn node_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("RINGKV_NODE_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("unexpected bench binary location")?;
     let bin = dir.join(format!("ringkv-node{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        eprintln!("building ringkv-node (release)...");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "ringkv-node",
-                "--bin",
-                "ringkv-node",
-            ])
-            .status()?
-            .success();
-        if !ok || !bin.exists() {
-            bail!("could not build {}", bin.display());
+    eprintln!("building ringkv-node (release; nothing to do if it is up to date)...");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    // Cargo set these for this bench process. A build script that reads one (ring's reads
+    // CARGO_MANIFEST_DIR) would otherwise see it change between this build and the user's
+    // `cargo bench`, and each would rebuild half the dependency tree after the other.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            build.env_remove(&*name);
         }
+    }
+    let built = build
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "ringkv-node",
+            "--bin",
+            "ringkv-node",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    match (built, bin.exists()) {
+        (true, true) => {}
+        (false, true) => eprintln!(
+            "warning: could not rebuild {}; measuring the existing binary",
+            bin.display()
+        ),
+        (_, false) => bail!("could not build {}", bin.display()),
     }
     Ok(bin)
 }
 
-/// `nodes` node processes with Q = 1024 and the given durability.
-pub fn start(nodes: usize, durability: &str) -> Result<ProcessCluster> {
-    Ok(ProcessCluster::start(
-        &node_binary()?,
-        nodes,
-        1024,
-        &format!("[storage]\ndurability = \"{durability}\"\n"),
-    )?)
+/// `nodes` node processes with Q = 1024 and `config` (TOML: top-level keys, then tables)
+/// added to each node's configuration.
+pub fn start(nodes: usize, config: &str) -> Result<ProcessCluster> {
+    Ok(ProcessCluster::start(&node_binary()?, nodes, 1024, config)?)
+}
+
+/// Request-serving threads per node when `nodes` nodes share this host's cores: the cores
+/// divided among them, at least one.
+pub fn threads_per_node(nodes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / nodes.max(1)).max(1)
 }
 
 /// A client built by `builder` once the cluster answers (nodes need a moment after their

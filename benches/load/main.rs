@@ -32,11 +32,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use workload::{KeyDist, Keys, Workload, key};
 
+/// The allocator a service linking the client would likely use; as the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug, serde::Serialize)]
 #[command(about = "ringkv load harness: client-driven vs router mode")]
 struct Args {
-    /// Hedged reads in direct mode: ask R replicas, one more after this many milliseconds
-    /// without a quorum (default: ask all N).
+    /// Hedged reads in both modes: ask R replicas, one more after this many milliseconds
+    /// without a quorum (default: ask all N). Direct mode: the client's `hedge_reads`; router
+    /// mode: the started nodes' `router.read_hedge_us`.
     #[arg(long)]
     hedge_ms: Option<f64>,
     /// Node processes to start (ignored with --seed-node).
@@ -76,6 +81,15 @@ struct Args {
     r: u8,
     #[arg(long, default_value_t = 2)]
     w: u8,
+    /// Request-serving threads per started node (default: this host's cores divided among
+    /// the nodes, at least one; co-located nodes each running a thread per core mostly add
+    /// context switches).
+    #[arg(long)]
+    node_threads: Option<usize>,
+    /// Group-commit gathering of started nodes under sync durability, in microseconds
+    /// (`storage.group_commit_gather_us`).
+    #[arg(long, default_value_t = 500)]
+    gather_us: u64,
     /// Node durability when starting nodes: sync, buffered or none.
     #[arg(long, default_value = "sync")]
     durability: String,
@@ -124,14 +138,31 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
     b
 }
 
-/// Requests served per node, from their counters.
-async fn requests_per_node(client: &Client) -> Vec<u64> {
-    client
+/// Node counters read before and after a phase.
+struct Counters {
+    /// Requests served, per node.
+    requests: Vec<u64>,
+    /// Writes that changed an object, all nodes.
+    writes: u64,
+    /// fsyncs run, all nodes.
+    fsyncs: u64,
+}
+
+async fn counters(client: &Client) -> Counters {
+    let stats: Vec<_> = client
         .stats()
         .await
         .into_iter()
-        .map(|(_, s)| s.map_or(0, |s| s.requests))
-        .collect()
+        .map(|(_, s)| s.ok())
+        .collect();
+    Counters {
+        requests: stats
+            .iter()
+            .map(|s| s.as_ref().map_or(0, |s| s.requests))
+            .collect(),
+        writes: stats.iter().flatten().map(|s| s.writes).sum(),
+        fsyncs: stats.iter().flatten().map(|s| s.fsyncs).sum(),
+    }
 }
 
 /// Share of nodes whose request count is more than 15% from the mean (Dynamo's imbalance).
@@ -155,11 +186,21 @@ fn imbalance(before: &[u64], after: &[u64]) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let (_cluster, seeds, tls) = if args.seed_nodes.is_empty() {
+        let threads = args
+            .node_threads
+            .unwrap_or_else(|| cluster::threads_per_node(args.nodes));
         println!(
-            "starting {} ringkv-node processes ({} durability)...",
-            args.nodes, args.durability
+            "starting {} ringkv-node processes ({} durability, gathering {} µs, {threads} worker thread(s) each)...",
+            args.nodes, args.durability, args.gather_us
         );
-        let c = cluster::start(args.nodes, &args.durability)?;
+        let mut config = format!(
+            "worker_threads = {threads}\n[storage]\ndurability = \"{}\"\ngroup_commit_gather_us = {}\n",
+            args.durability, args.gather_us
+        );
+        if let Some(ms) = args.hedge_ms {
+            config += &format!("[router]\nread_hedge_us = {}\n", (ms * 1000.0) as u64);
+        }
+        let c = cluster::start(args.nodes, &config)?;
         let (seeds, tls) = (c.addrs().to_vec(), c.client_tls());
         (Some(c), seeds, tls)
     } else {
@@ -214,6 +255,9 @@ async fn main() -> Result<()> {
     let mut versions = [0u64; 5];
     let mut phases = Vec::new();
     let mut imbalances = Vec::new();
+    // Node requests per operation (direct, router) and writes per fsync, summed over phases.
+    let (mut d_requests, mut r_requests, mut d_all_ops, mut r_all_ops) = (0u64, 0u64, 0u64, 0u64);
+    let (mut writes, mut fsyncs) = (0u64, 0u64);
     let expected = args.pairs * 2 * args.duration * 3000;
     let b = bar(expected, "measuring");
     for pair in 0..args.pairs {
@@ -223,7 +267,7 @@ async fn main() -> Result<()> {
             } else {
                 &router
             };
-            let before = requests_per_node(client).await;
+            let before = counters(client).await;
             b.set_message(format!("{mode:?} {}/{}", pair + 1, args.pairs).to_lowercase());
             let run = workload::run(
                 client,
@@ -237,15 +281,20 @@ async fn main() -> Result<()> {
                 &b,
             )
             .await?;
-            let after = requests_per_node(client).await;
-            let imb = imbalance(&before, &after);
+            let after = counters(client).await;
+            let imb = imbalance(&before.requests, &after.requests);
+            let served: u64 =
+                after.requests.iter().sum::<u64>() - before.requests.iter().sum::<u64>();
+            writes += after.writes.saturating_sub(before.writes);
+            fsyncs += after.fsyncs.saturating_sub(before.fsyncs);
             imbalances.push(imb);
             let ops = run.reads.len() + run.updates.len();
             phases.push(serde_json::json!({
                 "pair": pair + 1, "mode": format!("{mode:?}").to_lowercase(),
                 "ops_per_sec": ops as f64 / run.elapsed.as_secs_f64(),
                 "read": Latencies::of(&run.reads), "update": Latencies::of(&run.updates),
-                "errors": run.errors, "imbalance": imb, "requests_per_node_before": before, "requests_per_node_after": after,
+                "errors": run.errors, "imbalance": imb, "requests_per_node_before": before.requests, "requests_per_node_after": after.requests,
+                "node_requests_per_op": served as f64 / run.all_ops.max(1) as f64,
             }));
             for (a, v) in versions.iter_mut().zip(run.versions) {
                 *a += v;
@@ -255,11 +304,15 @@ async fn main() -> Result<()> {
                 d_updates.add(&run.updates)?;
                 d_ops += ops;
                 d_err += run.errors;
+                d_requests += served;
+                d_all_ops += run.all_ops;
             } else {
                 r_reads.add(&run.reads)?;
                 r_updates.add(&run.updates)?;
                 r_ops += ops;
                 r_err += run.errors;
+                r_requests += served;
+                r_all_ops += run.all_ops;
             }
         }
     }
@@ -306,6 +359,14 @@ async fn main() -> Result<()> {
         "load imbalance (share of nodes >15% from the mean request count): {:.1}% on average over phases",
         100.0 * mean_imbalance
     );
+    let per_op = |requests: u64, ops: u64| requests as f64 / ops.max(1) as f64;
+    let writes_per_fsync = (fsyncs > 0).then(|| writes as f64 / fsyncs as f64);
+    println!(
+        "node requests per operation (an update's read included): direct {:.2}, router {:.2}; writes per fsync: {}",
+        per_op(d_requests, d_all_ops),
+        per_op(r_requests, r_all_ops),
+        writes_per_fsync.map_or("no fsyncs".into(), |w| format!("{w:.2}"))
+    );
     println!("failed operations: direct {d_err}, router {r_err}");
     if let Some(c) = &_cluster {
         let rss: Vec<String> = c
@@ -327,6 +388,8 @@ async fn main() -> Result<()> {
         "args": &args, "direct": direct_fig, "router": router_fig, "phases": phases,
         "versions": {"not_found": versions[0], "one": versions[1], "two": versions[2], "three": versions[3], "four_or_more": versions[4]},
         "mean_imbalance": mean_imbalance,
+        "node_requests_per_op": {"direct": per_op(d_requests, d_all_ops), "router": per_op(r_requests, r_all_ops)},
+        "writes_per_fsync": writes_per_fsync,
     });
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
     report::plot(

@@ -80,6 +80,8 @@ pub struct Run {
     pub elapsed: Duration,
     /// Reads by the number of versions (siblings) they returned: 0 (not found), 1, 2, 3, 4+.
     pub versions: [u64; 5],
+    /// Operations completed, warm-up included (to relate node counters to operations).
+    pub all_ops: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -111,6 +113,7 @@ pub async fn run(
             let (mut reads, mut updates) = (histogram(), histogram());
             let mut errors = 0u64;
             let mut versions = [0u64; 5];
+            let mut all_ops = 0u64;
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -139,6 +142,7 @@ pub async fn run(
                     client.put(k, value.clone(), &context).await.map(|_| None)
                 };
                 let micros = t.elapsed().as_micros().max(1) as u64;
+                all_ops += u64::from(result.is_ok());
                 if t < measure_from {
                     continue;
                 }
@@ -155,7 +159,7 @@ pub async fn run(
                 }
                 bar.inc(1);
             }
-            anyhow::Ok((reads, updates, errors, versions))
+            anyhow::Ok((reads, updates, errors, versions, all_ops))
         });
     }
     let mut out = Run {
@@ -164,9 +168,11 @@ pub async fn run(
         errors: 0,
         elapsed: duration,
         versions: [0; 5],
+        all_ops: 0,
     };
     while let Some(r) = tasks.join_next().await {
-        let (reads, updates, errors, versions) = r??;
+        let (reads, updates, errors, versions, all_ops) = r??;
+        out.all_ops += all_ops;
         out.reads.add(reads)?;
         out.updates.add(updates)?;
         out.errors += errors;

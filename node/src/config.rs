@@ -94,6 +94,10 @@ pub struct StorageConfig {
     pub buffered_interval_ms: u64,
     /// Block cache size, in MiB.
     pub cache_mb: u64,
+    /// Under `sync`: microseconds the group-commit syncer lets further writes gather before an
+    /// fsync while writes are concurrent (a lone write is never delayed). Fewer, larger fsyncs
+    /// cost less CPU and disk time for at most this much added write latency. 0 disables it.
+    pub group_commit_gather_us: u64,
 }
 
 impl Default for StorageConfig {
@@ -102,6 +106,7 @@ impl Default for StorageConfig {
             durability: Durability::Sync,
             buffered_interval_ms: 10,
             cache_mb: 64,
+            group_commit_gather_us: crate::storage::DEFAULT_GROUP_COMMIT_GATHER.as_micros() as u64,
         }
     }
 }
@@ -149,6 +154,16 @@ impl Default for BackgroundConfig {
             handoff_batch_keys: 256,
         }
     }
+}
+
+/// Router mode: how this node coordinates client operations it is sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Hedged reads: ask R of the key's replicas, and one more each time this many
+    /// microseconds pass without R answers (or at once when one fails). Absent: ask all N, as
+    /// Dynamo does. The client's `hedge_reads` is the same for client-driven mode.
+    pub read_hedge_us: Option<u64>,
 }
 
 /// Paths of the node's TLS material.
@@ -205,6 +220,9 @@ pub struct NodeConfig {
     /// Background work.
     #[serde(default)]
     pub background: BackgroundConfig,
+    /// Router-mode coordination.
+    #[serde(default)]
+    pub router: RouterConfig,
     /// The cluster's first members, this node included: used once, when a node with an empty
     /// data directory starts a new cluster. Afterwards the persisted, gossiped view rules. Leave
     /// it empty (and give `seeds`) for a node that will join an existing cluster.
@@ -214,7 +232,18 @@ pub struct NodeConfig {
     /// (a new node announces itself through them, then waits for `ringkv join`).
     #[serde(default)]
     pub seeds: Vec<SocketAddr>,
+    /// Request-serving threads (the async runtime's workers); absent means one per core.
+    /// Set it lower when several nodes share a host's cores: every extra thread adds wake-ups
+    /// and context switches (see docs/BENCHMARKS.md).
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
+
+/// Longest group-commit gathering delay a node accepts, in microseconds.
+pub const MAX_GATHER_US: u64 = 100_000;
+
+/// Most request-serving threads a node accepts in its configuration.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 fn default_partitions() -> u32 {
     DEFAULT_PARTITIONS
@@ -286,6 +315,31 @@ impl NodeConfig {
             return Err(invalid(
                 "members",
                 "list the cluster's first members (this node included), or give `seeds` to join an existing cluster",
+            ));
+        }
+        if let Some(t) = self.worker_threads
+            && !(1..=MAX_WORKER_THREADS).contains(&t)
+        {
+            return Err(invalid(
+                "worker_threads",
+                format!("{t} is not between 1 and {MAX_WORKER_THREADS}"),
+            ));
+        }
+        if self.storage.group_commit_gather_us > MAX_GATHER_US {
+            return Err(invalid(
+                "storage.group_commit_gather_us",
+                format!(
+                    "{} is more than {MAX_GATHER_US} (every concurrent write would wait that long)",
+                    self.storage.group_commit_gather_us
+                ),
+            ));
+        }
+        if let Some(h) = self.router.read_hedge_us
+            && !(1..=60_000_000).contains(&h)
+        {
+            return Err(invalid(
+                "router.read_hedge_us",
+                format!("{h} is not between 1 and 60,000,000 (one minute)"),
             ));
         }
         if self.background.gossip_interval_ms == 0 {
@@ -380,6 +434,7 @@ impl NodeConfig {
             durability: self.storage.durability,
             buffered_interval: Duration::from_millis(self.storage.buffered_interval_ms.max(1)),
             cache_bytes: self.storage.cache_mb << 20,
+            group_commit_gather: Duration::from_micros(self.storage.group_commit_gather_us),
         }
     }
 }
@@ -450,5 +505,50 @@ addr = "127.0.0.1:7001"
         );
         let c = NodeConfig::parse(&base(), "t").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("`tls.ca`"));
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_and_are_bounded() {
+        let c = NodeConfig::parse(&base(), "t").unwrap();
+        assert_eq!(c.worker_threads, None);
+        let with = |t: &str| base().replace("data_dir", &format!("worker_threads = {t}\ndata_dir"));
+        let c = NodeConfig::parse(&with("2"), "t").unwrap();
+        assert_eq!(c.worker_threads, Some(2));
+        for bad in ["0", "5000"] {
+            let c = NodeConfig::parse(&with(bad), "t").unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("`worker_threads`"), "{bad}: {e}");
+        }
+        assert!(NodeConfig::parse(&with("-1"), "t").is_err());
+    }
+
+    #[test]
+    fn group_commit_gathering_has_a_default_and_is_bounded() {
+        let c = NodeConfig::parse(&base(), "t").unwrap();
+        assert_eq!(
+            c.store_options().group_commit_gather,
+            Duration::from_micros(500)
+        );
+        let c = NodeConfig::parse(&(base() + "[storage]\ngroup_commit_gather_us = 300\n"), "t")
+            .unwrap();
+        assert_eq!(
+            c.store_options().group_commit_gather,
+            Duration::from_micros(300)
+        );
+        let mut c = c;
+        c.storage.group_commit_gather_us = MAX_GATHER_US + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`storage.group_commit_gather_us`"), "{e}");
+    }
+
+    #[test]
+    fn router_reads_ask_all_n_unless_hedging_is_configured() {
+        let c = NodeConfig::parse(&base(), "t").unwrap();
+        assert_eq!(c.router.read_hedge_us, None);
+        let mut c = NodeConfig::parse(&(base() + "[router]\nread_hedge_us = 2000\n"), "t").unwrap();
+        assert_eq!(c.router.read_hedge_us, Some(2000));
+        c.router.read_hedge_us = Some(0);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`router.read_hedge_us`"), "{e}");
     }
 }

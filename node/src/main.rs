@@ -8,6 +8,12 @@ use ringkv_node::{Node, NodeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// mimalloc instead of the system allocator: a request allocates and frees frames, objects and
+/// tasks across threads, where glibc's malloc spent about 14% of a loaded node's time
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A ringkv storage node.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -147,9 +153,11 @@ fn run(args: RunArgs) -> Result<()> {
         config.storage.durability = d;
     }
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let node = Node::start(config).await?;
         println!("ringkv-node {} listening on {}", node.id(), node.addr());

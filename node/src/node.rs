@@ -109,6 +109,10 @@ impl Node {
             metrics: crate::metrics::Metrics::default(),
             background: config.background.clone(),
             replication: config.replication,
+            read_hedge: config
+                .router
+                .read_hedge_us
+                .map(std::time::Duration::from_micros),
             anti_entropy: std::sync::atomic::AtomicBool::new(config.background.anti_entropy),
             ring: ArcSwap::from_pointee(ring),
             transition: arc_swap::ArcSwapOption::new(transition),

@@ -2,7 +2,8 @@
 //! behind a load balancer does in Dynamo.
 //!
 //! Reads fan out from here to the key's N replicas (this node included if it is one) and
-//! return after R, with read repair. Writes are coordinated here if this node is a replica;
+//! return after R, with read repair; with `router.read_hedge_us` set, to R of them first and
+//! one more per hedge delay. Writes are coordinated here if this node is a replica;
 //! otherwise they are forwarded to the first healthy replica, because only a replica holding
 //! the key can stamp a dot that follows what it stored.
 
@@ -43,7 +44,7 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     let ring = state.ring.load_full();
     let preference = NodeState::preference(&ring, &key);
     let peers = Peers(state.clone());
-    match fanout::read(
+    match fanout::read_hedged(
         &peers,
         key,
         preference,
@@ -51,6 +52,7 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
         quorum.required.into(),
         quorum.timeout(),
         true,
+        state.read_hedge,
     )
     .await
     {

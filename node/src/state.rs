@@ -16,6 +16,8 @@ pub(crate) struct NodeState {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) background: crate::config::BackgroundConfig,
     pub(crate) replication: u8,
+    /// Router-mode reads: hedge after this long instead of asking all N at once.
+    pub(crate) read_hedge: Option<std::time::Duration>,
     /// Whether the anti-entropy worker runs exchanges (starts as configured; tools and
     /// benchmarks switch it at run time).
     pub(crate) anti_entropy: std::sync::atomic::AtomicBool,

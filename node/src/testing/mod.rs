@@ -187,8 +187,10 @@ impl LocalClusterBuilder {
             },
             limits: self.limits,
             background: self.background.clone(),
+            router: Default::default(),
             members,
             seeds,
+            worker_threads: None,
         })
     }
 }
