@@ -300,9 +300,22 @@ async fn the_doomstone_does_not_delete_a_later_value() -> Result<()> {
         )
     })
     .await?;
-    let read = client
-        .get_with(key.clone(), CallOptions::default().quorum(3))
-        .await?;
+    // All three replicas must answer; right after two restarts the client may still hold a
+    // connection to a killed process (dead within the 4 s idle timeout), so poll.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let read = loop {
+        match client
+            .get_with(key.clone(), CallOptions::default().quorum(3))
+            .await
+        {
+            Ok(read) => break read,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                println!("doomstone: R=3 read not yet possible: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     ensure!(
         read.values == vec![bytes::Bytes::from_static(b"new")],
         "after the stand-in returned: {:?}",

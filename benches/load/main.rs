@@ -42,8 +42,13 @@ struct Args {
     /// Hedged reads in both modes: ask R replicas, one more after this many milliseconds
     /// without a quorum (default: ask all N). Direct mode: the client's `hedge_reads`; router
     /// mode: the started nodes' `router.read_hedge_us`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hedge_pct")]
     hedge_ms: Option<f64>,
+    /// Hedged reads in both modes with a delay that follows the load: this percentile (1 to
+    /// 99) of recent read latencies (the client's `hedge_reads_percentile`, the nodes'
+    /// `router.read_hedge_percentile`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+    hedge_pct: Option<u8>,
     /// Node processes to start (ignored with --seed-node).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -119,9 +124,10 @@ async fn connect(
             .w(args.w)
             .mode(mode)
             .timeout(Duration::from_secs(5));
-        match args.hedge_ms {
-            Some(ms) => builder.hedge_reads(Duration::from_micros((ms * 1000.0) as u64)),
-            None => builder,
+        match (args.hedge_ms, args.hedge_pct) {
+            (Some(ms), _) => builder.hedge_reads(Duration::from_micros((ms * 1000.0) as u64)),
+            (None, Some(p)) => builder.hedge_reads_percentile(p),
+            (None, None) => builder,
         }
     })
     .await
@@ -199,6 +205,8 @@ async fn main() -> Result<()> {
         );
         if let Some(ms) = args.hedge_ms {
             config += &format!("[router]\nread_hedge_us = {}\n", (ms * 1000.0) as u64);
+        } else if let Some(p) = args.hedge_pct {
+            config += &format!("[router]\nread_hedge_percentile = {p}\n");
         }
         let c = cluster::start(args.nodes, &config)?;
         let (seeds, tls) = (c.addrs().to_vec(), c.client_tls());

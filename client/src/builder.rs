@@ -5,6 +5,7 @@ use crate::error::ClientError;
 use crate::options::{Defaults, Mode};
 use arc_swap::ArcSwap;
 use ringkv_shared::Limits;
+use ringkv_shared::hedge::{HedgePolicy, Hedger};
 use ringkv_shared::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -76,7 +77,17 @@ impl ClientBuilder {
     /// instead of N; read repair reaches only the replicas asked, anti-entropy the rest.
     /// Off by default (every read asks all N, as Dynamo does).
     pub fn hedge_reads(mut self, delay: Duration) -> Self {
-        self.defaults.read_hedge = Some(delay);
+        self.defaults.read_hedge = Some(HedgePolicy::Fixed(delay));
+        self
+    }
+
+    /// Hedged reads whose delay follows the load: the `percentile` (1 to 99) of the
+    /// latencies of this client's recent reads, so that about `100 - percentile`% of reads
+    /// ask another replica however slow the cluster is at the moment (a fixed delay below the
+    /// loaded median makes most reads hedge). Until the client has seen 100 reads, reads ask
+    /// all N. 90 is a good start.
+    pub fn hedge_reads_percentile(mut self, percentile: u8) -> Self {
+        self.defaults.read_hedge = Some(HedgePolicy::Percentile(percentile));
         self
     }
 
@@ -151,6 +162,7 @@ impl ClientBuilder {
                     .actor
                     .unwrap_or_else(|| ringkv_shared::ActorId(rand::random())),
                 next_coordinator: std::sync::atomic::AtomicUsize::new(0),
+                hedger: self.defaults.read_hedge.map(Hedger::new),
             }),
         })
     }

@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) refreshing: tokio::sync::Mutex<()>,
     pub(crate) actor: ringkv_shared::ActorId,
     pub(crate) next_coordinator: std::sync::atomic::AtomicUsize,
+    /// Direct-mode read hedging (from `defaults.read_hedge`), with its latency record.
+    pub(crate) hedger: Option<ringkv_shared::hedge::Hedger>,
 }
 
 impl std::fmt::Debug for Client {
@@ -109,7 +111,9 @@ impl Client {
                 let result = match self.inner.mode {
                     Mode::Direct => {
                         let preference = self.preference(&key);
-                        fanout::read_hedged(
+                        let hedger = self.inner.hedger.as_ref();
+                        let started = std::time::Instant::now();
+                        let read = fanout::read_hedged(
                             &self.inner.transport,
                             key.clone(),
                             preference,
@@ -117,11 +121,13 @@ impl Client {
                             q.required.into(),
                             q.timeout(),
                             true,
-                            self.inner.defaults.read_hedge,
+                            hedger.and_then(|h| h.delay()),
                         )
-                        .await
-                        .map(|r| r.object)
-                        .map_err(ClientError::from)
+                        .await;
+                        if let (Some(h), Ok(_)) = (hedger, &read) {
+                            h.record(started.elapsed());
+                        }
+                        read.map(|r| r.object).map_err(ClientError::from)
                     }
                     Mode::Router => {
                         let req = Request::RouteGet {

@@ -1,6 +1,7 @@
 //! Replication defaults and per-call options.
 
 use crate::error::ClientError;
+use ringkv_shared::hedge::HedgePolicy;
 use std::time::Duration;
 
 /// How requests are coordinated.
@@ -27,10 +28,10 @@ pub struct Defaults {
     pub w: u8,
     /// Call deadline.
     pub timeout: Duration,
-    /// Hedged reads: ask R replicas, and one more each time this passes without a quorum
-    /// (`None`, the default: ask all N at once, as Dynamo does). See
-    /// [`ringkv_shared::fanout::read_hedged`].
-    pub read_hedge: Option<Duration>,
+    /// Hedged reads: ask R replicas, and one more each time the policy's delay passes
+    /// without a quorum (`None`, the default: ask all N at once, as Dynamo does). See
+    /// [`ringkv_shared::fanout::read_hedged`] and [`ringkv_shared::hedge`].
+    pub read_hedge: Option<HedgePolicy>,
 }
 
 impl Default for Defaults {
@@ -58,6 +59,9 @@ impl Defaults {
         }
         if self.timeout.is_zero() {
             return bad("timeout must be positive".into());
+        }
+        if let Some(hedge) = self.read_hedge {
+            hedge.validate().or_else(bad)?;
         }
         Ok(())
     }
@@ -91,5 +95,42 @@ impl CallOptions {
     pub fn n(mut self, n: u8) -> Self {
         self.n = Some(n);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_settings_are_named() {
+        assert!(Defaults::default().validate().is_ok());
+        let bad = |d: Defaults| match d.validate() {
+            Err(ClientError::InvalidInput { reason }) => reason,
+            other => panic!("accepted {d:?}: {other:?}"),
+        };
+        let r = bad(Defaults {
+            r: 4,
+            ..Defaults::default()
+        });
+        assert!(r.contains("R=4"), "{r}");
+        let r = bad(Defaults {
+            read_hedge: Some(HedgePolicy::Percentile(100)),
+            ..Defaults::default()
+        });
+        assert!(r.contains("percentile 100"), "{r}");
+        let r = bad(Defaults {
+            read_hedge: Some(HedgePolicy::Fixed(Duration::ZERO)),
+            ..Defaults::default()
+        });
+        assert!(r.contains("positive"), "{r}");
+        assert!(
+            Defaults {
+                read_hedge: Some(HedgePolicy::Percentile(90)),
+                ..Defaults::default()
+            }
+            .validate()
+            .is_ok()
+        );
     }
 }

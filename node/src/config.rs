@@ -164,6 +164,22 @@ pub struct RouterConfig {
     /// microseconds pass without R answers (or at once when one fails). Absent: ask all N, as
     /// Dynamo does. The client's `hedge_reads` is the same for client-driven mode.
     pub read_hedge_us: Option<u64>,
+    /// Hedged reads whose delay follows the load: this percentile (1 to 99) of the latencies
+    /// of this node's recent router-mode reads (the client's `hedge_reads_percentile`). Not
+    /// together with `read_hedge_us`.
+    pub read_hedge_percentile: Option<u8>,
+}
+
+impl RouterConfig {
+    /// The read hedging these settings ask for (validated by [`NodeConfig::validate`]).
+    pub fn hedge_policy(&self) -> Option<ringkv_shared::hedge::HedgePolicy> {
+        use ringkv_shared::hedge::HedgePolicy;
+        match (self.read_hedge_us, self.read_hedge_percentile) {
+            (Some(us), _) => Some(HedgePolicy::Fixed(Duration::from_micros(us))),
+            (None, Some(p)) => Some(HedgePolicy::Percentile(p)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Paths of the node's TLS material.
@@ -341,6 +357,20 @@ impl NodeConfig {
                 "router.read_hedge_us",
                 format!("{h} is not between 1 and 60,000,000 (one minute)"),
             ));
+        }
+        if let Some(p) = self.router.read_hedge_percentile {
+            if self.router.read_hedge_us.is_some() {
+                return Err(invalid(
+                    "router.read_hedge_percentile",
+                    "set either this or `router.read_hedge_us`, not both",
+                ));
+            }
+            if !(1..=99).contains(&p) {
+                return Err(invalid(
+                    "router.read_hedge_percentile",
+                    format!("{p} is not between 1 and 99"),
+                ));
+            }
         }
         if self.background.gossip_interval_ms == 0 {
             return Err(invalid("background.gossip_interval_ms", "must be positive"));
@@ -543,12 +573,30 @@ addr = "127.0.0.1:7001"
 
     #[test]
     fn router_reads_ask_all_n_unless_hedging_is_configured() {
+        use ringkv_shared::hedge::HedgePolicy;
         let c = NodeConfig::parse(&base(), "t").unwrap();
-        assert_eq!(c.router.read_hedge_us, None);
+        assert_eq!(c.router.hedge_policy(), None);
         let mut c = NodeConfig::parse(&(base() + "[router]\nread_hedge_us = 2000\n"), "t").unwrap();
-        assert_eq!(c.router.read_hedge_us, Some(2000));
+        assert_eq!(
+            c.router.hedge_policy(),
+            Some(HedgePolicy::Fixed(Duration::from_millis(2)))
+        );
         c.router.read_hedge_us = Some(0);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("`router.read_hedge_us`"), "{e}");
+
+        let mut c =
+            NodeConfig::parse(&(base() + "[router]\nread_hedge_percentile = 90\n"), "t").unwrap();
+        assert_eq!(c.router.hedge_policy(), Some(HedgePolicy::Percentile(90)));
+        c.router.read_hedge_percentile = Some(100);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`router.read_hedge_percentile`"), "{e}");
+        let both = "[router]\nread_hedge_us = 2000\nread_hedge_percentile = 90\n";
+        let e = NodeConfig::parse(&(base() + both), "t")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 }

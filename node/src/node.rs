@@ -111,8 +111,8 @@ impl Node {
             replication: config.replication,
             read_hedge: config
                 .router
-                .read_hedge_us
-                .map(std::time::Duration::from_micros),
+                .hedge_policy()
+                .map(ringkv_shared::hedge::Hedger::new),
             anti_entropy: std::sync::atomic::AtomicBool::new(config.background.anti_entropy),
             ring: ArcSwap::from_pointee(ring),
             transition: arc_swap::ArcSwapOption::new(transition),

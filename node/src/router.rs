@@ -2,8 +2,8 @@
 //! behind a load balancer does in Dynamo.
 //!
 //! Reads fan out from here to the key's N replicas (this node included if it is one) and
-//! return after R, with read repair; with `router.read_hedge_us` set, to R of them first and
-//! one more per hedge delay. Writes are coordinated here if this node is a replica;
+//! return after R, with read repair; with `router.read_hedge_us` or `read_hedge_percentile`
+//! set, to R of them first and one more per hedge delay. Writes are coordinated here if this node is a replica;
 //! otherwise they are forwarded to the first healthy replica, because only a replica holding
 //! the key can stamp a dot that follows what it stored.
 
@@ -44,6 +44,8 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     let ring = state.ring.load_full();
     let preference = NodeState::preference(&ring, &key);
     let peers = Peers(state.clone());
+    let hedger = state.read_hedge.as_ref();
+    let started = std::time::Instant::now();
     match fanout::read_hedged(
         &peers,
         key,
@@ -52,11 +54,16 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
         quorum.required.into(),
         quorum.timeout(),
         true,
-        state.read_hedge,
+        hedger.and_then(|h| h.delay()),
     )
     .await
     {
-        Ok(outcome) => Response::Object(outcome.object),
+        Ok(outcome) => {
+            if let Some(h) = hedger {
+                h.record(started.elapsed());
+            }
+            Response::Object(outcome.object)
+        }
         Err(e) => Response::Error(e),
     }
 }

@@ -16,8 +16,8 @@ pub(crate) struct NodeState {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) background: crate::config::BackgroundConfig,
     pub(crate) replication: u8,
-    /// Router-mode reads: hedge after this long instead of asking all N at once.
-    pub(crate) read_hedge: Option<std::time::Duration>,
+    /// Router-mode reads: hedge (ask R, then one more per delay) instead of asking all N.
+    pub(crate) read_hedge: Option<ringkv_shared::hedge::Hedger>,
     /// Whether the anti-entropy worker runs exchanges (starts as configured; tools and
     /// benchmarks switch it at run time).
     pub(crate) anti_entropy: std::sync::atomic::AtomicBool,

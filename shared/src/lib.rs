@@ -30,6 +30,7 @@
 //! - [`sloppy`] — sloppy-quorum write placement: stand-ins and hints, a state machine.
 //! - [`transport`] — the trait the network plugs into.
 //! - [`fanout`] — quorum read and write drivers over a transport.
+//! - [`hedge`] — when a hedged read asks another replica: fixed, or a percentile of recent reads.
 //! - `quic` (feature `quic`) — mutual TLS, stream framing and the pooled QUIC transport.
 
 pub mod dvv;
@@ -41,6 +42,7 @@ pub mod frame;
 pub mod fuzz_checks;
 pub mod handoff;
 pub mod hash;
+pub mod hedge;
 pub mod ids;
 pub mod limits;
 pub mod membership;
