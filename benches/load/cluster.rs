@@ -4,7 +4,6 @@
 use anyhow::{Context as _, Result, bail};
 use ringkv_node::testing::ProcessCluster;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The release `ringkv-node` binary, brought up to date first (cargo does nothing when it is),
 /// so that a measurement never runs a node older than the code beside it.
@@ -21,38 +20,7 @@ pub fn node_binary() -> Result<PathBuf> {
         .context("unexpected bench binary location")?;
     let bin = dir.join(format!("ringkv-node{}", std::env::consts::EXE_SUFFIX));
     eprintln!("building ringkv-node (release; nothing to do if it is up to date)...");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    // Cargo set these for this bench process. A build script that reads one (ring's reads
-    // CARGO_MANIFEST_DIR) would otherwise see it change between this build and the user's
-    // `cargo bench`, and each would rebuild half the dependency tree after the other.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || matches!(
-                &*name,
-                "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-            )
-        {
-            build.env_remove(&*name);
-        }
-    }
-    let built = build
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "ringkv-node",
-            "--bin",
-            "ringkv-node",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
+    let built = ringkv_node::testing::build_node_binaries(true);
     match (built, bin.exists()) {
         (true, true) => {}
         (false, true) => eprintln!(

@@ -6,7 +6,8 @@ use crate::state::NodeState;
 use crate::storage::{StorageError, Store};
 use arc_swap::ArcSwap;
 use ringkv_shared::quic::{
-    QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, server_config,
+    QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, endpoint_config,
+    server_config,
 };
 use ringkv_shared::ring::RingError;
 use ringkv_shared::{NodeId, Ring};
@@ -76,7 +77,7 @@ impl Node {
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_err(std::io::Error::other("no async runtime found for QUIC")))?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config(&tls),
             Some(server_config(&tls, &config.limits)?),
             socket,
             runtime,

@@ -134,14 +134,12 @@ fn workspace_binary(name: &str) -> Result<PathBuf> {
         .and_then(|d| d.parent())
         .context("unexpected test binary location")?;
     let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "ringkv-node", "--bins"])
-            .status()?;
-        if !status.success() || !bin.exists() {
-            bail!("could not build {name} at {}", bin.display());
-        }
+    // Once per test process: bring the binaries up to date (a no-op when they are), so that
+    // a test never runs a node built from older code.
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let built = *BUILT.get_or_init(|| ringkv_node::testing::build_node_binaries(false));
+    if !built || !bin.exists() {
+        bail!("could not build {name} at {}", bin.display());
     }
     Ok(bin)
 }

@@ -8,9 +8,11 @@
 //! deleted when the cluster is dropped. Nodes can be stopped and restarted (same address,
 //! same data) to exercise failures.
 
+mod build;
 pub mod history;
 mod process;
 
+pub use build::build_node_binaries;
 pub use process::{ProcessCluster, ProcessOptions};
 
 use crate::certs::{CertError, CertKind, DevCa, write_pem};

@@ -10,7 +10,9 @@ mod tls;
 
 pub use pool::{QuicTransport, TransportOptions};
 pub use stream::{StreamError, read_frame, write_frame};
-pub use tls::{IDLE_TIMEOUT, KEEP_ALIVE, TlsError, TlsIdentity, client_config, server_config};
+pub use tls::{
+    IDLE_TIMEOUT, KEEP_ALIVE, TlsError, TlsIdentity, client_config, endpoint_config, server_config,
+};
 
 /// The TLS server name every node certificate carries and every caller verifies.
 pub const SERVER_NAME: &str = "ringkv-node";

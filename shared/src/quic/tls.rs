@@ -149,6 +149,29 @@ fn transport(limits: &Limits) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// A node's endpoint settings. The stateless-reset key (RFC 9000 §10.3) and the key that
+/// signs connection ids are derived from the node's private key instead of drawn at random,
+/// so they are the same after a restart: a peer still holding a connection to the killed
+/// process sends to a connection id the successor recognises as its own, gets a stateless
+/// reset on its next packet (a keep-alive at the latest) and reconnects at once, instead of
+/// sending into a dead connection until [`IDLE_TIMEOUT`]. The derivation is one-way (HMAC
+/// under the key), so neither reveals anything about the private key.
+pub fn endpoint_config(id: &TlsIdentity) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let secret = hmac::Key::new(hmac::HMAC_SHA256, &id.key_pem);
+    let reset = hmac::sign(&secret, b"ringkv: QUIC stateless reset key, v1");
+    let cid = hmac::sign(&secret, b"ringkv: QUIC connection id key, v1");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config =
+        quinn::EndpointConfig::new(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, reset.as_ref())));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 /// The server side: requires a client certificate signed by the cluster CA.
 pub fn server_config(id: &TlsIdentity, limits: &Limits) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
