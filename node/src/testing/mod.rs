@@ -6,7 +6,8 @@
 //! [`LocalCluster::start`] generates a development CA and certificates, binds every node on
 //! `127.0.0.1:0`, and runs the nodes in-process with storage in a temporary directory that is
 //! deleted when the cluster is dropped. Nodes can be stopped and restarted (same address,
-//! same data) to exercise failures.
+//! same data) to exercise failures. [`build_node_binaries`] brings the binaries a
+//! [`ProcessCluster`] runs up to date first.
 
 mod build;
 pub mod history;

@@ -2,7 +2,8 @@
 //! I/O on streams, and [`QuicTransport`], the pooled [`crate::transport::Transport`].
 //!
 //! One long-lived connection per peer; one bidirectional stream per request carrying one
-//! request frame and one reply frame.
+//! request frame and one reply frame. A node's endpoint keys ([`endpoint_config`]) survive
+//! its restarts, so peers' connections to a crashed process are reset by its successor.
 
 mod pool;
 mod stream;
