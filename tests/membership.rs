@@ -63,15 +63,52 @@ async fn settled(cluster: &LocalCluster, nodes: &[usize], epoch: u64) -> Result<
     .await
 }
 
-async fn check_all_read(c: &Client, keys: &[String]) -> Result<()> {
+/// Reads every key with R = 2. On a miss, says which owners the client asked and which
+/// running nodes (`nodes`) hold the key on disk or as a hint, to tell a key no replica has
+/// from one the new owners do not have yet. (Seen once in CI, not reproduced since: the
+/// report is what the next occurrence needs.)
+async fn check_all_read(
+    c: &Client,
+    cluster: &LocalCluster,
+    nodes: &[usize],
+    keys: &[String],
+) -> Result<()> {
     for key in keys {
         let v = c
             .get_with(key.clone(), CallOptions::default().quorum(2))
             .await?;
-        ensure!(
-            !v.values.is_empty(),
-            "acknowledged key {key} is missing after the ring change"
-        );
+        if v.values.is_empty() {
+            let ring = c.ring();
+            let partition = ring.partition_of(key.as_bytes());
+            let owners = ring.replicas(partition, 3).to_vec();
+            let holders: Vec<NodeId> = nodes
+                .iter()
+                .filter_map(|&i| {
+                    let node = cluster.node(i)?;
+                    let object = node.store().get(partition, key.as_bytes()).ok()??;
+                    (!object.is_empty()).then(|| node.id())
+                })
+                .collect();
+            // Hints for any node, held by any node: a write acknowledged through stand-ins.
+            let all: Vec<NodeId> = (1..=5).map(NodeId).collect();
+            let hinted: Vec<NodeId> = nodes
+                .iter()
+                .filter_map(|&i| {
+                    let node = cluster.node(i)?;
+                    let hint = node
+                        .store()
+                        .hints_for_key(partition, key.as_bytes(), all.iter().copied())
+                        .ok()??;
+                    (!hint.is_empty()).then(|| node.id())
+                })
+                .collect();
+            bail!(
+                "acknowledged key {key} is missing after the ring change: ring epoch {}, \
+                 partition {partition:?}, owners {owners:?}, held on disk by {holders:?}, \
+                 as a hint by {hinted:?}",
+                ring.epoch()
+            );
+        }
     }
     Ok(())
 }
@@ -176,7 +213,7 @@ async fn grow_and_shrink(mode: Mode) -> Result<()> {
     let ring = cluster.node(0).expect("runs").ring();
     check_balance(&ring, 5)?;
     ensure!(*c.ring() == *ring || c.ring().epoch() <= 2);
-    check_all_read(&c, &acked).await?;
+    check_all_read(&c, &cluster, &[0, 1, 2, a, b], &acked).await?;
     ensure!(c.ring().epoch() == 2, "the old client follows the ring");
 
     // Shrink: node 2 leaves while the writer runs again.
@@ -197,7 +234,7 @@ async fn grow_and_shrink(mode: Mode) -> Result<()> {
         })
     })
     .await?;
-    check_all_read(&c, &more).await?;
+    check_all_read(&c, &cluster, &[0, 1, 2, a, b], &more).await?;
     cluster.shutdown().await;
     Ok(())
 }
