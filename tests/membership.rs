@@ -81,27 +81,21 @@ async fn check_all_read(
             let ring = c.ring();
             let partition = ring.partition_of(key.as_bytes());
             let owners = ring.replicas(partition, 3).to_vec();
-            let holders: Vec<NodeId> = nodes
-                .iter()
-                .filter_map(|&i| {
-                    let node = cluster.node(i)?;
-                    let object = node.store().get(partition, key.as_bytes()).ok()??;
-                    (!object.is_empty()).then(|| node.id())
-                })
-                .collect();
-            // Hints for any node, held by any node: a write acknowledged through stand-ins.
+            // Each running node: does it hold the key on disk, or as a hint for any node (a
+            // write acknowledged through stand-ins)?
             let all: Vec<NodeId> = (1..=5).map(NodeId).collect();
-            let hinted: Vec<NodeId> = nodes
-                .iter()
-                .filter_map(|&i| {
-                    let node = cluster.node(i)?;
-                    let hint = node
-                        .store()
-                        .hints_for_key(partition, key.as_bytes(), all.iter().copied())
-                        .ok()??;
-                    (!hint.is_empty()).then(|| node.id())
-                })
-                .collect();
+            let (mut holders, mut hinted) = (Vec::new(), Vec::new());
+            for node in nodes.iter().filter_map(|&i| cluster.node(i)) {
+                let store = node.store();
+                let held = |o: Option<ringkv_shared::Object>| o.is_some_and(|o| !o.is_empty());
+                if held(store.get(partition, key.as_bytes()).ok().flatten()) {
+                    holders.push(node.id());
+                }
+                let hint = store.hints_for_key(partition, key.as_bytes(), all.iter().copied());
+                if held(hint.ok().flatten()) {
+                    hinted.push(node.id());
+                }
+            }
             bail!(
                 "acknowledged key {key} is missing after the ring change: ring epoch {}, \
                  partition {partition:?}, owners {owners:?}, held on disk by {holders:?}, \

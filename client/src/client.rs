@@ -111,9 +111,7 @@ impl Client {
                 let result = match self.inner.mode {
                     Mode::Direct => {
                         let preference = self.preference(&key);
-                        let hedger = self.inner.hedger.as_ref();
-                        let started = std::time::Instant::now();
-                        let read = fanout::read_hedged(
+                        fanout::read_with_hedger(
                             &self.inner.transport,
                             key.clone(),
                             preference,
@@ -121,13 +119,11 @@ impl Client {
                             q.required.into(),
                             q.timeout(),
                             true,
-                            hedger.and_then(|h| h.delay()),
+                            self.inner.hedger.as_ref(),
                         )
-                        .await;
-                        if let (Some(h), Ok(_)) = (hedger, &read) {
-                            h.record(started.elapsed());
-                        }
-                        read.map(|r| r.object).map_err(ClientError::from)
+                        .await
+                        .map(|r| r.object)
+                        .map_err(ClientError::from)
                     }
                     Mode::Router => {
                         let req = Request::RouteGet {

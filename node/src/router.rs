@@ -44,9 +44,7 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     let ring = state.ring.load_full();
     let preference = NodeState::preference(&ring, &key);
     let peers = Peers(state.clone());
-    let hedger = state.read_hedge.as_ref();
-    let started = std::time::Instant::now();
-    match fanout::read_hedged(
+    match fanout::read_with_hedger(
         &peers,
         key,
         preference,
@@ -54,16 +52,11 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
         quorum.required.into(),
         quorum.timeout(),
         true,
-        hedger.and_then(|h| h.delay()),
+        state.read_hedge.as_ref(),
     )
     .await
     {
-        Ok(outcome) => {
-            if let Some(h) = hedger {
-                h.record(started.elapsed());
-            }
-            Response::Object(outcome.object)
-        }
+        Ok(outcome) => Response::Object(outcome.object),
         Err(e) => Response::Error(e),
     }
 }

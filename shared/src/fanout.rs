@@ -17,6 +17,7 @@
 
 use crate::dvv::VersionVector;
 use crate::error::{ReplicaError, ReplyError};
+use crate::hedge::Hedger;
 use crate::ids::NodeId;
 use crate::object::Object;
 use crate::proto::{Quorum, Request, Response};
@@ -139,6 +140,32 @@ pub async fn read<T: Transport>(
         transport, key, preference, n, required, timeout, repair, None,
     )
     .await
+}
+
+/// [`read_hedged`] with the delay a [`Hedger`] gives (none: ask all N), recording the read's
+/// latency in it when the read succeeds, so that a percentile policy follows the load. The
+/// client's and the router's reads both go through here.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_with_hedger<T: Transport>(
+    transport: &T,
+    key: Bytes,
+    preference: Vec<Member>,
+    n: usize,
+    required: usize,
+    timeout: Duration,
+    repair: bool,
+    hedger: Option<&Hedger>,
+) -> Result<ReadOutcome, ReplyError> {
+    let started = Instant::now();
+    let delay = hedger.and_then(Hedger::delay);
+    let read = read_hedged(
+        transport, key, preference, n, required, timeout, repair, delay,
+    )
+    .await;
+    if let (Some(h), Ok(_)) = (hedger, &read) {
+        h.record(started.elapsed());
+    }
+    read
 }
 
 /// [`read`], optionally hedged: with `hedge: Some(delay)` only `required` of the healthy

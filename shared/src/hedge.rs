@@ -106,11 +106,8 @@ impl LatencyWindow {
     /// The `percentile` (0 to 100) of the recorded latencies: the upper bound of the bucket
     /// holding it. `None` with fewer than [`MIN_SAMPLES`] samples.
     pub fn percentile(&self, percentile: u8) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| u64::from(b.load(Ordering::Relaxed)))
-            .collect();
+        let counts: [u64; BUCKETS] =
+            std::array::from_fn(|i| u64::from(self.buckets[i].load(Ordering::Relaxed)));
         let total: u64 = counts.iter().sum();
         if total < u64::from(MIN_SAMPLES) {
             return None;
