@@ -74,8 +74,11 @@ async fn a_cart_of_counters_merges_concurrent_updates_through_the_store() -> Res
     // Two sessions read the same version, then act without seeing each other.
     let seen_a = a.get_merged::<Cart>("cart:1").await?;
     let seen_b = b.get_merged::<Cart>("cart:1").await?;
+    // Values built by hand, outside `modify`: each session is an actor of its own that
+    // starts from the state it read (fixed ids, distinct from the lane actors `modify` draws).
+    let (actor_a, actor_b) = (ringkv::crdt::ActorId(1), ringkv::crdt::ActorId(2));
     let mut left = seen_a.value.clone();
-    left.remove(&"book".to_string(), a.actor());
+    left.remove(&"book".to_string(), actor_a);
     a.put(
         "cart:1",
         ringkv::typed::encode_value(&left)?,
@@ -83,8 +86,8 @@ async fn a_cart_of_counters_merges_concurrent_updates_through_the_store() -> Res
     )
     .await?;
     let mut right = seen_b.value.clone();
-    right.update("book".into(), b.actor(), |q| q.add(b.actor(), 1));
-    right.update("pen".into(), b.actor(), |q| q.add(b.actor(), 2));
+    right.update("book".into(), actor_b, |q| q.add(actor_b, 1));
+    right.update("pen".into(), actor_b, |q| q.add(actor_b, 2));
     b.put(
         "cart:1",
         ringkv::typed::encode_value(&right)?,

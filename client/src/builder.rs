@@ -12,6 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Default for [`ClientBuilder::modify_memory`].
+pub const DEFAULT_MODIFY_MEMORY: usize = 16 << 20;
+
 /// Builds a [`Client`]. Defaults: N=3, R=2, W=2, 2 s timeout, direct mode.
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
@@ -21,7 +24,7 @@ pub struct ClientBuilder {
     mode: Mode,
     limits: Limits,
     connect_timeout: Option<Duration>,
-    actor: Option<ringkv_shared::ActorId>,
+    modify_memory: Option<usize>,
 }
 
 impl ClientBuilder {
@@ -110,11 +113,12 @@ impl ClientBuilder {
         self
     }
 
-    /// The actor id that stamps this client's updates of mergeable values
-    /// ([`crate::crdt`]). Default: a random one per client. Counters keep one entry per actor
-    /// ever used, so a long-lived service should pass a stable id per instance.
-    pub fn actor(mut self, actor: u64) -> Self {
-        self.actor = Some(ringkv_shared::ActorId(actor));
+    /// How much memory (bytes of encoded values) [`Client::modify`] may keep of the states
+    /// it last wrote, per key, so that each actor updates its own latest state whatever a read
+    /// returns (default 16 MiB). Keys evicted beyond it are safe: their next modify starts a
+    /// new actor, which costs one more actor entry in the value. See [`crate::lanes`].
+    pub fn modify_memory(mut self, bytes: usize) -> Self {
+        self.modify_memory = Some(bytes);
         self
     }
 
@@ -158,9 +162,9 @@ impl ClientBuilder {
                 mode: self.mode,
                 limits: self.limits,
                 refreshing: tokio::sync::Mutex::new(()),
-                actor: self
-                    .actor
-                    .unwrap_or_else(|| ringkv_shared::ActorId(rand::random())),
+                lanes: crate::lanes::Lanes::new(
+                    self.modify_memory.unwrap_or(DEFAULT_MODIFY_MEMORY),
+                ),
                 next_coordinator: std::sync::atomic::AtomicUsize::new(0),
                 hedger: self.defaults.read_hedge.map(Hedger::new),
             }),

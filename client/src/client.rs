@@ -29,7 +29,8 @@ pub(crate) struct Inner {
     pub(crate) mode: Mode,
     pub(crate) limits: Limits,
     pub(crate) refreshing: tokio::sync::Mutex<()>,
-    pub(crate) actor: ringkv_shared::ActorId,
+    /// The actors of mergeable updates, with the state each last wrote (see [`crate::lanes`]).
+    pub(crate) lanes: crate::lanes::Lanes,
     pub(crate) next_coordinator: std::sync::atomic::AtomicUsize,
     /// Direct-mode read hedging (from `defaults.read_hedge`), with its latency record.
     pub(crate) hedger: Option<ringkv_shared::hedge::Hedger>,
@@ -106,7 +107,7 @@ impl Client {
         let span = debug_span!("get", key = %key_label(&key), r = q.required, n = q.n, mode = ?self.inner.mode);
         async {
             let mut attempt = 0;
-            let object = loop {
+            let (object, answers) = loop {
                 let epoch = self.inner.ring.load().epoch();
                 let result = match self.inner.mode {
                     Mode::Direct => {
@@ -122,7 +123,7 @@ impl Client {
                             self.inner.hedger.as_ref(),
                         )
                         .await
-                        .map(|r| r.object)
+                        .map(|r| (r.object, r.answers))
                         .map_err(ClientError::from)
                     }
                     Mode::Router => {
@@ -131,7 +132,7 @@ impl Client {
                             quorum: q,
                         };
                         match self.route(req, q).await {
-                            Ok(Response::Object(o)) => Ok(o),
+                            Ok(Response::Read { object, answers }) => Ok((object, answers)),
                             Ok(other) => Err(unexpected(other)),
                             Err(e) => Err(e),
                         }
@@ -149,7 +150,7 @@ impl Client {
                 break result?;
             };
             self.after_reply();
-            Ok(Versions::from_object(&object))
+            Ok(Versions::from_object(&object, answers))
         }
         .instrument(span)
         .await
@@ -198,7 +199,31 @@ impl Client {
         self.write(key.into(), None, context, opts).await
     }
 
+    /// A put made by [`Client::modify`]: unlike a plain put it keeps the key's other lanes.
+    pub(crate) async fn put_lane(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        context: &Context,
+        opts: CallOptions,
+    ) -> Result<Context, ClientError> {
+        self.write_inner(key, Some(value), context, opts).await
+    }
+
     async fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: &Context,
+        opts: CallOptions,
+    ) -> Result<Context, ClientError> {
+        // A plain put or delete replaces what mergeable updates through this client wrote:
+        // their lanes must not merge the old state back in.
+        self.inner.lanes.forget(&key);
+        self.write_inner(key, value, context, opts).await
+    }
+
+    async fn write_inner(
         &self,
         key: Bytes,
         value: Option<Bytes>,

@@ -57,6 +57,13 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+    /// The read step of a read-modify-write ([`crate::Client::modify`]) failed, so nothing
+    /// was written.
+    #[error("read before modify failed, nothing written: {error}")]
+    ReadFailed {
+        /// Why the read failed.
+        error: Box<ClientError>,
+    },
     /// A node answered with an error of its own (storage failure, shutting down, protocol
     /// mismatch).
     #[error("node error: {error}")]
@@ -74,7 +81,8 @@ impl ClientError {
             ClientError::InvalidInput { .. }
             | ClientError::Unavailable { .. }
             | ClientError::Tls { .. }
-            | ClientError::Codec { .. } => false,
+            | ClientError::Codec { .. }
+            | ClientError::ReadFailed { .. } => false,
             ClientError::QuorumFailed { succeeded, .. } => *succeeded > 0,
             ClientError::OutcomeUnknown { .. } | ClientError::Node { .. } => true,
         }
@@ -127,6 +135,13 @@ mod tests {
         assert!(!failed(0).may_have_been_applied());
         assert!(failed(2).may_have_been_applied());
         assert!(!ClientError::InvalidInput { reason: "x".into() }.may_have_been_applied());
+        assert!(
+            !ClientError::ReadFailed {
+                error: Box::new(failed(2))
+            }
+            .may_have_been_applied(),
+            "a failed read before a modify wrote nothing, whatever the read's replicas did"
+        );
         assert!(
             ClientError::OutcomeUnknown {
                 node: NodeId(1),

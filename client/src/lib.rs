@@ -35,11 +35,14 @@
 //!   [`Client::get_merged`].
 //! - [`versions`] — [`Versions`] and the opaque [`Context`].
 //! - [`error`] — [`ClientError`].
+//! - [`lanes`] — the actors behind [`Client::modify`] and the state each last wrote, which
+//!   keep mergeable updates unique whatever a read returns.
 
 pub mod builder;
 pub mod client;
 pub mod crdt;
 pub mod error;
+pub mod lanes;
 pub mod options;
 pub mod typed;
 pub mod versions;

@@ -10,6 +10,7 @@ use crate::error::ClientError;
 use crate::options::CallOptions;
 use crate::versions::Context;
 use bytes::Bytes;
+use ringkv_shared::quorum::Answer;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The format byte of typed values written by this version.
@@ -50,14 +51,11 @@ pub struct Merged<T> {
     pub context: Context,
     /// How many siblings the read returned (1 when the replicas agreed on one version).
     pub siblings: usize,
+    /// The answers the read was built from, each marked owner or stand-in.
+    pub answers: Vec<Answer>,
 }
 
 impl Client {
-    /// This client's actor id, used to stamp updates of mergeable values.
-    pub fn actor(&self) -> ActorId {
-        self.inner.actor
-    }
-
     /// Reads `key` and merges all its siblings into one `T`.
     pub async fn get_merged<T>(&self, key: impl Into<Bytes>) -> Result<Merged<T>, ClientError>
     where
@@ -75,24 +73,39 @@ impl Client {
     where
         T: Merge + Default + DeserializeOwned,
     {
-        let read = self.get_with(key, opts).await?;
+        let key = key.into();
+        let read = self.get_with(key.clone(), opts).await?;
         let mut value = T::default();
         for sibling in &read.values {
-            value.merge(&decode_value::<T>(sibling)?);
+            let decoded = decode_value::<T>(sibling).map_err(|e| ClientError::Codec {
+                reason: format!("key {}: a sibling is unusable: {e}", label(&key)),
+            })?;
+            value.merge(&decoded);
         }
         Ok(Merged {
             value,
             siblings: read.values.len(),
             context: read.context,
+            answers: read.answers,
         })
     }
 
-    /// Read-merge-write: reads every sibling of `key`, merges them, applies `change` (with this
-    /// client's actor id), and writes the result back with the read's context, so the siblings
-    /// collapse into one. Returns the value written and its context.
+    /// Read-merge-write: reads every sibling of `key`, merges them, applies `change`, and
+    /// writes the result back with the read's context, so the siblings collapse into one.
+    /// Returns the value written and its context.
     ///
-    /// A write concurrent with this one (another writer's `modify`) becomes a sibling of it;
-    /// the next read merges both, so no update is lost.
+    /// **No acknowledged update is lost, whatever the read returned.** `change` gets an
+    /// [`ActorId`] that only this call is using, together with a state that holds every update
+    /// that actor made before, even when the read was stale, partial or served by stand-ins
+    /// (the client keeps each actor's last written state; see [`crate::lanes`]). Concurrent
+    /// calls, through one client or its clones, get different actors. An actor whose write
+    /// fails is never used again. A write concurrent with this one becomes a sibling of it;
+    /// the next read merges both.
+    ///
+    /// Errors: a failed read is [`ClientError::ReadFailed`] (nothing was written,
+    /// `may_have_been_applied() == false`); a failed write is the write's own error, whose
+    /// [`ClientError::may_have_been_applied`] says whether it may be stored. A sibling that does
+    /// not decode as `T` is [`ClientError::Codec`] naming the key, and nothing is written.
     pub async fn modify<T, F>(
         &self,
         key: impl Into<Bytes>,
@@ -118,16 +131,45 @@ impl Client {
         F: FnOnce(&mut T, ActorId),
     {
         let key = key.into();
-        let mut read: Merged<T> = self.get_merged_with(key.clone(), opts).await?;
-        change(&mut read.value, self.actor());
-        let encoded = encode_value(&read.value)?;
-        let context = self.put_with(key, encoded, &read.context, opts).await?;
+        let read: Merged<T> = match self.get_merged_with(key.clone(), opts).await {
+            Ok(read) => read,
+            Err(e @ (ClientError::InvalidInput { .. } | ClientError::Codec { .. })) => {
+                return Err(e);
+            }
+            Err(e) => {
+                return Err(ClientError::ReadFailed { error: Box::new(e) });
+            }
+        };
+        let read_clock = read
+            .context
+            .to_clock()
+            .map_err(|reason| ClientError::Codec { reason })?;
+        let mut update = self
+            .inner
+            .lanes
+            .begin(key.clone(), read.value, &read_clock)?;
+        update.apply(change);
+        let encoded = update.encode()?;
+        // On any error `update` is dropped with its lane: the actor is never used again,
+        // whether or not the write landed somewhere.
+        let context = self
+            .put_lane(key, encoded.clone(), &read.context, opts)
+            .await?;
+        let clock = context
+            .to_clock()
+            .map_err(|reason| ClientError::Codec { reason })?;
+        let value = update.written(&self.inner.lanes, encoded, clock);
         Ok(Merged {
-            value: read.value,
+            value,
             context,
             siblings: read.siblings,
+            answers: read.answers,
         })
     }
+}
+
+fn label(key: &[u8]) -> String {
+    String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned()
 }
 
 #[cfg(test)]

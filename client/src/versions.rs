@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use ringkv_shared::encoding::{decode_context, encode_context};
+use ringkv_shared::quorum::Answer;
 use ringkv_shared::{Object, VersionVector};
 
 /// The causal context of a read, opaque to applications.
@@ -48,13 +49,17 @@ pub struct Versions {
     pub values: Vec<Bytes>,
     /// The context to write back with.
     pub context: Context,
+    /// The answers the read was built from, each marked owner or stand-in (a stand-in counts
+    /// only when it held the key or a hint for it).
+    pub answers: Vec<Answer>,
 }
 
 impl Versions {
-    pub(crate) fn from_object(o: &Object) -> Self {
+    pub(crate) fn from_object(o: &Object, answers: Vec<Answer>) -> Self {
         Self {
             values: o.values().cloned().collect(),
             context: Context::from_clock(o.clock()),
+            answers,
         }
     }
 

@@ -91,13 +91,11 @@ pub async fn run(mut say: impl FnMut(String)) -> Result<Report> {
     let client_a = Client::builder()
         .seeds(addrs.clone())
         .tls(cluster.client_tls())
-        .actor(1)
         .build()
         .await?;
     let client_b = Client::builder()
         .seeds(addrs.clone())
         .tls(cluster.client_tls())
-        .actor(2)
         .build()
         .await?;
     let (a, b) = (router(client_a.clone()), router(client_b.clone()));

@@ -56,7 +56,10 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     )
     .await
     {
-        Ok(outcome) => Response::Object(outcome.object),
+        Ok(outcome) => Response::Read {
+            object: outcome.object,
+            answers: outcome.answers,
+        },
         Err(e) => Response::Error(e),
     }
 }

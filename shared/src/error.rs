@@ -24,6 +24,10 @@ pub enum ReplicaError {
     /// the call returned without waiting for it.
     #[error("not awaited: the quorum had already failed")]
     NotAwaited,
+    /// A stand-in (not one of the key's first N owners) answered that it holds neither the
+    /// key nor a hint for it. That says nothing about the key, so it does not count toward R.
+    #[error("stand-in holds neither the key nor a hint for it (no evidence)")]
+    HoldsNothing,
     /// The replica answered with an error.
     #[error("refused: {error}")]
     Refused {

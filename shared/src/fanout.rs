@@ -21,7 +21,7 @@ use crate::hedge::Hedger;
 use crate::ids::NodeId;
 use crate::object::Object;
 use crate::proto::{Quorum, Request, Response};
-use crate::quorum::{Progress, ReadQuorum};
+use crate::quorum::{Answer, Progress, ReadQuorum};
 use crate::ring::Member;
 use crate::sloppy::{Placement, SloppyWrite};
 use crate::transport::{Transport, TransportError};
@@ -38,8 +38,9 @@ pub struct ReadOutcome {
     pub object: Object,
     /// Distinct versions among those answers (1 when replicas agreed).
     pub versions: usize,
-    /// Replicas whose answer was merged into `object`.
-    pub answered: Vec<NodeId>,
+    /// The answers merged into `object`, in arrival order, each marked owner or stand-in.
+    /// Stand-ins appear only when they held the key or a hint for it.
+    pub answers: Vec<Answer>,
 }
 
 /// Turns a transport result into the quorum engine's vocabulary.
@@ -122,6 +123,12 @@ pub fn read_targets<T: Transport>(transport: &T, preference: &[Member], n: usize
 /// The first `n` nodes that are not suspected down are asked ([`read_targets`]). When one of
 /// them fails, the next node of the preference list not asked yet is asked in its place (a
 /// stand-in may hold hints for an owner that is down), as sloppy writes do.
+///
+/// Only evidence counts toward `required` (see [`ReadQuorum`]): an owner's answer, or a
+/// stand-in's answer that holds the key or a hint. A stand-in that holds nothing is recorded as
+/// [`ReplicaError::HoldsNothing`] and replaced like a failed node; when no node is left to ask,
+/// the read fails with `QuorumFailed` naming every node and what it answered, rather than
+/// returning a "not found" that nobody who would know has said.
 ///
 /// After returning, a background task waits for the remaining answers (until `timeout` from the
 /// start) and, if `repair` is set, writes the merged object back to every owner (the first `n`
@@ -209,7 +216,7 @@ pub async fn read_hedged<T: Transport>(
         .map(|m| m.id)
         .filter(|id| !held.iter().any(|h| h.id == *id))
         .collect();
-    let mut quorum = ReadQuorum::new(required, first);
+    let mut quorum = ReadQuorum::new(required, first, owners.clone());
     for id in down {
         quorum.record(id, Err(ReplicaError::MarkedDown));
     }
@@ -235,8 +242,10 @@ pub async fn read_hedged<T: Transport>(
         let wake = hedge_at.map_or(deadline, |h| h.min(deadline));
         match tokio::time::timeout_at(wake, calls.join_next()).await {
             Ok(Some(Ok((node, result)))) => {
-                let failed = result.is_err();
+                // Counted as a failure: an error, or a stand-in that holds nothing.
+                let before = quorum.failures();
                 progress = quorum.record(node, result.and_then(expect_object));
+                let failed = quorum.failures() > before;
                 if failed && progress == Progress::Pending {
                     substitute(&mut quorum, &mut calls);
                 }
@@ -265,7 +274,7 @@ pub async fn read_hedged<T: Transport>(
     let outcome = ReadOutcome {
         object: quorum.merged().clone(),
         versions: quorum.distinct_versions(),
-        answered: quorum.replied().collect(),
+        answers: quorum.answers(),
     };
     if repair {
         let t = transport.clone();
@@ -707,6 +716,10 @@ mod tests {
             .collect()
     }
 
+    fn nodes(out: &ReadOutcome) -> Vec<NodeId> {
+        out.answers.iter().map(|a| a.node).collect()
+    }
+
     fn written(v: &str) -> Object {
         let mut o = Object::new();
         o.update(
@@ -748,7 +761,7 @@ mod tests {
             "returns at the R-th answer"
         );
         assert_eq!(out.object, newer);
-        assert_eq!(out.answered, vec![NodeId(1), NodeId(2)]);
+        assert_eq!(nodes(&out), vec![NodeId(1), NodeId(2)]);
         assert!(sim.writes.lock().unwrap().is_empty());
         // Replica 3 answers at 50 ms; the repair write to it takes its 50 ms too.
         tokio::time::sleep(Duration::from_millis(97)).await; // t = 99 ms
@@ -820,7 +833,7 @@ mod tests {
             Duration::from_millis(6),
             "hedge at 5 ms, answer at 6 ms"
         );
-        assert_eq!(out.answered, vec![NodeId(1), NodeId(3)]);
+        assert_eq!(nodes(&out), vec![NodeId(1), NodeId(3)]);
 
         // A failing replica is replaced at once, without waiting for the hedge delay.
         let sim = holding(
@@ -1099,6 +1112,71 @@ mod tests {
         assert_eq!(asked, vec![NodeId(1), NodeId(2), NodeId(3)]);
     }
 
+    /// The bridge partition: owners n2 and n3 are suspected and cut off, stand-ins n4 and n5
+    /// hold nothing. Their "not found" is no evidence: the read asks the suspected owners after
+    /// all, waits for them until the deadline, and fails naming who said what, instead of
+    /// returning the key as empty.
+    #[tokio::test(start_paused = true)]
+    async fn empty_standins_never_make_a_read_return_not_found() {
+        let sim = Sim::with(&[(2, Behaviour::Silent), (3, Behaviour::Silent)]);
+        sim.suspected.lock().unwrap().extend([NodeId(2), NodeId(3)]);
+        sim.store(1, written("v"));
+        let start = Instant::now();
+        let err = read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(5),
+            3,
+            2,
+            TIMEOUT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            start.elapsed(),
+            TIMEOUT,
+            "waits for the owners until the deadline"
+        );
+        let ReplyError::QuorumFailed {
+            succeeded: 1,
+            mut errors,
+            ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        errors.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            errors,
+            vec![
+                (NodeId(2), ReplicaError::TimedOut),
+                (NodeId(3), ReplicaError::TimedOut),
+                (NodeId(4), ReplicaError::HoldsNothing),
+                (NodeId(5), ReplicaError::HoldsNothing),
+            ]
+        );
+        // When an owner answers after all, its answer counts (empty or not).
+        let sim = Sim::with(&[(3, Behaviour::Silent)]);
+        sim.suspected.lock().unwrap().extend([NodeId(2), NodeId(3)]);
+        sim.store(1, written("v"));
+        let out = read(
+            &sim,
+            Bytes::from_static(b"k"),
+            members(5),
+            3,
+            2,
+            TIMEOUT,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.object, written("v"));
+        let mut answered = nodes(&out);
+        answered.sort();
+        assert_eq!(answered, vec![NodeId(1), NodeId(2)]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_read_replaces_failed_owners_with_the_next_nodes_of_the_list() {
         // Owners n2 and n3 fail during the read; stand-in n4 holds a hint and answers.
@@ -1116,7 +1194,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut answered = out.answered.clone();
+        let mut answered = nodes(&out);
         answered.sort();
         assert_eq!(answered, vec![NodeId(1), NodeId(4)]);
         // Without spares the same failures fail the read, naming both owners.

@@ -141,7 +141,7 @@ pub enum Request {
         /// The tombstone's causal context.
         clock: VersionVector,
     },
-    /// Router mode: coordinate a quorum read of `key`; answered with [`Response::Object`].
+    /// Router mode: coordinate a quorum read of `key`; answered with [`Response::Read`].
     RouteGet {
         /// The user key.
         key: Bytes,
@@ -289,9 +289,15 @@ pub enum Response {
     },
     /// Answer to [`Request::GetRing`].
     Ring(Ring),
-    /// A replica's object (empty if the key was never written), or a router read's merged
-    /// result.
+    /// A replica's object (empty if the key was never written).
     Object(Object),
+    /// A router read's merged result and the answers it was built from.
+    Read {
+        /// Every answer merged.
+        object: Object,
+        /// Who answered, owner or stand-in.
+        answers: Vec<crate::quorum::Answer>,
+    },
     /// A replica write was applied (and is durable per the node's durability policy).
     Written,
     /// Answer to [`Request::Stats`].
@@ -326,6 +332,7 @@ impl Response {
             Response::Entries(_) => "entries",
             Response::Objects(_) => "objects",
             Response::Object(_) => "object",
+            Response::Read { .. } => "read",
             Response::Written => "written",
             Response::Put { .. } => "put",
             Response::View(_) => "view",

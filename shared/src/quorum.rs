@@ -9,6 +9,26 @@
 use crate::error::{ReplicaError, ReplyError};
 use crate::ids::NodeId;
 use crate::object::Object;
+use serde::{Deserialize, Serialize};
+
+/// In which capacity a node answered a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// One of the key's first N owners.
+    Owner,
+    /// A node further down the preference list, asked in place of an owner; it counts only
+    /// when it holds the key or a hint for it.
+    StandIn,
+}
+
+/// One answer a read was built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Answer {
+    /// The node that answered.
+    pub node: NodeId,
+    /// Whether it is an owner of the key or a stand-in.
+    pub role: Role,
+}
 
 /// Where a quorum stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,20 +168,40 @@ impl WriteQuorum {
 
 /// A read quorum: `required` answers, merged into one object, remembering who answered what
 /// so that stale replicas can be repaired.
+///
+/// **Absence is evidence only from an owner.** An owner's empty answer ("never written")
+/// counts toward `required`. A stand-in's empty answer does not: a node outside the key's
+/// first N owners that holds neither the key nor a hint for it knows nothing about the key,
+/// so it is recorded as [`ReplicaError::HoldsNothing`] and the driver asks another node in
+/// its place (or waits for the owners). A stand-in that holds the key or a hint answers with
+/// a non-empty object and counts like an owner. This is Riak's `notfound_ok = false` for
+/// stand-ins and `notfound_ok = true` for owners.
 #[derive(Clone, Debug)]
 pub struct ReadQuorum {
     tally: Tally,
+    owners: Vec<NodeId>,
     replies: Vec<(NodeId, Object)>,
     merged: Object,
 }
 
 impl ReadQuorum {
-    /// A quorum needing `required` answers from `contacted`.
-    pub fn new(required: usize, contacted: Vec<NodeId>) -> Self {
+    /// A quorum needing `required` answers from `contacted`, where `owners` are the key's
+    /// first N owners (every other node is a stand-in).
+    pub fn new(required: usize, contacted: Vec<NodeId>, owners: Vec<NodeId>) -> Self {
         Self {
             tally: Tally::new(required, contacted),
+            owners,
             replies: Vec::new(),
             merged: Object::new(),
+        }
+    }
+
+    /// The capacity `node` answers in.
+    pub fn role(&self, node: NodeId) -> Role {
+        if self.owners.contains(&node) {
+            Role::Owner
+        } else {
+            Role::StandIn
         }
     }
 
@@ -176,6 +216,12 @@ impl ReadQuorum {
     /// returns where the quorum stands. Answers after the quorum was met still count for
     /// [`Self::stale`].
     pub fn record(&mut self, node: NodeId, result: Result<Object, ReplicaError>) -> Progress {
+        let result = match result {
+            Ok(object) if object.is_empty() && self.role(node) == Role::StandIn => {
+                Err(ReplicaError::HoldsNothing)
+            }
+            other => other,
+        };
         match result {
             Ok(object) => {
                 if self.tally.record(node, Ok(())) {
@@ -213,6 +259,21 @@ impl ReadQuorum {
     /// Replicas whose object was received.
     pub fn replied(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.replies.iter().map(|(n, _)| *n)
+    }
+
+    /// How many contacted nodes have failed so far (errors, and stand-ins that held nothing).
+    pub fn failures(&self) -> usize {
+        self.tally.errors.len()
+    }
+
+    /// The answers counted so far, each with its role, in arrival order.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.replied()
+            .map(|node| Answer {
+                node,
+                role: self.role(node),
+            })
+            .collect()
     }
 
     /// How many distinct versions the answers held (1 when every replica agreed). Dynamo
@@ -311,13 +372,71 @@ mod tests {
         let ctx = newer.clock().clone();
         newer.update(&ctx, Some(Bytes::from_static(b"v2")), ActorId(1));
 
-        let mut q = ReadQuorum::new(2, ids(&[1, 2, 3]));
+        let mut q = ReadQuorum::new(2, ids(&[1, 2, 3]), ids(&[1, 2, 3]));
         assert_eq!(q.record(NodeId(1), Ok(newer.clone())), Progress::Pending);
         assert_eq!(q.record(NodeId(2), Ok(old)), Progress::Met);
         assert_eq!(q.record(NodeId(3), Ok(Object::new())), Progress::Met);
         assert_eq!(q.merged(), &newer);
         assert_eq!(q.stale(), ids(&[2, 3]));
         assert_eq!(q.distinct_versions(), 3);
+    }
+
+    /// A stand-in that holds nothing is no evidence: with R=2, one owner's answer plus two
+    /// empty stand-ins is not a quorum, and the error names what each said. A stand-in holding
+    /// a hint counts, and an owner's empty answer counts.
+    #[test]
+    fn empty_standins_do_not_count_toward_r() {
+        let mut held = Object::new();
+        held.update(
+            &VersionVector::new(),
+            Some(Bytes::from_static(b"v")),
+            ActorId(1),
+        );
+        // Owners 1, 2, 3; 4 and 5 stand in for the suspected 2 and 3.
+        let mut q = ReadQuorum::new(2, ids(&[1, 4, 5]), ids(&[1, 2, 3]));
+        assert_eq!(q.record(NodeId(1), Ok(held.clone())), Progress::Pending);
+        assert_eq!(q.record(NodeId(4), Ok(Object::new())), Progress::Pending);
+        assert_eq!(q.record(NodeId(5), Ok(Object::new())), Progress::Failed);
+        assert_eq!(
+            q.answers(),
+            vec![Answer {
+                node: NodeId(1),
+                role: Role::Owner
+            }]
+        );
+        match q.into_error() {
+            ReplyError::QuorumFailed {
+                succeeded, errors, ..
+            } => {
+                assert_eq!(succeeded, 1);
+                assert_eq!(
+                    errors,
+                    vec![
+                        (NodeId(4), ReplicaError::HoldsNothing),
+                        (NodeId(5), ReplicaError::HoldsNothing)
+                    ]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let mut q = ReadQuorum::new(2, ids(&[1, 4]), ids(&[1, 2, 3]));
+        assert_eq!(q.record(NodeId(1), Ok(Object::new())), Progress::Pending);
+        assert_eq!(q.record(NodeId(4), Ok(held.clone())), Progress::Met);
+        assert_eq!(
+            q.answers(),
+            vec![
+                Answer {
+                    node: NodeId(1),
+                    role: Role::Owner
+                },
+                Answer {
+                    node: NodeId(4),
+                    role: Role::StandIn
+                }
+            ]
+        );
+        assert_eq!(q.merged(), &held);
     }
 
     /// Random reply orders, drops and duplicates: the engine decides `Met` exactly when
