@@ -106,3 +106,115 @@ async fn a_cart_of_counters_merges_concurrent_updates_through_the_store() -> Res
     cluster.shutdown().await;
     Ok(())
 }
+
+/// What the client said about each update: acknowledged, failed (not applied), or unknown.
+#[derive(Default)]
+struct Outcomes {
+    acked: Vec<String>,
+    unknown: Vec<String>,
+    failed: usize,
+}
+
+impl Outcomes {
+    fn record(&mut self, item: String, result: Result<(), ringkv::ClientError>) {
+        match result {
+            Ok(()) => self.acked.push(item),
+            Err(e) if e.may_have_been_applied() => self.unknown.push(item),
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+/// The case that lost 703 of 2,818 adds with no fault at all: many tasks doing `modify` on the
+/// same keys through one `Client` and its clones (as one service instance does under load).
+/// Every acknowledged add is present and the counter is at least the acknowledged increments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sharing_one_client_lose_no_add_and_no_increment() -> Result<()> {
+    const TASKS: usize = 16;
+    const CYCLES: usize = 25;
+    let cluster = LocalCluster::start(3).await?;
+    for mode in [Mode::Direct, Mode::Router] {
+        let shared = client(&cluster, mode).await?;
+        let (set_key, counter_key) = (format!("set:{mode:?}"), format!("count:{mode:?}"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..TASKS {
+            let c = shared.clone();
+            let (set_key, counter_key) = (set_key.clone(), counter_key.clone());
+            tasks.spawn(async move {
+                let (mut adds, mut incs) = (Outcomes::default(), Outcomes::default());
+                for i in 0..CYCLES {
+                    let item = format!("t{t}-{i}");
+                    let r = c
+                        .modify(set_key.clone(), |s: &mut ORSet<String>, actor| {
+                            s.add(item.clone(), actor)
+                        })
+                        .await
+                        .map(|_| ());
+                    adds.record(item.clone(), r);
+                    let r = c
+                        .modify(counter_key.clone(), |n: &mut PNCounter, actor| {
+                            n.add(actor, 1)
+                        })
+                        .await
+                        .map(|_| ());
+                    incs.record(item, r);
+                }
+                (adds, incs)
+            });
+        }
+        let (mut adds, mut incs) = (Outcomes::default(), Outcomes::default());
+        while let Some(r) = tasks.join_next().await {
+            let (a, i) = r?;
+            adds.acked.extend(a.acked);
+            adds.unknown.extend(a.unknown);
+            adds.failed += a.failed;
+            incs.acked.extend(i.acked);
+            incs.unknown.extend(i.unknown);
+        }
+        let reader = client(&cluster, Mode::Direct).await?;
+        let set = reader
+            .get_merged_with::<ORSet<String>>(
+                set_key.clone(),
+                ringkv::CallOptions::default().quorum(3),
+            )
+            .await?;
+        let missing: Vec<&String> = adds
+            .acked
+            .iter()
+            .filter(|i| !set.value.contains(i))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{mode:?}: {} of {} acknowledged adds lost, e.g. {:?}",
+            missing.len(),
+            adds.acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+        let counter = reader
+            .get_merged_with::<PNCounter>(counter_key, ringkv::CallOptions::default().quorum(3))
+            .await?;
+        let acked = incs.acked.len() as i64;
+        assert!(
+            counter.value.value() >= acked,
+            "{mode:?}: counter {} < {acked} acknowledged increments",
+            counter.value.value()
+        );
+        let most = acked + incs.unknown.len() as i64;
+        assert!(
+            counter.value.value() <= most,
+            "{mode:?}: counter {} > {most} acknowledged or unknown increments",
+            counter.value.value()
+        );
+        println!(
+            "{mode:?}: {} adds acknowledged, {} unknown, {} failed; counter {} (acknowledged {acked}); \
+             {} actors in the counter",
+            adds.acked.len(),
+            adds.unknown.len(),
+            adds.failed,
+            counter.value.value(),
+            counter.value.actors()
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}

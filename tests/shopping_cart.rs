@@ -132,3 +132,68 @@ async fn every_endpoint_and_its_bad_input() -> Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Many concurrent requests on the same cart through one service instance (one `Client`):
+/// every acknowledged add is counted exactly, two concurrent removes of one item remove it
+/// once, and an add after them counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_one_cart_lose_nothing() -> Result<()> {
+    const TASKS: usize = 24;
+    const ADDS: usize = 6;
+    let mut cluster = LocalCluster::start(3).await?;
+    let app = service::router(support::client(&cluster, Mode::Direct).await?);
+    // Three books to start with, for the concurrent removes below.
+    let (s, j) = call(
+        &app,
+        Method::POST,
+        "/carts/crowd/items",
+        Some(json!({"item": "book", "quantity": 3})),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let mut acked = BTreeMap::<String, i64>::new();
+            for _ in 0..ADDS {
+                let item = format!("item{}", t % 4);
+                let (s, j) = call(
+                    &app,
+                    Method::POST,
+                    "/carts/crowd/items",
+                    Some(json!({"item": item, "quantity": 1})),
+                )
+                .await?;
+                anyhow::ensure!(s == StatusCode::OK, "add answered {s}: {j}");
+                *acked.entry(item).or_default() += 1;
+            }
+            // Two tasks remove the books at the same time.
+            if t < 2 {
+                let (s, j) = call(&app, Method::DELETE, "/carts/crowd/items/book", None).await?;
+                anyhow::ensure!(s == StatusCode::OK, "remove answered {s}: {j}");
+            }
+            anyhow::Ok(acked)
+        });
+    }
+    let mut expected = BTreeMap::<String, i64>::new();
+    while let Some(r) = tasks.join_next().await {
+        for (item, n) in r?? {
+            *expected.entry(item).or_default() += n;
+        }
+    }
+    // After both removes: one more book, which must count once, not be swallowed.
+    call(
+        &app,
+        Method::POST,
+        "/carts/crowd/items",
+        Some(json!({"item": "book", "quantity": 1})),
+    )
+    .await?;
+    expected.insert("book".into(), 1);
+    let (s, j) = call(&app, Method::GET, "/carts/crowd", None).await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(items(&j), expected, "{j}");
+    cluster.shutdown().await;
+    Ok(())
+}
