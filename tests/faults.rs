@@ -6,9 +6,13 @@
 //! the long version. Scenarios run one at a time, each in its own network namespace (see
 //! `support::faults`).
 
+#[path = "support/mergeable.rs"]
+mod mergeable;
+#[path = "../examples/shopping-cart/service.rs"]
+mod service;
 mod support;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{CallOptions, Context};
@@ -40,6 +44,10 @@ enum Fault {
     OneWay,
     /// SIGKILL a node, delete its data directory, restart it, keep writing through it.
     Wipe,
+    /// The bridge: a hot key's first owner and first stand-in on one side, its other two
+    /// owners on the other, its second stand-in seeing both; the clients cut off from those
+    /// two owners. Reads then meet stand-ins that hold nothing for the key.
+    Bridge,
 }
 
 const WRITERS: usize = 3;
@@ -63,6 +71,11 @@ async fn set_scenario(test: &str, fault: Fault) -> Result<()> {
         seed,
         stop.clone(),
     ));
+    // Mergeable values beside it: two client instances (the first shared by three more tasks
+    // and the counter), and carts through the HTTP service on a router-mode client.
+    let instances = vec![cluster.client().await?, cluster.client().await?];
+    let cart = service::router(cluster.client_in(ringkv::Mode::Router).await?);
+    let merging = tokio::spawn(mergeable::workload(instances, 3, cart, seed, stop.clone()));
     let phase = if soak() {
         Duration::from_secs(15)
     } else {
@@ -111,14 +124,39 @@ async fn set_scenario(test: &str, fault: Fault) -> Result<()> {
             cluster.heal()?;
         }
         Fault::Wipe => cluster.procs.wipe(victim)?,
+        Fault::Bridge => {
+            let ring = client.ring();
+            let prefs: Vec<usize> = ring
+                .preference_list_for_key(mergeable::SET_KEYS[0].as_bytes())
+                .iter()
+                .map(|id| support::faults::index_of(*id))
+                .collect();
+            let (side, other, bridge) = ([prefs[0], prefs[3]], [prefs[1], prefs[2]], prefs[4]);
+            println!(
+                "{test}: {side:?} | {other:?}, {bridge} sees both; clients cut from {other:?}"
+            );
+            cluster.partition(&side, &other)?;
+            if !cluster.cut_client(&other)? {
+                println!("{test}: no nftables: the clients are not cut off (fault filter)");
+            }
+            tokio::time::sleep(hold).await;
+            cluster.heal()?;
+        }
     }
     tokio::time::sleep(phase).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let recorded = work.await??;
+    let merged = merging.await??;
 
+    let mut all_keys = keys.clone();
+    all_keys.extend(mergeable::keys());
     let took = cluster
-        .converge(&client, &keys, Duration::from_secs(90))
+        .converge(&client, &all_keys, Duration::from_secs(90))
         .await?;
+    let verdict = mergeable::check(&cluster, &client, &merged)
+        .await
+        .with_context(|| format!("{test} (seed {seed}): mergeable values"))?;
+    println!("{test}: {verdict}");
     let finals = cluster.final_sets(&client, &keys).await?;
     let report = history::check(&recorded.ops, &finals);
     println!(
@@ -182,6 +220,17 @@ async fn set_workload_with_a_minority_cut_off() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_workload_under_a_one_way_cut() -> Result<()> {
     set_scenario("set_workload_under_a_one_way_cut", Fault::OneWay).await
+}
+
+/// A bridge partition with the clients cut from two owners of a hot key: reads meet
+/// stand-ins that hold nothing for it, which must not count as "not found" (G8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_under_a_bridge_partition_with_the_client_cut_from_two_owners() -> Result<()> {
+    set_scenario(
+        "set_workload_under_a_bridge_partition_with_the_client_cut_from_two_owners",
+        Fault::Bridge,
+    )
+    .await
 }
 
 /// Replica amnesia: a node loses its disk and writes keep going through it (G1, G5).

@@ -152,11 +152,17 @@ impl FaultCluster {
 
     /// A client (N=3, R=2, W=2, 1 s deadline) once the cluster answers.
     pub async fn client(&self) -> Result<Client> {
+        self.client_in(ringkv::Mode::Direct).await
+    }
+
+    /// [`FaultCluster::client`] in `mode`.
+    pub async fn client_in(&self, mode: ringkv::Mode) -> Result<Client> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let built = Client::builder()
                 .seeds(self.addrs.iter().copied())
                 .tls(self.tls.clone())
+                .mode(mode)
                 .timeout(Duration::from_secs(1))
                 .build()
                 .await;
@@ -203,6 +209,27 @@ impl FaultCluster {
             }
         }
         self.write_filters()
+    }
+
+    /// Cuts the test's own clients (they send from 127.0.0.1) off from nodes `to`, both ways.
+    /// Only nftables can: returns `false` (and cuts nothing) under the fault-filter fallback.
+    pub fn cut_client(&mut self, to: &[usize]) -> Result<bool> {
+        if self.net != Net::Nft {
+            return Ok(false);
+        }
+        for &b in to {
+            let node = self.addrs[b].ip().to_string();
+            for (src, dst) in [("127.0.0.1", node.as_str()), (node.as_str(), "127.0.0.1")] {
+                run(
+                    "nft",
+                    &[
+                        "add", "rule", "inet", "faults", "inp", "ip", "saddr", src, "ip", "daddr",
+                        dst, "drop",
+                    ],
+                )?;
+            }
+        }
+        Ok(true)
     }
 
     /// Cuts `a` and `b` apart both ways.
