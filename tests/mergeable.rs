@@ -218,3 +218,52 @@ async fn tasks_sharing_one_client_lose_no_add_and_no_increment() -> Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// A sibling whose map entry is kept alive by a dot its own clock has not seen (something no
+/// client writes, but anyone with a certificate can): `get_merged` and `modify` refuse it with
+/// an error naming the key, write nothing, and do not panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invariant_violating_sibling_is_an_error_naming_the_key() -> Result<()> {
+    use serde::Serialize;
+    use std::collections::BTreeMap;
+    // The encoding of an `ORSet<String>` (clock, then entries of (dots, unit)), with an empty
+    // clock and one element alive by the unseen dot (actor 9, counter 1).
+    #[derive(Serialize)]
+    struct Forged {
+        clock: Vec<(u64, u64)>,
+        entries: BTreeMap<String, (Vec<(u64, u64)>, ())>,
+    }
+    let forged = Forged {
+        clock: vec![],
+        entries: BTreeMap::from([("x".to_string(), (vec![(9, 1)], ()))]),
+    };
+    let bytes = ringkv::typed::encode_value(&forged)?;
+    let decoded: ORSet<String> = ringkv::typed::decode_value(&bytes)?;
+    assert!(
+        ringkv::crdt::Merge::validate(&decoded).is_err(),
+        "decodes as a set, but breaks its invariant"
+    );
+    let cluster = LocalCluster::start(3).await?;
+    let c = client(&cluster, Mode::Direct).await?;
+    c.put("set:forged", bytes, &ringkv::Context::empty())
+        .await?;
+    let err = c
+        .get_merged::<ORSet<String>>("set:forged")
+        .await
+        .expect_err("a forged sibling is refused");
+    assert!(
+        err.to_string().contains("set:forged") && err.to_string().contains("has not seen"),
+        "{err}"
+    );
+    let err = c
+        .modify("set:forged", |s: &mut ORSet<String>, me| {
+            s.add("y".into(), me)
+        })
+        .await
+        .expect_err("modify refuses it too");
+    assert!(!err.may_have_been_applied(), "{err}");
+    let raw = c.get("set:forged").await?;
+    assert_eq!(raw.values.len(), 1, "nothing was written over it");
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -4,9 +4,10 @@ mod support;
 
 use anyhow::Result;
 use bytes::Bytes;
-use ringkv::{CallOptions, ClientError, Context, Mode};
+use ringkv::{CallOptions, Client, ClientError, Context, Mode};
 use ringkv_node::testing::LocalCluster;
 use ringkv_shared::NodeId;
+use std::time::Duration;
 use support::client;
 
 fn values(v: &ringkv::Versions) -> Vec<&[u8]> {
@@ -266,3 +267,95 @@ both_modes!(
     oversized_input_is_refused,
     read_repairs_a_stale_replica,
 );
+
+/// Absence is evidence only from an owner (G8). Two owners of a key are stopped before it is
+/// ever written, so the stand-ins that fill in for them hold nothing: a read at R=2 gets one
+/// owner's answer and must fail, naming the stand-ins' empty answers, instead of saying "not
+/// found" (direct and router mode alike); `modify` then reports a failed read that wrote
+/// nothing. Once a write has left hints on the stand-ins, their answers count, marked as
+/// stand-ins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stand_ins_that_hold_nothing_do_not_make_a_read_say_not_found() -> Result<()> {
+    use ringkv::crdt::ORSet;
+    use ringkv::shared::quorum::Role;
+    use ringkv_shared::ReplicaError;
+    let mut cluster = LocalCluster::start(5).await?;
+    let direct = client(&cluster, Mode::Direct).await?;
+    let key = "never-written";
+    let prefs = direct
+        .ring()
+        .preference_list_for_key(key.as_bytes())
+        .to_vec();
+    let ids: Vec<ringkv_shared::NodeId> = (0..5).map(|i| cluster.node_id(i)).collect();
+    let index = |id: ringkv_shared::NodeId| ids.iter().position(|n| *n == id);
+    let (Some(b), Some(c)) = (index(prefs[1]), index(prefs[2])) else {
+        anyhow::bail!("owners {prefs:?} not in the cluster");
+    };
+    cluster.stop(b).await?;
+    cluster.stop(c).await?;
+    // The router must be the one live owner, so that the read it coordinates meets stand-ins.
+    let router = Client::builder()
+        .seeds([cluster.addrs()[index(prefs[0]).expect("owner")]])
+        .tls(cluster.client_tls())
+        .mode(Mode::Router)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await?;
+    let direct = Client::builder()
+        .seeds(cluster.addrs())
+        .tls(cluster.client_tls())
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await?;
+    for (mode, c) in [("direct", &direct), ("router", &router)] {
+        let err = c
+            .get(key)
+            .await
+            .expect_err("two empty stand-ins are no quorum");
+        let ringkv::ClientError::QuorumFailed { errors, .. } = &err else {
+            anyhow::bail!("{mode}: expected QuorumFailed, got {err}");
+        };
+        let empty: Vec<_> = errors
+            .iter()
+            .filter(|(_, e)| matches!(e, ReplicaError::HoldsNothing))
+            .map(|(n, _)| *n)
+            .collect();
+        assert!(
+            empty.contains(&prefs[3]) && empty.contains(&prefs[4]),
+            "{mode}: the stand-ins' empty answers are named: {err}"
+        );
+        let err = c
+            .modify(key, |s: &mut ORSet<String>, me| s.add("x".into(), me))
+            .await
+            .expect_err("the read step fails");
+        assert!(
+            matches!(err, ringkv::ClientError::ReadFailed { .. }) && !err.may_have_been_applied(),
+            "{mode}: {err}"
+        );
+    }
+    // A write leaves hints on the stand-ins; now they hold something for the key and count.
+    direct.put(key, "v", &ringkv::Context::empty()).await?;
+    for (mode, c) in [("direct", &direct), ("router", &router)] {
+        let read = eventually_read(c, key).await?;
+        assert_eq!(read.values, vec![bytes::Bytes::from_static(b"v")], "{mode}");
+        assert!(
+            read.answers.iter().any(|a| a.role == Role::StandIn),
+            "{mode}: a stand-in holding a hint answered: {:?}",
+            read.answers
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Reads `key` until a read succeeds (hints are stored as the write settles).
+async fn eventually_read(c: &Client, key: &str) -> Result<ringkv::Versions> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.get(key.to_string()).await {
+            Ok(r) => return Ok(r),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -77,9 +77,15 @@ impl Client {
         let read = self.get_with(key.clone(), opts).await?;
         let mut value = T::default();
         for sibling in &read.values {
-            let decoded = decode_value::<T>(sibling).map_err(|e| ClientError::Codec {
-                reason: format!("key {}: a sibling is unusable: {e}", label(&key)),
-            })?;
+            let decoded = decode_value::<T>(sibling)
+                .and_then(|v| {
+                    v.validate()
+                        .map(|()| v)
+                        .map_err(|reason| ClientError::Codec { reason })
+                })
+                .map_err(|e| ClientError::Codec {
+                    reason: format!("key {}: a sibling is unusable: {e}", label(&key)),
+                })?;
             value.merge(&decoded);
         }
         Ok(Merged {

@@ -109,6 +109,13 @@ impl VersionVector {
         other.0.iter().all(|&(a, c)| self.get(a) >= c)
     }
 
+    /// Whether the vector is in its one canonical form: sorted by actor, each actor once, no
+    /// zero counters. Every vector built here is; one decoded from untrusted bytes may not be,
+    /// and then [`VersionVector::covers`] would give wrong answers.
+    pub fn is_canonical(&self) -> bool {
+        self.0.iter().all(|(_, c)| *c > 0) && self.0.windows(2).all(|w| w[0].0 < w[1].0)
+    }
+
     /// The entries, sorted by actor.
     pub fn entries(&self) -> &[(ActorId, u64)] {
         &self.0

@@ -77,6 +77,24 @@ impl Merge for PNCounter {
         join(&mut self.reset_p, &other.reset_p);
         join(&mut self.reset_n, &other.reset_n);
     }
+
+    /// A reset only records totals it observed, so no floor can exceed its actor's total.
+    fn validate(&self) -> Result<(), String> {
+        for (floors, totals, side) in [
+            (&self.reset_p, &self.p, "increments"),
+            (&self.reset_n, &self.n, "decrements"),
+        ] {
+            for (a, f) in floors {
+                let total = totals.get(a).copied().unwrap_or(0);
+                if *f > total {
+                    return Err(format!(
+                        "counter resets {f} {side} of actor {a}, which made only {total}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Reset for PNCounter {
@@ -123,6 +141,15 @@ mod tests {
             1,
             "the add after both resets is not swallowed"
         );
+    }
+
+    #[test]
+    fn a_floor_above_its_total_is_invalid() {
+        let mut c = PNCounter::new();
+        c.add(ActorId(1), 2);
+        assert!(c.validate().is_ok());
+        c.reset_p.insert(ActorId(1), 5);
+        assert!(c.validate().unwrap_err().contains("made only 2"));
     }
 
     #[test]

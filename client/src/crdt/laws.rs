@@ -62,6 +62,9 @@ fn merged<T: Merge + Clone>(a: &T, b: &T) -> T {
 fn check_laws<T: Merge + Clone + PartialEq + std::fmt::Debug>(
     r: &[T],
 ) -> Result<(), TestCaseError> {
+    for x in r {
+        prop_assert_eq!(x.validate(), Ok(()), "every reachable state is valid");
+    }
     prop_assert_eq!(merged(&r[0], &r[1]), merged(&r[1], &r[0]), "commutative");
     prop_assert_eq!(
         merged(&merged(&r[0], &r[1]), &r[2]),

@@ -3,8 +3,11 @@
 //!
 //! Every type here is a state-based CRDT: [`Merge::merge`] is commutative, associative and
 //! idempotent (property-tested), so siblings can be merged in any order, any number of times.
-//! Updates take the [`ActorId`] of the writer; give each application instance its own (see
-//! [`crate::ClientBuilder::actor`]) so that concurrent updates never share a dot.
+//! Updates take the [`ActorId`] of the writer and assume the state they change holds every
+//! earlier update of that actor: [`crate::Client::modify`] guarantees both, whatever a read
+//! returned ([`crate::lanes`]; the argument, and what a type of your own must do, is in
+//! `docs/MERGEABLE.md`). Outside `modify`, use an actor only with a state that holds all of its
+//! own updates, and never one actor for two updates at once.
 //!
 //! - [`PNCounter`]: a counter that goes up and down.
 //! - [`ORSet`]: an add-wins observed-remove set.
@@ -24,6 +27,13 @@ pub use ringkv_shared::ActorId;
 pub trait Merge {
     /// Folds `other` into `self`. Must be commutative, associative and idempotent.
     fn merge(&mut self, other: &Self);
+
+    /// Checks the invariants a decoded value must hold before it is merged (a sibling comes
+    /// from the network and may have been written by anyone holding a certificate). The default
+    /// accepts everything; the built-in types check their clocks and counters.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A value that can be reset by an actor, as removing it from an [`ORMap`] does: afterwards it

@@ -106,6 +106,11 @@ impl<K: Ord + Clone, V: Merge + Reset + Default> ORMap<K, V> {
         self.iter().count()
     }
 
+    /// How many actors the map's causal context holds an entry for (its metadata).
+    pub fn actors(&self) -> usize {
+        self.clock.entries().len()
+    }
+
     /// Whether no key is present.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -142,6 +147,23 @@ impl<K: Ord + Clone, V: Merge + Clone + Default> Merge for ORMap<K, V> {
             self.entries.insert(k, Entry { dots, value });
         }
         self.clock.join(&other.clock);
+    }
+
+    /// The clock is canonical, every live dot is in it, and every value is valid.
+    fn validate(&self) -> Result<(), String> {
+        if !self.clock.is_canonical() {
+            return Err("map clock is not sorted, repeats an actor or holds a zero".into());
+        }
+        for e in self.entries.values() {
+            if let Some(d) = e.dots.iter().find(|d| !self.clock.covers(**d)) {
+                return Err(format!(
+                    "map entry kept alive by ({}, {}), which its clock has not seen",
+                    d.actor, d.counter
+                ));
+            }
+            e.value.validate()?;
+        }
+        Ok(())
     }
 }
 

@@ -60,6 +60,10 @@ impl<T: Ord + Clone> Merge for ORSet<T> {
     fn merge(&mut self, other: &Self) {
         self.0.merge(&other.0);
     }
+
+    fn validate(&self) -> Result<(), String> {
+        self.0.validate()
+    }
 }
 
 impl<T: Ord + Clone> Reset for ORSet<T> {
