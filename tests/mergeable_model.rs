@@ -339,23 +339,20 @@ impl Workload for SetWorkload {
             })
             .collect();
         for r in history {
-            match (&r.op, r.outcome) {
+            let bad = match (&r.op, r.outcome) {
                 (SetOp::Add(e), Outcome::Acked) if !removed_landed.contains(e) => {
-                    if !value.contains(e) {
-                        return Err(format!("acknowledged add of {e} lost"));
-                    }
+                    (!value.contains(e)).then(|| format!("acknowledged add of {e} lost"))
                 }
-                (SetOp::Add(e), Outcome::Failed | Outcome::Unknown { landed: false }) => {
-                    if value.contains(e) {
-                        return Err(format!("add of {e} that never landed is present"));
-                    }
-                }
-                (SetOp::Remove(e), Outcome::Acked) => {
-                    if value.contains(e) {
-                        return Err(format!("acknowledged remove of {e} undone"));
-                    }
-                }
-                _ => {}
+                (SetOp::Add(e), Outcome::Failed | Outcome::Unknown { landed: false }) => value
+                    .contains(e)
+                    .then(|| format!("add of {e} that never landed is present")),
+                (SetOp::Remove(e), Outcome::Acked) => value
+                    .contains(e)
+                    .then(|| format!("acknowledged remove of {e} undone")),
+                _ => None,
+            };
+            if let Some(bad) = bad {
+                return Err(bad);
             }
         }
         Ok(())

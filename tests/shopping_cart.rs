@@ -140,7 +140,7 @@ async fn every_endpoint_and_its_bad_input() -> Result<()> {
 async fn concurrent_requests_on_one_cart_lose_nothing() -> Result<()> {
     const TASKS: usize = 24;
     const ADDS: usize = 6;
-    let mut cluster = LocalCluster::start(3).await?;
+    let cluster = LocalCluster::start(3).await?;
     let app = service::router(support::client(&cluster, Mode::Direct).await?);
     // Three books to start with, for the concurrent removes below.
     let (s, j) = call(
