@@ -81,7 +81,12 @@ fn main() {
             stored.clone()
         };
         let mut update = lanes[who]
-            .begin(key.clone(), cart_of(&read), read.clock())
+            .begin(
+                key.clone(),
+                cart_of(&read),
+                read.clock(),
+                read.values().next().is_some(),
+            )
             .expect("lane");
         let remove = rng.random_range(0..100) < args.remove_pct;
         let item = format!("product-{}", rng.random_range(0..args.items));
@@ -94,9 +99,11 @@ fn main() {
         });
         let encoded = update.encode().expect("encode");
         stored.update(read.clock(), Some(encoded.clone()), node);
-        history.push(stored.clone());
-        if history.len() > 64 {
-            history.remove(0);
+        if args.stale_pct > 0 {
+            history.push(stored.clone());
+            if history.len() > 20 {
+                history.remove(0);
+            }
         }
         update.written(&lanes[who], encoded, stored.clock().clone());
     }

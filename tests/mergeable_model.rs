@@ -203,7 +203,12 @@ fn run<W: Workload>(seed: u64, steps: usize, mut workload: W) -> Result<(), Stri
                         let read = store.read(&mut rng);
                         let value: W::Value = merged_value(&read);
                         let mut update = lanes[client]
-                            .begin(key.clone(), value, read.clock())
+                            .begin(
+                                key.clone(),
+                                value,
+                                read.clock(),
+                                read.values().next().is_some(),
+                            )
                             .map_err(|e| format!("begin: {e}"))?;
                         let op = workload.choose(&mut rng, update.value());
                         update.apply(|v, actor| W::apply(&op, v, actor));

@@ -8,7 +8,7 @@
 //! late, a wiped replica, two tasks on one client): the update then reuses a dot or restarts a
 //! total, and a merge loses an acknowledged update.
 //!
-//! A [`Lane`] restores the assumption. It is an actor id drawn at random when the lane is made,
+//! A *lane* restores the assumption. It is an actor id drawn at random when the lane is made,
 //! and the last state that actor wrote. A `modify` takes a lane for the key (one modify at a
 //! time per lane), merges the lane's state into what it read, so the actor's whole history is
 //! in the state it changes, whatever the read returned, and gives the lane back with the new
@@ -19,7 +19,8 @@
 //! and for how actor entries grow.
 //!
 //! This module does no I/O. [`Lanes::begin`] is what a modify does between its read and its
-//! write, [`Update::written`] what it does after a successful write; [`crate::Client::modify`]
+//! write (taking a lane and bringing its history in), [`Update::written`] what it does after a
+//! successful write; they are the only way to get at a lane, so no two updates share one; [`crate::Client::modify`]
 //! is those two calls around the network, and the model test (`tests/mergeable_model.rs`) drives
 //! the same two calls against a store that returns arbitrary stale and partial reads.
 
@@ -35,7 +36,7 @@ use std::sync::Mutex;
 /// One actor and the last state it wrote for one key. Not `Clone`: a lane is in exactly one
 /// place at a time (parked in the pool, or held by the one modify using it).
 #[derive(Debug)]
-pub struct Lane {
+pub(crate) struct Lane {
     actor: ActorId,
     last: Option<Written>,
 }
@@ -51,7 +52,7 @@ struct Written {
 
 impl Lane {
     /// A lane with a new actor and no history.
-    pub fn fresh() -> Self {
+    pub(crate) fn fresh() -> Self {
         Self {
             actor: ActorId(rand::random()),
             last: None,
@@ -59,17 +60,18 @@ impl Lane {
     }
 
     /// A lane with a chosen actor and no history (for tests that need fixed ids).
-    pub fn with_actor(actor: ActorId) -> Self {
+    #[cfg(test)]
+    fn with_actor(actor: ActorId) -> Self {
         Self { actor, last: None }
     }
 
     /// The lane's actor: the id that stamps the updates made through it.
-    pub fn actor(&self) -> ActorId {
+    pub(crate) fn actor(&self) -> ActorId {
         self.actor
     }
 
     /// Records a successful write of `value`, which returned `clock`.
-    pub fn wrote(&mut self, value: Bytes, clock: VersionVector) {
+    pub(crate) fn wrote(&mut self, value: Bytes, clock: VersionVector) {
         self.last = Some(Written { value, clock });
     }
 
@@ -78,52 +80,44 @@ impl Lane {
     }
 }
 
-/// What [`prepare`] decided.
+/// What [`Lanes::begin`] found when it brought the lane's history in.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Prepared {
-    /// The read already held everything the lane wrote, or was stale and now holds it too.
+    /// The lane's state is merged into the value (a no-op when the read already held it).
     Continued,
-    /// The read had seen the lane's last write and what replaced it kept none of it (a delete
-    /// or a plain put): the lane was retired for a fresh one, so that the old state is not
-    /// written back over the delete.
+    /// The read had seen the lane's last write and found the key deleted: the lane was retired
+    /// for a fresh one, so that the old state is not written back over the delete.
     Retired,
 }
 
 /// Brings the lane's history into `value` (the merge of every sibling the read returned, whose
-/// causal context is `read_clock`) before the change is applied.
+/// causal context is `read_clock`; `found` says whether the read returned any live value)
+/// before the change is applied.
 ///
 /// - A lane with no history: nothing to do.
-/// - The read is at least the lane's state (merging changes nothing): continue.
-/// - The read has not seen the lane's last write (`read_clock` does not descend it): the read
-///   was stale; merge the lane's state in.
-/// - The read has seen it and is not at least the lane's state: the write was superseded by one
-///   that dropped it (a delete, a plain put). The lane is replaced by a fresh one and `value`
-///   is left as read.
-pub fn prepare<T>(
+/// - The read has seen the lane's last write (`read_clock` descends the context that write
+///   returned) and found no live value: the write was deleted after it. The lane is replaced by
+///   a fresh one and `value` is left as read, so the deleted state is not written back.
+/// - Otherwise: merge the lane's state in. When the read was stale this adds what it missed;
+///   when the read already held it, merging changes nothing (merge is idempotent).
+pub(crate) fn prepare<T>(
     value: &mut T,
     read_clock: &VersionVector,
+    found: bool,
     lane: &mut Lane,
 ) -> Result<Prepared, ClientError>
 where
-    T: Merge + Serialize + DeserializeOwned,
+    T: Merge + DeserializeOwned,
 {
     let Some(last) = &lane.last else {
         return Ok(Prepared::Continued);
     };
-    let own: T = decode_value(&last.value)?;
-    if !read_clock.descends(&last.clock) {
-        value.merge(&own);
-        return Ok(Prepared::Continued);
-    }
-    let before = encode_value(value)?;
-    let mut merged: T = decode_value(&before)?;
-    merged.merge(&own);
-    if encode_value(&merged)? == before {
-        Ok(Prepared::Continued)
-    } else {
+    if !found && read_clock.descends(&last.clock) {
         *lane = Lane::fresh();
-        Ok(Prepared::Retired)
+        return Ok(Prepared::Retired);
     }
+    value.merge(&decode_value::<T>(&last.value)?);
+    Ok(Prepared::Continued)
 }
 
 /// One update of a mergeable value in progress: the value to change (what the read returned,
@@ -197,18 +191,20 @@ struct Parked {
 
 impl Lanes {
     /// Starts an update of `key` from a read that returned `value` (every sibling merged) with
-    /// causal context `read_clock`: takes a lane and brings its history in ([`prepare`]).
+    /// causal context `read_clock`, `found` saying whether it returned any live value: takes a
+    /// lane and brings its history in (see `prepare`).
     pub fn begin<T>(
         &self,
         key: Bytes,
         mut value: T,
         read_clock: &VersionVector,
+        found: bool,
     ) -> Result<Update<T>, ClientError>
     where
         T: Merge + Serialize + DeserializeOwned,
     {
         let mut lane = self.take(&key);
-        let prepared = prepare(&mut value, read_clock, &mut lane)?;
+        let prepared = prepare(&mut value, read_clock, found, &mut lane)?;
         Ok(Update {
             key,
             value,
@@ -227,8 +223,8 @@ impl Lanes {
     }
 
     /// A parked lane of `key`, or a fresh one. The caller holds it alone until it gives it back
-    /// with [`Lanes::park`] or drops it.
-    pub fn take(&self, key: &Bytes) -> Lane {
+    /// with `Lanes::park` or drops it.
+    pub(crate) fn take(&self, key: &Bytes) -> Lane {
         let mut pool = self.lock();
         let pool = &mut *pool;
         let Some(parked) = pool.by_key.get_mut(key) else {
@@ -247,7 +243,7 @@ impl Lanes {
 
     /// Gives `lane` back after a successful write, evicting the least recently used keys
     /// beyond the budget.
-    pub fn park(&self, key: Bytes, lane: Lane) {
+    pub(crate) fn park(&self, key: Bytes, lane: Lane) {
         let weight = lane.weight();
         if weight > self.capacity_bytes {
             return;
@@ -277,7 +273,7 @@ impl Lanes {
 
     /// Drops every parked lane of `key` (after this client put or deleted it outright, the
     /// lanes' states must not be merged back into it).
-    pub fn forget(&self, key: &[u8]) {
+    pub(crate) fn forget(&self, key: &[u8]) {
         let mut pool = self.lock();
         if let Some(parked) = pool.by_key.remove(key) {
             pool.order.remove(&parked.tick);
@@ -324,7 +320,7 @@ mod tests {
         // The read saw nothing of that write.
         let mut read: ORSet<String> = ORSet::new();
         assert_eq!(
-            prepare(&mut read, &clock(&[(1, 1)]), &mut lane).unwrap(),
+            prepare(&mut read, &clock(&[(1, 1)]), false, &mut lane).unwrap(),
             Prepared::Continued
         );
         assert_eq!(read, mine);
@@ -336,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_that_saw_the_write_replaced_by_a_delete_retires_the_lane() {
+    fn a_read_that_saw_the_write_deleted_retires_the_lane() {
         let mut lane = Lane::with_actor(ActorId(7));
         lane.wrote(
             encode_value(&set(&["a"], ActorId(7))).unwrap(),
@@ -344,7 +340,7 @@ mod tests {
         );
         let mut read: ORSet<String> = ORSet::new();
         assert_eq!(
-            prepare(&mut read, &clock(&[(1, 3)]), &mut lane).unwrap(),
+            prepare(&mut read, &clock(&[(1, 3)]), false, &mut lane).unwrap(),
             Prepared::Retired
         );
         assert!(read.is_empty(), "the deleted state is not written back");
@@ -360,7 +356,7 @@ mod tests {
         read.add("x".into(), ActorId(8));
         let expect = read.clone();
         assert_eq!(
-            prepare(&mut read, &clock(&[(1, 3)]), &mut lane).unwrap(),
+            prepare(&mut read, &clock(&[(1, 3)]), true, &mut lane).unwrap(),
             Prepared::Continued
         );
         assert_eq!(read, expect);
@@ -373,7 +369,7 @@ mod tests {
         lane.wrote(Bytes::from_static(b"\x01\xc1"), clock(&[(1, 1)]));
         let mut read: ORSet<String> = ORSet::new();
         assert!(matches!(
-            prepare(&mut read, &clock(&[]), &mut lane),
+            prepare(&mut read, &clock(&[]), true, &mut lane),
             Err(ClientError::Codec { .. })
         ));
     }

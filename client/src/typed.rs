@@ -150,10 +150,11 @@ impl Client {
             .context
             .to_clock()
             .map_err(|reason| ClientError::Codec { reason })?;
+        let found = read.siblings > 0;
         let mut update = self
             .inner
             .lanes
-            .begin(key.clone(), read.value, &read_clock)?;
+            .begin(key.clone(), read.value, &read_clock, found)?;
         update.apply(change);
         let encoded = update.encode()?;
         // On any error `update` is dropped with its lane: the actor is never used again,

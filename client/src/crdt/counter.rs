@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 /// maximum too); the value counts only what lies beyond them. Two concurrent resets of the same
 /// value therefore reset it once, not twice, and an increment no reset has observed always
 /// counts.
+///
+/// An actor's effective total is the larger of its recorded total and its floor, so a total at
+/// or below its floor carries no information and a reset drops it: a counter that was reset and
+/// not touched since keeps one number per actor (its floor), not three.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PNCounter {
     p: BTreeMap<ActorId, u64>,
@@ -33,6 +37,13 @@ fn beyond(totals: &BTreeMap<ActorId, u64>, floors: &BTreeMap<ActorId, u64>) -> u
         .sum()
 }
 
+/// Drops zero floors, and totals that do not exceed their floor (they read as the floor
+/// anyway): one representation per state, whatever order updates and merges ran in.
+fn normalize(totals: &mut BTreeMap<ActorId, u64>, floors: &mut BTreeMap<ActorId, u64>) {
+    floors.retain(|_, f| *f > 0);
+    totals.retain(|a, v| *v > floors.get(a).copied().unwrap_or(0));
+}
+
 fn join(into: &mut BTreeMap<ActorId, u64>, from: &BTreeMap<ActorId, u64>) {
     for (a, v) in from {
         let slot = into.entry(*a).or_default();
@@ -48,9 +59,20 @@ impl PNCounter {
 
     /// Adds `by` (which may be negative) as `actor`.
     pub fn add(&mut self, actor: ActorId, by: i64) {
-        let side = if by >= 0 { &mut self.p } else { &mut self.n };
+        let (side, floors) = if by >= 0 {
+            (&mut self.p, &self.reset_p)
+        } else {
+            (&mut self.n, &self.reset_n)
+        };
+        let floor = floors.get(&actor).copied().unwrap_or(0);
         let slot = side.entry(actor).or_default();
-        *slot = slot.saturating_add(by.unsigned_abs());
+        *slot = (*slot).max(floor).saturating_add(by.unsigned_abs());
+        self.normalize();
+    }
+
+    fn normalize(&mut self) {
+        normalize(&mut self.p, &mut self.reset_p);
+        normalize(&mut self.n, &mut self.reset_n);
     }
 
     /// The current value.
@@ -63,7 +85,13 @@ impl PNCounter {
 
     /// How many actors have an entry (the metadata the counter carries).
     pub fn actors(&self) -> usize {
-        let mut all: Vec<&ActorId> = self.p.keys().chain(self.n.keys()).collect();
+        let mut all: Vec<&ActorId> = self
+            .p
+            .keys()
+            .chain(self.n.keys())
+            .chain(self.reset_p.keys())
+            .chain(self.reset_n.keys())
+            .collect();
         all.sort();
         all.dedup();
         all.len()
@@ -76,24 +104,7 @@ impl Merge for PNCounter {
         join(&mut self.n, &other.n);
         join(&mut self.reset_p, &other.reset_p);
         join(&mut self.reset_n, &other.reset_n);
-    }
-
-    /// A reset only records totals it observed, so no floor can exceed its actor's total.
-    fn validate(&self) -> Result<(), String> {
-        for (floors, totals, side) in [
-            (&self.reset_p, &self.p, "increments"),
-            (&self.reset_n, &self.n, "decrements"),
-        ] {
-            for (a, f) in floors {
-                let total = totals.get(a).copied().unwrap_or(0);
-                if *f > total {
-                    return Err(format!(
-                        "counter resets {f} {side} of actor {a}, which made only {total}"
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.normalize();
     }
 }
 
@@ -101,8 +112,9 @@ impl Reset for PNCounter {
     /// Brings the observed value to zero by recording every total observed as reset;
     /// increments made concurrently elsewhere are not observed and still count after a merge.
     fn reset(&mut self, _actor: ActorId) {
-        join(&mut self.reset_p, &self.p.clone());
-        join(&mut self.reset_n, &self.n.clone());
+        join(&mut self.reset_p, &self.p);
+        join(&mut self.reset_n, &self.n);
+        self.normalize();
     }
 }
 
@@ -144,12 +156,25 @@ mod tests {
     }
 
     #[test]
-    fn a_floor_above_its_total_is_invalid() {
+    fn a_reset_keeps_only_floors_and_later_adds_start_from_them() {
+        let (a, b) = (ActorId(1), ActorId(2));
         let mut c = PNCounter::new();
-        c.add(ActorId(1), 2);
-        assert!(c.validate().is_ok());
-        c.reset_p.insert(ActorId(1), 5);
-        assert!(c.validate().unwrap_err().contains("made only 2"));
+        c.add(a, 5);
+        c.add(b, -2);
+        let before = c.clone();
+        c.reset(a);
+        assert!(
+            c.p.is_empty() && c.n.is_empty(),
+            "totals at their floors are dropped"
+        );
+        assert_eq!(c.value(), 0);
+        c.add(a, 1);
+        assert_eq!(c.value(), 1, "the add counts from the floor, not from zero");
+        // Merging the state from before the reset changes nothing: it is below the floors.
+        let mut merged = c.clone();
+        merged.merge(&before);
+        assert_eq!(merged.value(), 1);
+        assert_eq!(merged, c);
     }
 
     #[test]
