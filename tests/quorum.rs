@@ -271,42 +271,41 @@ both_modes!(
 /// Absence is evidence only from an owner (G8). Two owners of a key are stopped before it is
 /// ever written, so the stand-ins that fill in for them hold nothing: a read at R=2 gets one
 /// owner's answer and must fail, naming the stand-ins' empty answers, instead of saying "not
-/// found" (direct and router mode alike); `modify` then reports a failed read that wrote
-/// nothing. Once a write has left hints on the stand-ins, their answers count, marked as
-/// stand-ins.
+/// found" (direct and router mode alike). `modify` stays available: it continues from the one
+/// owner's answer. With every owner down nobody who would know answers, and `modify` reports a
+/// failed read that wrote nothing. Once writes have left hints on the stand-ins, their answers
+/// count, marked as stand-ins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stand_ins_that_hold_nothing_do_not_make_a_read_say_not_found() -> Result<()> {
     use ringkv::crdt::ORSet;
     use ringkv::shared::quorum::Role;
     use ringkv_shared::ReplicaError;
     let mut cluster = LocalCluster::start(5).await?;
-    let direct = client(&cluster, Mode::Direct).await?;
+    let probe = client(&cluster, Mode::Direct).await?;
     let key = "never-written";
-    let prefs = direct
+    let prefs = probe
         .ring()
         .preference_list_for_key(key.as_bytes())
         .to_vec();
     let ids: Vec<ringkv_shared::NodeId> = (0..5).map(|i| cluster.node_id(i)).collect();
     let index = |id: ringkv_shared::NodeId| ids.iter().position(|n| *n == id);
-    let (Some(b), Some(c)) = (index(prefs[1]), index(prefs[2])) else {
+    let (Some(a), Some(b), Some(c)) = (index(prefs[0]), index(prefs[1]), index(prefs[2])) else {
         anyhow::bail!("owners {prefs:?} not in the cluster");
     };
     cluster.stop(b).await?;
     cluster.stop(c).await?;
-    // The router must be the one live owner, so that the read it coordinates meets stand-ins.
-    let router = Client::builder()
-        .seeds([cluster.addrs()[index(prefs[0]).expect("owner")]])
-        .tls(cluster.client_tls())
-        .mode(Mode::Router)
-        .timeout(Duration::from_secs(3))
-        .build()
-        .await?;
-    let direct = Client::builder()
-        .seeds(cluster.addrs())
-        .tls(cluster.client_tls())
-        .timeout(Duration::from_secs(3))
-        .build()
-        .await?;
+    let tls = cluster.client_tls();
+    let build = |seeds: Vec<std::net::SocketAddr>, mode| {
+        Client::builder()
+            .seeds(seeds)
+            .tls(tls.clone())
+            .mode(mode)
+            .timeout(Duration::from_secs(3))
+            .build()
+    };
+    // The router is the one live owner, so that the read it coordinates meets stand-ins.
+    let router = build(vec![cluster.addrs()[a]], Mode::Router).await?;
+    let direct = build(cluster.addrs(), Mode::Direct).await?;
     for (mode, c) in [("direct", &direct), ("router", &router)] {
         let err = c
             .get(key)
@@ -324,22 +323,33 @@ async fn stand_ins_that_hold_nothing_do_not_make_a_read_say_not_found() -> Resul
             empty.contains(&prefs[3]) && empty.contains(&prefs[4]),
             "{mode}: the stand-ins' empty answers are named: {err}"
         );
-        let err = c
-            .modify(key, |s: &mut ORSet<String>, me| s.add("x".into(), me))
-            .await
-            .expect_err("the read step fails");
-        assert!(
-            matches!(err, ringkv::ClientError::ReadFailed { .. }) && !err.may_have_been_applied(),
-            "{mode}: {err}"
-        );
     }
-    // A write leaves hints on the stand-ins; now they hold something for the key and count.
-    direct.put(key, "v", &ringkv::Context::empty()).await?;
+    // All three owners down: no node that would know the key answers.
+    cluster.stop(a).await?;
+    let err = direct
+        .modify(key, |s: &mut ORSet<String>, me| s.add("x".into(), me))
+        .await
+        .expect_err("the read step fails");
+    assert!(
+        matches!(err, ringkv::ClientError::ReadFailed { .. }) && !err.may_have_been_applied(),
+        "{err}"
+    );
+    cluster.restart(a).await?;
+    // One owner up: modify continues from its answer, in both modes.
+    let router = build(vec![cluster.addrs()[a]], Mode::Router).await?;
     for (mode, c) in [("direct", &direct), ("router", &router)] {
-        let read = eventually_read(c, key).await?;
-        assert_eq!(read.values, vec![bytes::Bytes::from_static(b"v")], "{mode}");
+        let written =
+            eventually(|| c.modify(key, |s: &mut ORSet<String>, me| s.add(mode.into(), me)))
+                .await?;
+        assert!(written.value.contains(&mode.to_string()), "{mode}");
+    }
+    // The writes left hints on the stand-ins; now they hold something for the key and count.
+    for (mode, c) in [("direct", &direct), ("router", &router)] {
+        let read = eventually(|| c.get_merged::<ORSet<String>>(key)).await?;
+        let items: Vec<&String> = read.value.iter().collect();
+        assert_eq!(items, vec!["direct", "router"], "{mode}");
         assert!(
-            read.answers.iter().any(|a| a.role == Role::StandIn),
+            read.answers.iter().any(|x| x.role == Role::StandIn),
             "{mode}: a stand-in holding a hint answered: {:?}",
             read.answers
         );
@@ -348,11 +358,15 @@ async fn stand_ins_that_hold_nothing_do_not_make_a_read_say_not_found() -> Resul
     Ok(())
 }
 
-/// Reads `key` until a read succeeds (hints are stored as the write settles).
-async fn eventually_read(c: &Client, key: &str) -> Result<ringkv::Versions> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+/// Repeats `call` until it succeeds (a restarted node, hints stored as writes settle).
+async fn eventually<T, F, Fut>(call: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        match c.get(key.to_string()).await {
+        match call().await {
             Ok(r) => return Ok(r),
             Err(e) if std::time::Instant::now() > deadline => return Err(e.into()),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

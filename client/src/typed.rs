@@ -108,10 +108,17 @@ impl Client {
     /// fails is never used again. A write concurrent with this one becomes a sibling of it;
     /// the next read merges both.
     ///
-    /// Errors: a failed read is [`ClientError::ReadFailed`] (nothing was written,
-    /// `may_have_been_applied() == false`); a failed write is the write's own error, whose
-    /// [`ClientError::may_have_been_applied`] says whether it may be stored. A sibling that does
-    /// not decode as `T` is [`ClientError::Codec`] naming the key, and nothing is written.
+    /// **Available whenever one node that would know answers.** The read asks for R answers
+    /// that are evidence (owners, or stand-ins holding the key or a hint). When fewer come, but
+    /// at least one, `modify` continues from what that one says ([`Merged::answers`] shows who
+    /// answered): for mergeable values a partial read is safe, so an update is not refused
+    /// for lack of a read quorum. The write then needs its W as always (sloppy quorum).
+    ///
+    /// Errors: a read that got no evidence at all is [`ClientError::ReadFailed`] (nothing was
+    /// written, `may_have_been_applied() == false`); a failed write is the write's own error,
+    /// whose [`ClientError::may_have_been_applied`] says whether it may be stored. A sibling
+    /// that does not decode as `T` is [`ClientError::Codec`] naming the key, and nothing is
+    /// written.
     pub async fn modify<T, F>(
         &self,
         key: impl Into<Bytes>,
@@ -139,12 +146,15 @@ impl Client {
         let key = key.into();
         let read: Merged<T> = match self.get_merged_with(key.clone(), opts).await {
             Ok(read) => read,
-            Err(e @ (ClientError::InvalidInput { .. } | ClientError::Codec { .. })) => {
-                return Err(e);
-            }
-            Err(e) => {
-                return Err(ClientError::ReadFailed { error: Box::new(e) });
-            }
+            // Fewer than R nodes that would know answered, but some did. A partial read is safe
+            // here (lanes keep every actor's own history; a remove removes only what it saw),
+            // so continue from what they say rather than refuse the update: a cart stays
+            // writeable on the side of a partition that holds one owner.
+            Err(ClientError::QuorumFailed { succeeded, .. }) if succeeded > 0 => self
+                .get_merged_with(key.clone(), opts.quorum(1))
+                .await
+                .map_err(read_failed)?,
+            Err(e) => return Err(read_failed(e)),
         };
         let read_clock = read
             .context
@@ -172,6 +182,16 @@ impl Client {
             siblings: read.siblings,
             answers: read.answers,
         })
+    }
+}
+
+/// A read error before a modify: nothing was written.
+fn read_failed(e: ClientError) -> ClientError {
+    match e {
+        ClientError::InvalidInput { .. } | ClientError::Codec { .. } => e,
+        other => ClientError::ReadFailed {
+            error: Box::new(other),
+        },
     }
 }
 
