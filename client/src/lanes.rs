@@ -24,9 +24,9 @@
 //! is those two calls around the network, and the model test (`tests/mergeable_model.rs`) drives
 //! the same two calls against a store that returns arbitrary stale and partial reads.
 
+use crate::codec::{decode_value, encode_value};
 use crate::crdt::{ActorId, Merge};
 use crate::error::ClientError;
-use crate::typed::{decode_value, encode_value};
 use bytes::Bytes;
 use ringkv_shared::VersionVector;
 use serde::{Serialize, de::DeserializeOwned};

@@ -29,6 +29,7 @@
 //!
 //! - [`client`] — [`Client`], get/put/delete in direct and router mode.
 //! - [`builder`] — [`ClientBuilder`].
+//! - [`codec`] — the versioned encoding of typed values.
 //! - [`crdt`] — mergeable values: [`crdt::PNCounter`], [`crdt::ORSet`], [`crdt::ORMap`].
 //! - [`options`] — [`Mode`], defaults and per-call [`CallOptions`].
 //! - [`typed`] — read-merge-write of mergeable values: [`Client::modify`],
@@ -40,6 +41,7 @@
 
 pub mod builder;
 pub mod client;
+pub mod codec;
 pub mod crdt;
 pub mod error;
 pub mod lanes;

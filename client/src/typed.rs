@@ -1,10 +1,12 @@
 //! Typed, mergeable values: read all siblings, decode, merge, change, write back.
 //!
 //! Values written by these helpers are encoded as `[format u8][MessagePack]`
-//! ([`encode_value`]); a sibling that does not decode is an error
-//! ([`ClientError::Codec`]), never silently dropped.
+//! ([`encode_value`], from [`crate::codec`]); a sibling that does not decode, or breaks its
+//! type's invariants, is an error ([`ClientError::Codec`]) naming the key, never silently
+//! dropped.
 
 use crate::client::Client;
+pub use crate::codec::{VALUE_FORMAT, decode_value, encode_value};
 use crate::crdt::{ActorId, Merge};
 use crate::error::ClientError;
 use crate::options::CallOptions;
@@ -12,35 +14,6 @@ use crate::versions::Context;
 use bytes::Bytes;
 use ringkv_shared::quorum::Answer;
 use serde::{Serialize, de::DeserializeOwned};
-
-/// The format byte of typed values written by this version.
-pub const VALUE_FORMAT: u8 = 1;
-
-/// Encodes a typed value.
-pub fn encode_value<T: Serialize>(value: &T) -> Result<Bytes, ClientError> {
-    let mut out = vec![VALUE_FORMAT];
-    rmp_serde::encode::write(&mut out, value).map_err(|e| ClientError::Codec {
-        reason: e.to_string(),
-    })?;
-    Ok(Bytes::from(out))
-}
-
-/// Decodes a typed value.
-pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
-    match bytes.first() {
-        Some(&VALUE_FORMAT) => rmp_serde::from_slice(&bytes[1..]).map_err(|e| ClientError::Codec {
-            reason: format!("value does not decode as the expected type: {e}"),
-        }),
-        Some(other) => Err(ClientError::Codec {
-            reason: format!(
-                "unknown value format {other} (this client reads format {VALUE_FORMAT})"
-            ),
-        }),
-        None => Err(ClientError::Codec {
-            reason: "empty value".into(),
-        }),
-    }
-}
 
 /// A merged read.
 #[derive(Clone, Debug)]
