@@ -123,10 +123,12 @@ impl Client {
             // here (lanes keep every actor's own history; a remove removes only what it saw),
             // so continue from what they say rather than refuse the update: a cart stays
             // writeable on the side of a partition that holds one owner.
-            Err(ClientError::QuorumFailed { succeeded, .. }) if succeeded > 0 => self
-                .get_merged_with(key.clone(), opts.quorum(1))
-                .await
-                .map_err(read_failed)?,
+            Err(ClientError::QuorumFailed { succeeded, .. }) if succeeded > 0 => {
+                tracing::debug!(key = %label(&key), succeeded, "modify continues from a partial read");
+                self.get_merged_with(key.clone(), opts.quorum(1))
+                    .await
+                    .map_err(read_failed)?
+            }
             Err(e) => return Err(read_failed(e)),
         };
         let read_clock = read
@@ -138,6 +140,9 @@ impl Client {
             .inner
             .lanes
             .begin(key.clone(), read.value, &read_clock, found)?;
+        if *update.prepared() == crate::lanes::Prepared::Retired {
+            tracing::debug!(key = %label(&key), "the key was deleted after this client's last update: new actor");
+        }
         update.apply(change);
         let encoded = update.encode()?;
         // On any error `update` is dropped with its lane: the actor is never used again,
