@@ -50,15 +50,15 @@ impl Client {
         let read = self.get_with(key.clone(), opts).await?;
         let mut value = T::default();
         for sibling in &read.values {
-            let decoded = decode_value::<T>(sibling)
-                .and_then(|v| {
-                    v.validate()
-                        .map(|()| v)
-                        .map_err(|reason| ClientError::Codec { reason })
-                })
-                .map_err(|e| ClientError::Codec {
-                    reason: format!("key {}: a sibling is unusable: {e}", label(&key)),
-                })?;
+            let unusable = |why: String| ClientError::Codec {
+                reason: format!("key {}: a sibling is unusable: {why}", label(&key)),
+            };
+            let decoded = match decode_value::<T>(sibling) {
+                Ok(v) => v,
+                Err(ClientError::Codec { reason }) => return Err(unusable(reason)),
+                Err(other) => return Err(other),
+            };
+            decoded.validate().map_err(unusable)?;
             value.merge(&decoded);
         }
         Ok(Merged {

@@ -67,7 +67,10 @@ impl PNCounter {
         let floor = floors.get(&actor).copied().unwrap_or(0);
         let slot = side.entry(actor).or_default();
         *slot = (*slot).max(floor).saturating_add(by.unsigned_abs());
-        self.normalize();
+        // Only this entry changed: it is canonical unless it added nothing beyond its floor.
+        if *slot <= floor {
+            side.remove(&actor);
+        }
     }
 
     fn normalize(&mut self) {
