@@ -293,29 +293,10 @@ impl Client {
         .await
     }
 
-    /// Whether a failed call is worth repeating after fetching the ring: the node asked no
-    /// longer replicates the key (a ring change), or no node of the cached ring could be
-    /// reached at all (the cluster moved; the seeds know where). Neither applied anything.
+    /// Whether a failed call is worth repeating after fetching the ring (see
+    /// [`worth_retrying`]).
     fn should_retry<T>(&self, result: &Result<T, ClientError>) -> bool {
-        match result {
-            Err(ClientError::Node {
-                error: ReplyError::NotReplica { .. },
-            }) => true,
-            Err(ClientError::QuorumFailed {
-                succeeded: 0,
-                errors,
-                ..
-            }) => {
-                use ringkv_shared::ReplicaError as E;
-                errors
-                    .iter()
-                    .any(|(_, e)| matches!(e, E::Unreachable { .. }))
-                    && errors.iter().all(|(_, e)| {
-                        matches!(e, E::Unreachable { .. } | E::MarkedDown | E::NotAwaited)
-                    })
-            }
-            _ => false,
-        }
+        result.as_ref().err().is_some_and(worth_retrying)
     }
 
     /// Fetches the current ring before a retry, pausing a little longer each time so that a
@@ -466,6 +447,32 @@ fn unexpected(resp: Response) -> ClientError {
     }
 }
 
+/// Whether a failed call is worth repeating after fetching the ring: the node asked no longer
+/// replicates the key (a ring change; it refused before stamping anything), or no node of the
+/// cached ring could be reached at all (the cluster moved; the seeds know where). Neither
+/// applied anything, so a retry cannot store a write twice. Every other error of a write may
+/// have been applied ([`ClientError::may_have_been_applied`]) and is returned as it is: a
+/// retry would stamp the value a second time.
+pub(crate) fn worth_retrying(error: &ClientError) -> bool {
+    use ringkv_shared::ReplicaError as E;
+    match error {
+        ClientError::Node {
+            error: ReplyError::NotReplica { .. },
+        } => true,
+        ClientError::QuorumFailed {
+            succeeded: 0,
+            errors,
+            ..
+        } => {
+            errors.iter().any(|(_, e)| matches!(e, E::Unreachable { .. }))
+                && errors
+                    .iter()
+                    .all(|(_, e)| matches!(e, E::Unreachable { .. } | E::MarkedDown | E::NotAwaited))
+        }
+        _ => false,
+    }
+}
+
 /// Asks each address in turn for its ring; returns the first at epoch `at_least` or newer, else
 /// the newest any address gave.
 pub(crate) async fn fetch_ring(
@@ -515,6 +522,52 @@ mod tests {
     use super::*;
 
     fn assert_send<T: Send>(_: &T) {}
+
+    /// A retry is taken only when nothing can have been stamped; a write the coordinator
+    /// stored, whatever else went wrong, is reported, never repeated.
+    #[test]
+    fn only_writes_that_were_applied_nowhere_are_retried() {
+        use ringkv_shared::{NodeId, ReplicaError as E};
+        let unreachable = || E::Unreachable {
+            reason: "connection refused".into(),
+        };
+        let quorum = |succeeded, errors| ClientError::QuorumFailed {
+            required: 2,
+            succeeded,
+            errors,
+        };
+        // Nothing reachable, or a node that refused before stamping: retried.
+        assert!(worth_retrying(&quorum(0, vec![(NodeId(1), unreachable())])));
+        assert!(worth_retrying(&quorum(
+            0,
+            vec![(NodeId(1), unreachable()), (NodeId(2), E::MarkedDown)]
+        )));
+        let not_replica = ClientError::from(ReplyError::NotReplica {
+            node: NodeId(1),
+            partition: 3,
+        });
+        assert!(worth_retrying(&not_replica));
+        // Stored somewhere: never retried, and reported as maybe applied.
+        let stored = [
+            quorum(1, vec![(NodeId(2), unreachable())]),
+            ClientError::from(ReplyError::RingChangeQuorumFailed {
+                required: 2,
+                held: 2,
+                held_by_target: 1,
+                errors: vec![(NodeId(6), unreachable())],
+            }),
+            ClientError::from(ReplyError::OutcomeUnknown {
+                node: NodeId(1),
+                reason: "stream reset".into(),
+            }),
+        ];
+        for e in &stored {
+            assert!(!worth_retrying(e), "{e}");
+            assert!(e.may_have_been_applied(), "{e}");
+        }
+        // A timeout is not "unreachable": the replica may have it.
+        assert!(!worth_retrying(&quorum(0, vec![(NodeId(1), E::TimedOut)])));
+    }
 
     /// Applications spawn client calls on multi-threaded runtimes: every call's future must be
     /// `Send` (a compile-time check; the body never runs to completion).

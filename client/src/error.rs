@@ -20,7 +20,8 @@ pub enum ClientError {
     },
     /// Fewer replicas than required succeeded. For a write with `succeeded > 0`, the write is
     /// stored on those replicas (it is not rolled back) and will reach the others through read
-    /// repair and anti-entropy; retrying with the same context is safe.
+    /// repair and anti-entropy. Retrying with the same context stamps it again (two siblings
+    /// of one value if both landed); read and write with the read's context instead.
     #[error("{}", ReplyError::QuorumFailed { required: *required, succeeded: *succeeded, errors: errors.clone() })]
     QuorumFailed {
         /// Replicas that had to succeed (R or W).

@@ -32,7 +32,23 @@ pub(crate) const MAX_KEYS_PER_REQUEST: usize = 4096;
 
 // ---- serving ---------------------------------------------------------------------------
 
-pub(crate) fn roots(state: &NodeState, partitions: Vec<u32>) -> Response {
+/// Refuses a request made by another ring than this node's.
+fn same_ring(state: &NodeState, theirs: u64) -> Result<(), Response> {
+    let mine = state.ring.load().epoch();
+    if theirs == mine {
+        Ok(())
+    } else {
+        Err(Response::Error(ringkv_shared::ReplyError::StaleRing {
+            theirs,
+            mine,
+        }))
+    }
+}
+
+pub(crate) fn roots(state: &NodeState, epoch: u64, partitions: Vec<u32>) -> Response {
+    if let Err(refused) = same_ring(state, epoch) {
+        return refused;
+    }
     let q = state.ring.load().partition_count();
     if partitions.len() > q as usize || partitions.iter().any(|p| *p >= q) {
         return invalid(format!("partitions must be fewer than {q} and below {q}"));
@@ -56,12 +72,18 @@ pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
         return invalid(format!("at most {MAX_KEYS_PER_REQUEST} keys per request"));
     }
     let ring = state.ring.load();
+    let n = usize::from(state.replication);
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         if let Err(reason) = state.limits.check(&key, None) {
             return invalid(reason);
         }
-        match state.store.get(ring.partition_of(&key), &key) {
+        let p = ring.partition_of(&key);
+        if !ring.replicas(p, n).contains(&state.id) {
+            // Not a replica by the ring in force: whatever is stored is no answer.
+            continue;
+        }
+        match state.store.get(p, &key) {
             Ok(Some(o)) => out.push((key, o)),
             Ok(None) => {}
             // A corrupt object is left out: the peer keeps its own copy and pushes it here.
@@ -71,7 +93,14 @@ pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
     Response::Objects(out)
 }
 
-pub(crate) async fn write_many(state: &NodeState, items: Vec<(Bytes, Object)>) -> Response {
+pub(crate) async fn write_many(
+    state: &NodeState,
+    epoch: u64,
+    items: Vec<(Bytes, Object)>,
+) -> Response {
+    if let Err(refused) = same_ring(state, epoch) {
+        return refused;
+    }
     if items.len() > MAX_KEYS_PER_REQUEST {
         return invalid(format!("at most {MAX_KEYS_PER_REQUEST} keys per request"));
     }
@@ -170,6 +199,7 @@ pub(crate) async fn exchange(
             state,
             peer,
             Request::AeRoots {
+                epoch: ring.epoch(),
                 partitions: shared.clone(),
             },
         )
@@ -257,7 +287,11 @@ pub(crate) async fn exchange(
                 }
             }
             report.pushed += items.len();
-            match call(state, peer, Request::WriteMany { items }).await? {
+            let request = Request::WriteMany {
+                epoch: ring.epoch(),
+                items,
+            };
+            match call(state, peer, request).await? {
                 Response::Written => {}
                 other => return Err(format!("unexpected reply {}", other.kind())),
             }

@@ -87,7 +87,28 @@ pub(crate) async fn handoff_round(state: &Arc<NodeState>) -> usize {
     }
     let count = finished.len();
     record_done(state, &mut finished);
+    report_hints_handed_over(state);
     count
+}
+
+/// A leaver whose transfers are all done reports, once it holds no hint, that it has handed
+/// its hints over (the ring switches only then; `hints` delivers them to the keys' owners).
+fn report_hints_handed_over(state: &NodeState) {
+    let view = state.view();
+    let Some(t) = &view.transition else { return };
+    if !t.hints_pending(&view.ring).contains(&state.id)
+        || t.remaining(&view.ring).iter().any(|r| r.from == state.id)
+    {
+        return;
+    }
+    match state.store.hints_pending() {
+        Ok(0) => {
+            info!(node = %state.id, "leaving: every transfer sent and every hint handed over");
+            state.update_view(|v| v.mark_hints_handed_over(state.id));
+        }
+        Ok(held) => debug!(held, "leaving: hints still to hand over"),
+        Err(e) => warn!(error = %e, "cannot count hints"),
+    }
 }
 
 fn record_done(state: &NodeState, finished: &mut Vec<Transfer>) {
@@ -153,7 +174,11 @@ async fn send(
             .map(|(k, o)| (k.len() + o.value_bytes()) as u64)
             .sum();
         let keys = items.len() as u64;
-        let request = Request::Handoff { transfer, items };
+        let request = Request::Handoff {
+            epoch: transition.target.epoch(),
+            transfer,
+            items,
+        };
         match tokio::time::timeout(Duration::from_secs(10), state.quic.call(to, request)).await {
             Ok(Ok(Response::Written)) => {}
             Ok(Ok(Response::Error(e))) => return Err(e.to_string()),
@@ -178,6 +203,7 @@ async fn send(
 /// and made durable before the answer.
 pub(crate) async fn receive(
     state: &NodeState,
+    epoch: u64,
     transfer: Transfer,
     items: Vec<(Bytes, Object)>,
 ) -> Response {
@@ -193,7 +219,27 @@ pub(crate) async fn receive(
             transfer.to, state.id
         ));
     }
+    // Only the running transition's own transfers: a batch of an older or unknown one would
+    // merge a copy this node cannot vouch for into a partition it may not even receive.
     let ring = state.ring.load();
+    let expected = state.transition.load_full().filter(|t| {
+        t.target.epoch() == epoch && {
+            let n = usize::from(t.n);
+            ring.replicas(transfer.partition, n).contains(&transfer.from)
+                && ringkv_shared::handoff::incoming(&ring, &t.target, transfer.partition, n)
+                    .contains(&transfer.to)
+        }
+    });
+    if expected.is_none() {
+        return Response::Error(ReplyError::StaleRing {
+            theirs: epoch,
+            mine: state
+                .transition
+                .load()
+                .as_ref()
+                .map_or(ring.epoch(), |t| t.target.epoch()),
+        });
+    }
     let mut batch = Vec::with_capacity(items.len());
     for (key, object) in items {
         if let Err(reason) = state.limits.check(&key, None) {

@@ -30,6 +30,7 @@
 //! - `background` — what the background workers share: periodic rounds, peer calls.
 //! - [`fault_filter`] — a test-only fault filter real node processes follow (off unless an
 //!   environment variable names its file).
+//! - `in_flight` — the writes a node coordinates, by the ring and transition they began under.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
 //! - `membership` — the persisted, installed cluster view; gossip rounds; operators' requests.
 //! - `handoff` — sending and receiving partition transfers during a ring change.
@@ -37,6 +38,7 @@
 //! - `reaper` — tombstone reaping, only when no replica or hint could bring the key back.
 //! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint, and the
 //!   `Stats` answer.
+//! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
 //! - `router` — router-mode quorum coordination.
 //! - `state` — the running node's state and its self-short-circuiting transport.
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
@@ -49,6 +51,7 @@ pub mod config;
 pub mod fault_filter;
 mod handoff;
 mod hints;
+mod in_flight;
 mod membership;
 mod metrics;
 mod metrics_http;
@@ -60,6 +63,7 @@ mod server;
 mod service;
 mod state;
 mod stats;
+mod sweep;
 pub mod storage;
 pub mod testing;
 

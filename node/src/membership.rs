@@ -8,7 +8,7 @@ use crate::background::every;
 use crate::state::NodeState;
 use rand::seq::IndexedRandom;
 use ringkv_shared::encoding::{decode_view, encode_view};
-use ringkv_shared::membership::View;
+use ringkv_shared::membership::{Status, View};
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Request, Response};
 use ringkv_shared::transport::{Transport, TransportError};
 use ringkv_shared::{Member, ReplyError};
@@ -34,6 +34,11 @@ impl NodeState {
             if view.ring != before.ring {
                 info!(node = %self.id, epoch = view.ring.epoch(), "installing a new ring");
                 self.ring.store(Arc::new(view.ring.clone()));
+                self.sweep_wanted.notify_one();
+            }
+            if view.members.len() != before.members.len() {
+                self.known_nodes
+                    .store(Arc::new(view.members.keys().copied().collect()));
             }
             if view.transition != before.transition {
                 self.transition.store(view.transition.clone().map(Arc::new));
@@ -112,13 +117,22 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
     // Acknowledge a transition one round after it arrived: by then every write this node
     // started before seeing it has had a round to finish, so a scan that begins once every
     // node acknowledged it misses none of them.
+    //
+    // Two more conditions make "every write" hold: no write this node began without knowing
+    // the transition is still replicating (however long its deadline), and this node has
+    // dropped its stale copies for the ring in force (a handoff to it must not land in a
+    // partition it is about to drop). See `in_flight` and `sweep`.
     let noticed = state.transition.load().as_ref().map(|t| t.target.epoch());
     let previous = state
         .noticed_transition
         .swap(noticed.unwrap_or(0), std::sync::atomic::Ordering::AcqRel);
-    if noticed.is_some_and(|e| e == previous) {
+    if let Some(epoch) = noticed.filter(|e| *e == previous)
+        && crate::sweep::has_swept(state, state.ring.load().epoch())
+        && !state.in_flight.any_before_transition(epoch)
+    {
         state.update_view(|v| v.mark_seen(me));
     }
+    crate::sweep::report(state);
     let switched = state.update_view(|v| v.claimant() == Some(me) && v.complete_if_done());
     if switched {
         info!(node = %me, epoch = state.ring.load().epoch(), "every handoff is done: the new ring is in force");
@@ -126,8 +140,23 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
     let view = state.view();
     let peers = view.gossip_peers(me);
     if switched {
-        // Everyone should route by the new ring at once, not after a few rounds.
-        broadcast(state, &peers).await;
+        // Everyone should route by the new ring at once, not after a few rounds; the nodes
+        // just removed too, so that they drop their data and report it (`sweep`).
+        let mut told = peers.clone();
+        told.extend(
+            view.members
+                .iter()
+                .filter(|(id, r)| {
+                    **id != me
+                        && r.status == Status::Removed
+                        && view.swept.get(id) != Some(&ringkv_shared::membership::SWEPT_FOR_GOOD)
+                })
+                .map(|(id, r)| Member {
+                    id: *id,
+                    addr: r.addr,
+                }),
+        );
+        broadcast(state, &told).await;
         return;
     }
     let live: Vec<&Member> = peers.iter().filter(|m| !state.quic.is_down(m.id)).collect();

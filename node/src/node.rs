@@ -105,6 +105,7 @@ impl Node {
         }
         let ring = view.ring.clone();
         let transition = view.transition.clone().map(Arc::new);
+        let known_nodes: Vec<NodeId> = view.members.keys().copied().collect();
         let state = Arc::new(NodeState {
             id,
             metrics: crate::metrics::Metrics::default(),
@@ -122,6 +123,11 @@ impl Node {
             noticed_transition: std::sync::atomic::AtomicU64::new(0),
             gossip_rounds: std::sync::atomic::AtomicU64::new(0),
             sending: std::sync::Mutex::new(Default::default()),
+            in_flight: Default::default(),
+            hint_cursor: Default::default(),
+            known_nodes: ArcSwap::from_pointee(known_nodes),
+            swept: std::sync::atomic::AtomicU64::new(0),
+            sweep_wanted: tokio::sync::Notify::new(),
             store,
             quic,
             limits: config.limits,
@@ -151,6 +157,7 @@ impl Node {
             tokio::spawn(crate::reaper::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::membership::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::handoff::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::sweep::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::fault_filter::run(state.clone(), stop_rx)),
         ]);
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");

@@ -10,6 +10,15 @@
 //!    was delivered after the reap would resurrect it (any member unreachable blocks the reap);
 //! 4. each owner then removes its copy only if it is still exactly that tombstone, so a write
 //!    that raced in survives (and anti-entropy spreads it to the owners that did remove theirs).
+//!
+//! Ring changes add two conditions, checked once per round:
+//!
+//! 5. no transition is running (an incoming replica may hold a copy the owners' tombstone has
+//!    not reached yet);
+//! 6. every node that ever owned a partition has dropped its copies of the partitions the ring
+//!    in force does not give it ([`ringkv_shared::membership::View::not_swept`] is empty): a
+//!    former owner's old copy may hold the key from before the delete, and would bring it back
+//!    if the partition returned to it. A node that is down blocks reaping until it is back.
 
 use crate::metrics::Metrics;
 use crate::replica::storage_error;
@@ -32,7 +41,8 @@ pub(crate) fn hints_for(state: &NodeState, key: Bytes) -> Response {
         return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
     }
     let ring = state.ring.load();
-    let owners = ring.members().map(|m| m.id).filter(|id| *id != state.id);
+    let known = state.known_nodes.load();
+    let owners = known.iter().copied().filter(|id| *id != state.id);
     match state
         .store
         .hints_for_key(ring.partition_of(&key), &key, owners)
@@ -82,6 +92,22 @@ pub(crate) async fn reap_round(state: &Arc<NodeState>) -> usize {
             return 0;
         }
     };
+    if due.is_empty() {
+        return 0;
+    }
+    let view = state.view();
+    if let Some(t) = &view.transition {
+        debug!(epoch = t.target.epoch(), "no reaping while the ring changes");
+        return 0;
+    }
+    let waiting = view.not_swept();
+    if !waiting.is_empty() {
+        debug!(
+            ?waiting,
+            "no reaping until every former owner dropped its old copies"
+        );
+        return 0;
+    }
     let ring = state.ring.load_full();
     let mut reaped = 0;
     for (p, key, _) in due {
@@ -129,7 +155,8 @@ async fn try_reap(
         }
     }
     // 3. nobody holds a hint for the key.
-    let others = ring.members().map(|m| m.id).filter(|id| *id != state.id);
+    let known = state.known_nodes.load();
+    let others = known.iter().copied().filter(|id| *id != state.id);
     if state
         .store
         .hints_for_key(p, &key, others)

@@ -6,6 +6,7 @@ use crate::state::{NodeState, Peers};
 use crate::storage::StorageError;
 use bytes::Bytes;
 use ringkv_shared::proto::{Quorum, Response};
+use ringkv_shared::dual_write::DualWrite;
 use ringkv_shared::{NodeId, Object, ReplyError, VersionVector, fanout};
 use std::sync::Arc;
 use tracing::{error, warn};
@@ -55,7 +56,8 @@ pub(crate) fn read(state: &NodeState, key: Bytes) -> Response {
     } else {
         Object::default()
     };
-    let others = ring.members().map(|m| m.id).filter(|id| *id != state.id);
+    let known = state.known_nodes.load();
+    let others = known.iter().copied().filter(|id| *id != state.id);
     let object = match state.store.hints_for_key(partition, &key, others) {
         Ok(Some(hinted)) => Object::merged(&own, &hinted),
         Ok(None) => own,
@@ -117,7 +119,18 @@ pub(crate) async fn put(
             reason: format!("need 1 <= W <= N, got N={} W={}", quorum.n, quorum.required),
         });
     }
-    let ring = state.ring.load_full();
+    // The ring and transition this write acts on, read as it registers as in flight: until it
+    // settles, this node neither acknowledges a newer transition nor reports a sweep of a newer
+    // ring (see `in_flight`).
+    let (in_flight, (ring, transition)) = state.in_flight.enter(|| {
+        let ring = state.ring.load_full();
+        let transition = state.transition.load_full();
+        let epochs = (
+            ring.epoch(),
+            transition.as_ref().map_or(0, |t| t.target.epoch()),
+        );
+        (epochs.0, epochs.1, (ring, transition))
+    });
     let partition = ring.partition_of(&key);
     let preference = NodeState::preference(&ring, &key);
     let n = usize::from(quorum.n).min(preference.len());
@@ -145,6 +158,7 @@ pub(crate) async fn put(
     let keeper = state.clone();
     let (hint_key, hint_object) = (key.clone(), object.clone());
     let on_settled = move |unplaced: Vec<NodeId>| async move {
+        let _in_flight = in_flight;
         for owner in unplaced {
             match keeper
                 .store
@@ -161,7 +175,7 @@ pub(crate) async fn put(
     // During a ring change the partition's incoming replicas get a copy too, and the write
     // counts only once W replicas of the new ring hold it as well: whichever ring reads use,
     // they meet the write. (Outside a ring change this costs one atomic load.)
-    let incoming = state.transition.load_full().and_then(|t| {
+    let incoming = transition.and_then(|t| {
         let targets = ringkv_shared::handoff::incoming(&ring, &t.target, partition, n);
         let members = NodeState::members(&t.target, &targets);
         let new_replicas = t.target.replicas(partition, n).to_vec();
@@ -197,23 +211,20 @@ pub(crate) async fn put(
         Err(e) => return Response::Error(e),
     };
     if let Some((mut extra, new_replicas)) = incoming {
-        let required = usize::from(quorum.required).min(new_replicas.len());
-        let mut held = acked.iter().filter(|id| new_replicas.contains(id)).count();
-        let mut errors = Vec::new();
-        while held < required {
+        // Every node that holds the write counts: the ones `replicate` placed it on and the
+        // incoming replicas that acknowledged. Short of W in the new ring, the write is stored
+        // all the same, and the answer says so (never "applied nowhere").
+        let mut tally = DualWrite::new(quorum.required.into(), new_replicas, &acked);
+        // Each copy has its own deadline, so every call ends (`TimedOut` at worst).
+        while !tally.met() {
             match extra.join_next().await {
-                Some(Ok((_, Ok(())))) => held += 1,
-                Some(Ok((node, Err(e)))) => errors.push((node, e)),
+                Some(Ok((node, result))) => tally.record(node, result),
                 Some(Err(_)) => {}
                 None => break,
             }
         }
-        if held < required {
-            return Response::Error(ReplyError::QuorumFailed {
-                required: quorum.required,
-                succeeded: held as u8,
-                errors,
-            });
+        if let Err(e) = tally.into_result() {
+            return Response::Error(e);
         }
     }
     Response::Put { clock }

@@ -28,13 +28,15 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 quorum,
             } => replica::put(state, key, context, value, quorum.capped()).await,
             Request::Stats => Response::Stats(crate::stats::collect(state)),
-            Request::AeRoots { partitions } => anti_entropy::roots(state, partitions),
+            Request::AeRoots { epoch, partitions } => anti_entropy::roots(state, epoch, partitions),
             Request::AeLeaves { partition } => anti_entropy::leaves(state, partition),
             Request::AeEntries { partition, leaves } => {
                 anti_entropy::entries(state, partition, leaves)
             }
             Request::ReadMany { keys } => anti_entropy::read_many(state, keys),
-            Request::WriteMany { items } => anti_entropy::write_many(state, items).await,
+            Request::WriteMany { epoch, items } => {
+                anti_entropy::write_many(state, epoch, items).await
+            }
             Request::HintsFor { key } => reaper::hints_for(state, key),
             Request::Reap { key, clock } => reaper::reap(state, key, clock).await,
             Request::RouteGet { key, quorum } => router::get(state, key, quorum.capped()).await,
@@ -45,8 +47,12 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 quorum,
             } => router::put(state, key, context, value, quorum.capped()).await,
             Request::Gossip { view } => crate::membership::on_gossip(state, &view),
-            Request::Handoff { transfer, items } => {
-                crate::handoff::receive(state, transfer, items).await
+            Request::Handoff {
+                epoch,
+                transfer,
+                items,
+            } => {
+                crate::handoff::receive(state, epoch, transfer, items).await
             }
             Request::Admin(request) => crate::membership::admin(state, request).await,
         }

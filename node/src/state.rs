@@ -39,6 +39,18 @@ pub(crate) struct NodeState {
             ringkv_shared::handoff::Progress,
         >,
     >,
+    /// Where the hints worker resumes: the last hint of its previous batch.
+    pub(crate) hint_cursor:
+        std::sync::Mutex<Option<(NodeId, ringkv_shared::PartitionId, bytes::Bytes)>>,
+    /// Every node id the view knows (removed ones included): whom a hint may be held for.
+    pub(crate) known_nodes: ArcSwap<Vec<NodeId>>,
+    /// Writes this node is coordinating, by the ring and transition they started under.
+    pub(crate) in_flight: Arc<crate::in_flight::InFlight>,
+    /// One more than the highest ring epoch whose partitions this node does not replicate
+    /// have been dropped from its storage in this run (0 until the first sweep; see `sweep`).
+    pub(crate) swept: std::sync::atomic::AtomicU64,
+    /// Wakes the sweeper when a new ring is installed.
+    pub(crate) sweep_wanted: tokio::sync::Notify,
     pub(crate) store: Store,
     pub(crate) quic: QuicTransport,
     pub(crate) limits: Limits,

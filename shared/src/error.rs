@@ -76,6 +76,23 @@ pub enum ReplyError {
         /// Every replica that did not, and why.
         errors: Vec<(NodeId, ReplicaError)>,
     },
+    /// A write coordinated during a ring change is stored on W replicas of the current ring
+    /// (`held` nodes in all) but fewer than W replicas of the ring being moved to
+    /// acknowledged it. It **may have been applied**: it is not rolled back, and the partition
+    /// handoff carries it to the new replicas. Retrying stamps it a second time (a sibling of
+    /// the same value); read and write back with the read's context instead.
+    #[error("{}", RingChangeDisplay { required: *required, held: *held, held_by_target: *held_by_target, errors })]
+    RingChangeQuorumFailed {
+        /// W.
+        required: u8,
+        /// Nodes that hold the write (the coordinator and the current ring's replicas that
+        /// acknowledged, plus incoming replicas that did).
+        held: u8,
+        /// Replicas of the target ring that hold it.
+        held_by_target: u8,
+        /// Every incoming replica that did not acknowledge, and why.
+        errors: Vec<(NodeId, ReplicaError)>,
+    },
     /// The node is not one of the key's N owners, so it cannot coordinate a write for it
     /// (only an owner knows every dot it issued for the key).
     #[error("{node} is not a replica of partition {partition}")]
@@ -94,14 +111,25 @@ pub enum ReplyError {
         reason: String,
     },
     /// The coordinator was reached but did not answer in time or the connection broke: the
-    /// write may or may not have been applied. Retrying with the same context is safe (at
-    /// worst it adds a sibling with the same value).
+    /// write may or may not have been applied. A retry stamps a new version: if the first
+    /// attempt was applied, the value is then stored twice, as two siblings, until a write
+    /// with a context covering both resolves them. Read, then write with the read's context,
+    /// to retry without that.
     #[error("outcome unknown: {node} did not answer ({reason}); the write may have been applied")]
     OutcomeUnknown {
         /// The coordinator.
         node: NodeId,
         /// What happened.
         reason: String,
+    },
+    /// The request was made by another ring than the one this node has in force; nothing was
+    /// done. The sender catches up (gossip) and tries again.
+    #[error("ring epoch mismatch: the request is for epoch {theirs}, this node is at {mine}")]
+    StaleRing {
+        /// The epoch the request named.
+        theirs: u64,
+        /// This node's epoch.
+        mine: u64,
     },
     /// The node is shutting down or otherwise cannot take requests now.
     #[error("unavailable: {reason}")]
@@ -123,6 +151,28 @@ impl std::fmt::Display for QuorumFailedDisplay<'_> {
             f,
             "quorum not met: {} of {} required replicas succeeded",
             self.succeeded, self.required
+        )?;
+        for (i, (node, err)) in self.errors.iter().enumerate() {
+            let sep = if i == 0 { "; " } else { ", " };
+            write!(f, "{sep}{node}: {err}")?;
+        }
+        Ok(())
+    }
+}
+
+struct RingChangeDisplay<'a> {
+    required: u8,
+    held: u8,
+    held_by_target: u8,
+    errors: &'a [(NodeId, ReplicaError)],
+}
+
+impl std::fmt::Display for RingChangeDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ring change under way: the write is stored on {} nodes, but only {} of the {} required replicas of the new ring hold it; it may have been applied",
+            self.held, self.held_by_target, self.required
         )?;
         for (i, (node, err)) in self.errors.iter().enumerate() {
             let sep = if i == 0 { "; " } else { ", " };

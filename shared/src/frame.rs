@@ -12,8 +12,9 @@
 use crate::encoding::from_msgpack;
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks. 2: anti-entropy and handoff requests carry the
+/// sender's epoch; the ring-change write error; read replies name their answers.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Bytes in the length prefix.
 pub const HEADER_BYTES: usize = 4;

@@ -27,12 +27,14 @@
 //! - [`frame`] — length-prefixed, versioned frames.
 //! - [`error`] — errors that cross the wire.
 //! - [`quorum`] — the quorum engine, a state machine fed with replies.
+//! - [`dual_write`] — the outcome of a write coordinated while a partition moves.
 //! - [`sloppy`] — sloppy-quorum write placement: stand-ins and hints, a state machine.
 //! - [`transport`] — the trait the network plugs into.
 //! - [`fanout`] — quorum read and write drivers over a transport.
 //! - [`hedge`] — when a hedged read asks another replica: fixed, or a percentile of recent reads.
 //! - `quic` (feature `quic`) — mutual TLS, stream framing and the pooled QUIC transport.
 
+pub mod dual_write;
 pub mod dvv;
 pub mod encoding;
 pub mod error;

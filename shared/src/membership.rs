@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+/// The [`View::swept`] entry of a node that swept a ring it is not a member of: it dropped
+/// everything and will never hold data again (a removed node).
+pub const SWEPT_FOR_GOOD: u64 = u64::MAX;
+
 /// A member's place in the cluster's life cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Status {
@@ -94,6 +98,11 @@ pub struct Transition {
     pub n: u8,
     /// Transfers finished so far.
     pub done: BTreeSet<Transfer>,
+    /// Leaving nodes that have handed over every hint they held, after their transfers were
+    /// done. The ring switches only when every leaver is here: a hint a leaver took away with
+    /// it would be a write lost.
+    #[serde(default)]
+    pub hints_handed_over: BTreeSet<NodeId>,
 }
 
 impl Transition {
@@ -107,6 +116,22 @@ impl Transition {
         self.transfers(from)
             .into_iter()
             .filter(|t| !self.done.contains(t))
+            .collect()
+    }
+
+    /// The nodes of `from` that the target ring drops.
+    pub fn leavers(&self, from: &Ring) -> Vec<NodeId> {
+        from.members()
+            .map(|m| m.id)
+            .filter(|id| self.target.member(*id).is_none())
+            .collect()
+    }
+
+    /// Leavers that still have to hand over their hints.
+    pub fn hints_pending(&self, from: &Ring) -> Vec<NodeId> {
+        self.leavers(from)
+            .into_iter()
+            .filter(|id| !self.hints_handed_over.contains(id))
             .collect()
     }
 }
@@ -162,6 +187,12 @@ pub struct View {
     pub transition: Option<Transition>,
     /// Per node, the highest transition target epoch it has seen (grows only).
     pub seen: BTreeMap<NodeId, u64>,
+    /// Per node, the highest ring epoch it has **swept** for (grows only): it installed that
+    /// ring, dropped its copies of every partition the ring does not give it, and no write it
+    /// began under an older ring is still replicating. From then on the node holds no stale
+    /// copy from before that ring, so none can come back (see [`View::all_swept`]).
+    #[serde(default)]
+    pub swept: BTreeMap<NodeId, u64>,
 }
 
 impl View {
@@ -187,6 +218,7 @@ impl View {
             staged: Staged::default(),
             transition: None,
             seen: BTreeMap::new(),
+            swept: BTreeMap::new(),
         }
     }
 
@@ -210,6 +242,7 @@ impl View {
             staged: Staged::default(),
             transition: None,
             seen: BTreeMap::new(),
+            swept: BTreeMap::new(),
         })
     }
 
@@ -227,6 +260,7 @@ impl View {
         for (what, len) in [
             ("members", self.members.len()),
             ("seen", self.seen.len()),
+            ("swept", self.swept.len()),
             ("staged joins", self.staged.joins.len()),
             ("staged leaves", self.staged.leaves.len()),
         ] {
@@ -285,6 +319,8 @@ impl View {
             (Some(mut a), Some(b)) => {
                 if a.target == b.target && a.n == b.n {
                     a.done.extend(b.done.iter().copied());
+                    a.hints_handed_over
+                        .extend(b.hints_handed_over.iter().copied());
                     Some(a)
                 } else if transition_key(b) > transition_key(&a) {
                     Some(b.clone())
@@ -295,6 +331,10 @@ impl View {
         };
         for (id, epoch) in &other.seen {
             let e = self.seen.entry(*id).or_default();
+            *e = (*e).max(*epoch);
+        }
+        for (id, epoch) in &other.swept {
+            let e = self.swept.entry(*id).or_default();
             *e = (*e).max(*epoch);
         }
         self.normalize();
@@ -458,6 +498,7 @@ impl View {
             target,
             n,
             done: BTreeSet::new(),
+            hints_handed_over: BTreeSet::new(),
         });
         Ok(self.transition.as_ref().expect("just set"))
     }
@@ -484,6 +525,14 @@ impl View {
         }
     }
 
+    /// Records that leaver `node` has handed over its hints.
+    pub fn mark_hints_handed_over(&mut self, node: NodeId) -> bool {
+        match &mut self.transition {
+            Some(t) => t.hints_handed_over.insert(node),
+            None => false,
+        }
+    }
+
     /// Records that `node` has seen the running transition.
     pub fn mark_seen(&mut self, node: NodeId) -> bool {
         let Some(t) = &self.transition else {
@@ -497,6 +546,43 @@ impl View {
         } else {
             false
         }
+    }
+
+    /// Records that `node` swept for ring `epoch` (see [`View::swept`]).
+    pub fn mark_swept(&mut self, node: NodeId, epoch: u64) -> bool {
+        let e = self.swept.entry(node).or_default();
+        if *e < epoch {
+            *e = epoch;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The nodes that may still hold a copy of some partition from before the current ring
+    /// (empty when none can): every known node that has not swept for the current ring.
+    ///
+    /// A node that owned a partition once and does not own it in the current ring drops its
+    /// copy when it installs that ring; until it has, its copy may predate deletes the current
+    /// owners acknowledged and reaped since, and would bring them back if served, spread or
+    /// handed back. Removed nodes count too, until they report [`SWEPT_FOR_GOOD`]: a node that
+    /// left drops everything when it learns of its removal. Joining nodes never owned anything
+    /// (what they hold came from handoffs and writes of the transition). A tombstone may be
+    /// reaped only when this is empty.
+    pub fn not_swept(&self) -> Vec<NodeId> {
+        let epoch = self.ring.epoch();
+        self.members
+            .iter()
+            .filter(|(id, r)| {
+                let swept = self.swept.get(id).copied().unwrap_or(0);
+                match r.status {
+                    Status::Joining => false,
+                    Status::Up | Status::Leaving => swept < epoch,
+                    Status::Removed => swept != SWEPT_FOR_GOOD,
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Whether every node taking part in the running transition (old and new owners) has
@@ -519,7 +605,7 @@ impl View {
         let Some(t) = &self.transition else {
             return false;
         };
-        if !t.remaining(&self.ring).is_empty() {
+        if !t.remaining(&self.ring).is_empty() || !t.hints_pending(&self.ring).is_empty() {
             return false;
         }
         let target = t.target.clone();
@@ -581,7 +667,7 @@ mod tests {
 
     /// A view after a random sequence of the operations nodes and operators apply.
     fn arb_view() -> impl Strategy<Value = View> {
-        proptest::collection::vec((0u8..8, 1u32..7), 0..12).prop_map(|ops| {
+        proptest::collection::vec((0u8..9, 1u32..7), 0..12).prop_map(|ops| {
             let mut v = cluster(3);
             for (op, i) in ops {
                 let id = NodeId(i);
@@ -607,9 +693,14 @@ mod tests {
                         {
                             v.mark_done(t);
                         }
+                        v.mark_hints_handed_over(id);
                     }
                     6 => {
                         v.complete_if_done();
+                    }
+                    7 => {
+                        let epoch = v.ring.epoch();
+                        v.mark_swept(id, epoch);
                     }
                     _ => v.set_status(id, Status::Leaving),
                 }
@@ -699,10 +790,56 @@ mod tests {
         for tr in t.transfers(&v.ring) {
             v.mark_done(tr);
         }
+        assert!(
+            !v.complete_if_done(),
+            "the leaver has not handed over its hints"
+        );
+        assert!(v.mark_hints_handed_over(NodeId(4)));
         assert!(v.complete_if_done());
         assert_eq!(v.status(NodeId(4)), Some(Status::Removed));
         assert!(v.ring.member(NodeId(4)).is_none());
         assert!(!v.gossip_peers(NodeId(1)).iter().any(|m| m.id == NodeId(4)));
+    }
+
+    #[test]
+    fn reaping_waits_until_every_former_owner_swept() {
+        let mut v = cluster(4);
+        assert_eq!(v.not_swept().len(), 4, "nobody reported the first ring");
+        for i in 1..=4 {
+            v.mark_swept(NodeId(i), 1);
+        }
+        assert!(v.not_swept().is_empty());
+        v.announce(NodeId(5), member(5).addr);
+        assert!(v.not_swept().is_empty(), "a joining node never owned anything");
+        v.stage_leave(NodeId(4), 3).unwrap();
+        let t = v.commit(3).unwrap().clone();
+        for tr in t.transfers(&v.ring) {
+            v.mark_done(tr);
+        }
+        v.mark_hints_handed_over(NodeId(4));
+        assert!(v.complete_if_done());
+        assert_eq!(v.status(NodeId(4)), Some(Status::Removed));
+        let mut missing = v.not_swept();
+        missing.sort();
+        assert_eq!(missing, vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)]);
+        for i in 1..=3 {
+            v.mark_swept(NodeId(i), 2);
+        }
+        assert_eq!(v.not_swept(), vec![NodeId(4)], "the leaver has not dropped its copies");
+        v.mark_swept(NodeId(4), 2);
+        assert_eq!(
+            v.not_swept(),
+            vec![NodeId(4)],
+            "a removed node must report that it holds nothing"
+        );
+        v.mark_swept(NodeId(4), SWEPT_FOR_GOOD);
+        assert!(v.not_swept().is_empty());
+        // Sweeps only grow, and merge by the maximum.
+        let mut other = v.clone();
+        assert!(!other.mark_swept(NodeId(1), 1));
+        other.mark_swept(NodeId(1), 7);
+        v.merge(&other);
+        assert_eq!(v.swept[&NodeId(1)], 7);
     }
 
     #[test]

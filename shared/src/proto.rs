@@ -99,7 +99,12 @@ pub enum Request {
     Stats,
     /// Anti-entropy: the roots of these partitions' hash trees, in the same order; answered
     /// with [`Response::Hashes`].
+    ///
+    /// Refused with [`crate::ReplyError::StaleRing`] unless `epoch` is the receiver's ring
+    /// epoch: two nodes compare (and repair) only what they both replicate by one ring.
     AeRoots {
+        /// The sender's ring epoch.
+        epoch: u64,
         /// The partitions to compare.
         partitions: Vec<u32>,
     },
@@ -122,8 +127,12 @@ pub enum Request {
         /// The user keys.
         keys: Vec<Bytes>,
     },
-    /// Merge each object into this replica; answered with [`Response::Written`].
+    /// Merge each object into this replica; answered with [`Response::Written`]. Refused with
+    /// [`crate::ReplyError::StaleRing`] unless `epoch` is the receiver's ring epoch, so that
+    /// a node that has not learned of a ring change cannot spread a copy it no longer owns.
     WriteMany {
+        /// The sender's ring epoch.
+        epoch: u64,
         /// Keys and objects.
         items: Vec<(Bytes, Object)>,
     },
@@ -168,7 +177,12 @@ pub enum Request {
     },
     /// Partition handoff: objects of `transfer.partition` from an old replica to a new one,
     /// merged on arrival; answered with [`Response::Written`] once durable.
+    ///
+    /// Refused unless the receiver's running transition has target epoch `epoch` and needs
+    /// this transfer.
     Handoff {
+        /// The target ring epoch of the transition the transfer belongs to.
+        epoch: u64,
         /// Which transfer the batch belongs to.
         transfer: Transfer,
         /// The objects.

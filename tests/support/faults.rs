@@ -320,6 +320,7 @@ impl FaultCluster {
                     .request(
                         i,
                         &Request::AeRoots {
+                            epoch: client.ring().epoch(),
                             partitions: vec![p],
                         },
                     )

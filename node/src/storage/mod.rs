@@ -9,7 +9,9 @@
 //!   key became a pure tombstone; the reaper's work list, updated in the same batch as the
 //!   object.
 //! - `meta`: the storage format version, the node id the directory belongs to, this storage
-//!   incarnation's [`ActorId`], and a clean-shutdown marker.
+//!   incarnation's [`ActorId`], a clean-shutdown marker, the persisted cluster view, handoff
+//!   cursors, and which partitions are retired (`retire`: copies dropped when the node stopped
+//!   replicating them).
 //!
 //! **Incarnations.** A node whose directory is new, or whose last run did not end with a clean
 //! [`Store::close`], draws a fresh actor id. Under `buffered` or `none` durability a crash can
@@ -22,6 +24,7 @@
 
 mod durability;
 mod keys;
+mod retire;
 mod transfer;
 mod trees;
 
@@ -100,6 +103,9 @@ pub enum StorageError {
 /// A hint held for another node.
 #[derive(Clone, Debug)]
 pub struct Hint {
+    /// The owner the copy was meant for when it was written (the key's current owners are
+    /// where it is delivered).
+    pub owner: NodeId,
     /// The key's partition.
     pub partition: PartitionId,
     /// The user key.
@@ -631,6 +637,55 @@ impl Store {
             };
             match decode_object(&raw) {
                 Ok(object) => out.push(Hint {
+                    owner,
+                    partition,
+                    key: Bytes::copy_from_slice(key),
+                    object,
+                    raw: raw.to_vec(),
+                }),
+                Err(e) => {
+                    tracing::error!(%owner, partition, error = %e, "removing a corrupt hint");
+                    self.remove_hint_key(&raw_key)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` hints for any owner, in storage order, starting after the hint `after`
+    /// names (its `(owner, partition, key)`), from the start if `None`. Corrupt hints are
+    /// removed as in [`Store::hint_batch`].
+    pub fn hints_after(
+        &self,
+        after: Option<(NodeId, PartitionId, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StorageError> {
+        if self.hint_keys.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return Ok(Vec::new());
+        }
+        let start = match after {
+            Some((owner, p, key)) => {
+                std::ops::Bound::Excluded(keys::hint_key(owner, p, key))
+            }
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self
+            .hints
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw) = guard.into_inner()?;
+            let Some((owner, partition, key)) = keys::split_hint_key(&raw_key) else {
+                warn!("removing a hint with a malformed key");
+                self.remove_hint_key(&raw_key)?;
+                continue;
+            };
+            match decode_object(&raw) {
+                Ok(object) => out.push(Hint {
+                    owner,
                     partition,
                     key: Bytes::copy_from_slice(key),
                     object,
