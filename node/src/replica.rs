@@ -71,6 +71,11 @@ pub(crate) fn read(state: &NodeState, key: Bytes) -> Response {
 }
 
 /// Merges `object` into this node's copy of `key`, or keeps it as a hint for `hint_for`.
+///
+/// A copy (not a hint) is taken only for a partition this node replicates in its ring, or
+/// receives in the running ring change; anything else is refused as
+/// [`ReplyError::NotReplica`]. A node keeps nothing of a partition it does not own, so that
+/// nothing stale is there if the partition ever comes back to it (see `sweep`).
 pub(crate) async fn write(
     state: &NodeState,
     key: Bytes,
@@ -80,7 +85,16 @@ pub(crate) async fn write(
     if let Err(e) = check_key(state, &key, None) {
         return Response::Error(e);
     }
-    let partition = state.ring.load().partition_of(&key);
+    let ring = state.ring.load();
+    let partition = ring.partition_of(&key);
+    let as_hint = hint_for.is_some_and(|owner| owner != state.id);
+    if !as_hint && !takes_copies_of(state, &ring, partition) {
+        return Response::Error(ReplyError::NotReplica {
+            node: state.id,
+            partition,
+        });
+    }
+    drop(ring);
     let stored = match hint_for {
         Some(owner) if owner != state.id => {
             let r = state.store.put_hint(owner, partition, &key, &object).await;
@@ -99,6 +113,16 @@ pub(crate) async fn write(
         Ok(()) => Response::Written,
         Err(e) => Response::Error(storage_error(state, e)),
     }
+}
+
+/// Whether this node stores copies of `partition`: it replicates it in `ring`, or the running
+/// transition gives it to this node.
+fn takes_copies_of(state: &NodeState, ring: &ringkv_shared::Ring, partition: u32) -> bool {
+    let n = usize::from(state.replication);
+    ring.replicas(partition, n).contains(&state.id)
+        || state.transition.load().as_ref().is_some_and(|t| {
+            ringkv_shared::handoff::incoming(ring, &t.target, partition, n).contains(&state.id)
+        })
 }
 
 /// Coordinates a client write here: stamp, store, and replicate with a sloppy quorum until
@@ -223,6 +247,9 @@ pub(crate) async fn put(
                 None => break,
             }
         }
+        // Copies still in flight finish in the background (each has its deadline): the more
+        // incoming replicas hold the write before the handoff reaches it, the better.
+        tokio::spawn(async move { while extra.join_next().await.is_some() {} });
         if let Err(e) = tally.into_result() {
             return Response::Error(e);
         }
