@@ -130,7 +130,9 @@ async fn a_partition_that_moves_away_and_back_does_not_bring_its_deletes_back() 
             all.iter().filter_map(|&i| cluster.node(i)).all(|n| {
                 (0..16).all(|p| {
                     second.replicas(p, 3).contains(&n.id())
-                        || n.store().scan_partition(p, None, 1).is_ok_and(|v| v.is_empty())
+                        || n.store()
+                            .scan_partition(p, None, 1)
+                            .is_ok_and(|v| v.is_empty())
                 })
             })
         },
@@ -144,15 +146,19 @@ async fn a_partition_that_moves_away_and_back_does_not_bring_its_deletes_back() 
     }
     // Reap every tombstone (each key's first owner starts its reap once every node reported
     // its sweep).
-    eventually(Duration::from_secs(30), "every tombstone reaped", || async {
-        let mut left = 0;
-        for &i in &all {
-            let n = cluster.node(i).expect("runs");
-            n.reap_now().await;
-            left += n.store().tombstone_count().unwrap_or(1);
-        }
-        left == 0
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every tombstone reaped",
+        || async {
+            let mut left = 0;
+            for &i in &all {
+                let n = cluster.node(i).expect("runs");
+                n.reap_now().await;
+                left += n.store().tombstone_count().unwrap_or(1);
+            }
+            left == 0
+        },
+    )
     .await?;
 
     // The joiner leaves: its partitions go back to the nodes that had them.
@@ -226,7 +232,13 @@ async fn a_write_stored_by_the_old_ring_only_is_reported_maybe_applied_and_stamp
     eventually(
         Duration::from_secs(10),
         "every old owner knows the transition",
-        || async { (0..3).all(|i| cluster.node(i).is_some_and(|n| n.view().transition.is_some())) },
+        || async {
+            (0..3).all(|i| {
+                cluster
+                    .node(i)
+                    .is_some_and(|n| n.view().transition.is_some())
+            })
+        },
     )
     .await?;
 
@@ -237,7 +249,10 @@ async fn a_write_stored_by_the_old_ring_only_is_reported_maybe_applied_and_stamp
     let (mut failed, mut acked) = (Vec::new(), Vec::new());
     for i in 0..60 {
         let key = format!("cut-{i}");
-        match c.put_with(key.clone(), format!("v{i}"), &Context::empty(), w1.clone()).await {
+        match c
+            .put_with(key.clone(), format!("v{i}"), &Context::empty(), w1.clone())
+            .await
+        {
             Ok(_) => acked.push(key),
             Err(e) => {
                 ensure!(
@@ -274,7 +289,11 @@ async fn a_write_stored_by_the_old_ring_only_is_reported_maybe_applied_and_stamp
     settled(&cluster, &[0, 1, 2, joiner], 2).await?;
     for key in failed.iter().chain(&acked) {
         let v = c.get_with(key.clone(), all3.clone()).await?;
-        ensure!(v.values.len() == 1, "{key} after the change: {:?}", v.values);
+        ensure!(
+            v.values.len() == 1,
+            "{key} after the change: {:?}",
+            v.values
+        );
     }
     cluster.shutdown().await;
     Ok(())

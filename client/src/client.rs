@@ -464,10 +464,12 @@ pub(crate) fn worth_retrying(error: &ClientError) -> bool {
             errors,
             ..
         } => {
-            errors.iter().any(|(_, e)| matches!(e, E::Unreachable { .. }))
-                && errors
-                    .iter()
-                    .all(|(_, e)| matches!(e, E::Unreachable { .. } | E::MarkedDown | E::NotAwaited))
+            errors
+                .iter()
+                .any(|(_, e)| matches!(e, E::Unreachable { .. }))
+                && errors.iter().all(|(_, e)| {
+                    matches!(e, E::Unreachable { .. } | E::MarkedDown | E::NotAwaited)
+                })
         }
         _ => false,
     }

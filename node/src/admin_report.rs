@@ -41,6 +41,22 @@ pub fn members(view: &View) -> String {
             t.done.len().min(total),
             total
         );
+        let hints = t.hints_pending(&view.ring);
+        if !hints.is_empty() {
+            let _ = writeln!(
+                out,
+                "leavers still handing over hints: {:?}",
+                ids(hints.iter())
+            );
+        }
+    }
+    let unswept = view.not_swept();
+    if !unswept.is_empty() {
+        let _ = writeln!(
+            out,
+            "not yet reported dropping old partition copies (tombstones are kept until they do): {:?}",
+            ids(unswept.iter())
+        );
     }
     out
 }
@@ -210,6 +226,10 @@ mod tests {
         let m = super::members(&view);
         assert!(
             m.contains("joining") && m.contains("staged: join [4]"),
+            "{m}"
+        );
+        assert!(
+            m.contains("not yet reported dropping old partition copies") && m.contains("[1, 2, 3]"),
             "{m}"
         );
         let target = view.planned_with(3).unwrap();

@@ -225,7 +225,8 @@ pub(crate) async fn receive(
     let expected = state.transition.load_full().filter(|t| {
         t.target.epoch() == epoch && {
             let n = usize::from(t.n);
-            ring.replicas(transfer.partition, n).contains(&transfer.from)
+            ring.replicas(transfer.partition, n)
+                .contains(&transfer.from)
                 && ringkv_shared::handoff::incoming(&ring, &t.target, transfer.partition, n)
                     .contains(&transfer.to)
         }

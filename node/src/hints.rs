@@ -82,9 +82,7 @@ pub(crate) async fn deliver_round(state: &Arc<NodeState>) -> u64 {
         if batch.len() < state.background.hint_batch {
             None
         } else {
-            batch
-                .last()
-                .map(|h| (h.owner, h.partition, h.key.clone()))
+            batch.last().map(|h| (h.owner, h.partition, h.key.clone()))
         };
     let mut delivered = 0;
     for chunk in batch.chunks(IN_FLIGHT) {
@@ -195,7 +193,10 @@ mod tests {
             for id in old.replicas(p, 3).iter().chain(new.replicas(p, 3)) {
                 assert!(moving.contains(id), "partition {p}: {id} missing");
             }
-            assert!(moving.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+            assert!(
+                moving.windows(2).all(|w| w[0] < w[1]),
+                "sorted, no duplicates"
+            );
         }
         // After a leave, a hint written for the leaver goes to the partition's new owners.
         let shrunk = ringkv_shared::planner::plan(&old, &members(1..=3), 3).unwrap();

@@ -98,7 +98,10 @@ mod tests {
         assert!(t.any_before_ring(2));
         assert!(!t.any_before_ring(1));
         drop(old);
-        assert!(!t.any_before_transition(2), "only writes that knew 2 remain");
+        assert!(
+            !t.any_before_transition(2),
+            "only writes that knew 2 remain"
+        );
         assert!(t.any_before_ring(2));
         drop(new);
         assert!(!t.any_before_ring(2));

@@ -63,8 +63,8 @@ mod server;
 mod service;
 mod state;
 mod stats;
-mod sweep;
 pub mod storage;
+mod sweep;
 pub mod testing;
 
 pub use config::NodeConfig;

@@ -97,7 +97,10 @@ pub(crate) async fn reap_round(state: &Arc<NodeState>) -> usize {
     }
     let view = state.view();
     if let Some(t) = &view.transition {
-        debug!(epoch = t.target.epoch(), "no reaping while the ring changes");
+        debug!(
+            epoch = t.target.epoch(),
+            "no reaping while the ring changes"
+        );
         return 0;
     }
     let waiting = view.not_swept();

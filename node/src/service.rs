@@ -51,9 +51,7 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 epoch,
                 transfer,
                 items,
-            } => {
-                crate::handoff::receive(state, epoch, transfer, items).await
-            }
+            } => crate::handoff::receive(state, epoch, transfer, items).await,
             Request::Admin(request) => crate::membership::admin(state, request).await,
         }
     }

@@ -810,7 +810,10 @@ mod tests {
         }
         assert!(v.not_swept().is_empty());
         v.announce(NodeId(5), member(5).addr);
-        assert!(v.not_swept().is_empty(), "a joining node never owned anything");
+        assert!(
+            v.not_swept().is_empty(),
+            "a joining node never owned anything"
+        );
         v.stage_leave(NodeId(4), 3).unwrap();
         let t = v.commit(3).unwrap().clone();
         for tr in t.transfers(&v.ring) {
@@ -825,7 +828,11 @@ mod tests {
         for i in 1..=3 {
             v.mark_swept(NodeId(i), 2);
         }
-        assert_eq!(v.not_swept(), vec![NodeId(4)], "the leaver has not dropped its copies");
+        assert_eq!(
+            v.not_swept(),
+            vec![NodeId(4)],
+            "the leaver has not dropped its copies"
+        );
         v.mark_swept(NodeId(4), 2);
         assert_eq!(
             v.not_swept(),

@@ -664,9 +664,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let start = match after {
-            Some((owner, p, key)) => {
-                std::ops::Bound::Excluded(keys::hint_key(owner, p, key))
-            }
+            Some((owner, p, key)) => std::ops::Bound::Excluded(keys::hint_key(owner, p, key)),
             None => std::ops::Bound::Unbounded,
         };
         let mut out = Vec::new();

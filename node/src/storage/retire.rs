@@ -100,11 +100,17 @@ mod tests {
             let key = format!("k{i}");
             let p = i % 2;
             let value = Some(Bytes::from(format!("v{i}")));
-            store.update(p, key.as_bytes(), &none, value, 1 << 20).await.unwrap();
+            store
+                .update(p, key.as_bytes(), &none, value, 1 << 20)
+                .await
+                .unwrap();
         }
         // A tombstone in the partition that goes.
         let obj = store.get(0, b"k0").unwrap().unwrap();
-        store.update(0, b"k0", obj.clock(), None, 1 << 20).await.unwrap();
+        store
+            .update(0, b"k0", obj.clock(), None, 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(store.tombstone_count().unwrap(), 1);
         let kept_root = store.tree_roots(&[1])[0];
         assert_ne!(store.tree_roots(&[0])[0], 0);
@@ -114,9 +120,17 @@ mod tests {
         store.sync_retirements().unwrap();
         assert!(store.is_retired(0).unwrap());
         assert!(store.scan_partition(0, None, 10).unwrap().is_empty());
-        assert_eq!(store.tree_roots(&[0])[0], 0, "the tree forgot the partition");
+        assert_eq!(
+            store.tree_roots(&[0])[0],
+            0,
+            "the tree forgot the partition"
+        );
         assert_eq!(store.tombstone_count().unwrap(), 0);
-        assert_eq!(store.tree_roots(&[1])[0], kept_root, "other partitions untouched");
+        assert_eq!(
+            store.tree_roots(&[1])[0],
+            kept_root,
+            "other partitions untouched"
+        );
         assert_eq!(store.scan_partition(1, None, 2000).unwrap().len(), 1250);
         assert_eq!(store.retire_partition(0).unwrap(), 0, "idempotent");
 
