@@ -250,7 +250,7 @@ async fn a_write_stored_by_the_old_ring_only_is_reported_maybe_applied_and_stamp
     for i in 0..60 {
         let key = format!("cut-{i}");
         match c
-            .put_with(key.clone(), format!("v{i}"), &Context::empty(), w1.clone())
+            .put_with(key.clone(), format!("v{i}"), &Context::empty(), w1)
             .await
         {
             Ok(_) => acked.push(key),
@@ -266,7 +266,7 @@ async fn a_write_stored_by_the_old_ring_only_is_reported_maybe_applied_and_stamp
     }
     let all3 = CallOptions::default().quorum(3);
     for key in failed.iter().chain(&acked) {
-        let v = c.get_with(key.clone(), all3.clone()).await?;
+        let v = c.get_with(key.clone(), all3).await?;
         ensure!(
             v.values.len() == 1,
             "{key} is stored {} times: {:?} ({} failed, {} acknowledged)",
@@ -288,7 +288,7 @@ async fn a_write_stored_by_the_old_ring_only_is_reported_maybe_applied_and_stamp
     }
     settled(&cluster, &[0, 1, 2, joiner], 2).await?;
     for key in failed.iter().chain(&acked) {
-        let v = c.get_with(key.clone(), all3.clone()).await?;
+        let v = c.get_with(key.clone(), all3).await?;
         ensure!(
             v.values.len() == 1,
             "{key} after the change: {:?}",
