@@ -190,7 +190,7 @@ pub struct View {
     /// Per node, the highest ring epoch it has **swept** for (grows only): it installed that
     /// ring, dropped its copies of every partition the ring does not give it, and no write it
     /// began under an older ring is still replicating. From then on the node holds no stale
-    /// copy from before that ring, so none can come back (see [`View::all_swept`]).
+    /// copy from before that ring, so none can come back (see [`View::not_swept`]).
     #[serde(default)]
     pub swept: BTreeMap<NodeId, u64>,
 }
