@@ -11,7 +11,7 @@ use ringkv_shared::proto::{AdminReply, AdminRequest, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{client, eventually};
+use support::{admin, client, eventually, settled};
 
 /// Writes `w-0`, `w-1`, ... with W=2 until `stop`, recording each acknowledged key; any error
 /// is returned (the application must see none during a ring change).
@@ -35,32 +35,6 @@ async fn writer(c: Client, stop: Arc<AtomicBool>) -> Result<Vec<String>> {
         i += 1;
     }
     Ok(acked)
-}
-
-async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) -> Result<String> {
-    let node = cluster.node(index).expect("node runs");
-    match node.admin(request).await {
-        Response::Admin(AdminReply::Done { message }) => Ok(message),
-        Response::Admin(other) => Ok(format!("{other:?}")),
-        Response::Error(e) => bail!("{e}"),
-        other => bail!("unexpected {}", other.kind()),
-    }
-}
-
-/// Waits until every running node has the ring at `epoch` and no transition.
-async fn settled(cluster: &LocalCluster, nodes: &[usize], epoch: u64) -> Result<()> {
-    eventually(
-        Duration::from_secs(60),
-        "every node on the new ring",
-        || async {
-            nodes.iter().all(|&i| {
-                cluster
-                    .node(i)
-                    .is_some_and(|n| n.ring().epoch() == epoch && n.view().transition.is_none())
-            })
-        },
-    )
-    .await
 }
 
 /// Reads every key with R = 2. On a miss, says which owners the client asked and which

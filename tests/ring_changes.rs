@@ -7,39 +7,14 @@
 
 mod support;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use ringkv::{CallOptions, Context, Mode};
 use ringkv_node::config::BackgroundConfig;
 use ringkv_node::testing::LocalCluster;
-use ringkv_shared::proto::{AdminReply, AdminRequest, Response};
+use ringkv_shared::proto::AdminRequest;
 use ringkv_shared::{NodeId, Ring};
 use std::time::Duration;
-use support::{client, eventually};
-
-async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) -> Result<String> {
-    match cluster.node(index).expect("node runs").admin(request).await {
-        Response::Admin(AdminReply::Done { message }) => Ok(message),
-        Response::Admin(other) => Ok(format!("{other:?}")),
-        Response::Error(e) => bail!("{e}"),
-        other => bail!("unexpected {}", other.kind()),
-    }
-}
-
-/// Waits until every listed node has the ring at `epoch` and no transition.
-async fn settled(cluster: &LocalCluster, nodes: &[usize], epoch: u64) -> Result<()> {
-    eventually(
-        Duration::from_secs(60),
-        &format!("every node on ring {epoch}"),
-        || async {
-            nodes.iter().all(|&i| {
-                cluster
-                    .node(i)
-                    .is_some_and(|n| n.ring().epoch() == epoch && n.view().transition.is_none())
-            })
-        },
-    )
-    .await
-}
+use support::{admin, client, eventually, settled};
 
 async fn join(cluster: &mut LocalCluster) -> Result<usize> {
     let index = cluster.add_node().await?;

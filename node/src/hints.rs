@@ -96,7 +96,7 @@ pub(crate) async fn deliver_round(state: &Arc<NodeState>) -> u64 {
         }
         while let Some(done) = calls.join_next().await {
             let Ok((hint, true)) = done else { continue };
-            match state.store.remove_hint_if_unchanged(hint.owner, &hint) {
+            match state.store.remove_hint_if_unchanged(&hint) {
                 Ok(true) => delivered += 1,
                 Ok(false) => debug!("hint changed while in flight; delivering again next round"),
                 Err(e) => warn!(error = %e, "cannot remove a delivered hint"),

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use ringkv::{Client, Mode};
 use ringkv_node::testing::LocalCluster;
 use ringkv_shared::Limits;
-use ringkv_shared::proto::{Reply, Request};
+use ringkv_shared::proto::{AdminReply, AdminRequest, Reply, Request, Response};
 use ringkv_shared::quic::{TlsIdentity, client_config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,6 +114,32 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("timed out after {timeout:?} waiting for: {what}")
+}
+
+/// Sends an operator's request to node `index`; its message, or the error it answered.
+pub async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) -> Result<String> {
+    match cluster.node(index).expect("node runs").admin(request).await {
+        Response::Admin(AdminReply::Done { message }) => Ok(message),
+        Response::Admin(other) => Ok(format!("{other:?}")),
+        Response::Error(e) => bail!("{e}"),
+        other => bail!("unexpected {}", other.kind()),
+    }
+}
+
+/// Waits until every listed node has the ring at `epoch` and no transition.
+pub async fn settled(cluster: &LocalCluster, nodes: &[usize], epoch: u64) -> Result<()> {
+    eventually(
+        Duration::from_secs(60),
+        &format!("every node on ring {epoch}"),
+        || async {
+            nodes.iter().all(|&i| {
+                cluster
+                    .node(i)
+                    .is_some_and(|n| n.ring().epoch() == epoch && n.view().transition.is_none())
+            })
+        },
+    )
+    .await
 }
 
 /// The `ringkv-node` binary of this workspace's target directory (built on demand).

@@ -621,40 +621,10 @@ impl Store {
         Ok(merged)
     }
 
-    /// Up to `limit` hints held for `owner`. Corrupt hints are reported and removed (they can
-    /// never be delivered; the write they carried is on the other nodes that acknowledged it).
-    pub fn hint_batch(&self, owner: NodeId, limit: usize) -> Result<Vec<Hint>, StorageError> {
-        let mut out = Vec::new();
-        for guard in self.hints.prefix(owner.0.to_be_bytes()) {
-            if out.len() >= limit {
-                break;
-            }
-            let (raw_key, raw) = guard.into_inner()?;
-            let Some((_, partition, key)) = keys::split_hint_key(&raw_key) else {
-                warn!("removing a hint with a malformed key");
-                self.remove_hint_key(&raw_key)?;
-                continue;
-            };
-            match decode_object(&raw) {
-                Ok(object) => out.push(Hint {
-                    owner,
-                    partition,
-                    key: Bytes::copy_from_slice(key),
-                    object,
-                    raw: raw.to_vec(),
-                }),
-                Err(e) => {
-                    tracing::error!(%owner, partition, error = %e, "removing a corrupt hint");
-                    self.remove_hint_key(&raw_key)?;
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Up to `limit` hints for any owner, in storage order, starting after the hint `after`
     /// names (its `(owner, partition, key)`), from the start if `None`. Corrupt hints are
-    /// removed as in [`Store::hint_batch`].
+    /// reported and removed (they can never be delivered; the write they carried is on the
+    /// other nodes that acknowledged it).
     pub fn hints_after(
         &self,
         after: Option<(NodeId, PartitionId, &[u8])>,
@@ -700,12 +670,8 @@ impl Store {
 
     /// Removes a delivered hint, unless it changed since it was read (a newer copy arrived
     /// meanwhile; it will be delivered next round). Returns whether it was removed.
-    pub fn remove_hint_if_unchanged(
-        &self,
-        owner: NodeId,
-        hint: &Hint,
-    ) -> Result<bool, StorageError> {
-        let raw_key = keys::hint_key(owner, hint.partition, &hint.key);
+    pub fn remove_hint_if_unchanged(&self, hint: &Hint) -> Result<bool, StorageError> {
+        let raw_key = keys::hint_key(hint.owner, hint.partition, &hint.key);
         let _guard = self.lock_for(&raw_key);
         match self.hints.get(&raw_key)? {
             Some(now) if now.as_ref() == hint.raw.as_slice() => {
@@ -1058,8 +1024,13 @@ mod tests {
                     .unwrap(),
                 Some(o.clone())
             );
-            let batch = s.hint_batch(NodeId(2), 10).unwrap();
-            assert!(s.remove_hint_if_unchanged(NodeId(2), &batch[0]).unwrap());
+            let batch: Vec<Hint> = s
+                .hints_after(None, 10)
+                .unwrap()
+                .into_iter()
+                .filter(|h| h.owner == NodeId(2))
+                .collect();
+            assert!(s.remove_hint_if_unchanged(&batch[0]).unwrap());
             assert_eq!(s.hints_pending().unwrap(), 1);
             s.close().unwrap();
         }
