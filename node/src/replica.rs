@@ -215,6 +215,7 @@ pub(crate) async fn put(
         })
     });
     let peers = Peers(state.clone());
+    let (key_copy, object_copy) = (key.clone(), object.clone());
     let replicated = fanout::replicate(
         &peers,
         key,
@@ -232,6 +233,23 @@ pub(crate) async fn put(
     }
     let acked = match replicated {
         Ok(acked) => acked,
+        // Replicas refused as "not a replica": the ring switched and this node has not heard
+        // yet. Catch up from one of them and place the write by the ring in force.
+        Err(ReplyError::QuorumFailed { errors, .. })
+            if errors.iter().any(|(_, e)| refused_as_not_replica(e)) =>
+        {
+            let refusers: Vec<NodeId> = errors
+                .iter()
+                .filter(|(_, e)| refused_as_not_replica(e))
+                .map(|(id, _)| *id)
+                .collect();
+            return match place_by_newer_ring(state, &ring, &refusers, key_copy, object_copy, quorum)
+                .await
+            {
+                Ok(()) => Response::Put { clock },
+                Err(e) => Response::Error(e),
+            };
+        }
         Err(e) => return Response::Error(e),
     };
     if let Some((mut extra, new_replicas)) = incoming {
@@ -257,8 +275,65 @@ pub(crate) async fn put(
     Response::Put { clock }
 }
 
+/// A coordinator that stamped a write by a ring the cluster has left behind: learns the newer
+/// view from a replica that refused (`refusers`), then copies the write to the key's replicas
+/// in the ring now in force until W hold it. Fails (as "may have been applied", the write is
+/// stored here) if no newer ring can be had or W is not reached.
+async fn place_by_newer_ring(
+    state: &Arc<NodeState>,
+    old: &ringkv_shared::Ring,
+    refusers: &[NodeId],
+    key: Bytes,
+    object: Object,
+    quorum: Quorum,
+) -> Result<(), ReplyError> {
+    use ringkv_shared::proto::Request;
+    use ringkv_shared::transport::Transport;
+    let peers = Peers(state.clone());
+    let partitions = old.partition_count();
+    for member in NodeState::members(old, refusers) {
+        let view = Box::new(state.view());
+        if let Ok(Response::View(theirs)) = peers.call(&member, Request::Gossip { view }).await
+            && theirs.validate(partitions).is_ok()
+        {
+            state.update_view(|v| v.merge(&theirs));
+        }
+        if state.ring.load().epoch() > old.epoch() {
+            break;
+        }
+    }
+    let ring = state.ring.load_full();
+    let n = usize::from(quorum.n);
+    let owners = ring.replicas(ring.partition_of(&key), n).to_vec();
+    let mut tally = DualWrite::new(quorum.required.into(), owners.clone(), &[]);
+    if ring.epoch() > old.epoch() {
+        let members = NodeState::members(&ring, &owners);
+        let mut copies = copy_to(state, &members, key, object, quorum.timeout());
+        while !tally.met() {
+            match copies.join_next().await {
+                Some(Ok((node, result))) => tally.record(node, result),
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+        tokio::spawn(async move { while copies.join_next().await.is_some() {} });
+    }
+    tally.into_result()
+}
+
+fn refused_as_not_replica(e: &ringkv_shared::ReplicaError) -> bool {
+    matches!(
+        e,
+        ringkv_shared::ReplicaError::Refused { error } if matches!(**error, ReplyError::NotReplica { .. })
+    )
+}
+
 /// Sends copies of a write to the new replicas of a partition being handed off; each call
 /// reports its node and outcome.
+///
+/// A replica that refuses as "not a replica" has not heard of the ring change yet (the commit
+/// reaches nodes by gossip): it is sent this node's view, which carries the transition, and
+/// asked once more before the deadline.
 fn copy_to(
     state: &Arc<NodeState>,
     members: &[ringkv_shared::Member],
@@ -266,27 +341,47 @@ fn copy_to(
     object: Object,
     timeout: std::time::Duration,
 ) -> tokio::task::JoinSet<(NodeId, Result<(), ringkv_shared::ReplicaError>)> {
+    use ringkv_shared::proto::Request;
+    use ringkv_shared::transport::Transport;
     let mut calls = tokio::task::JoinSet::new();
     for m in members.iter().cloned() {
         let (peers, key, object) = (Peers(state.clone()), key.clone(), object.clone());
         calls.spawn(async move {
-            let request = ringkv_shared::proto::Request::Write {
-                key,
-                object,
+            let write = || Request::Write {
+                key: key.clone(),
+                object: object.clone(),
                 hint_for: None,
             };
-            use ringkv_shared::transport::Transport;
-            let result = match tokio::time::timeout(timeout, peers.call(&m, request)).await {
-                Ok(r) => fanout::classify(r).and_then(|resp| match resp {
-                    Response::Written => Ok(()),
-                    other => Err(ringkv_shared::ReplicaError::UnexpectedReply {
-                        reply: other.kind().into(),
-                    }),
-                }),
-                Err(_) => Err(ringkv_shared::ReplicaError::TimedOut),
+            let copy = async {
+                let first = copied(peers.call(&m, write()).await);
+                if !is_not_replica(&first) {
+                    return first;
+                }
+                let view = Box::new(peers.0.view());
+                let _ = peers.call(&m, Request::Gossip { view }).await;
+                copied(peers.call(&m, write()).await)
             };
+            let result = tokio::time::timeout(timeout, copy)
+                .await
+                .unwrap_or(Err(ringkv_shared::ReplicaError::TimedOut));
             (m.id, result)
         });
     }
     calls
+}
+
+/// A replica's answer to a copy, as a quorum counts it.
+fn copied(
+    reply: Result<Response, ringkv_shared::transport::TransportError>,
+) -> Result<(), ringkv_shared::ReplicaError> {
+    fanout::classify(reply).and_then(|resp| match resp {
+        Response::Written => Ok(()),
+        other => Err(ringkv_shared::ReplicaError::UnexpectedReply {
+            reply: other.kind().into(),
+        }),
+    })
+}
+
+fn is_not_replica(result: &Result<(), ringkv_shared::ReplicaError>) -> bool {
+    result.as_ref().err().is_some_and(refused_as_not_replica)
 }
