@@ -88,6 +88,12 @@ pub(crate) async fn write(
     let ring = state.ring.load();
     let partition = ring.partition_of(&key);
     let as_hint = hint_for.is_some_and(|owner| owner != state.id);
+    if as_hint && is_leaving(state) {
+        // It would take the hint away with it: the sender tries its next stand-in.
+        return Response::Error(ReplyError::Unavailable {
+            reason: format!("{} is leaving the cluster and keeps no hints", state.id),
+        });
+    }
     if !as_hint && !takes_copies_of(state, &ring, partition) {
         return Response::Error(ReplyError::NotReplica {
             node: state.id,
@@ -113,6 +119,17 @@ pub(crate) async fn write(
         Ok(()) => Response::Written,
         Err(e) => Response::Error(storage_error(state, e)),
     }
+}
+
+/// Whether the running ring change removes this node. A leaver takes no new hints, so that
+/// once it has handed over those it held (the ring switches only then) it holds none and can
+/// be stopped.
+fn is_leaving(state: &NodeState) -> bool {
+    state
+        .transition
+        .load()
+        .as_ref()
+        .is_some_and(|t| t.target.member(state.id).is_none())
 }
 
 /// Whether this node stores copies of `partition`: it replicates it in `ring`, or the running
@@ -183,6 +200,13 @@ pub(crate) async fn put(
     let (hint_key, hint_object) = (key.clone(), object.clone());
     let on_settled = move |unplaced: Vec<NodeId>| async move {
         let _in_flight = in_flight;
+        if !unplaced.is_empty() && is_leaving(&keeper) {
+            warn!(
+                ?unplaced,
+                "leaving: keeping no hint for owners no copy reached"
+            );
+            return;
+        }
         for owner in unplaced {
             match keeper
                 .store

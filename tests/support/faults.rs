@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{CallOptions, Client, TlsIdentity};
 use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
 use ringkv_node::testing::{ProcessCluster, ProcessOptions};
-use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStats, NodeStatus, Request, Response};
 use ringkv_shared::{Member, NodeId, Object};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -304,39 +304,196 @@ impl FaultCluster {
     }
 
     async fn diverging(&self, client: &Client, keys: &[String]) -> Result<Option<String>> {
+        let ring = client.ring();
+        let held = self.own_objects_of_owners(client, keys).await?;
+        let mut partitions: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
         for key in keys {
             let replicas = self.replicas(client, key);
-            let mut objects = Vec::new();
-            for &i in &replicas {
-                objects.push(self.local_object(i, key).await?);
-            }
+            let objects: Vec<Option<&Object>> = replicas
+                .iter()
+                .map(|i| held.get(i).and_then(|h| h.get(key)))
+                .collect();
             if objects.windows(2).any(|w| w[0] != w[1]) {
                 return Ok(Some(format!("replicas {replicas:?} of {key} differ")));
             }
-            let p = client.ring().partition_of(key.as_bytes());
-            let mut roots = Vec::new();
-            for &i in &replicas {
-                match self
-                    .request(
-                        i,
-                        &Request::AeRoots {
-                            epoch: client.ring().epoch(),
-                            partitions: vec![p],
-                        },
-                    )
-                    .await?
-                {
-                    Response::Hashes(h) => roots.push(h),
-                    other => bail!("unexpected reply {}", other.kind()),
-                }
+            for i in replicas {
+                partitions
+                    .entry(i)
+                    .or_default()
+                    .insert(ring.partition_of(key.as_bytes()));
             }
-            if roots.windows(2).any(|w| w[0] != w[1]) {
+        }
+        let mut roots: BTreeMap<(u32, usize), u64> = BTreeMap::new();
+        for (&i, ps) in &partitions {
+            let ps: Vec<u32> = ps.iter().copied().collect();
+            let request = Request::AeRoots {
+                epoch: ring.epoch(),
+                partitions: ps.clone(),
+            };
+            match self.request(i, &request).await? {
+                Response::Hashes(h) if h.len() == ps.len() => {
+                    roots.extend(ps.iter().zip(h).map(|(p, h)| ((*p, i), h)));
+                }
+                Response::Error(e) => return Ok(Some(format!("node index {i}: {e}"))),
+                other => bail!("unexpected reply {}", other.kind()),
+            }
+        }
+        for p in partitions.values().flatten().collect::<BTreeSet<_>>() {
+            let of_p: Vec<(usize, u64)> = roots
+                .range((*p, 0)..=(*p, usize::MAX))
+                .map(|((_, i), h)| (*i, *h))
+                .collect();
+            if of_p.windows(2).any(|w| w[0].1 != w[1].1) {
+                let on: Vec<usize> = of_p.iter().map(|(i, _)| *i).collect();
                 return Ok(Some(format!(
-                    "Merkle roots of partition {p} differ on {replicas:?}"
+                    "Merkle roots of partition {p} differ on {on:?}"
                 )));
             }
         }
         Ok(None)
+    }
+
+    /// Node `i`'s own objects for `keys` (hints excluded; keys it does not replicate by its
+    /// ring, and absent keys, left out), read on one connection.
+    pub async fn own_objects(&self, i: usize, keys: &[String]) -> Result<BTreeMap<String, Object>> {
+        let conn = super::RawConn::open(self.addrs[i], &self.tls).await?;
+        let mut out = BTreeMap::new();
+        for chunk in keys.chunks(1024) {
+            let request = Request::ReadMany {
+                keys: chunk
+                    .iter()
+                    .map(|k| bytes::Bytes::copy_from_slice(k.as_bytes()))
+                    .collect(),
+            };
+            let reply = tokio::time::timeout(Duration::from_secs(15), conn.request(&request))
+                .await
+                .with_context(|| format!("node index {i}: no answer to a read of many keys"))??;
+            match reply.body {
+                Response::Objects(items) => {
+                    for (k, o) in items {
+                        out.insert(String::from_utf8_lossy(&k).into_owned(), o);
+                    }
+                }
+                Response::Error(e) => bail!("node index {i}: {e}"),
+                other => bail!("node index {i}: unexpected reply {}", other.kind()),
+            }
+        }
+        conn.endpoint.close(0u32.into(), b"done");
+        Ok(out)
+    }
+
+    /// [`FaultCluster::own_objects`] of every replica of `keys` by `client`'s ring, by node.
+    pub async fn own_objects_of_owners(
+        &self,
+        client: &Client,
+        keys: &[String],
+    ) -> Result<BTreeMap<usize, BTreeMap<String, Object>>> {
+        let mut by_node: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for key in keys {
+            for i in self.replicas(client, key) {
+                by_node.entry(i).or_default().push(key.clone());
+            }
+        }
+        let mut held = BTreeMap::new();
+        for (i, keys) in by_node {
+            held.insert(i, self.own_objects(i, &keys).await?);
+        }
+        Ok(held)
+    }
+
+    /// Starts one more node outside the ring (its id is its index plus one) that knows only
+    /// the first node; it waits to be joined.
+    pub fn add_node(&mut self, tables_toml: &str) -> Result<usize> {
+        let i = self.procs.add_node(tables_toml)?;
+        self.addrs = self.procs.addrs().to_vec();
+        Ok(i)
+    }
+
+    /// Sends an operator's request to node `i`; its message, or the error it answered.
+    pub async fn admin(&self, i: usize, request: AdminRequest) -> Result<String> {
+        match self.request(i, &Request::Admin(request)).await? {
+            Response::Admin(AdminReply::Done { message }) => Ok(message),
+            Response::Admin(other) => Ok(format!("{other:?}")),
+            Response::Error(e) => bail!("node index {i}: {e}"),
+            other => bail!("node index {i}: unexpected reply {}", other.kind()),
+        }
+    }
+
+    /// Node `i`'s view of the cluster.
+    pub async fn status(&self, i: usize) -> Result<NodeStatus> {
+        match self
+            .request(i, &Request::Admin(AdminRequest::Status))
+            .await?
+        {
+            Response::Admin(AdminReply::Status(s)) => Ok(*s),
+            other => bail!("node index {i}: unexpected reply {}", other.kind()),
+        }
+    }
+
+    /// Node `i`'s counters.
+    pub async fn stats(&self, i: usize) -> Result<NodeStats> {
+        match self.request(i, &Request::Stats).await? {
+            Response::Stats(s) => Ok(s),
+            other => bail!("node index {i}: unexpected reply {}", other.kind()),
+        }
+    }
+
+    /// Waits until every node in `nodes` has the ring at `epoch` in force and no transition.
+    pub async fn settled(&self, nodes: &[usize], epoch: u64, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut behind = Vec::new();
+            for &i in nodes {
+                match self.status(i).await {
+                    Ok(s) if s.view.ring.epoch() == epoch && s.view.transition.is_none() => {}
+                    Ok(s) => behind.push(format!(
+                        "{i}: epoch {}{}",
+                        s.view.ring.epoch(),
+                        if s.view.transition.is_some() {
+                            " in transition"
+                        } else {
+                            ""
+                        }
+                    )),
+                    Err(e) => behind.push(format!("{i}: {e}")),
+                }
+            }
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "ring {epoch} not in force within {limit:?}: {}",
+                    behind.join("; ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until no node in `nodes` holds a hint.
+    pub async fn no_hints_left(&self, nodes: &[usize], limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut holding = Vec::new();
+            for &i in nodes {
+                match self.stats(i).await {
+                    Ok(s) if s.hints_pending == 0 => {}
+                    Ok(s) => holding.push(format!("{i}: {} hints", s.hints_pending)),
+                    Err(e) => holding.push(format!("{i}: {e}")),
+                }
+            }
+            if holding.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "hints still pending after {limit:?}: {}",
+                    holding.join("; ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The final set of each key: the union of every replica's siblings.

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod real;
+pub mod unique;
 
 use anyhow::{Context as _, Result, bail};
 use ringkv::{Client, Mode};

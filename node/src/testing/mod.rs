@@ -7,11 +7,13 @@
 //! `127.0.0.1:0`, and runs the nodes in-process with storage in a temporary directory that is
 //! deleted when the cluster is dropped. Nodes can be stopped and restarted (same address,
 //! same data) to exercise failures. [`build_node_binaries`] brings the binaries a
-//! [`ProcessCluster`] runs up to date first.
+//! [`ProcessCluster`] runs up to date first. [`history`] and [`unique_history`] judge what
+//! the fault suite's workloads recorded.
 
 mod build;
 pub mod history;
 mod process;
+pub mod unique_history;
 
 pub use build::build_node_binaries;
 pub use process::{ProcessCluster, ProcessOptions};

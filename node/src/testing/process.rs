@@ -19,6 +19,8 @@ pub struct ProcessCluster {
     ca: DevCa,
     partitions: u32,
     fault_files: bool,
+    /// The loopback address of each node when they are not all on 127.0.0.1.
+    hosts: Vec<std::net::Ipv4Addr>,
 }
 
 /// How [`ProcessCluster::start_with`] lays a cluster out.
@@ -115,6 +117,7 @@ impl ProcessCluster {
             ca,
             partitions,
             fault_files: options.fault_files,
+            hosts: options.hosts.clone(),
         };
         for i in 0..nodes {
             cluster.spawn(i)?;
@@ -143,12 +146,21 @@ impl ProcessCluster {
         Ok(())
     }
 
-    /// Starts one more node outside the ring: its config lists no members, only the first
-    /// node as a seed, so it announces itself by gossip and waits for `ringkv join`. Returns
+    /// Starts one more node outside the ring (on the address after the last node's when each
+    /// has its own): its config lists no members, only the first node as a seed, so it announces itself by gossip and waits for `ringkv join`. Returns
     /// its index (its id is the index plus one).
     pub fn add_node(&mut self, tables_toml: &str) -> Result<usize, ClusterError> {
         let i = self.addrs.len();
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        // Beside the others: the next 127.0.0.x when each node has its own address.
+        let ip = match self.hosts.last() {
+            Some(last) => {
+                let next = std::net::Ipv4Addr::from(u32::from(*last) + 1);
+                self.hosts.push(next);
+                next
+            }
+            None => std::net::Ipv4Addr::LOCALHOST,
+        };
+        let addr = std::net::UdpSocket::bind((ip, 0))?.local_addr()?;
         let seeds = format!("seeds = [\"{}\"]\n", self.addrs[0]);
         write_node_files(
             self.dir.path(),

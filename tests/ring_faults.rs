@@ -1,0 +1,311 @@
+//! Ring changes in the fault suite: real `ringkv-node` processes in a private network
+//! namespace change their ring while the set workload and the unique-key workload (with
+//! deletes of keys written earlier) run. Senders are SIGKILLed mid-handoff, partitions move
+//! away and come back (A→B→A) with tombstones reaped in between, and a node is removed while
+//! it is cut off holding hints for others.
+//!
+//! Checked from the final ring's owners once their replicas converged: lost 0, resurrected 0,
+//! phantom 0, failed-but-present 0, duplicated 0, and no hint left on any node (G10–G12 in
+//! docs/GUARANTEES.md). Every scenario prints its seed; `RINGKV_SEED=<seed>` replays it.
+
+mod support;
+
+use anyhow::{Context as _, Result, ensure};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use ringkv::Client;
+use ringkv_node::testing::history;
+use ringkv_node::testing::unique_history::{self, KeyOp};
+use ringkv_shared::proto::AdminRequest;
+use ringkv_shared::{NodeId, Ring};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use support::faults::{
+    FAST_BACKGROUND, FaultCluster, Recorded, enter, index_of, seed, set_workload,
+};
+use support::unique;
+
+/// One scenario at a time: each runs five or six node processes on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WRITERS: usize = 3;
+/// How long the workloads run between steps.
+const PHASE: Duration = Duration::from_millis(1500);
+/// How long a ring change may take to come into force.
+const CHANGE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Fast background work, tombstones reapable after half a second, and small handoff batches
+/// so that a transfer spans several round trips and a kill lands in the middle of one.
+fn background() -> String {
+    format!("{FAST_BACKGROUND}tombstone_grace_ms = 500\nhandoff_batch_keys = 16\n")
+}
+
+fn set_keys() -> Vec<String> {
+    (0..4).map(|i| format!("set-{i}")).collect()
+}
+
+/// The workloads of every scenario, running until [`Workloads::finish`].
+struct Workloads {
+    stop: Arc<AtomicBool>,
+    sets: tokio::task::JoinHandle<Result<Recorded>>,
+    uniques: tokio::task::JoinHandle<Result<Vec<KeyOp>>>,
+}
+
+impl Workloads {
+    fn start(client: &Client, seed: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        Workloads {
+            sets: tokio::spawn(set_workload(
+                client.clone(),
+                set_keys(),
+                WRITERS,
+                seed,
+                stop.clone(),
+            )),
+            uniques: tokio::spawn(unique::workload(client.clone(), 2, seed, stop.clone())),
+            stop,
+        }
+    }
+
+    async fn finish(self) -> Result<(Recorded, Vec<KeyOp>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok((self.sets.await??, self.uniques.await??))
+    }
+}
+
+/// Waits for the replicas to converge by the final ring, for every hint on `nodes` to be
+/// delivered, then judges both histories from the final owners' own copies.
+async fn judge(
+    test: &str,
+    seed: u64,
+    cluster: &FaultCluster,
+    client: &Client,
+    nodes: &[usize],
+    (sets, uniques): (Recorded, Vec<KeyOp>),
+) -> Result<()> {
+    client.refresh_ring().await?;
+    let mut keys = set_keys();
+    keys.extend(unique::keys(&uniques));
+    cluster
+        .no_hints_left(nodes, Duration::from_secs(90))
+        .await
+        .with_context(|| format!("{test} (seed {seed})"))?;
+    let took = cluster
+        .converge(client, &keys, Duration::from_secs(90))
+        .await
+        .with_context(|| format!("{test} (seed {seed})"))?;
+    let set_report = history::check(&sets.ops, &cluster.final_sets(client, &set_keys()).await?);
+    let key_report = unique_history::check(
+        &uniques,
+        &unique::live_values(cluster, client, &uniques).await?,
+    );
+    println!(
+        "{test}: ring {}; sets: {}; unique keys: {}; no hints left; converged {:.1} s after the workload stopped",
+        client.ring().epoch(),
+        set_report.summary(),
+        key_report.summary(),
+        took.as_secs_f64()
+    );
+    ensure!(
+        set_report.is_valid(),
+        "{test} (seed {seed}): {set_report:?}"
+    );
+    ensure!(
+        key_report.is_valid(),
+        "{test} (seed {seed}): {key_report:?}"
+    );
+    ensure!(
+        set_report.acknowledged > 0 && key_report.acknowledged > 0 && key_report.deleted > 0,
+        "{test} (seed {seed}): the workloads did too little to judge"
+    );
+    Ok(())
+}
+
+/// Commits a change staged on node `i`, SIGKILLs one node that still has transfers to send
+/// (chosen by `rng`) and restarts it a second later.
+async fn commit_and_kill_a_sender(
+    test: &str,
+    cluster: &mut FaultCluster,
+    i: usize,
+    rng: &mut StdRng,
+) -> Result<()> {
+    cluster.admin(i, AdminRequest::Commit).await?;
+    let status = cluster.status(i).await?;
+    let Some(transition) = status.view.transition.as_ref() else {
+        println!("{test}: the change was in force before a sender could be killed");
+        return Ok(());
+    };
+    let remaining = transition.remaining(&status.view.ring);
+    let senders: Vec<NodeId> = remaining
+        .iter()
+        .map(|t| t.from)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let Some(&sender) = senders.get(rng.random_range(0..senders.len().max(1))) else {
+        println!("{test}: no transfer left to interrupt");
+        return Ok(());
+    };
+    let left = remaining.iter().filter(|t| t.from == sender).count();
+    println!("{test}: SIGKILL sender {sender} with {left} transfers not yet done");
+    cluster.procs.kill(index_of(sender))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.procs.restart(index_of(sender))?;
+    Ok(())
+}
+
+/// Partitions whose replicas in `last` include a node that had them in `first`, lost them in
+/// `middle`, and has them back: the A→B→A moves.
+fn moved_away_and_back(first: &Ring, middle: &Ring, last: &Ring) -> usize {
+    (0..first.partition_count())
+        .filter(|&p| {
+            last.replicas(p, 3)
+                .iter()
+                .any(|id| first.replicas(p, 3).contains(id) && !middle.replicas(p, 3).contains(id))
+        })
+        .count()
+}
+
+/// Two spares join in one change (one sender SIGKILLed mid-handoff); deletes land and are
+/// reaped while they own their partitions; then one of them leaves (another sender
+/// SIGKILLed), and partitions it took come back to the nodes that had them before. A copy
+/// kept from before must not bring a delete back, and nothing acknowledged may be lost,
+/// stored twice or misreported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_a_leave_move_partitions_away_and_back_under_killed_senders() -> Result<()> {
+    const TEST: &str = "joins_and_a_leave_move_partitions_away_and_back_under_killed_senders";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(net) = enter(TEST)? else {
+        return Ok(());
+    };
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cluster = FaultCluster::start(net, 5, &background())?;
+    let spares = [
+        cluster.add_node(&background())?,
+        cluster.add_node(&background())?,
+    ];
+    let [first_id, second_id] = spares.map(|i| NodeId(i as u32 + 1));
+    let client = cluster.client().await?;
+    let work = Workloads::start(&client, seed);
+    let first = cluster.status(0).await?.view.ring;
+    support::eventually(Duration::from_secs(30), "the spares are known", || async {
+        cluster.status(0).await.is_ok_and(|s| {
+            s.view.members.contains_key(&first_id) && s.view.members.contains_key(&second_id)
+        })
+    })
+    .await?;
+    tokio::time::sleep(PHASE).await;
+
+    let join = |node| AdminRequest::Join {
+        node: Some(node),
+        addr: None,
+    };
+    cluster.admin(0, join(first_id)).await?;
+    cluster.admin(0, join(second_id)).await?;
+    commit_and_kill_a_sender(TEST, &mut cluster, 0, &mut rng).await?;
+    let everyone: Vec<usize> = (0..=spares[1]).collect();
+    cluster.settled(&everyone, 2, CHANGE_LIMIT).await?;
+    let middle = cluster.status(0).await?.view.ring;
+    println!("{TEST}: {first_id} and {second_id} joined; ring 2 in force");
+    tokio::time::sleep(PHASE).await;
+
+    cluster
+        .admin(1, AdminRequest::Leave { node: first_id })
+        .await?;
+    commit_and_kill_a_sender(TEST, &mut cluster, 1, &mut rng).await?;
+    let ring_three: Vec<usize> = everyone
+        .iter()
+        .copied()
+        .filter(|i| *i != spares[0])
+        .collect();
+    cluster.settled(&ring_three, 3, CHANGE_LIMIT).await?;
+    let last = cluster.status(0).await?.view.ring;
+    let back = moved_away_and_back(&first, &middle, &last);
+    println!("{TEST}: {first_id} left; ring 3 in force; {back} partitions moved away and back");
+    ensure!(back > 0, "no partition came back to a former owner");
+    tokio::time::sleep(PHASE).await;
+
+    let recorded = work.finish().await?;
+    judge(TEST, seed, &cluster, &client, &everyone, recorded).await
+}
+
+/// A founder goes down so that writes leave hints on stand-ins; a stand-in holding hints is
+/// cut off from the cluster and the clients and removed while it cannot hear. The change must
+/// wait for it: once the cut heals it hands over its partitions and every hint it holds before
+/// the new ring comes into force, and stopping it then loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<()> {
+    const TEST: &str = "a_node_removed_while_cut_off_hands_over_the_hints_it_holds";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(net) = enter(TEST)? else {
+        return Ok(());
+    };
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cluster = FaultCluster::start(net, 5, &background())?;
+    let client = cluster.client().await?;
+    let work = Workloads::start(&client, seed);
+    tokio::time::sleep(PHASE).await;
+
+    let down = rng.random_range(0..5);
+    cluster.procs.kill(down)?;
+    let mut leaver = None;
+    support::eventually(
+        Duration::from_secs(30),
+        "a stand-in holds hints",
+        || async {
+            for i in (0..5).filter(|i| *i != down) {
+                if cluster.stats(i).await.is_ok_and(|s| s.hints_pending > 0) {
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await?;
+    // Let hints pile up, then take the stand-in holding the most.
+    tokio::time::sleep(PHASE).await;
+    for i in (0..5).filter(|i| *i != down) {
+        let held = cluster.stats(i).await?.hints_pending;
+        if held > leaver.map_or(0, |(_, most)| most) {
+            leaver = Some((i, held));
+        }
+    }
+    let (leaver, held) = leaver.context("the stand-in holding hints stopped answering")?;
+    let leaver_id = NodeId(leaver as u32 + 1);
+    let rest: Vec<usize> = (0..5).filter(|i| *i != leaver).collect();
+    println!("{TEST}: node index {down} down; {leaver_id} holds {held} hints; cutting it off");
+    cluster.partition(&[leaver], &rest)?;
+    if !cluster.cut_client(&[leaver])? {
+        println!("{TEST}: no nftables: the clients are not cut off (fault filter)");
+    }
+    cluster.procs.restart(down)?;
+    let operator = *rest.iter().find(|i| **i != down).context("a node to ask")?;
+    cluster
+        .admin(operator, AdminRequest::Leave { node: leaver_id })
+        .await?;
+    cluster.admin(operator, AdminRequest::Commit).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = cluster.status(operator).await?;
+    ensure!(
+        status.view.ring.epoch() == 1 && status.view.transition.is_some(),
+        "the ring changed without the cut-off leaver's partitions and hints"
+    );
+    cluster.heal()?;
+    cluster.settled(&rest, 2, CHANGE_LIMIT).await?;
+    // The new ring is in force only once the leaver handed over every hint; it takes no new
+    // ones, so the operator can stop it now without taking a write away.
+    let left_with = cluster.stats(leaver).await?.hints_pending;
+    ensure!(
+        left_with == 0,
+        "{TEST} (seed {seed}): {leaver_id} still holds {left_with} hints with ring 2 in force"
+    );
+    cluster.procs.kill(leaver)?;
+    println!("{TEST}: {leaver_id} removed, holding no hint, and stopped; ring 2 in force");
+    tokio::time::sleep(PHASE).await;
+
+    let recorded = work.finish().await?;
+    judge(TEST, seed, &cluster, &client, &rest, recorded).await
+}
