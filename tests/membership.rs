@@ -11,7 +11,7 @@ use ringkv_shared::proto::{AdminReply, AdminRequest, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{admin, client, eventually, settled};
+use support::{admin, client, eventually, settled, stage_join};
 
 /// Writes `w-0`, `w-1`, ... with W=2 until `stop`, recording each acknowledged key; any error
 /// is returned (the application must see none during a ring change).
@@ -295,25 +295,7 @@ async fn a_client_whose_cached_nodes_are_all_gone_goes_back_to_its_seeds() -> Re
         .await?;
     ensure!(idle.ring().epoch() == 1);
     for &i in &new {
-        let id = cluster.node_id(i);
-        eventually(Duration::from_secs(10), "newcomer known", || async {
-            cluster
-                .node(0)
-                .expect("runs")
-                .view()
-                .members
-                .contains_key(&id)
-        })
-        .await?;
-        admin(
-            &cluster,
-            0,
-            AdminRequest::Join {
-                node: Some(id),
-                addr: None,
-            },
-        )
-        .await?;
+        stage_join(&cluster, i).await?;
     }
     for id in 1..=3 {
         admin(&cluster, 0, AdminRequest::Leave { node: NodeId(id) }).await?;

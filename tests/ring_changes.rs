@@ -14,29 +14,11 @@ use ringkv_node::testing::LocalCluster;
 use ringkv_shared::proto::AdminRequest;
 use ringkv_shared::{NodeId, Ring};
 use std::time::Duration;
-use support::{admin, client, eventually, settled};
+use support::{admin, client, eventually, settled, stage_join};
 
 async fn join(cluster: &mut LocalCluster) -> Result<usize> {
     let index = cluster.add_node().await?;
-    let id = cluster.node_id(index);
-    eventually(Duration::from_secs(10), "newcomer known", || async {
-        cluster
-            .node(0)
-            .expect("runs")
-            .view()
-            .members
-            .contains_key(&id)
-    })
-    .await?;
-    admin(
-        cluster,
-        0,
-        AdminRequest::Join {
-            node: Some(id),
-            addr: None,
-        },
-    )
-    .await?;
+    stage_join(cluster, index).await?;
     Ok(index)
 }
 

@@ -15,19 +15,27 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::Client;
 use ringkv_node::testing::history;
 use ringkv_node::testing::unique_history::{self, KeyOp};
-use ringkv_shared::proto::AdminRequest;
-use ringkv_shared::{NodeId, Ring};
+use ringkv_shared::proto::{AdminReply, AdminRequest, Request, Response};
+use ringkv_shared::{NodeId, Ring, handoff};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::faults::{
-    FAST_BACKGROUND, FaultCluster, Recorded, enter, index_of, seed, set_workload,
+    FAST_BACKGROUND, FaultCluster, Net, Recorded, enter, index_of, seed, set_workload,
 };
 use support::unique;
 
 /// One scenario at a time: each runs five or six node processes on two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Takes this binary's turn and enters the scenario's network namespace: `None` in the
+/// parent once the scenario (re-executed inside it) passed, else the namespace and the
+/// printed seed.
+async fn begin(test: &str) -> Result<Option<(tokio::sync::MutexGuard<'static, ()>, Net, u64)>> {
+    let one = ONE_AT_A_TIME.lock().await;
+    Ok(enter(test)?.map(|net| (one, net, seed())))
+}
 
 const WRITERS: usize = 3;
 /// How long the workloads run between steps.
@@ -175,11 +183,9 @@ fn moved_away_and_back(first: &Ring, middle: &Ring, last: &Ring) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_a_leave_move_partitions_away_and_back_under_killed_senders() -> Result<()> {
     const TEST: &str = "joins_and_a_leave_move_partitions_away_and_back_under_killed_senders";
-    let _one = ONE_AT_A_TIME.lock().await;
-    let Some(net) = enter(TEST)? else {
+    let Some((_one, net, seed)) = begin(TEST).await? else {
         return Ok(());
     };
-    let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cluster = FaultCluster::start(net, 5, &background())?;
     let spares = [
@@ -190,20 +196,9 @@ async fn joins_and_a_leave_move_partitions_away_and_back_under_killed_senders() 
     let client = cluster.client().await?;
     let work = Workloads::start(&client, seed);
     let first = cluster.status(0).await?.view.ring;
-    support::eventually(Duration::from_secs(30), "the spares are known", || async {
-        cluster.status(0).await.is_ok_and(|s| {
-            s.view.members.contains_key(&first_id) && s.view.members.contains_key(&second_id)
-        })
-    })
-    .await?;
     tokio::time::sleep(PHASE).await;
 
-    let join = |node| AdminRequest::Join {
-        node: Some(node),
-        addr: None,
-    };
-    cluster.admin(0, join(first_id)).await?;
-    cluster.admin(0, join(second_id)).await?;
+    cluster.stage_joins(0, &[first_id, second_id]).await?;
     commit_and_kill_a_sender(TEST, &mut cluster, 0, &mut rng).await?;
     let everyone: Vec<usize> = (0..=spares[1]).collect();
     cluster.settled(&everyone, 2, CHANGE_LIMIT).await?;
@@ -238,11 +233,9 @@ async fn joins_and_a_leave_move_partitions_away_and_back_under_killed_senders() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<()> {
     const TEST: &str = "a_node_removed_while_cut_off_hands_over_the_hints_it_holds";
-    let _one = ONE_AT_A_TIME.lock().await;
-    let Some(net) = enter(TEST)? else {
+    let Some((_one, net, seed)) = begin(TEST).await? else {
         return Ok(());
     };
-    let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cluster = FaultCluster::start(net, 5, &background())?;
     let client = cluster.client().await?;
@@ -308,4 +301,158 @@ async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<
 
     let recorded = work.finish().await?;
     judge(TEST, seed, &cluster, &client, &rest, recorded).await
+}
+
+/// The window a ring change leaves for writes begun before a node noticed it: a coordinator
+/// starts a write (W=3, one other owner SIGSTOPped, so its copy hangs) whose partition the
+/// staged change gives to a joiner, and the change is committed while the write is in flight.
+/// The coordinator must not acknowledge the transition while that write replicates (the
+/// handoff scan needs every acknowledgement, so it cannot start behind the write); once the
+/// write settled it does, and after the switch every new owner holds the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_back() -> Result<()>
+{
+    const TEST: &str =
+        "a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_back";
+    let Some((_one, net, _)) = begin(TEST).await? else {
+        return Ok(());
+    };
+    let mut cluster = FaultCluster::start(net, 4, FAST_BACKGROUND)?;
+    let spare = cluster.add_node(FAST_BACKGROUND)?;
+    let spare_id = NodeId(spare as u32 + 1);
+    cluster.stage_joins(0, &[spare_id]).await?;
+    let (current, target) = match cluster
+        .request(0, &Request::Admin(AdminRequest::Plan))
+        .await?
+    {
+        Response::Admin(AdminReply::Plan {
+            current, target, ..
+        }) => (*current, *target),
+        other => anyhow::bail!("unexpected reply {}", other.kind()),
+    };
+    // A key whose partition the joiner receives, coordinated by an owner other than node
+    // index 0 (which commits), with another owner (not 0 either) to stall.
+    let key = (0..10_000)
+        .map(|i| format!("gate-{i}"))
+        .find(|k| {
+            let p = current.partition_of(k.as_bytes());
+            let owners = current.replicas(p, 3);
+            handoff::incoming(&current, &target, p, 3).contains(&spare_id)
+                && owners.iter().filter(|id| index_of(**id) != 0).count() >= 2
+        })
+        .context("no key moves to the joiner")?;
+    let p = current.partition_of(key.as_bytes());
+    let owners: Vec<usize> = current
+        .replicas(p, 3)
+        .iter()
+        .map(|id| index_of(*id))
+        .filter(|i| *i != 0)
+        .collect();
+    let (coordinator, stalled) = (owners[0], owners[1]);
+    let coordinator_id = NodeId(coordinator as u32 + 1);
+    println!("{TEST}: {key} coordinated by index {coordinator}, index {stalled} stalled");
+
+    cluster.procs.signal(stalled, "STOP")?;
+    let writes_before: Vec<u64> = {
+        let mut w = Vec::new();
+        for i in 0..4 {
+            w.push(if i == stalled {
+                0
+            } else {
+                cluster.stats(i).await?.writes
+            });
+        }
+        w
+    };
+    let put = Request::Put {
+        key: key.clone().into(),
+        context: ringkv_shared::VersionVector::new(),
+        value: Some(bytes::Bytes::from_static(b"gate")),
+        quorum: ringkv_shared::proto::Quorum {
+            n: 3,
+            required: 3,
+            timeout_ms: 8_000,
+        },
+    };
+    let (addr, tls) = (cluster.addrs[coordinator], cluster.tls.clone());
+    let write =
+        tokio::spawn(async move { support::ask(addr, &tls, &put, Duration::from_secs(20)).await });
+    // The write is replicating once a replica other than the coordinator stored its copy.
+    support::eventually(
+        Duration::from_secs(5),
+        "a copy of the write landed",
+        || async {
+            let mut landed = false;
+            for i in (0..4).filter(|i| *i != stalled && *i != coordinator) {
+                landed |= cluster
+                    .stats(i)
+                    .await
+                    .is_ok_and(|s| s.writes > writes_before[i]);
+            }
+            landed
+        },
+    )
+    .await?;
+    cluster.admin(0, AdminRequest::Commit).await?;
+    let epoch = target.epoch();
+    let acked = |s: &ringkv_shared::proto::NodeStatus| {
+        s.view.seen.get(&s.node).is_some_and(|e| *e >= epoch)
+    };
+    // Every other running node acknowledges within a few rounds; the coordinator does not
+    // while its write is in flight.
+    let others: Vec<usize> = (0..=spare)
+        .filter(|i| *i != stalled && *i != coordinator)
+        .collect();
+    support::eventually(
+        Duration::from_secs(10),
+        "the others acknowledged",
+        || async {
+            for &i in &others {
+                if !cluster.status(i).await.is_ok_and(|s| acked(&s)) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await?;
+    let mut held_back = 0u32;
+    while !write.is_finished() {
+        ensure!(
+            !acked(&cluster.status(coordinator).await?),
+            "{coordinator_id} acknowledged the change while a write it began before noticing it was still replicating"
+        );
+        held_back += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{TEST}: {coordinator_id} held its acknowledgement back for at least {} ms after the others gave theirs ({:?})",
+        held_back * 100,
+        write.await?.map(|r| r.kind())
+    );
+    ensure!(
+        held_back >= 5,
+        "the write settled before the others acknowledged: nothing was shown"
+    );
+    support::eventually(
+        Duration::from_secs(10),
+        "the coordinator acknowledged",
+        || async { cluster.status(coordinator).await.is_ok_and(|s| acked(&s)) },
+    )
+    .await?;
+    cluster.procs.signal(stalled, "CONT")?;
+    let everyone: Vec<usize> = (0..=spare).collect();
+    cluster.settled(&everyone, epoch, CHANGE_LIMIT).await?;
+    for id in target.replicas(p, 3) {
+        let held = cluster
+            .own_objects(index_of(*id), std::slice::from_ref(&key))
+            .await?;
+        ensure!(
+            held.get(&key)
+                .is_some_and(|o| o.values().any(|v| v.as_ref() == b"gate")),
+            "new owner {id} does not hold {key}"
+        );
+    }
+    println!("{TEST}: every owner by ring {epoch} holds {key}");
+    Ok(())
 }

@@ -16,8 +16,10 @@
 //! The registration reads the node's transition inside the tracker's lock, and the checks take
 //! the same lock; so a write either registered before a check (and the check sees it) or
 //! started after it, in which case it read the transition the check was made for.
+//!
+//! The counts live in a short list (one entry per ring and transition a live write started
+//! under: one or two), which keeps its capacity, so a write neither allocates nor frees.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// What a coordinated write saw when it started.
@@ -30,7 +32,7 @@ struct Started {
 /// Counts of writes in flight per [`Started`].
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    counts: Mutex<BTreeMap<Started, usize>>,
+    counts: Mutex<Vec<(Started, usize)>>,
 }
 
 /// A write in flight; dropping it ends the write.
@@ -48,7 +50,10 @@ impl InFlight {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let (ring, transition, out) = epochs();
         let started = Started { ring, transition };
-        *counts.entry(started).or_default() += 1;
+        match counts.iter_mut().find(|(s, _)| *s == started) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((started, 1)),
+        }
         (
             Guard {
                 owner: self.clone(),
@@ -61,23 +66,23 @@ impl InFlight {
     /// Whether a write that began without knowing transition `epoch` is still in flight.
     pub(crate) fn any_before_transition(&self, epoch: u64) -> bool {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.keys().any(|s| s.transition < epoch)
+        counts.iter().any(|(s, _)| s.transition < epoch)
     }
 
     /// Whether a write that began under a ring older than `epoch` is still in flight.
     pub(crate) fn any_before_ring(&self, epoch: u64) -> bool {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.keys().any(|s| s.ring < epoch)
+        counts.iter().any(|(s, _)| s.ring < epoch)
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.started) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.started);
+        if let Some(i) = counts.iter().position(|(s, _)| *s == self.started) {
+            counts[i].1 -= 1;
+            if counts[i].1 == 0 {
+                counts.swap_remove(i);
             }
         }
     }

@@ -409,6 +409,28 @@ impl FaultCluster {
         Ok(i)
     }
 
+    /// Stages each of `nodes` (ids) to join, through node `i`, once `i` knows them all.
+    pub async fn stage_joins(&self, i: usize, nodes: &[NodeId]) -> Result<()> {
+        super::eventually(
+            Duration::from_secs(30),
+            "the newcomers are known",
+            || async {
+                self.status(i)
+                    .await
+                    .is_ok_and(|s| nodes.iter().all(|id| s.view.members.contains_key(id)))
+            },
+        )
+        .await?;
+        for &id in nodes {
+            let join = AdminRequest::Join {
+                node: Some(id),
+                addr: None,
+            };
+            self.admin(i, join).await?;
+        }
+        Ok(())
+    }
+
     /// Sends an operator's request to node `i`; its message, or the error it answered.
     pub async fn admin(&self, i: usize, request: AdminRequest) -> Result<String> {
         match self.request(i, &Request::Admin(request)).await? {

@@ -127,6 +127,22 @@ pub async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) 
     }
 }
 
+/// Stages node `index` to join once node 0 knows it (it announces itself by gossip).
+pub async fn stage_join(cluster: &LocalCluster, index: usize) -> Result<()> {
+    let id = cluster.node_id(index);
+    eventually(Duration::from_secs(10), "newcomer known", || async {
+        cluster
+            .node(0)
+            .is_some_and(|n| n.view().members.contains_key(&id))
+    })
+    .await?;
+    let join = AdminRequest::Join {
+        node: Some(id),
+        addr: None,
+    };
+    admin(cluster, 0, join).await.map(drop)
+}
+
 /// Waits until every listed node has the ring at `epoch` and no transition.
 pub async fn settled(cluster: &LocalCluster, nodes: &[usize], epoch: u64) -> Result<()> {
     eventually(
