@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::Client;
 use ringkv_node::testing::history;
 use ringkv_node::testing::unique_history::{self, KeyOp};
-use ringkv_shared::proto::{AdminReply, AdminRequest, Request, Response};
+use ringkv_shared::proto::{AdminRequest, Request};
 use ringkv_shared::{NodeId, Ring, handoff};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -321,15 +321,7 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     let spare = cluster.add_node(FAST_BACKGROUND)?;
     let spare_id = NodeId(spare as u32 + 1);
     cluster.stage_joins(0, &[spare_id]).await?;
-    let (current, target) = match cluster
-        .request(0, &Request::Admin(AdminRequest::Plan))
-        .await?
-    {
-        Response::Admin(AdminReply::Plan {
-            current, target, ..
-        }) => (*current, *target),
-        other => anyhow::bail!("unexpected reply {}", other.kind()),
-    };
+    let (current, target) = cluster.plan(0).await?;
     // A key whose partition the joiner receives, coordinated by an owner other than node
     // index 0 (which commits), with another owner (not 0 either) to stall.
     let key = (0..10_000)
@@ -454,5 +446,105 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
         );
     }
     println!("{TEST}: every owner by ring {epoch} holds {key}");
+    Ok(())
+}
+
+/// Writes stored by W=3 replicas of the ring in force but not by W of the new one (the joiner
+/// that receives their partitions is cut off from everyone) must fail as "may have been
+/// applied", never as "not applied", and must not be stamped again by a client retry: after
+/// the change every new owner holds each of them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_short_of_w_in_the_new_ring_are_reported_maybe_applied_and_stored_once() -> Result<()>
+{
+    const TEST: &str =
+        "writes_short_of_w_in_the_new_ring_are_reported_maybe_applied_and_stored_once";
+    let Some((_one, net, _)) = begin(TEST).await? else {
+        return Ok(());
+    };
+    let mut cluster = FaultCluster::start(net, 4, FAST_BACKGROUND)?;
+    let spare = cluster.add_node(FAST_BACKGROUND)?;
+    let spare_id = NodeId(spare as u32 + 1);
+    let client = cluster.client().await?;
+    cluster.stage_joins(0, &[spare_id]).await?;
+    let (current, target) = cluster.plan(0).await?;
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("short-{i}"))
+        .filter(|k| {
+            let p = current.partition_of(k.as_bytes());
+            handoff::incoming(&current, &target, p, 3).contains(&spare_id)
+        })
+        .take(20)
+        .collect();
+    let founders: Vec<usize> = (0..spare).collect();
+    cluster.partition(&[spare], &founders)?;
+    if !cluster.cut_client(&[spare])? {
+        println!("{TEST}: no nftables: the clients are not cut off (fault filter)");
+    }
+    cluster.admin(0, AdminRequest::Commit).await?;
+    support::eventually(
+        Duration::from_secs(10),
+        "the founders know the change",
+        || async {
+            for &i in &founders {
+                if !cluster
+                    .status(i)
+                    .await
+                    .is_ok_and(|s| s.view.transition.is_some())
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await?;
+
+    let w3 = ringkv::CallOptions::default()
+        .quorum(3)
+        .timeout(Duration::from_secs(2));
+    let mut by_ring_change = 0;
+    for key in &keys {
+        let value = unique_history::value_of(key);
+        match client
+            .put_with(key.clone(), value, &ringkv::Context::empty(), w3)
+            .await
+        {
+            Ok(_) => anyhow::bail!("{key}: acknowledged with a new replica of 3 cut off"),
+            Err(e) => {
+                ensure!(
+                    e.may_have_been_applied(),
+                    "{key}: a write stored on 3 old replicas reported as not applied: {e}"
+                );
+                by_ring_change += usize::from(e.to_string().contains("ring change"));
+            }
+        }
+    }
+    println!(
+        "{TEST}: {} writes failed as maybe applied, {by_ring_change} of them naming the ring change",
+        keys.len()
+    );
+    ensure!(by_ring_change > 0, "no failure named the ring change");
+
+    cluster.heal()?;
+    let everyone: Vec<usize> = (0..=spare).collect();
+    cluster
+        .settled(&everyone, target.epoch(), CHANGE_LIMIT)
+        .await?;
+    client.refresh_ring().await?;
+    let held = cluster.own_objects_of_owners(&client, &keys).await?;
+    for key in &keys {
+        for i in cluster.replicas(&client, key) {
+            let values: Vec<&bytes::Bytes> = held
+                .get(&i)
+                .and_then(|h| h.get(key))
+                .map(|o| o.values().collect())
+                .unwrap_or_default();
+            ensure!(
+                values.len() == 1 && values[0].as_ref() == unique_history::value_of(key),
+                "{key} on node index {i} after the change: {values:?}"
+            );
+        }
+    }
+    println!("{TEST}: every new owner holds each write exactly once");
     Ok(())
 }

@@ -441,6 +441,17 @@ impl FaultCluster {
         }
     }
 
+    /// The ring now in force and the ring the changes staged on node `i` lead to.
+    pub async fn plan(&self, i: usize) -> Result<(ringkv_shared::Ring, ringkv_shared::Ring)> {
+        match self.request(i, &Request::Admin(AdminRequest::Plan)).await? {
+            Response::Admin(AdminReply::Plan {
+                current, target, ..
+            }) => Ok((*current, *target)),
+            Response::Error(e) => bail!("node index {i}: {e}"),
+            other => bail!("node index {i}: unexpected reply {}", other.kind()),
+        }
+    }
+
     /// Node `i`'s view of the cluster.
     pub async fn status(&self, i: usize) -> Result<NodeStatus> {
         match self
