@@ -27,6 +27,13 @@ pub struct ClientBuilder {
     modify_memory: Option<usize>,
 }
 
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+}
+
 impl ClientBuilder {
     /// Adds seed addresses: nodes asked for the ring at start, and again whenever every
     /// cached node is unreachable.

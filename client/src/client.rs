@@ -1,6 +1,5 @@
 //! [`Client`]: quorum get, put and delete, in direct or router mode.
 
-use crate::builder::ClientBuilder;
 use crate::error::ClientError;
 use crate::options::{CallOptions, Defaults, Mode};
 use crate::versions::{Context, Versions};
@@ -78,11 +77,6 @@ fn key_label(key: &[u8]) -> String {
 }
 
 impl Client {
-    /// Starts building a client.
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
-    }
-
     /// The cached ring.
     pub fn ring(&self) -> Arc<Ring> {
         self.inner.ring.load_full()

@@ -10,10 +10,10 @@
 //! foreground latency. Frame bytes in both directions are counted in the node's stats.
 
 use crate::metrics::Metrics;
-use crate::replica::storage_error;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::frame;
+use ringkv_shared::limits::MAX_KEYS_PER_BATCH;
 use ringkv_shared::merkle::{diff_entries, diff_leaves};
 use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::transport::Transport;
@@ -26,9 +26,6 @@ use tracing::{Instrument, debug, debug_span};
 
 /// Keys per `ReadMany` / `WriteMany` frame.
 const BATCH: usize = 128;
-
-/// Most keys one `ReadMany` or `WriteMany` may carry.
-pub(crate) const MAX_KEYS_PER_REQUEST: usize = 4096;
 
 // ---- serving ---------------------------------------------------------------------------
 
@@ -63,13 +60,13 @@ pub(crate) fn leaves(state: &NodeState, partition: u32) -> Response {
 pub(crate) fn entries(state: &NodeState, partition: u32, leaves: Vec<u16>) -> Response {
     match state.store.leaf_entries(partition, &leaves) {
         Ok(e) => Response::Entries(e),
-        Err(e) => Response::Error(storage_error(state, e)),
+        Err(e) => Response::Error(state.storage_error(e)),
     }
 }
 
 pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
-    if keys.len() > MAX_KEYS_PER_REQUEST {
-        return invalid(format!("at most {MAX_KEYS_PER_REQUEST} keys per request"));
+    if keys.len() > MAX_KEYS_PER_BATCH {
+        return invalid(format!("at most {MAX_KEYS_PER_BATCH} keys per request"));
     }
     let ring = state.ring.load();
     let n = usize::from(state.replication);
@@ -101,8 +98,8 @@ pub(crate) async fn write_many(
     if let Err(refused) = same_ring(state, epoch) {
         return refused;
     }
-    if items.len() > MAX_KEYS_PER_REQUEST {
-        return invalid(format!("at most {MAX_KEYS_PER_REQUEST} keys per request"));
+    if items.len() > MAX_KEYS_PER_BATCH {
+        return invalid(format!("at most {MAX_KEYS_PER_BATCH} keys per request"));
     }
     let ring = state.ring.load_full();
     let mut repaired = 0;
@@ -116,7 +113,7 @@ pub(crate) async fn write_many(
             .await
         {
             Ok((_, changed)) => repaired += u64::from(changed),
-            Err(e) => return Response::Error(storage_error(state, e)),
+            Err(e) => return Response::Error(state.storage_error(e)),
         }
     }
     Metrics::add(&state.metrics.ae_keys_repaired, repaired);

@@ -374,7 +374,7 @@ impl NodeConfig {
         if self.background.gossip_interval_ms == 0 {
             return Err(invalid("background.gossip_interval_ms", "must be positive"));
         }
-        let most = crate::handoff::MAX_BATCH_KEYS;
+        let most = ringkv_shared::limits::MAX_KEYS_PER_BATCH;
         if !(1..=most).contains(&self.background.handoff_batch_keys) {
             return Err(invalid(
                 "background.handoff_batch_keys",

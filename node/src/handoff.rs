@@ -3,7 +3,7 @@
 //!
 //! A sender starts only once every node of the old and new rings has acknowledged the
 //! transition (so every coordinator already copies new writes to the new replicas; see
-//! `replica::put`). It streams one partition at a time in batches of
+//! `coordinator::put`). It streams one partition at a time in batches of
 //! `background.handoff_batch_keys` objects; the next batch goes only when the receiver has
 //! made the last one durable (flow control). After each batch the position is persisted, so a
 //! crash of either side resumes the transfer where it stopped instead of from zero; a finished
@@ -13,6 +13,7 @@ use crate::background::every;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::handoff::Transfer;
+use ringkv_shared::limits::MAX_KEYS_PER_BATCH;
 use ringkv_shared::membership::Transition;
 use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::transport::Transport;
@@ -23,9 +24,6 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 const CURSOR_PREFIX: &str = "handoff/";
-
-/// Most objects one handoff batch may carry (receiver's limit; the same as anti-entropy's).
-pub(crate) const MAX_BATCH_KEYS: usize = crate::anti_entropy::MAX_KEYS_PER_REQUEST;
 
 /// Runs handoff rounds until `stop`.
 pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
@@ -146,7 +144,10 @@ async fn send(
         Some(_) => info!(%transfer, "resuming an interrupted handoff transfer from its cursor"),
         None => {}
     }
-    let batch_keys = state.background.handoff_batch_keys.clamp(1, MAX_BATCH_KEYS);
+    let batch_keys = state
+        .background
+        .handoff_batch_keys
+        .clamp(1, MAX_KEYS_PER_BATCH);
     let started = Instant::now();
     loop {
         // Stop if the transition was replaced or finished meanwhile.
@@ -208,9 +209,9 @@ pub(crate) async fn receive(
     items: Vec<(Bytes, Object)>,
 ) -> Response {
     let invalid = |reason: String| Response::Error(ReplyError::InvalidInput { reason });
-    if items.len() > MAX_BATCH_KEYS {
+    if items.len() > MAX_KEYS_PER_BATCH {
         return invalid(format!(
-            "at most {MAX_BATCH_KEYS} objects per handoff batch"
+            "at most {MAX_KEYS_PER_BATCH} objects per handoff batch"
         ));
     }
     if transfer.to != state.id {
@@ -259,7 +260,7 @@ pub(crate) async fn receive(
         Ok(_) => Response::Written,
         Err(e) => {
             warn!(error = %e, "cannot store a handoff batch");
-            Response::Error(crate::replica::storage_error(state, e))
+            Response::Error(state.storage_error(e))
         }
     }
 }

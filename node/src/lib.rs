@@ -24,8 +24,11 @@
 //! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns.
 //! - `server` — the QUIC accept loop and per-stream framing.
 //! - `service` — request dispatch.
-//! - `replica` — replica read, merge-write (or keep as a hint) and coordinated put with a
-//!   sloppy quorum.
+//! - `coordinator` — a client write coordinated here: stamp, store, replicate with a sloppy
+//!   quorum (ring-change dual writes included), through `Peers`, which serves this node's own
+//!   copy in-process.
+//! - `replica` — this node's own copy: read (with the hints it keeps) and merge-write (or
+//!   keep as a hint).
 //! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `background` — what the background workers share: periodic rounds, peer calls.
 //! - [`fault_filter`] — a test-only fault filter real node processes follow (off unless an
@@ -40,7 +43,7 @@
 //!   `Stats` answer.
 //! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
 //! - `router` — router-mode quorum coordination.
-//! - `state` — the running node's state and its self-short-circuiting transport.
+//! - `state` — the running node's state.
 //! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
 
 pub mod admin_report;
@@ -48,6 +51,7 @@ pub mod anti_entropy;
 mod background;
 pub mod certs;
 pub mod config;
+mod coordinator;
 pub mod fault_filter;
 mod handoff;
 mod hints;

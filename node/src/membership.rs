@@ -53,6 +53,17 @@ impl NodeState {
     }
 }
 
+/// Why a node has no view to start with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// Its storage could not be read.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// No ring can be built from the configured members.
+    #[error(transparent)]
+    Ring(#[from] ringkv_shared::ring::RingError),
+}
+
 /// The view a node starts with: the persisted one if there is one (a restarted node rejoins as
 /// it was, without being joined again), else a new cluster's from `members`, else a newcomer's.
 pub(crate) fn initial_view(
@@ -60,7 +71,7 @@ pub(crate) fn initial_view(
     me: Member,
     partitions: u32,
     founders: Vec<Member>,
-) -> Result<View, crate::node::NodeError> {
+) -> Result<View, StartError> {
     if let Some(bytes) = store.meta_get(VIEW_RECORD)? {
         match decode_view(&bytes)
             .map_err(|e| e.to_string())

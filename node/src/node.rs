@@ -93,7 +93,11 @@ impl Node {
         );
         let me = ringkv_shared::Member { id, addr };
         let view =
-            crate::membership::initial_view(&store, me, config.partitions, config.ring_members())?;
+            crate::membership::initial_view(&store, me, config.partitions, config.ring_members())
+                .map_err(|e| match e {
+                crate::membership::StartError::Storage(e) => NodeError::Storage(e),
+                crate::membership::StartError::Ring(e) => NodeError::Ring(e),
+            })?;
         if view.ring.partition_count() != config.partitions {
             return Err(NodeError::Ring(RingError::BadOwners {
                 reason: format!(

@@ -21,7 +21,6 @@
 //!    if the partition returned to it. A node that is down blocks reaping until it is back.
 
 use crate::metrics::Metrics;
-use crate::replica::storage_error;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::proto::{Request, Response};
@@ -48,7 +47,7 @@ pub(crate) fn hints_for(state: &NodeState, key: Bytes) -> Response {
         .hints_for_key(ring.partition_of(&key), &key, owners)
     {
         Ok(h) => Response::Object(h.unwrap_or_default()),
-        Err(e) => Response::Error(storage_error(state, e)),
+        Err(e) => Response::Error(state.storage_error(e)),
     }
 }
 
@@ -64,7 +63,7 @@ pub(crate) async fn reap(state: &NodeState, key: Bytes, clock: VersionVector) ->
             }
             Response::Written
         }
-        Err(e) => Response::Error(storage_error(state, e)),
+        Err(e) => Response::Error(state.storage_error(e)),
     }
 }
 

@@ -7,8 +7,8 @@
 //! otherwise they are forwarded to the first healthy replica, because only a replica holding
 //! the key can stamp a dot that follows what it stored.
 
-use crate::replica;
-use crate::state::{NodeState, Peers};
+use crate::coordinator::{self, Peers};
+use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::proto::{Quorum, Response};
 use ringkv_shared::{ReplyError, VersionVector, fanout};
@@ -81,7 +81,7 @@ pub(crate) async fn put(
         .replicas(ring.partition_of(&key), quorum.n.into())
         .to_vec();
     if replicas.contains(&state.id) {
-        return replica::put(state, key, context, value, quorum).await;
+        return coordinator::put(state, key, context, value, quorum).await;
     }
     let members = NodeState::members(&ring, &replicas);
     match fanout::coordinate_put(&Peers(state.clone()), key, context, value, &members, quorum).await

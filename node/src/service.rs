@@ -1,7 +1,7 @@
 //! Request dispatch: one request in, one reply out.
 
 use crate::state::NodeState;
-use crate::{anti_entropy, reaper, replica, router};
+use crate::{anti_entropy, coordinator, reaper, replica, router};
 use ringkv_shared::proto::{Reply, Request, Response};
 use std::sync::Arc;
 use tracing::{Instrument, debug_span};
@@ -26,7 +26,7 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 context,
                 value,
                 quorum,
-            } => replica::put(state, key, context, value, quorum.capped()).await,
+            } => coordinator::put(state, key, context, value, quorum.capped()).await,
             Request::Stats => Response::Stats(crate::stats::collect(state)),
             Request::AeRoots { epoch, partitions } => anti_entropy::roots(state, epoch, partitions),
             Request::AeLeaves { partition } => anti_entropy::leaves(state, partition),

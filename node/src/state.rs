@@ -1,11 +1,8 @@
-//! What a running node holds, and the transport it uses to reach replicas (itself included).
+//! What a running node holds.
 
-use crate::replica;
 use arc_swap::ArcSwap;
-use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::quic::QuicTransport;
-use ringkv_shared::transport::{Transport, TransportError};
-use ringkv_shared::{Limits, Member, NodeId, Ring};
+use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring};
 use std::sync::Arc;
 
 use crate::storage::Store;
@@ -62,39 +59,27 @@ impl NodeState {
         Self::members(ring, ring.preference_list_for_key(key))
     }
 
+    /// What a client or peer is told about a storage failure here: an object too large is
+    /// its input's fault; anything else is this node's, logged and reported with its id.
+    pub(crate) fn storage_error(&self, e: crate::storage::StorageError) -> ReplyError {
+        match e {
+            crate::storage::StorageError::ObjectTooLarge { .. } => ReplyError::InvalidInput {
+                reason: e.to_string(),
+            },
+            other => {
+                tracing::warn!(error = %other, "storage error");
+                ReplyError::Storage {
+                    node: self.id,
+                    reason: other.to_string(),
+                }
+            }
+        }
+    }
+
     /// Ring members for a list of node ids (ids not in the ring are skipped).
     pub(crate) fn members(ring: &Ring, ids: &[NodeId]) -> Vec<Member> {
         ids.iter()
             .filter_map(|id| ring.member(*id).cloned())
             .collect()
-    }
-}
-
-/// The transport a node coordinates with: replica operations addressed to itself are served
-/// in-process; everything else goes over QUIC.
-#[derive(Clone)]
-pub(crate) struct Peers(pub(crate) Arc<NodeState>);
-
-impl Transport for Peers {
-    async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
-        let state = &self.0;
-        if to.id == state.id {
-            match request {
-                Request::Read { key } => return Ok(replica::read(state, key)),
-                Request::Write {
-                    key,
-                    object,
-                    hint_for,
-                } => {
-                    return Ok(replica::write(state, key, object, hint_for).await);
-                }
-                other => return state.quic.call(to, other).await,
-            }
-        }
-        state.quic.call(to, request).await
-    }
-
-    fn is_down(&self, node: NodeId) -> bool {
-        node != self.0.id && self.0.quic.is_down(node)
     }
 }

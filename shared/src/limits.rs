@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most keys one batch request may carry: `ReadMany`, `WriteMany` and a partition handoff
+/// batch. A receiver refuses a larger one with `InvalidInput`.
+pub const MAX_KEYS_PER_BATCH: usize = 4096;
+
 /// Hard limits on what a node or client accepts. Both sides check them: the client before it
 /// sends (so a bad call fails fast with `InvalidInput` and nothing is stored), the node on
 /// arrival (so a client that skips the check is refused just the same).
