@@ -57,11 +57,7 @@ fn settle(
     let n = opts.n.unwrap_or(defaults.n);
     let required = opts.quorum.unwrap_or(default_quorum);
     let timeout = opts.timeout.unwrap_or(defaults.timeout);
-    if n == 0 || required == 0 || required > n {
-        return Err(ClientError::InvalidInput {
-            reason: format!("quorum {required} must be between 1 and N={n}"),
-        });
-    }
+    Quorum::check_counts(n, required).map_err(|reason| ClientError::InvalidInput { reason })?;
     Ok(Quorum {
         n,
         required,
@@ -100,10 +96,10 @@ impl Client {
         self.check(&key, None)?;
         let span = debug_span!("get", key = %key_label(&key), r = q.required, n = q.n, mode = ?self.inner.mode);
         async {
-            let mut attempt = 0;
-            let (object, answers) = loop {
-                let epoch = self.inner.ring.load().epoch();
-                let result = match self.inner.mode {
+            // A reply from a newer ring means this read may have asked nodes that no longer
+            // replicate the key (they answer only with hints): read again by the current ring.
+            let read = || async {
+                match self.inner.mode {
                     Mode::Direct => {
                         let preference = self.preference(&key);
                         fanout::read_with_hedger(
@@ -131,18 +127,9 @@ impl Client {
                             Err(e) => Err(e),
                         }
                     }
-                };
-                // A reply from a newer ring means this read may have asked nodes that no
-                // longer replicate the key (they answer only with hints): read again by the
-                // current ring.
-                let stale = self.inner.transport.highest_epoch() > epoch;
-                if attempt < MAX_RING_RETRIES && (stale || self.should_retry(&result)) {
-                    attempt += 1;
-                    self.catch_up(attempt).await;
-                    continue;
                 }
-                break result?;
             };
+            let (object, answers) = self.with_ring_retries(true, read).await?;
             self.after_reply();
             Ok(Versions::from_object(&object, answers))
         }
@@ -232,9 +219,8 @@ impl Client {
         let op = if value.is_some() { "put" } else { "delete" };
         let span = debug_span!("write", op, key = %key_label(&key), w = q.required, n = q.n, mode = ?self.inner.mode);
         async {
-            let mut attempt = 0;
-            let clock = loop {
-                let result = match self.inner.mode {
+            let write = || async {
+                match self.inner.mode {
                     Mode::Direct => {
                         // Any owner can coordinate; rotating the first choice spreads a hot
                         // key's writes over all its owners instead of piling them onto one node.
@@ -271,20 +257,42 @@ impl Client {
                             Err(e) => Err(e),
                         }
                     }
-                };
-                // Retried only when the write certainly was not applied anywhere.
-                if attempt < MAX_RING_RETRIES && self.should_retry(&result) {
-                    attempt += 1;
-                    self.catch_up(attempt).await;
-                    continue;
                 }
-                break result?;
             };
+            // Retried only when the write certainly was not applied anywhere.
+            let clock = self.with_ring_retries(false, write).await?;
             self.after_reply();
             Ok(Context::from_clock(&clock))
         }
         .instrument(span)
         .await
+    }
+
+    /// Runs `call` until it succeeds, fails in a way a fresher ring cannot help (see
+    /// [`worth_retrying`]), or has been retried [`MAX_RING_RETRIES`] times, fetching the ring
+    /// before each retry. With `when_newer_ring` (reads), a call that met a ring newer than
+    /// the one it was routed by is repeated too.
+    async fn with_ring_retries<T, F, Fut>(
+        &self,
+        when_newer_ring: bool,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let epoch = self.inner.ring.load().epoch();
+            let result = call().await;
+            let stale = when_newer_ring && self.inner.transport.highest_epoch() > epoch;
+            if attempt < MAX_RING_RETRIES && (stale || self.should_retry(&result)) {
+                attempt += 1;
+                self.catch_up(attempt).await;
+                continue;
+            }
+            return result;
+        }
     }
 
     /// Whether a failed call is worth repeating after fetching the ring (see
@@ -311,11 +319,7 @@ impl Client {
 
     /// The preference list of `key`'s partition, from the cached ring.
     fn preference(&self, key: &[u8]) -> Vec<Member> {
-        let ring = self.inner.ring.load();
-        ring.preference_list_for_key(key)
-            .iter()
-            .filter_map(|id| ring.member(*id).cloned())
-            .collect()
+        self.inner.ring.load().preference_members(key)
     }
 
     /// The first `n` replicas (owners) of `key`'s partition, from the cached ring.

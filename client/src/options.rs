@@ -53,7 +53,7 @@ impl Defaults {
             return bad("N must be at least 1".into());
         }
         for (name, q) in [("R", self.r), ("W", self.w)] {
-            if q == 0 || q > self.n {
+            if ringkv_shared::proto::Quorum::check_counts(self.n, q).is_err() {
                 return bad(format!("{name}={q} must be between 1 and N={}", self.n));
             }
         }

@@ -55,10 +55,8 @@ pub(crate) async fn put(
     if let Err(e) = check_key(state, &key, value.as_deref()) {
         return Response::Error(e);
     }
-    if quorum.required == 0 || quorum.n == 0 || quorum.required > quorum.n {
-        return Response::Error(ReplyError::InvalidInput {
-            reason: format!("need 1 <= W <= N, got N={} W={}", quorum.n, quorum.required),
-        });
+    if let Err(reason) = quorum.validate() {
+        return Response::Error(ReplyError::InvalidInput { reason });
     }
     // The ring and transition this write acts on, read as it registers as in flight: until it
     // settles, this node neither acknowledges a newer transition nor reports a sweep of a newer
@@ -73,7 +71,7 @@ pub(crate) async fn put(
         (epochs.0, epochs.1, (ring, transition))
     });
     let partition = ring.partition_of(&key);
-    let preference = NodeState::preference(&ring, &key);
+    let preference = ring.preference_members(&key);
     let n = usize::from(quorum.n).min(preference.len());
     if !preference[..n].iter().any(|m| m.id == state.id) {
         return Response::Error(ReplyError::NotReplica {
@@ -125,7 +123,7 @@ pub(crate) async fn put(
     // they meet the write. (Outside a ring change this costs one atomic load.)
     let incoming = transition.and_then(|t| {
         let targets = ringkv_shared::handoff::incoming(&ring, &t.target, partition, n);
-        let members = NodeState::members(&t.target, &targets);
+        let members = t.target.members_of(&targets);
         let new_replicas = t.target.replicas(partition, n).to_vec();
         (!members.is_empty()).then(|| {
             let copies = copy_to(
@@ -213,7 +211,7 @@ async fn place_by_newer_ring(
 ) -> Result<(), ReplyError> {
     let peers = Peers(state.clone());
     let partitions = old.partition_count();
-    for member in NodeState::members(old, refusers) {
+    for member in old.members_of(refusers) {
         let view = Box::new(state.view());
         if let Ok(Response::View(theirs)) = peers.call(&member, Request::Gossip { view }).await
             && theirs.validate(partitions).is_ok()
@@ -229,7 +227,7 @@ async fn place_by_newer_ring(
     let owners = ring.replicas(ring.partition_of(&key), n).to_vec();
     let mut tally = DualWrite::new(quorum.required.into(), owners.clone(), &[]);
     if ring.epoch() > old.epoch() {
-        let members = NodeState::members(&ring, &owners);
+        let members = ring.members_of(&owners);
         let mut copies = copy_to(state, &members, key, object, quorum.timeout());
         while !tally.met() {
             match copies.join_next().await {

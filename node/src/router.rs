@@ -24,15 +24,9 @@ fn check(
         .limits
         .check(key, value)
         .map_err(|reason| ReplyError::InvalidInput { reason })?;
-    if quorum.n == 0 || quorum.required == 0 || quorum.required > quorum.n {
-        return Err(ReplyError::InvalidInput {
-            reason: format!(
-                "need 1 <= R/W <= N, got N={} R/W={}",
-                quorum.n, quorum.required
-            ),
-        });
-    }
-    Ok(())
+    quorum
+        .validate()
+        .map_err(|reason| ReplyError::InvalidInput { reason })
 }
 
 /// A quorum read coordinated here.
@@ -42,7 +36,7 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     }
     let quorum = quorum.for_coordinator();
     let ring = state.ring.load_full();
-    let preference = NodeState::preference(&ring, &key);
+    let preference = ring.preference_members(&key);
     let peers = Peers(state.clone());
     match fanout::read_with_hedger(
         &peers,
@@ -83,7 +77,7 @@ pub(crate) async fn put(
     if replicas.contains(&state.id) {
         return coordinator::put(state, key, context, value, quorum).await;
     }
-    let members = NodeState::members(&ring, &replicas);
+    let members = ring.members_of(&replicas);
     match fanout::coordinate_put(&Peers(state.clone()), key, context, value, &members, quorum).await
     {
         Ok(clock) => Response::Put { clock },

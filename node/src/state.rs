@@ -2,7 +2,7 @@
 
 use arc_swap::ArcSwap;
 use ringkv_shared::quic::QuicTransport;
-use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring};
+use ringkv_shared::{Limits, NodeId, ReplyError, Ring};
 use std::sync::Arc;
 
 use crate::storage::Store;
@@ -54,11 +54,6 @@ pub(crate) struct NodeState {
 }
 
 impl NodeState {
-    /// The preference list of `key`'s partition as members.
-    pub(crate) fn preference(ring: &Ring, key: &[u8]) -> Vec<Member> {
-        Self::members(ring, ring.preference_list_for_key(key))
-    }
-
     /// What a client or peer is told about a storage failure here: an object too large is
     /// its input's fault; anything else is this node's, logged and reported with its id.
     pub(crate) fn storage_error(&self, e: crate::storage::StorageError) -> ReplyError {
@@ -74,12 +69,5 @@ impl NodeState {
                 }
             }
         }
-    }
-
-    /// Ring members for a list of node ids (ids not in the ring are skipped).
-    pub(crate) fn members(ring: &Ring, ids: &[NodeId]) -> Vec<Member> {
-        ids.iter()
-            .filter_map(|id| ring.member(*id).cloned())
-            .collect()
     }
 }

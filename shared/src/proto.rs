@@ -32,6 +32,20 @@ pub struct Quorum {
 pub const MAX_TIMEOUT_MS: u32 = 60_000;
 
 impl Quorum {
+    /// Whether `required` replies (R or W) out of `n` replicas is a quorum that can be met:
+    /// `1 <= required <= n`. The one rule clients and nodes both apply.
+    pub fn check_counts(n: u8, required: u8) -> Result<(), String> {
+        if n == 0 || required == 0 || required > n {
+            return Err(format!("quorum {required} must be between 1 and N={n}"));
+        }
+        Ok(())
+    }
+
+    /// [`Quorum::check_counts`] of this quorum.
+    pub fn validate(&self) -> Result<(), String> {
+        Self::check_counts(self.n, self.required)
+    }
+
     /// The same quorum with its deadline cut to [`MAX_TIMEOUT_MS`].
     pub fn capped(self) -> Quorum {
         Quorum {
@@ -403,6 +417,22 @@ pub struct Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quorum_needs_between_one_and_n_replies() {
+        assert!(Quorum::check_counts(3, 1).is_ok());
+        assert!(Quorum::check_counts(3, 3).is_ok());
+        for (n, required) in [(3, 0), (3, 4), (0, 0), (0, 1)] {
+            let e = Quorum::check_counts(n, required).expect_err("not a quorum");
+            assert!(e.contains(&format!("N={n}")), "{e}");
+        }
+        let q = Quorum {
+            n: 2,
+            required: 3,
+            timeout_ms: 1,
+        };
+        assert!(q.validate().is_err());
+    }
 
     #[test]
     fn deadlines_are_capped_and_coordinators_keep_a_margin() {

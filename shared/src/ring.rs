@@ -213,6 +213,19 @@ impl Ring {
         self.members.get(&id)
     }
 
+    /// The members named by `ids`, in order; ids not in this ring are left out.
+    pub fn members_of(&self, ids: &[NodeId]) -> Vec<Member> {
+        ids.iter()
+            .filter_map(|id| self.member(*id).cloned())
+            .collect()
+    }
+
+    /// The preference list of `key`'s partition as members: where its replicas and stand-ins
+    /// are reached.
+    pub fn preference_members(&self, key: &[u8]) -> Vec<Member> {
+        self.members_of(self.preference_list_for_key(key))
+    }
+
     /// The full preference list of a partition: every member once, replicas first.
     ///
     /// The first `n` entries are the partition's N replicas (fewer if the cluster has fewer
@@ -305,6 +318,19 @@ mod tests {
                 addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
             })
             .collect()
+    }
+
+    #[test]
+    fn preference_members_follow_the_preference_list_and_skip_strangers() {
+        let ring = Ring::balanced(8, members(4)).expect("valid");
+        let key = b"some key";
+        let ids: Vec<NodeId> = ring.preference_members(key).iter().map(|m| m.id).collect();
+        assert_eq!(ids, ring.preference_list_for_key(key));
+        let named = ring.members_of(&[NodeId(3), NodeId(9), NodeId(1)]);
+        assert_eq!(
+            named.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![NodeId(3), NodeId(1)]
+        );
     }
 
     #[test]
