@@ -289,6 +289,26 @@ async fn killing_every_replica_after_a_burst_loses_nothing() -> Result<()> {
     Ok(())
 }
 
+/// An R=3 read of `key`. Right after a restart the client may still hold a connection to the
+/// killed process (dead within the 4 s idle timeout) and the first read fail on it, so this
+/// polls for up to 20 s.
+async fn read_from_all_three(client: &ringkv::Client, key: &str) -> Result<ringkv::Versions> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .get_with(key.to_string(), CallOptions::default().quorum(3))
+            .await
+        {
+            Ok(read) => return Ok(read),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                println!("{key}: R=3 read not yet possible: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Background settings for the tombstone scenarios: tombstones may go after half a second.
 fn reaping_background() -> String {
     format!("{FAST_BACKGROUND}tombstone_grace_ms = 500\n")
@@ -349,22 +369,7 @@ async fn the_doomstone_does_not_delete_a_later_value() -> Result<()> {
         )
     })
     .await?;
-    // All three replicas must answer; right after two restarts the client may still hold a
-    // connection to a killed process (dead within the 4 s idle timeout), so poll.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let read = loop {
-        match client
-            .get_with(key.clone(), CallOptions::default().quorum(3))
-            .await
-        {
-            Ok(read) => break read,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                println!("doomstone: R=3 read not yet possible: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let read = read_from_all_three(&client, &key).await?;
     ensure!(
         read.values == vec![bytes::Bytes::from_static(b"new")],
         "after the stand-in returned: {:?}",
@@ -407,9 +412,7 @@ async fn a_replica_down_across_reaping_does_not_resurrect_the_key() -> Result<()
         .await?;
     // Reaping may now finish; the key must stay gone all along.
     for _ in 0..10 {
-        let read = client
-            .get_with(key.clone(), CallOptions::default().quorum(3))
-            .await?;
+        let read = read_from_all_three(&client, &key).await?;
         ensure!(
             read.values.is_empty(),
             "the deleted key came back: {:?}",
