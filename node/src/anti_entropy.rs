@@ -13,7 +13,6 @@ use crate::metrics::Metrics;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::frame;
-use ringkv_shared::limits::MAX_KEYS_PER_BATCH;
 use ringkv_shared::merkle::{diff_entries, diff_leaves};
 use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::transport::Transport;
@@ -64,17 +63,13 @@ pub(crate) fn entries(state: &NodeState, partition: u32, leaves: Vec<u16>) -> Re
     }
 }
 
+/// This replica's own objects for `keys` (admitted by `service`: at most
+/// `MAX_KEYS_PER_BATCH` of them, each within the limits).
 pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
-    if keys.len() > MAX_KEYS_PER_BATCH {
-        return invalid(format!("at most {MAX_KEYS_PER_BATCH} keys per request"));
-    }
     let ring = state.ring.load();
     let n = usize::from(state.replication);
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
-        if let Err(reason) = state.limits.check(&key, None) {
-            return invalid(reason);
-        }
         let p = ring.partition_of(&key);
         if !ring.replicas(p, n).contains(&state.id) {
             // Not a replica by the ring in force: whatever is stored is no answer.
@@ -98,15 +93,9 @@ pub(crate) async fn write_many(
     if let Err(refused) = same_ring(state, epoch) {
         return refused;
     }
-    if items.len() > MAX_KEYS_PER_BATCH {
-        return invalid(format!("at most {MAX_KEYS_PER_BATCH} keys per request"));
-    }
     let ring = state.ring.load_full();
     let mut repaired = 0;
     for (key, object) in items {
-        if let Err(reason) = state.limits.check(&key, None) {
-            return invalid(reason);
-        }
         match state
             .store
             .merge_reporting(ring.partition_of(&key), &key, &object)

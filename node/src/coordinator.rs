@@ -3,7 +3,7 @@
 //! change copy it to the new replicas as well, counted by [`DualWrite`].
 
 use crate::metrics::Metrics;
-use crate::replica::{self, check_key, is_leaving};
+use crate::replica::{self, is_leaving};
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::dual_write::DualWrite;
@@ -52,9 +52,6 @@ pub(crate) async fn put(
     value: Option<Bytes>,
     quorum: Quorum,
 ) -> Response {
-    if let Err(e) = check_key(state, &key, value.as_deref()) {
-        return Response::Error(e);
-    }
     if let Err(reason) = quorum.validate() {
         return Response::Error(ReplyError::InvalidInput { reason });
     }

@@ -209,11 +209,6 @@ pub(crate) async fn receive(
     items: Vec<(Bytes, Object)>,
 ) -> Response {
     let invalid = |reason: String| Response::Error(ReplyError::InvalidInput { reason });
-    if items.len() > MAX_KEYS_PER_BATCH {
-        return invalid(format!(
-            "at most {MAX_KEYS_PER_BATCH} objects per handoff batch"
-        ));
-    }
     if transfer.to != state.id {
         return invalid(format!(
             "transfer is for node {}, not {}",
@@ -244,9 +239,6 @@ pub(crate) async fn receive(
     }
     let mut batch = Vec::with_capacity(items.len());
     for (key, object) in items {
-        if let Err(reason) = state.limits.check(&key, None) {
-            return invalid(reason);
-        }
         if ring.partition_of(&key) != transfer.partition {
             return invalid(format!(
                 "a key of partition {} in a transfer of partition {}",

@@ -36,9 +36,6 @@ const PER_ROUND: usize = 256;
 // ---- serving ---------------------------------------------------------------------------
 
 pub(crate) fn hints_for(state: &NodeState, key: Bytes) -> Response {
-    if let Err(reason) = state.limits.check(&key, None) {
-        return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
-    }
     let ring = state.ring.load();
     let known = state.known_nodes.load();
     let owners = known.iter().copied().filter(|id| *id != state.id);
@@ -52,9 +49,6 @@ pub(crate) fn hints_for(state: &NodeState, key: Bytes) -> Response {
 }
 
 pub(crate) async fn reap(state: &NodeState, key: Bytes, clock: VersionVector) -> Response {
-    if let Err(reason) = state.limits.check(&key, None) {
-        return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
-    }
     let p = state.ring.load().partition_of(&key);
     match state.store.reap_if_unchanged(p, &key, &clock).await {
         Ok(removed) => {

@@ -7,17 +7,6 @@ use bytes::Bytes;
 use ringkv_shared::proto::Response;
 use ringkv_shared::{NodeId, Object, ReplyError};
 
-pub(crate) fn check_key(
-    state: &NodeState,
-    key: &[u8],
-    value: Option<&[u8]>,
-) -> Result<(), ReplyError> {
-    state
-        .limits
-        .check(key, value)
-        .map_err(|reason| ReplyError::InvalidInput { reason })
-}
-
 /// This node's object for `key` (empty if none), merged with any hints it holds for the key:
 /// a stand-in serves what it keeps for an owner that is down.
 ///
@@ -25,9 +14,6 @@ pub(crate) fn check_key(
 /// only hints: whatever it still stores of a partition it handed off is stale, and must not be
 /// mistaken for an answer. The reply's epoch tells the caller its ring is out of date.
 pub(crate) fn read(state: &NodeState, key: Bytes) -> Response {
-    if let Err(e) = check_key(state, &key, None) {
-        return Response::Error(e);
-    }
     let ring = state.ring.load();
     let partition = ring.partition_of(&key);
     let replica = ring
@@ -67,9 +53,6 @@ pub(crate) async fn write(
     object: Object,
     hint_for: Option<NodeId>,
 ) -> Response {
-    if let Err(e) = check_key(state, &key, None) {
-        return Response::Error(e);
-    }
     let ring = state.ring.load();
     let partition = ring.partition_of(&key);
     let as_hint = hint_for.is_some_and(|owner| owner != state.id);

@@ -14,25 +14,10 @@ use ringkv_shared::proto::{Quorum, Response};
 use ringkv_shared::{ReplyError, VersionVector, fanout};
 use std::sync::Arc;
 
-fn check(
-    state: &NodeState,
-    key: &[u8],
-    value: Option<&[u8]>,
-    quorum: &Quorum,
-) -> Result<(), ReplyError> {
-    state
-        .limits
-        .check(key, value)
-        .map_err(|reason| ReplyError::InvalidInput { reason })?;
-    quorum
-        .validate()
-        .map_err(|reason| ReplyError::InvalidInput { reason })
-}
-
 /// A quorum read coordinated here.
 pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> Response {
-    if let Err(e) = check(state, &key, None, &quorum) {
-        return Response::Error(e);
+    if let Err(reason) = quorum.validate() {
+        return Response::Error(ReplyError::InvalidInput { reason });
     }
     let quorum = quorum.for_coordinator();
     let ring = state.ring.load_full();
@@ -66,8 +51,8 @@ pub(crate) async fn put(
     value: Option<Bytes>,
     quorum: Quorum,
 ) -> Response {
-    if let Err(e) = check(state, &key, value.as_deref(), &quorum) {
-        return Response::Error(e);
+    if let Err(reason) = quorum.validate() {
+        return Response::Error(ReplyError::InvalidInput { reason });
     }
     let quorum = quorum.for_coordinator();
     let ring = state.ring.load_full();

@@ -7,11 +7,19 @@ use std::sync::Arc;
 use tracing::{Instrument, debug_span};
 
 /// Serves one request. Never panics on input: every failure becomes a [`Response::Error`].
+///
+/// Every request is admitted here against the limits ([`Request::check_limits`]); handlers
+/// take their keys and values as checked. Calls a node makes to itself (`coordinator::Peers`)
+/// carry keys a request admitted here.
 pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
     let op = request.kind();
     let started = std::time::Instant::now();
     let span = debug_span!("request", node = %state.id, op);
     let body = async {
+        // Admission: every key, value and batch size against the limits, once, here.
+        if let Err(reason) = request.check_limits(&state.limits) {
+            return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
+        }
         match request {
             Request::Ping => Response::Pong { node: state.id },
             Request::GetRing => Response::Ring((**state.ring.load()).clone()),

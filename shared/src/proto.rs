@@ -9,6 +9,7 @@ use crate::dvv::VersionVector;
 use crate::error::ReplyError;
 use crate::handoff::{Progress, Transfer};
 use crate::ids::NodeId;
+use crate::limits::{Limits, MAX_KEYS_PER_BATCH};
 use crate::membership::View;
 use crate::object::Object;
 use crate::ring::Ring;
@@ -268,6 +269,49 @@ pub struct NodeStatus {
 }
 
 impl Request {
+    /// Checks what the request carries against `limits`: every key, a client's value, and the
+    /// keys per batch ([`MAX_KEYS_PER_BATCH`]). The one admission check a node applies to
+    /// every request it is sent, before any handler runs.
+    pub fn check_limits(&self, limits: &Limits) -> Result<(), String> {
+        let batch = |n: usize, what: &str| {
+            if n > MAX_KEYS_PER_BATCH {
+                Err(format!("at most {MAX_KEYS_PER_BATCH} {what}"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Request::Read { key }
+            | Request::Write { key, .. }
+            | Request::HintsFor { key }
+            | Request::Reap { key, .. }
+            | Request::RouteGet { key, .. } => limits.check(key, None),
+            Request::Put { key, value, .. } | Request::RoutePut { key, value, .. } => {
+                limits.check(key, value.as_deref())
+            }
+            Request::ReadMany { keys } => {
+                batch(keys.len(), "keys per request")?;
+                keys.iter().try_for_each(|k| limits.check(k, None))
+            }
+            Request::WriteMany { items, .. } => {
+                batch(items.len(), "keys per request")?;
+                items.iter().try_for_each(|(k, _)| limits.check(k, None))
+            }
+            Request::Handoff { items, .. } => {
+                batch(items.len(), "objects per handoff batch")?;
+                items.iter().try_for_each(|(k, _)| limits.check(k, None))
+            }
+            Request::Ping
+            | Request::GetRing
+            | Request::Stats
+            | Request::AeRoots { .. }
+            | Request::AeLeaves { .. }
+            | Request::AeEntries { .. }
+            | Request::Gossip { .. }
+            | Request::Admin(_) => Ok(()),
+        }
+    }
+
     /// Whether the request changes data (its outcome matters when no answer comes back).
     pub fn is_write(&self) -> bool {
         matches!(
@@ -417,6 +461,47 @@ pub struct Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admission_checks_every_key_a_value_and_the_batch_size() {
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 8,
+            ..Limits::default()
+        };
+        let key = |n: usize| Bytes::from(vec![b'k'; n]);
+        let quorum = Quorum {
+            n: 3,
+            required: 2,
+            timeout_ms: 1,
+        };
+        let put = |k: usize, v: usize| Request::Put {
+            key: key(k),
+            context: VersionVector::new(),
+            value: Some(Bytes::from(vec![b'v'; v])),
+            quorum,
+        };
+        assert!(put(4, 8).check_limits(&limits).is_ok());
+        assert!(put(5, 8).check_limits(&limits).is_err(), "long key");
+        assert!(put(4, 9).check_limits(&limits).is_err(), "long value");
+        assert!(put(0, 1).check_limits(&limits).is_err(), "empty key");
+        let many = |keys: Vec<Bytes>| Request::ReadMany { keys };
+        assert!(many(vec![key(1), key(4)]).check_limits(&limits).is_ok());
+        let e = many(vec![key(1), key(5)])
+            .check_limits(&limits)
+            .expect_err("one long key in a batch");
+        assert!(e.contains("key is 5 bytes"), "{e}");
+        let e = many(vec![key(1); MAX_KEYS_PER_BATCH + 1])
+            .check_limits(&limits)
+            .expect_err("too many keys");
+        assert!(e.contains("keys per request"), "{e}");
+        let reap = Request::Reap {
+            key: key(9),
+            clock: VersionVector::new(),
+        };
+        assert!(reap.check_limits(&limits).is_err());
+        assert!(Request::Ping.check_limits(&limits).is_ok());
+    }
 
     #[test]
     fn a_quorum_needs_between_one_and_n_replies() {
