@@ -101,6 +101,31 @@ pub struct StorageConfig {
     pub group_commit_gather_us: u64,
 }
 
+impl StorageConfig {
+    /// Checks `[storage]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.group_commit_gather_us > MAX_GATHER_US {
+            return Err(invalid(
+                "storage.group_commit_gather_us",
+                format!(
+                    "{} is more than {MAX_GATHER_US} (every concurrent write would wait that long)",
+                    self.group_commit_gather_us
+                ),
+            ));
+        }
+        if self.durability == Durability::Buffered && self.buffered_interval_ms == 0 {
+            return Err(invalid(
+                "storage.buffered_interval_ms",
+                "must be positive under buffered durability",
+            ));
+        }
+        if self.cache_mb == 0 {
+            return Err(invalid("storage.cache_mb", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
@@ -141,6 +166,23 @@ pub struct BackgroundConfig {
     pub handoff_batch_keys: usize,
 }
 
+impl BackgroundConfig {
+    /// Checks `[background]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.gossip_interval_ms == 0 {
+            return Err(invalid("background.gossip_interval_ms", "must be positive"));
+        }
+        let most = ringkv_shared::limits::MAX_KEYS_PER_BATCH;
+        if !(1..=most).contains(&self.handoff_batch_keys) {
+            return Err(invalid(
+                "background.handoff_batch_keys",
+                format!("must be between 1 and {most}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BackgroundConfig {
     fn default() -> Self {
         Self {
@@ -172,6 +214,32 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
+    /// Checks `[router]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.read_hedge_us.is_some() && self.read_hedge_percentile.is_some() {
+            return Err(invalid(
+                "router.read_hedge_percentile",
+                "set either this or `router.read_hedge_us`, not both",
+            ));
+        }
+        if let Some(h) = self.read_hedge_us
+            && h > 60_000_000
+        {
+            return Err(invalid(
+                "router.read_hedge_us",
+                format!("{h} is more than 60,000,000 (one minute)"),
+            ));
+        }
+        if let Some(policy) = self.hedge_policy() {
+            let field = match policy {
+                HedgePolicy::Fixed(_) => "router.read_hedge_us",
+                HedgePolicy::Percentile(_) => "router.read_hedge_percentile",
+            };
+            policy.validate().map_err(|reason| invalid(field, reason))?;
+        }
+        Ok(())
+    }
+
     /// The read hedging these settings ask for (validated by [`NodeConfig::validate`]).
     pub fn hedge_policy(&self) -> Option<HedgePolicy> {
         match (self.read_hedge_us, self.read_hedge_percentile) {
@@ -192,6 +260,25 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     /// This node's private key (PEM).
     pub key: PathBuf,
+}
+
+impl TlsPaths {
+    /// Checks `[tls]`: every file is there.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, p) in [
+            ("tls.ca", &self.ca),
+            ("tls.cert", &self.cert),
+            ("tls.key", &self.key),
+        ] {
+            if !p.is_file() {
+                return Err(invalid(
+                    field,
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One member of the (static) cluster membership.
@@ -312,6 +399,20 @@ impl NodeConfig {
 
     /// Checks every field; the error names the first field that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_node()?;
+        self.validate_members()?;
+        self.storage.validate()?;
+        self.router.validate()?;
+        self.background.validate()?;
+        self.limits
+            .validate()
+            .map_err(|reason| invalid("limits", reason))?;
+        self.tls.validate()
+    }
+
+    /// The top-level settings: partitions, replication, how the node finds its cluster,
+    /// worker threads.
+    fn validate_node(&self) -> Result<(), ConfigError> {
         if self.partitions == 0
             || !self.partitions.is_power_of_two()
             || self.partitions > MAX_PARTITIONS
@@ -341,46 +442,11 @@ impl NodeConfig {
                 format!("{t} is not between 1 and {MAX_WORKER_THREADS}"),
             ));
         }
-        if self.storage.group_commit_gather_us > MAX_GATHER_US {
-            return Err(invalid(
-                "storage.group_commit_gather_us",
-                format!(
-                    "{} is more than {MAX_GATHER_US} (every concurrent write would wait that long)",
-                    self.storage.group_commit_gather_us
-                ),
-            ));
-        }
-        if self.router.read_hedge_us.is_some() && self.router.read_hedge_percentile.is_some() {
-            return Err(invalid(
-                "router.read_hedge_percentile",
-                "set either this or `router.read_hedge_us`, not both",
-            ));
-        }
-        if let Some(h) = self.router.read_hedge_us
-            && h > 60_000_000
-        {
-            return Err(invalid(
-                "router.read_hedge_us",
-                format!("{h} is more than 60,000,000 (one minute)"),
-            ));
-        }
-        if let Some(policy) = self.router.hedge_policy() {
-            let field = match policy {
-                HedgePolicy::Fixed(_) => "router.read_hedge_us",
-                HedgePolicy::Percentile(_) => "router.read_hedge_percentile",
-            };
-            policy.validate().map_err(|reason| invalid(field, reason))?;
-        }
-        if self.background.gossip_interval_ms == 0 {
-            return Err(invalid("background.gossip_interval_ms", "must be positive"));
-        }
-        let most = ringkv_shared::limits::MAX_KEYS_PER_BATCH;
-        if !(1..=most).contains(&self.background.handoff_batch_keys) {
-            return Err(invalid(
-                "background.handoff_batch_keys",
-                format!("must be between 1 and {most}"),
-            ));
-        }
+        Ok(())
+    }
+
+    /// `[[members]]`: distinct ids and reachable, distinct addresses, this node among them.
+    fn validate_members(&self) -> Result<(), ConfigError> {
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
         for (i, m) in self.members.iter().enumerate() {
@@ -411,31 +477,6 @@ impl NodeConfig {
                 "id",
                 format!("node {} is not listed in [[members]]", self.id),
             ));
-        }
-        if self.storage.durability == Durability::Buffered && self.storage.buffered_interval_ms == 0
-        {
-            return Err(invalid(
-                "storage.buffered_interval_ms",
-                "must be positive under buffered durability",
-            ));
-        }
-        if self.storage.cache_mb == 0 {
-            return Err(invalid("storage.cache_mb", "must be positive"));
-        }
-        self.limits
-            .validate()
-            .map_err(|reason| invalid("limits", reason))?;
-        for (field, p) in [
-            ("tls.ca", &self.tls.ca),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-        ] {
-            if !p.is_file() {
-                return Err(invalid(
-                    field,
-                    format!("{} is not a readable file", p.display()),
-                ));
-            }
         }
         Ok(())
     }
