@@ -533,6 +533,24 @@ impl Store {
         Ok(n)
     }
 
+    /// Removes `key`'s stored object (`raw`, stored under `raw_key`) for good: the object, its
+    /// tombstone record and its hash-tree entry. The caller holds the key's lock.
+    fn remove_stored(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        raw_key: &[u8],
+        raw: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut batch = self.db.batch();
+        batch.remove(&self.objects, raw_key);
+        batch.remove(&self.tombstones, raw_key);
+        batch.commit()?;
+        self.trees
+            .toggle(partition, key, ringkv_shared::merkle::entry_hash(key, raw));
+        Ok(())
+    }
+
     /// Removes `key`'s object for good if it is still a pure tombstone with exactly `clock`.
     /// Returns whether it was removed.
     pub async fn reap_if_unchanged(
@@ -552,12 +570,7 @@ impl Store {
             if !is_tombstone(&current) || current.clock() != clock {
                 false
             } else {
-                let mut batch = self.db.batch();
-                batch.remove(&self.objects, raw_key.as_slice());
-                batch.remove(&self.tombstones, raw_key.as_slice());
-                batch.commit()?;
-                self.trees
-                    .toggle(partition, key, ringkv_shared::merkle::entry_hash(key, &raw));
+                self.remove_stored(partition, key, &raw_key, &raw)?;
                 true
             }
         };

@@ -56,12 +56,7 @@ impl Store {
                 let Some(raw) = self.objects.get(&raw_key)? else {
                     continue;
                 };
-                let mut batch = self.db.batch();
-                batch.remove(&self.objects, raw_key.as_slice());
-                batch.remove(&self.tombstones, raw_key.as_slice());
-                batch.commit()?;
-                self.trees
-                    .toggle(partition, key, ringkv_shared::merkle::entry_hash(key, &raw));
+                self.remove_stored(partition, key, &raw_key, &raw)?;
                 removed += 1;
             }
         }
