@@ -9,6 +9,7 @@
 //! `ae_max_keys_per_round` keys move per exchange, which bounds the background load on
 //! foreground latency. Frame bytes in both directions are counted in the node's stats.
 
+use crate::background::WorkerError;
 use crate::metrics::Metrics;
 use crate::state::NodeState;
 use bytes::Bytes;
@@ -167,7 +168,7 @@ pub(crate) async fn exchange(
     state: &Arc<NodeState>,
     ring: &Ring,
     peer: &Member,
-) -> Result<Exchange, String> {
+) -> Result<Exchange, WorkerError> {
     let n = usize::from(state.replication);
     let shared: Vec<u32> = (0..ring.partition_count())
         .filter(|p| {
@@ -181,6 +182,7 @@ pub(crate) async fn exchange(
     }
     let mine = state.store.tree_roots(&shared);
     let theirs = hashes(
+        peer,
         call(
             state,
             peer,
@@ -203,7 +205,10 @@ pub(crate) async fn exchange(
         if budget == 0 {
             break;
         }
-        let their_leaves = hashes(call(state, peer, Request::AeLeaves { partition: p }).await?)?;
+        let their_leaves = hashes(
+            peer,
+            call(state, peer, Request::AeLeaves { partition: p }).await?,
+        )?;
         let leaves = diff_leaves(&state.store.tree_leaves(p), &their_leaves);
         if leaves.is_empty() {
             continue;
@@ -219,12 +224,9 @@ pub(crate) async fn exchange(
         .await?
         {
             Response::Entries(e) => e,
-            other => return Err(format!("unexpected reply {}", other.kind())),
+            other => return Err(WorkerError::unexpected(peer.id, &other)),
         };
-        let mine = state
-            .store
-            .leaf_entries(p, &leaves)
-            .map_err(|e| e.to_string())?;
+        let mine = state.store.leaf_entries(p, &leaves)?;
         let diff = diff_entries(&mine, &theirs);
         let pull: Vec<Bytes> = diff.to_pull().take(budget).cloned().collect();
         budget -= pull.len();
@@ -239,14 +241,10 @@ pub(crate) async fn exchange(
             .await?
             {
                 Response::Objects(o) => o,
-                other => return Err(format!("unexpected reply {}", other.kind())),
+                other => return Err(WorkerError::unexpected(peer.id, &other)),
             };
             for (key, object) in objects {
-                let (_, changed) = state
-                    .store
-                    .merge_reporting(p, &key, &object)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (_, changed) = state.store.merge_reporting(p, &key, &object).await?;
                 if changed {
                     Metrics::add(&state.metrics.ae_keys_repaired, 1);
                 }
@@ -279,7 +277,7 @@ pub(crate) async fn exchange(
             };
             match call(state, peer, request).await? {
                 Response::Written => {}
-                other => return Err(format!("unexpected reply {}", other.kind())),
+                other => return Err(WorkerError::unexpected(peer.id, &other)),
             }
         }
     }
@@ -294,16 +292,16 @@ fn frame_len<T: Serialize>(msg: &T) -> u64 {
     frame::encode(msg, usize::MAX).map_or(0, |f| f.len() as u64)
 }
 
-async fn call(state: &NodeState, peer: &Member, request: Request) -> Result<Response, String> {
+async fn call(state: &NodeState, peer: &Member, request: Request) -> Result<Response, WorkerError> {
     Metrics::add(&state.metrics.ae_bytes_sent, frame_len(&request));
     let reply = crate::background::call_peer(state, peer, request, Duration::from_secs(10)).await?;
     Metrics::add(&state.metrics.ae_bytes_received, frame_len(&reply));
     Ok(reply)
 }
 
-fn hashes(r: Response) -> Result<Vec<u64>, String> {
+fn hashes(peer: &Member, r: Response) -> Result<Vec<u64>, WorkerError> {
     match r {
         Response::Hashes(h) => Ok(h),
-        other => Err(format!("unexpected reply {}", other.kind())),
+        other => Err(WorkerError::unexpected(peer.id, &other)),
     }
 }

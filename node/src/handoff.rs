@@ -9,14 +9,13 @@
 //! crash of either side resumes the transfer where it stopped instead of from zero; a finished
 //! transfer is recorded in the gossiped view. The claimant switches the ring when all are done.
 
-use crate::background::every;
+use crate::background::{WorkerError, call_peer, every};
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_shared::handoff::Transfer;
 use ringkv_shared::limits::MAX_KEYS_PER_BATCH;
 use ringkv_shared::membership::Transition;
 use ringkv_shared::proto::{Request, Response};
-use ringkv_shared::transport::Transport;
 use ringkv_shared::{Member, Object, ReplyError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,9 +134,9 @@ async fn send(
     transition: &Transition,
     transfer: Transfer,
     to: &Member,
-) -> Result<(), String> {
+) -> Result<(), WorkerError> {
     let name = cursor_name(transition, &transfer);
-    let mut cursor: Option<Vec<u8>> = state.store.meta_get(&name).map_err(|e| e.to_string())?;
+    let mut cursor: Option<Vec<u8>> = state.store.meta_get(&name)?;
     match &cursor {
         // An empty cursor marks a finished transfer (keys are never empty).
         Some(c) if c.is_empty() => return Ok(()),
@@ -157,17 +156,16 @@ async fn send(
             .as_ref()
             .is_none_or(|t| t.target.epoch() != transition.target.epoch())
         {
-            return Err("the transition changed".into());
+            return Err(WorkerError::NotYet {
+                reason: "the transition changed".into(),
+            });
         }
-        let items = state
-            .store
-            .scan_partition(transfer.partition, cursor.as_deref(), batch_keys)
-            .map_err(|e| e.to_string())?;
-        let Some(last) = items.last().map(|(k, _)| k.clone()) else {
+        let items =
             state
                 .store
-                .meta_put(&name, &[])
-                .map_err(|e| e.to_string())?;
+                .scan_partition(transfer.partition, cursor.as_deref(), batch_keys)?;
+        let Some(last) = items.last().map(|(k, _)| k.clone()) else {
+            state.store.meta_put(&name, &[])?;
             return Ok(());
         };
         let bytes: u64 = items
@@ -180,17 +178,11 @@ async fn send(
             transfer,
             items,
         };
-        match tokio::time::timeout(Duration::from_secs(10), state.quic.call(to, request)).await {
-            Ok(Ok(Response::Written)) => {}
-            Ok(Ok(Response::Error(e))) => return Err(e.to_string()),
-            Ok(Ok(other)) => return Err(format!("unexpected reply {}", other.kind())),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("no answer within 10 s".into()),
+        match call_peer(state, to, request, Duration::from_secs(10)).await? {
+            Response::Written => {}
+            other => return Err(WorkerError::unexpected(to.id, &other)),
         }
-        state
-            .store
-            .meta_put(&name, &last)
-            .map_err(|e| e.to_string())?;
+        state.store.meta_put(&name, &last)?;
         cursor = Some(last.to_vec());
         let mut sending = state.sending.lock().unwrap_or_else(|p| p.into_inner());
         let p = sending.entry(transfer).or_default();

@@ -49,6 +49,7 @@
 pub mod admin_report;
 pub mod anti_entropy;
 mod background;
+pub use background::WorkerError;
 pub mod certs;
 pub mod config;
 mod coordinator;

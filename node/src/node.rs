@@ -225,7 +225,9 @@ impl NodeHandle {
 
     /// Runs one anti-entropy exchange with every other member now (tests use it instead of
     /// waiting for the timer). Returns what each exchange did, or why it failed.
-    pub async fn anti_entropy_now(&self) -> Vec<Result<crate::anti_entropy::Exchange, String>> {
+    pub async fn anti_entropy_now(
+        &self,
+    ) -> Vec<Result<crate::anti_entropy::Exchange, crate::WorkerError>> {
         let ring = self.state.ring.load_full();
         let mut out = Vec::new();
         for peer in ring.members().filter(|m| m.id != self.id) {

@@ -20,6 +20,7 @@
 //!    former owner's old copy may hold the key from before the delete, and would bring it back
 //!    if the partition returned to it. A node that is down blocks reaping until it is back.
 
+use crate::background::WorkerError;
 use crate::metrics::Metrics;
 use crate::state::NodeState;
 use bytes::Bytes;
@@ -123,12 +124,13 @@ async fn try_reap(
     ring: &Ring,
     p: PartitionId,
     key: Bytes,
-) -> Result<bool, String> {
+) -> Result<bool, WorkerError> {
+    let not_yet = |reason: String| WorkerError::NotYet { reason };
     let owners = ring.replicas(p, state.replication.into()).to_vec();
     if owners.first() != Some(&state.id) {
         return Ok(false); // the first owner starts reaps
     }
-    let Some(local) = state.store.get(p, &key).map_err(|e| e.to_string())? else {
+    let Some(local) = state.store.get(p, &key)? else {
         return Ok(false);
     };
     if local.siblings().is_empty() || !local.is_deleted() {
@@ -136,7 +138,9 @@ async fn try_reap(
     }
     // 2. every owner holds exactly this tombstone.
     for owner in owners.iter().filter(|o| **o != state.id) {
-        let member = ring.member(*owner).ok_or("owner not in ring")?;
+        let member = ring
+            .member(*owner)
+            .ok_or_else(|| not_yet(format!("{owner} is not in the ring")))?;
         match call(
             state,
             member,
@@ -147,30 +151,31 @@ async fn try_reap(
         .await?
         {
             Response::Objects(o) if o.len() == 1 && o[0].1 == local => {}
-            _ => return Err(format!("{owner} does not hold the same tombstone yet")),
+            _ => {
+                return Err(not_yet(format!(
+                    "{owner} does not hold the same tombstone yet"
+                )));
+            }
         }
     }
     // 3. nobody holds a hint for the key.
     let known = state.known_nodes.load();
     let others = known.iter().copied().filter(|id| *id != state.id);
-    if state
-        .store
-        .hints_for_key(p, &key, others)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        return Err("this node holds a hint for the key".into());
+    if state.store.hints_for_key(p, &key, others)?.is_some() {
+        return Err(not_yet("this node holds a hint for the key".into()));
     }
     for member in ring.members().filter(|m| m.id != state.id) {
         match call(state, member, Request::HintsFor { key: key.clone() }).await? {
             Response::Object(o) if o == Object::new() => {}
-            _ => return Err(format!("{} holds a hint for the key", member.id)),
+            _ => return Err(not_yet(format!("{} holds a hint for the key", member.id))),
         }
     }
     // 4. each owner removes it if unchanged.
     let clock = local.clock().clone();
     for owner in owners.iter().filter(|o| **o != state.id) {
-        let member = ring.member(*owner).ok_or("owner not in ring")?;
+        let member = ring
+            .member(*owner)
+            .ok_or_else(|| not_yet(format!("{owner} is not in the ring")))?;
         call(
             state,
             member,
@@ -181,11 +186,7 @@ async fn try_reap(
         )
         .await?;
     }
-    let removed = state
-        .store
-        .reap_if_unchanged(p, &key, &clock)
-        .await
-        .map_err(|e| e.to_string())?;
+    let removed = state.store.reap_if_unchanged(p, &key, &clock).await?;
     if removed {
         Metrics::add(&state.metrics.tombstones_reaped, 1);
     }
@@ -196,6 +197,6 @@ async fn call(
     state: &NodeState,
     member: &ringkv_shared::Member,
     request: Request,
-) -> Result<Response, String> {
+) -> Result<Response, WorkerError> {
     crate::background::call_peer(state, member, request, Duration::from_secs(5)).await
 }
