@@ -158,6 +158,7 @@ async fn commit_and_kill_a_sender(
     let left = remaining.iter().filter(|t| t.from == sender).count();
     println!("{test}: SIGKILL sender {sender} with {left} transfers not yet done");
     cluster.procs.kill(index_of(sender))?;
+    // The fault itself: the sender stays dead for a second, mid-transfer.
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.procs.restart(index_of(sender))?;
     Ok(())
@@ -280,6 +281,8 @@ async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<
         .admin(operator, AdminRequest::Leave { node: leaver_id })
         .await?;
     cluster.admin(operator, AdminRequest::Commit).await?;
+    // The fault itself: the cut holds 3 s (a dozen gossip and handoff rounds) and the change
+    // must still be waiting for the leaver at the end of it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = cluster.status(operator).await?;
     ensure!(
@@ -303,6 +306,31 @@ async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<
     judge(TEST, seed, &cluster, &client, &rest, recorded).await
 }
 
+/// Four founders and a fifth node staged to join (not committed yet), with the ring now and
+/// the ring the join leads to.
+struct StagedJoin {
+    cluster: FaultCluster,
+    spare: usize,
+    spare_id: NodeId,
+    current: Ring,
+    target: Ring,
+}
+
+async fn four_and_a_staged_joiner(net: Net) -> Result<StagedJoin> {
+    let mut cluster = FaultCluster::start(net, 4, FAST_BACKGROUND)?;
+    let spare = cluster.add_node(FAST_BACKGROUND)?;
+    let spare_id = NodeId(spare as u32 + 1);
+    cluster.stage_joins(0, &[spare_id]).await?;
+    let (current, target) = cluster.plan(0).await?;
+    Ok(StagedJoin {
+        cluster,
+        spare,
+        spare_id,
+        current,
+        target,
+    })
+}
+
 /// The window a ring change leaves for writes begun before a node noticed it: a coordinator
 /// starts a write (W=3, one other owner SIGSTOPped, so its copy hangs) whose partition the
 /// staged change gives to a joiner, and the change is committed while the write is in flight.
@@ -317,11 +345,13 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     let Some((_one, net, _)) = begin(TEST).await? else {
         return Ok(());
     };
-    let mut cluster = FaultCluster::start(net, 4, FAST_BACKGROUND)?;
-    let spare = cluster.add_node(FAST_BACKGROUND)?;
-    let spare_id = NodeId(spare as u32 + 1);
-    cluster.stage_joins(0, &[spare_id]).await?;
-    let (current, target) = cluster.plan(0).await?;
+    let StagedJoin {
+        cluster,
+        spare,
+        spare_id,
+        current,
+        target,
+    } = four_and_a_staged_joiner(net).await?;
     // A key whose partition the joiner receives, coordinated by an owner other than node
     // index 0 (which commits), with another owner (not 0 either) to stall.
     let key = (0..10_000)
@@ -461,12 +491,14 @@ async fn writes_short_of_w_in_the_new_ring_are_reported_maybe_applied_and_stored
     let Some((_one, net, _)) = begin(TEST).await? else {
         return Ok(());
     };
-    let mut cluster = FaultCluster::start(net, 4, FAST_BACKGROUND)?;
-    let spare = cluster.add_node(FAST_BACKGROUND)?;
-    let spare_id = NodeId(spare as u32 + 1);
+    let StagedJoin {
+        mut cluster,
+        spare,
+        spare_id,
+        current,
+        target,
+    } = four_and_a_staged_joiner(net).await?;
     let client = cluster.client().await?;
-    cluster.stage_joins(0, &[spare_id]).await?;
-    let (current, target) = cluster.plan(0).await?;
     let keys: Vec<String> = (0..10_000)
         .map(|i| format!("short-{i}"))
         .filter(|k| {

@@ -2,6 +2,7 @@
 //! quorum through [`Peers`] (which serves this node's own copy in-process), and during a ring
 //! change copy it to the new replicas as well, counted by [`DualWrite`].
 
+use crate::membership::Peer;
 use crate::metrics::Metrics;
 use crate::replica::{self, is_leaving};
 use crate::state::NodeState;
@@ -134,6 +135,8 @@ pub(crate) async fn put(
         })
     });
     let peers = Peers(state.clone());
+    // Kept for `place_by_newer_ring`: once this node learns the newer ring, its sweep may
+    // drop its own copy of the partition, so the object cannot be read back then.
     let (key_copy, object_copy) = (key.clone(), object.clone());
     let replicated = fanout::replicate(
         &peers,
@@ -171,22 +174,12 @@ pub(crate) async fn put(
         }
         Err(e) => return Response::Error(e),
     };
-    if let Some((mut extra, new_replicas)) = incoming {
+    if let Some((extra, new_replicas)) = incoming {
         // Every node that holds the write counts: the ones `replicate` placed it on and the
         // incoming replicas that acknowledged. Short of W in the new ring, the write is stored
         // all the same, and the answer says so (never "applied nowhere").
         let mut tally = DualWrite::new(quorum.required.into(), new_replicas, &acked);
-        // Each copy has its own deadline, so every call ends (`TimedOut` at worst).
-        while !tally.met() {
-            match extra.join_next().await {
-                Some(Ok((node, result))) => tally.record(node, result),
-                Some(Err(_)) => {}
-                None => break,
-            }
-        }
-        // Copies still in flight finish in the background (each has its deadline): the more
-        // incoming replicas hold the write before the handoff reaches it, the better.
-        tokio::spawn(async move { while extra.join_next().await.is_some() {} });
+        count_copies(&mut tally, extra).await;
         if let Err(e) = tally.into_result() {
             return Response::Error(e);
         }
@@ -194,10 +187,27 @@ pub(crate) async fn put(
     Response::Put { clock }
 }
 
+/// Records copies' outcomes in `tally` until it is met or every copy answered (each has its
+/// own deadline, so every call ends, `TimedOut` at worst). Copies still in flight then finish
+/// in the background: the more replicas hold the write, the better.
+async fn count_copies(
+    tally: &mut DualWrite,
+    mut copies: tokio::task::JoinSet<(NodeId, Result<(), ringkv_shared::ReplicaError>)>,
+) {
+    while !tally.met() {
+        match copies.join_next().await {
+            Some(Ok((node, result))) => tally.record(node, result),
+            Some(Err(_)) => {}
+            None => break,
+        }
+    }
+    tokio::spawn(async move { while copies.join_next().await.is_some() {} });
+}
+
 /// A coordinator that stamped a write by a ring the cluster has left behind: learns the newer
-/// view from a replica that refused (`refusers`), then copies the write to the key's replicas
-/// in the ring now in force until W hold it. Fails (as "may have been applied", the write is
-/// stored here) if no newer ring can be had or W is not reached.
+/// view from a replica that refused (`refusers`), then copies the write to the key's
+/// replicas in the ring now in force until W hold it. Fails (as "may have been applied", the
+/// write is stored here) if no newer ring can be had or W is not reached.
 async fn place_by_newer_ring(
     state: &Arc<NodeState>,
     old: &ringkv_shared::Ring,
@@ -206,15 +216,8 @@ async fn place_by_newer_ring(
     object: Object,
     quorum: Quorum,
 ) -> Result<(), ReplyError> {
-    let peers = Peers(state.clone());
-    let partitions = old.partition_count();
     for member in old.members_of(refusers) {
-        let view = Box::new(state.view());
-        if let Ok(Response::View(theirs)) = peers.call(&member, Request::Gossip { view }).await
-            && theirs.validate(partitions).is_ok()
-        {
-            state.update_view(|v| v.merge(&theirs));
-        }
+        let _ = crate::membership::exchange(state, Peer::Member(&member)).await;
         if state.ring.load().epoch() > old.epoch() {
             break;
         }
@@ -225,15 +228,11 @@ async fn place_by_newer_ring(
     let mut tally = DualWrite::new(quorum.required.into(), owners.clone(), &[]);
     if ring.epoch() > old.epoch() {
         let members = ring.members_of(&owners);
-        let mut copies = copy_to(state, &members, key, object, quorum.timeout());
-        while !tally.met() {
-            match copies.join_next().await {
-                Some(Ok((node, result))) => tally.record(node, result),
-                Some(Err(_)) => {}
-                None => break,
-            }
-        }
-        tokio::spawn(async move { while copies.join_next().await.is_some() {} });
+        count_copies(
+            &mut tally,
+            copy_to(state, &members, key, object, quorum.timeout()),
+        )
+        .await;
     }
     tally.into_result()
 }
@@ -272,8 +271,7 @@ fn copy_to(
                 if !is_not_replica(&first) {
                     return first;
                 }
-                let view = Box::new(peers.0.view());
-                let _ = peers.call(&m, Request::Gossip { view }).await;
+                let _ = crate::membership::exchange(&peers.0, Peer::Member(&m)).await;
                 copied(peers.call(&m, write()).await)
             };
             let result = tokio::time::timeout(timeout, copy)

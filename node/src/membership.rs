@@ -218,7 +218,7 @@ pub(crate) async fn broadcast(state: &Arc<NodeState>, peers: &[Member]) {
 
 /// Whom a gossip exchange goes to.
 #[derive(Clone, Copy)]
-enum Peer<'a> {
+pub(crate) enum Peer<'a> {
     /// A member of the view (its id feeds the failure detector).
     Member(&'a Member),
     /// An address whose node id is not known yet: a seed, or a node an operator names.
@@ -245,7 +245,7 @@ impl Peer<'_> {
 
 /// Sends this node's view to `peer` and merges the view it answers with (push-pull). Returns
 /// the peer's view.
-async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<View, String> {
+pub(crate) async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<View, String> {
     let request = Request::Gossip {
         view: Box::new(state.view()),
     };

@@ -473,8 +473,8 @@ impl FaultCluster {
 
     /// Waits until every node in `nodes` has the ring at `epoch` in force and no transition.
     pub async fn settled(&self, nodes: &[usize], epoch: u64, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        let what = format!("ring {epoch} not in force within {limit:?}");
+        until_none(limit, &what, || async {
             let mut behind = Vec::new();
             for &i in nodes {
                 match self.status(i).await {
@@ -491,23 +491,15 @@ impl FaultCluster {
                     Err(e) => behind.push(format!("{i}: {e}")),
                 }
             }
-            if behind.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "ring {epoch} not in force within {limit:?}: {}",
-                    behind.join("; ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            behind
+        })
+        .await
     }
 
     /// Waits until no node in `nodes` holds a hint.
     pub async fn no_hints_left(&self, nodes: &[usize], limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        let what = format!("hints still pending after {limit:?}");
+        until_none(limit, &what, || async {
             let mut holding = Vec::new();
             for &i in nodes {
                 match self.stats(i).await {
@@ -516,17 +508,9 @@ impl FaultCluster {
                     Err(e) => holding.push(format!("{i}: {e}")),
                 }
             }
-            if holding.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "hints still pending after {limit:?}: {}",
-                    holding.join("; ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            holding
+        })
+        .await
     }
 
     /// The final set of each key: the union of every replica's siblings.
@@ -546,6 +530,26 @@ impl FaultCluster {
             out.insert(key.clone(), set);
         }
         Ok(out)
+    }
+}
+
+/// Polls `lagging` every 200 ms until it names nothing; after `limit`, fails with `what` and
+/// what it named last.
+async fn until_none<F, Fut>(limit: Duration, what: &str, mut lagging: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let named = lagging().await;
+        if named.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: {}", named.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
