@@ -7,11 +7,11 @@ use anyhow::Result;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{ClientError, Context, Mode};
+use ringkv_net::quic::TlsIdentity;
 use ringkv_node::certs::{CertKind, DevCa};
 use ringkv_node::testing::LocalCluster;
 use ringkv_shared::frame::{self, PROTOCOL_VERSION};
 use ringkv_shared::proto::{Quorum, Request, Response};
-use ringkv_shared::quic::TlsIdentity;
 use ringkv_shared::{ReplyError, VersionVector};
 use support::{RawConn, client};
 

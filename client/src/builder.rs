@@ -4,9 +4,9 @@ use crate::client::{Client, Inner};
 use crate::error::ClientError;
 use crate::options::{Defaults, Mode};
 use arc_swap::ArcSwap;
+use ringkv_net::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
 use ringkv_shared::Limits;
 use ringkv_shared::hedge::{HedgePolicy, Hedger};
-use ringkv_shared::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -141,7 +141,7 @@ impl ClientBuilder {
         if self.seeds.is_empty() {
             return Err(ClientError::Unavailable { errors: vec![] });
         }
-        let tls_err = |e: ringkv_shared::quic::TlsError| ClientError::Tls {
+        let tls_err = |e: ringkv_net::quic::TlsError| ClientError::Tls {
             reason: e.to_string(),
         };
         let config = client_config(&tls, &self.limits).map_err(tls_err)?;

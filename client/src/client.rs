@@ -6,10 +6,11 @@ use crate::versions::{Context, Versions};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use rand::seq::SliceRandom;
+use ringkv_net::fanout;
+use ringkv_net::quic::QuicTransport;
+use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::proto::{NodeStats, Quorum, Request, Response};
-use ringkv_shared::quic::QuicTransport;
-use ringkv_shared::transport::{Transport, TransportError};
-use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring, fanout};
+use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::{Instrument, debug, debug_span};
@@ -102,14 +103,17 @@ impl Client {
                 match self.inner.mode {
                     Mode::Direct => {
                         let preference = self.preference(&key);
+                        let plan = fanout::ReadPlan {
+                            key: key.clone(),
+                            preference,
+                            n: q.n.into(),
+                            required: q.required.into(),
+                            timeout: q.timeout(),
+                            repair: true,
+                        };
                         fanout::read_with_hedger(
                             &self.inner.transport,
-                            key.clone(),
-                            preference,
-                            q.n.into(),
-                            q.required.into(),
-                            q.timeout(),
-                            true,
+                            plan,
                             self.inner.hedger.as_ref(),
                         )
                         .await
@@ -233,7 +237,7 @@ impl Client {
                             let len = replicas.len();
                             replicas.rotate_left(turn % len);
                         }
-                        fanout::coordinate_put(
+                        fanout::delegate_put(
                             &self.inner.transport,
                             key.clone(),
                             clock.clone(),

@@ -9,7 +9,7 @@
 //! with.
 //!
 //! ```no_run
-//! # async fn demo(tls: ringkv_shared::quic::TlsIdentity) -> Result<(), ringkv_client::ClientError> {
+//! # async fn demo(tls: ringkv_net::quic::TlsIdentity) -> Result<(), ringkv_client::ClientError> {
 //! use ringkv_client::{Client, Context};
 //! let client = Client::builder()
 //!     .seeds(["127.0.0.1:7001".parse().unwrap()])
@@ -53,6 +53,6 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 pub use error::ClientError;
 pub use options::{CallOptions, Mode};
-pub use ringkv_shared::quic::TlsIdentity;
+pub use ringkv_net::quic::TlsIdentity;
 pub use typed::Merged;
 pub use versions::{Context, Versions};

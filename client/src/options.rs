@@ -30,7 +30,7 @@ pub struct Defaults {
     pub timeout: Duration,
     /// Hedged reads: ask R replicas, and one more each time the policy's delay passes
     /// without a quorum (`None`, the default: ask all N at once, as Dynamo does). See
-    /// [`ringkv_shared::fanout::read_hedged`] and [`ringkv_shared::hedge`].
+    /// [`ringkv_net::fanout::read_hedged`] and [`ringkv_shared::hedge`].
     pub read_hedge: Option<HedgePolicy>,
 }
 

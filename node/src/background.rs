@@ -7,8 +7,8 @@
 
 use crate::state::NodeState;
 use crate::storage::StorageError;
+use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::proto::{Request, Response};
-use ringkv_shared::transport::{Transport, TransportError};
 use ringkv_shared::{Member, NodeId, ReplyError};
 use std::future::Future;
 use std::time::Duration;

@@ -1,14 +1,14 @@
 //! Development certificates: a cluster CA, and node and client certificates it signs (rcgen).
 //!
 //! For production, issue certificates from your own PKI with the same shape: node certificates
-//! carry the DNS name [`ringkv_shared::quic::SERVER_NAME`] and both server and client
+//! carry the DNS name [`ringkv_net::quic::SERVER_NAME`] and both server and client
 //! authentication; client certificates carry client authentication.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
-use ringkv_shared::quic::SERVER_NAME;
+use ringkv_net::quic::SERVER_NAME;
 use std::path::{Path, PathBuf};
 
 /// Why certificates could not be made or written.
@@ -166,11 +166,11 @@ mod tests {
         let leaf = again.issue(CertKind::Node, "n1").unwrap();
         assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         // Chain validity is exercised end to end by the TLS tests (tests/tls.rs).
-        let id = ringkv_shared::quic::TlsIdentity {
+        let id = ringkv_net::quic::TlsIdentity {
             ca_pem: ca.cert_pem().as_bytes().to_vec(),
             cert_pem: leaf.cert_pem.into_bytes(),
             key_pem: leaf.key_pem.into_bytes(),
         };
-        ringkv_shared::quic::server_config(&id, &ringkv_shared::Limits::default()).unwrap();
+        ringkv_net::quic::server_config(&id, &ringkv_shared::Limits::default()).unwrap();
     }
 }

@@ -7,10 +7,11 @@ use crate::metrics::Metrics;
 use crate::replica::{self, is_leaving};
 use crate::state::NodeState;
 use bytes::Bytes;
+use ringkv_net::fanout;
+use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::dual_write::DualWrite;
 use ringkv_shared::proto::{Quorum, Request, Response};
-use ringkv_shared::transport::{Transport, TransportError};
-use ringkv_shared::{Member, NodeId, Object, ReplyError, VersionVector, fanout};
+use ringkv_shared::{Member, NodeId, Object, ReplyError, VersionVector};
 use std::sync::Arc;
 use tracing::{error, warn};
 
@@ -138,17 +139,16 @@ pub(crate) async fn put(
     // Kept for `place_by_newer_ring`: once this node learns the newer ring, its sweep may
     // drop its own copy of the partition, so the object cannot be read back then.
     let (key_copy, object_copy) = (key.clone(), object.clone());
-    let replicated = fanout::replicate(
-        &peers,
+    let replication = fanout::Replication {
         key,
         object,
-        state.id,
+        local: state.id,
         preference,
         n,
-        quorum.required.into(),
-        quorum.timeout(),
-        on_settled,
-    );
+        required: quorum.required.into(),
+        timeout: quorum.timeout(),
+    };
+    let replicated = fanout::replicate(&peers, replication, on_settled);
     let (durable, replicated) = tokio::join!(state.store.durable(ticket), replicated);
     if let Err(e) = durable {
         return Response::Error(state.storage_error(e));
@@ -285,7 +285,7 @@ fn copy_to(
 
 /// A replica's answer to a copy, as a quorum counts it.
 fn copied(
-    reply: Result<Response, ringkv_shared::transport::TransportError>,
+    reply: Result<Response, ringkv_net::transport::TransportError>,
 ) -> Result<(), ringkv_shared::ReplicaError> {
     fanout::classify(reply).and_then(|resp| match resp {
         Response::Written => Ok(()),

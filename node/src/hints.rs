@@ -20,8 +20,8 @@
 use crate::metrics::Metrics;
 use crate::state::NodeState;
 use crate::storage::Hint;
+use ringkv_net::transport::Transport;
 use ringkv_shared::proto::{Request, Response};
-use ringkv_shared::transport::Transport;
 use ringkv_shared::{NodeId, Ring};
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,10 +7,10 @@
 use crate::background::every;
 use crate::state::NodeState;
 use rand::seq::IndexedRandom;
+use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::encoding::{decode_view, encode_view};
 use ringkv_shared::membership::{Status, View};
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Request, Response};
-use ringkv_shared::transport::{Transport, TransportError};
 use ringkv_shared::{Member, ReplyError};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@ use crate::server;
 use crate::state::NodeState;
 use crate::storage::{StorageError, Store};
 use arc_swap::ArcSwap;
-use ringkv_shared::quic::{
+use ringkv_net::quic::{
     QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, endpoint_config,
     server_config,
 };

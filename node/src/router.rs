@@ -10,8 +10,9 @@
 use crate::coordinator::{self, Peers};
 use crate::state::NodeState;
 use bytes::Bytes;
+use ringkv_net::fanout;
 use ringkv_shared::proto::{Quorum, Response};
-use ringkv_shared::{ReplyError, VersionVector, fanout};
+use ringkv_shared::{ReplyError, VersionVector};
 use std::sync::Arc;
 
 /// A quorum read coordinated here.
@@ -23,18 +24,15 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     let ring = state.ring.load_full();
     let preference = ring.preference_members(&key);
     let peers = Peers(state.clone());
-    match fanout::read_with_hedger(
-        &peers,
+    let plan = fanout::ReadPlan {
         key,
         preference,
-        quorum.n.into(),
-        quorum.required.into(),
-        quorum.timeout(),
-        true,
-        state.read_hedge.as_ref(),
-    )
-    .await
-    {
+        n: quorum.n.into(),
+        required: quorum.required.into(),
+        timeout: quorum.timeout(),
+        repair: true,
+    };
+    match fanout::read_with_hedger(&peers, plan, state.read_hedge.as_ref()).await {
         Ok(outcome) => Response::Read {
             object: outcome.object,
             answers: outcome.answers,
@@ -63,8 +61,7 @@ pub(crate) async fn put(
         return coordinator::put(state, key, context, value, quorum).await;
     }
     let members = ring.members_of(&replicas);
-    match fanout::coordinate_put(&Peers(state.clone()), key, context, value, &members, quorum).await
-    {
+    match fanout::delegate_put(&Peers(state.clone()), key, context, value, &members, quorum).await {
         Ok(clock) => Response::Put { clock },
         Err(e) => Response::Error(e),
     }

@@ -7,10 +7,10 @@
 
 use crate::service;
 use crate::state::NodeState;
+use ringkv_net::quic::{StreamError, read_frame, write_frame};
 use ringkv_shared::ReplyError;
 use ringkv_shared::frame::{FrameError, PROTOCOL_VERSION};
 use ringkv_shared::proto::{Reply, Request, Response};
-use ringkv_shared::quic::{StreamError, read_frame, write_frame};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

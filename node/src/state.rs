@@ -1,7 +1,7 @@
 //! What a running node holds.
 
 use arc_swap::ArcSwap;
-use ringkv_shared::quic::QuicTransport;
+use ringkv_net::quic::QuicTransport;
 use ringkv_shared::{Limits, NodeId, ReplyError, Ring};
 use std::sync::Arc;
 

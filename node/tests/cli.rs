@@ -81,13 +81,13 @@ fn certs_subcommands_make_a_ca_and_signed_certificates() {
             .success()
     );
     // The issued node certificate chains to the CA: a server config builds from it.
-    let id = ringkv_shared::quic::TlsIdentity::load(
+    let id = ringkv_net::quic::TlsIdentity::load(
         &d.join("ca.pem"),
         &d.join("n1.pem"),
         &d.join("n1-key.pem"),
     )
     .unwrap();
-    ringkv_shared::quic::server_config(&id, &ringkv_shared::Limits::default()).unwrap();
+    ringkv_net::quic::server_config(&id, &ringkv_shared::Limits::default()).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

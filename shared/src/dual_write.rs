@@ -1,7 +1,7 @@
 //! The outcome of a write coordinated during a ring change, without I/O.
 //!
 //! While a partition moves, a coordinator writes to the current ring's replicas (the sloppy
-//! quorum of [`crate::fanout::replicate`]) and also copies the write to the replicas the target
+//! quorum of `ringkv_net::fanout::replicate`) and also copies the write to the replicas the target
 //! ring adds. The write counts only once W replicas of **each** ring hold it, so that reads by
 //! either ring meet it. [`DualWrite`] tallies the second half and classifies the result:
 //!

@@ -1,7 +1,7 @@
 //! When a hedged read asks one more replica.
 //!
 //! A hedged read asks R replicas and brings in another when R answers have not come within a
-//! delay (see [`crate::fanout::read_hedged`]). A fixed delay misfires under load: once the
+//! delay (see `ringkv_net::fanout::read_hedged`). A fixed delay misfires under load: once the
 //! median read takes longer than the delay, most reads hedge and cost as much as asking all N.
 //! [`HedgePolicy::Percentile`] instead follows the latency reads actually see: the delay is
 //! the given percentile of recent quorum latencies, so about that share of reads finish

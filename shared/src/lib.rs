@@ -1,11 +1,11 @@
 //! What ringkv clients and nodes both need: the ring, versions, the quorum engine and the wire
 //! protocol, as plain data and functions without I/O.
 //!
-//! Nothing in the logic modules touches a socket, a file or a clock of its own: inputs in,
-//! decisions out. The one exception is the `quic` module (feature `quic`), the thin network
-//! edge that both the client and the node link, kept here so that the two sides cannot drift
-//! apart on TLS or framing. [`fanout`] is generic over the [`transport::Transport`] trait, so
-//! tests drive it with an in-memory transport.
+//! Nothing here touches a socket, a file, a task or a clock: inputs in, decisions out. The
+//! quorum engine and sloppy placement are state machines fed with replies; the async drivers
+//! that feed them over the network, the `Transport` trait and the QUIC transport live in
+//! `ringkv-net`, which the client and the node share so that the two sides cannot drift apart
+//! on TLS or framing. `cargo tree -p ringkv-shared` lists neither tokio nor quinn.
 //!
 //! This crate does not store anything (see `ringkv-node`) and has no user-facing API (see
 //! `ringkv-client`).
@@ -29,16 +29,12 @@
 //! - [`quorum`] — the quorum engine, a state machine fed with replies.
 //! - [`dual_write`] — the outcome of a write coordinated while a partition moves.
 //! - [`sloppy`] — sloppy-quorum write placement: stand-ins and hints, a state machine.
-//! - [`transport`] — the trait the network plugs into.
-//! - [`fanout`] — quorum read and write drivers over a transport.
 //! - [`hedge`] — when a hedged read asks another replica: fixed, or a percentile of recent reads.
-//! - `quic` (feature `quic`) — mutual TLS, stream framing and the pooled QUIC transport.
 
 pub mod dual_write;
 pub mod dvv;
 pub mod encoding;
 pub mod error;
-pub mod fanout;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzz_checks;
@@ -55,10 +51,6 @@ pub mod proto;
 pub mod quorum;
 pub mod ring;
 pub mod sloppy;
-pub mod transport;
-
-#[cfg(feature = "quic")]
-pub mod quic;
 
 pub use dvv::{Dot, VersionVector};
 pub use error::{ReplicaError, ReplyError};

@@ -1,7 +1,7 @@
 //! The quorum engine: a state machine fed with replica replies, without I/O.
 //!
 //! The same code decides "R answers arrived, these replicas are stale" in the client (direct
-//! mode) and in a node (router mode). A driver (see [`crate::fanout`]) sends the requests,
+//! mode) and in a node (router mode). A driver (`ringkv_net::fanout`) sends the requests,
 //! feeds each reply to [`WriteQuorum::record`] or [`ReadQuorum::record`], and acts on the
 //! returned [`Progress`]: `Met` means answer the caller now, `Failed` means the quorum can no
 //! longer be met whatever the stragglers say, `Pending` means wait.

@@ -7,10 +7,10 @@ pub mod unique;
 
 use anyhow::{Context as _, Result, bail};
 use ringkv::{Client, Mode};
+use ringkv_net::quic::{TlsIdentity, client_config};
 use ringkv_node::testing::LocalCluster;
 use ringkv_shared::Limits;
 use ringkv_shared::proto::{AdminReply, AdminRequest, Reply, Request, Response};
-use ringkv_shared::quic::{TlsIdentity, client_config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ impl RawConn {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         endpoint.set_default_client_config(client_config(tls, &Limits::default())?);
         let conn = endpoint
-            .connect(addr, ringkv_shared::quic::SERVER_NAME)?
+            .connect(addr, ringkv_net::quic::SERVER_NAME)?
             .await?;
         Ok(Self { endpoint, conn })
     }

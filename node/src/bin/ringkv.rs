@@ -7,10 +7,10 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use ringkv_net::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
 use ringkv_node::admin_report;
 use ringkv_shared::handoff::{Progress, Transfer};
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Request, Response};
-use ringkv_shared::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
 use ringkv_shared::{Limits, NodeId};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -22,7 +22,7 @@ use crate::certs::{CertError, CertKind, DevCa, write_pem};
 use crate::config::{MemberConfig, NodeConfig, StorageConfig, TlsPaths};
 use crate::node::{Node, NodeError, NodeHandle};
 use crate::storage::Durability;
-use ringkv_shared::quic::TlsIdentity;
+use ringkv_net::quic::TlsIdentity;
 use ringkv_shared::{Limits, NodeId};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

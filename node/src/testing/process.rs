@@ -2,7 +2,7 @@
 
 use super::ClusterError;
 use crate::certs::{CertKind, DevCa, write_pem};
-use ringkv_shared::quic::TlsIdentity;
+use ringkv_net::quic::TlsIdentity;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

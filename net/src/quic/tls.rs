@@ -2,8 +2,8 @@
 //! and nothing else is accepted in either direction.
 
 use super::ALPN;
-use crate::limits::Limits;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use ringkv_shared::limits::Limits;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -1,6 +1,6 @@
 //! Frame I/O on QUIC streams.
 
-use crate::frame::{self, FrameError, HEADER_BYTES};
+use ringkv_shared::frame::{self, FrameError, HEADER_BYTES};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Why a frame could not be read from or written to a stream.

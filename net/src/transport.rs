@@ -4,8 +4,8 @@
 //! generic over [`Transport`]. The QUIC transport implements it (feature `quic`), and so can an
 //! in-memory transport in tests that drops, delays or cuts messages on a seeded schedule.
 
-use crate::proto::{Request, Response};
-use crate::ring::Member;
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::ring::Member;
 use std::future::Future;
 
 /// Why a request got no reply.
@@ -68,7 +68,7 @@ pub trait Transport: Clone + Send + Sync + 'static {
 
     /// Whether `node` failed recently enough that requests should route around it. Failure
     /// detection is local to each transport and never changes ownership.
-    fn is_down(&self, node: crate::ids::NodeId) -> bool {
+    fn is_down(&self, node: ringkv_shared::ids::NodeId) -> bool {
         let _ = node;
         false
     }

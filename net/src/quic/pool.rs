@@ -3,12 +3,12 @@
 
 use super::SERVER_NAME;
 use super::stream::{StreamError, read_frame, write_frame};
-use crate::ids::NodeId;
-use crate::limits::Limits;
-use crate::proto::{Reply, Request, Response};
-use crate::ring::Member;
 use crate::transport::{Transport, TransportError};
 use dashmap::DashMap;
+use ringkv_shared::ids::NodeId;
+use ringkv_shared::limits::Limits;
+use ringkv_shared::proto::{Reply, Request, Response};
+use ringkv_shared::ring::Member;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
