@@ -416,15 +416,15 @@ impl Client {
         out
     }
 
-    /// Fault injection for tests and drills: this client behaves as if the network to `addrs`
-    /// were cut. Not for production use.
-    #[doc(hidden)]
+    /// Fault injection (feature `testing`): this client behaves as if the network to `addrs`
+    /// were cut.
+    #[cfg(feature = "testing")]
     pub fn block_for_testing(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         self.inner.transport.block(addrs);
     }
 
     /// Ends [`Client::block_for_testing`].
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn heal_for_testing(&self) {
         self.inner.transport.heal();
     }

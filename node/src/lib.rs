@@ -31,8 +31,8 @@
 //!   keep as a hint).
 //! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `background` — what the background workers share: periodic rounds, peer calls.
-//! - [`fault_filter`] — a test-only fault filter real node processes follow (off unless an
-//!   environment variable names its file).
+//! - `fault_filter` (feature `testing`) — a fault filter real node processes follow in the
+//!   fault suite (off unless an environment variable names its file).
 //! - `in_flight` — the writes a node coordinates, by the ring and transition they began under.
 //! - `hints` — the worker that hands hints over to their owners when they are back.
 //! - `membership` — the persisted, installed cluster view; gossip rounds; operators' requests.
@@ -44,7 +44,14 @@
 //! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
 //! - `router` — router-mode quorum coordination.
 //! - `state` — the running node's state.
-//! - [`testing`] — [`testing::LocalCluster`], n nodes in-process on loopback.
+//! - `testing` (feature `testing`) — `LocalCluster` (n nodes in-process on loopback),
+//!   `ProcessCluster` (node processes), and the judges of the fault suite's histories.
+//!
+//! # Features
+//!
+//! - `testing` — the test support above, plus the `*_now` worker hooks and `block`/`heal` on
+//!   [`NodeHandle`]. Dev-dependencies turn it on; the production binary is built without it
+//!   and reads no test-only environment variable.
 
 pub mod admin_report;
 pub mod anti_entropy;
@@ -53,6 +60,7 @@ pub use background::WorkerError;
 pub mod certs;
 pub mod config;
 mod coordinator;
+#[cfg(feature = "testing")]
 pub mod fault_filter;
 mod handoff;
 mod hints;
@@ -70,6 +78,7 @@ mod state;
 mod stats;
 pub mod storage;
 mod sweep;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::NodeConfig;

@@ -162,8 +162,12 @@ impl Node {
             tokio::spawn(crate::membership::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::handoff::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::sweep::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::fault_filter::run(state.clone(), stop_rx)),
         ]);
+        #[cfg(feature = "testing")]
+        workers.push(tokio::spawn(crate::fault_filter::run(
+            state.clone(),
+            stop_rx,
+        )));
         info!(node = %id, %addr, actor = %state.store.actor(), "node started");
         Ok(NodeHandle {
             id,
@@ -219,12 +223,14 @@ impl NodeHandle {
 
     /// Runs one hinted-handoff pass now (tests use it instead of waiting for the timer).
     /// Returns the hints delivered.
+    #[cfg(feature = "testing")]
     pub async fn deliver_hints_now(&self) -> u64 {
         crate::hints::deliver_round(&self.state).await
     }
 
     /// Runs one anti-entropy exchange with every other member now (tests use it instead of
     /// waiting for the timer). Returns what each exchange did, or why it failed.
+    #[cfg(feature = "testing")]
     pub async fn anti_entropy_now(
         &self,
     ) -> Vec<Result<crate::anti_entropy::Exchange, crate::WorkerError>> {
@@ -242,11 +248,13 @@ impl NodeHandle {
     }
 
     /// Runs one gossip round now (tests use it instead of waiting for the timer).
+    #[cfg(feature = "testing")]
     pub async fn gossip_now(&self) {
         crate::membership::gossip_round(&self.state).await;
     }
 
     /// Runs one handoff round now. Returns the transfers finished.
+    #[cfg(feature = "testing")]
     pub async fn handoff_now(&self) -> usize {
         crate::handoff::handoff_round(&self.state).await
     }
@@ -267,17 +275,20 @@ impl NodeHandle {
     }
 
     /// Runs one tombstone-reaping pass now. Returns the tombstones reaped.
+    #[cfg(feature = "testing")]
     pub async fn reap_now(&self) -> usize {
         crate::reaper::reap_round(&self.state).await
     }
 
     /// Fault injection: this node behaves as if the network to `addrs` were cut (its own
     /// calls to them fail at once). Pair with the same on the other side for a full cut.
+    #[cfg(feature = "testing")]
     pub fn block(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         self.state.quic.block(addrs);
     }
 
     /// Ends this node's [`NodeHandle::block`].
+    #[cfg(feature = "testing")]
     pub fn heal(&self) {
         self.state.quic.heal();
     }

@@ -61,6 +61,7 @@ struct Inner {
     down: DashMap<NodeId, Down>,
     highest_epoch: AtomicU64,
     /// Fault injection: addresses this transport behaves as if it cannot reach.
+    #[cfg(feature = "testing")]
     blocked: std::sync::RwLock<std::collections::HashSet<SocketAddr>>,
 }
 
@@ -90,6 +91,7 @@ impl QuicTransport {
                 connecting: DashMap::new(),
                 down: DashMap::new(),
                 highest_epoch: AtomicU64::new(0),
+                #[cfg(feature = "testing")]
                 blocked: Default::default(),
             }),
         }
@@ -105,9 +107,10 @@ impl QuicTransport {
         &self.inner.endpoint
     }
 
-    /// Fault injection (tests, fault drills): from now on, calls to `addrs` fail as if the
+    /// Fault injection (feature `testing`): from now on, calls to `addrs` fail as if the
     /// network between this transport and them were cut, without sending anything. Existing
     /// connections to them are not used while blocked.
+    #[cfg(feature = "testing")]
     pub fn block(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         let mut b = self
             .inner
@@ -118,6 +121,7 @@ impl QuicTransport {
     }
 
     /// Ends every [`QuicTransport::block`]: the cut heals.
+    #[cfg(feature = "testing")]
     pub fn heal(&self) {
         self.inner
             .blocked
@@ -126,12 +130,19 @@ impl QuicTransport {
             .clear();
     }
 
+    #[cfg(feature = "testing")]
     fn is_blocked(&self, addr: SocketAddr) -> bool {
         self.inner
             .blocked
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&addr)
+    }
+
+    /// Without fault injection compiled in, nothing is ever blocked.
+    #[cfg(not(feature = "testing"))]
+    fn is_blocked(&self, _addr: SocketAddr) -> bool {
+        false
     }
 
     /// Calls an address directly (for seeds, whose node ids are not known yet).

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-/// Runs `cargo build -p ringkv-node --bins` (with `--release` if `release`), quietly. Cargo
+/// Runs `cargo build -p ringkv-node --bins`, quietly: with `--release` if `release` (the
+/// production binary, for benchmarks), else with `--features testing` (the binary the fault
+/// suite runs, which follows the fault file and so matches what `cargo test` builds). Cargo
 /// does nothing when the binaries are current, so a test or benchmark never runs a node
 /// binary older than the code beside it. Returns whether the build succeeded.
 ///
@@ -32,6 +34,8 @@ pub fn build_node_binaries(release: bool) -> bool {
     build.args(["build", "--quiet", "-p", "ringkv-node", "--bins"]);
     if release {
         build.arg("--release");
+    } else {
+        build.args(["--features", "testing"]);
     }
     build.status().is_ok_and(|s| s.success())
 }
