@@ -53,9 +53,11 @@ impl Store {
         let mut changed = 0;
         let mut last = None;
         for (partition, key, object) in items {
-            let at = super::Target::object(*partition, key);
+            let at = super::read_merge_write::Target::object(*partition, key);
             let (_, wrote, ticket) = self.stage(&self.objects, &at, None, |current| {
-                Ok(super::merge_into(current, object, "object"))
+                Ok(super::read_merge_write::merge_into(
+                    current, object, "object",
+                ))
             })?;
             changed += u64::from(wrote);
             last = Some(ticket);

@@ -1,0 +1,161 @@
+//! Opening and closing a node's storage: the directory's metadata (format, node id, partition
+//! count), the storage incarnation, the clean-shutdown marker.
+
+use super::durability::GroupCommit;
+use super::{LOCK_STRIPES, STORAGE_FORMAT, StorageError, Store, StoreOptions, StoreStats, trees};
+use fjall::{Database, KeyspaceCreateOptions};
+use ringkv_shared::{ActorId, NodeId};
+use std::path::Path;
+use std::sync::Mutex;
+use tracing::{info, warn};
+
+impl Store {
+    /// Opens (or creates) the storage of node `node` in `dir`.
+    ///
+    /// A directory created by another node id, or by a newer storage format, is refused
+    /// rather than served. A new directory draws a fresh random [`ActorId`].
+    pub fn open(dir: &Path, node: NodeId, opts: &StoreOptions) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Directory {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let db = Database::builder(dir).cache_size(opts.cache_bytes).open()?;
+        let objects = db.keyspace("objects", KeyspaceCreateOptions::default)?;
+        let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
+        let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let foreign = |reason: String| StorageError::Foreign {
+            path: dir.to_owned(),
+            reason,
+        };
+
+        match meta.get("format")? {
+            None => {}
+            Some(v) if v.as_ref() == [STORAGE_FORMAT] => {}
+            Some(v) => {
+                return Err(foreign(format!(
+                    "storage format {:?}, this build reads format {STORAGE_FORMAT}",
+                    v.as_ref()
+                )));
+            }
+        }
+        // A big-endian u32 metadata entry, if present.
+        let stored_u32 = |name: &str| -> Result<Option<u32>, StorageError> {
+            meta.get(name)?
+                .map(|v| {
+                    <[u8; 4]>::try_from(v.as_ref())
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| foreign(format!("{name} entry is malformed")))
+                })
+                .transpose()
+        };
+        if let Some(stored) = stored_u32("node_id")?
+            && stored != node.0
+        {
+            return Err(foreign(format!(
+                "it belongs to node {}, not {node}",
+                NodeId(stored)
+            )));
+        }
+        if let Some(stored) = stored_u32("partitions")?
+            && stored != opts.partitions
+        {
+            return Err(foreign(format!(
+                "it was created with {stored} partitions, the config says {}; the partition count cannot change",
+                opts.partitions
+            )));
+        }
+        let clean = meta.get("clean_shutdown")?.is_some();
+        let actor = match meta.get("actor")? {
+            Some(v) if clean => <[u8; 8]>::try_from(v.as_ref())
+                .map(|b| ActorId(u64::from_be_bytes(b)))
+                .map_err(|_| foreign("actor entry is malformed".into()))?,
+            existing => {
+                let actor = ActorId(rand::random());
+                let mut batch = db.batch();
+                batch.insert(&meta, "format", [STORAGE_FORMAT].as_slice());
+                batch.insert(&meta, "node_id", node.0.to_be_bytes().as_slice());
+                batch.insert(&meta, "actor", actor.0.to_be_bytes().as_slice());
+                batch.insert(
+                    &meta,
+                    "partitions",
+                    opts.partitions.to_be_bytes().as_slice(),
+                );
+                batch.commit()?;
+                db.persist(fjall::PersistMode::SyncAll)?;
+                if existing.is_some() {
+                    warn!(%node, %actor, path = %dir.display(), "the last run did not shut down cleanly: new storage incarnation");
+                } else {
+                    info!(%node, %actor, path = %dir.display(), "new storage incarnation");
+                }
+                actor
+            }
+        };
+        // Running: the marker comes back only with a clean close.
+        if clean {
+            meta.remove("clean_shutdown")?;
+            db.persist(fjall::PersistMode::SyncAll)?;
+        }
+        if meta.get("partitions")?.is_none() {
+            meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
+        }
+        let trees = trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
+        let mut hint_keys = 0u64;
+        for guard in hints.iter() {
+            guard.key()?;
+            hint_keys += 1;
+        }
+        let commit = GroupCommit::start(
+            db.clone(),
+            opts.durability,
+            opts.buffered_interval,
+            opts.group_commit_gather,
+        )
+        .map_err(|e| StorageError::Directory {
+            path: dir.to_owned(),
+            reason: format!("cannot start the syncer thread: {e}"),
+        })?;
+        Ok(Self {
+            db,
+            objects,
+            hints,
+            hint_keys: std::sync::atomic::AtomicU64::new(hint_keys),
+            tombstones,
+            meta,
+            trees,
+            actor,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            commit,
+            path: dir.to_owned(),
+        })
+    }
+
+    /// This storage incarnation's actor id: the one that stamps dots of writes coordinated here.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// Counters since the store was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.commit.stats()
+    }
+
+    /// Number of objects stored (approximate; for metrics and tests).
+    pub fn approximate_len(&self) -> usize {
+        self.objects.approximate_len()
+    }
+
+    /// Flushes everything to disk and stops the syncer. Called on clean shutdown.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.commit.stop();
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        self.meta.insert("clean_shutdown", [1u8].as_slice())?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,254 @@
+//! Storage: merges, incarnations, durability, hints and tombstones against a real fjall directory.
+
+use super::*;
+use bytes::Bytes;
+use ringkv_shared::{NodeId, Object, VersionVector};
+use std::sync::Arc;
+
+fn val(s: &str) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[tokio::test]
+async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        group_commit_gather: Duration::from_secs(60),
+        ..StoreOptions::default()
+    };
+    let s = Arc::new(Store::open(dir.path(), NodeId(1), &opts).unwrap());
+    // One write at a time: each fsync covers one write, so none waits the (huge) gather.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for i in 0..4u8 {
+            s.update(0, &[i], &VersionVector::new(), val("v"), 1 << 20)
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .expect("a lone writer waited for the gathering delay");
+    let stats = s.stats();
+    assert_eq!(
+        (stats.writes, stats.fsyncs),
+        (4, 4),
+        "one fsync per lone write"
+    );
+
+    // Concurrent writers: after an fsync that covered two writes, the syncer waits the
+    // gather, so a write committed during it shares the next fsync with the one before.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        group_commit_gather: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    let s = Arc::new(Store::open(dir.path(), NodeId(1), &opts).unwrap());
+    let stage = |k: u8| {
+        s.update_staged(0, &[k], &VersionVector::new(), val("v"), 1 << 20)
+            .unwrap()
+            .1
+    };
+    let (t1, t2) = (stage(1), stage(2));
+    s.durable(t1).await.unwrap();
+    s.durable(t2).await.unwrap();
+    assert_eq!(
+        s.stats().fsyncs,
+        1,
+        "both writes were committed before the fsync"
+    );
+    let ta = stage(3);
+    let waiter = s.clone();
+    let a = tokio::spawn(async move { waiter.durable(ta).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tb = stage(4);
+    s.durable(tb).await.unwrap();
+    a.await.unwrap().unwrap();
+    assert_eq!(
+        s.stats().fsyncs,
+        2,
+        "the write committed 50 ms into the gather shared the fsync"
+    );
+}
+
+#[tokio::test]
+async fn update_merge_get_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::default();
+    let actor = {
+        let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+        let o = s
+            .update(3, b"k", &VersionVector::new(), val("v1"), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(o.values().count(), 1);
+        let mut other = Object::new();
+        other.update(&VersionVector::new(), val("v2"), ActorId(42));
+        let m = s.merge(3, b"k", &other).await.unwrap();
+        assert_eq!(m.values().count(), 2);
+        assert_eq!(s.get(3, b"k").unwrap().unwrap(), m);
+        assert_eq!(
+            s.get(4, b"k").unwrap(),
+            None,
+            "partition is part of the key"
+        );
+        s.close().unwrap();
+        s.actor()
+    };
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+    assert_eq!(s.actor(), actor, "the incarnation survives a restart");
+    assert_eq!(s.get(3, b"k").unwrap().unwrap().values().count(), 2);
+}
+
+#[tokio::test]
+async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        durability: Durability::None,
+        ..StoreOptions::default()
+    };
+    let first = {
+        let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+        s.update(0, b"k", &VersionVector::new(), val("v"), 1 << 20)
+            .await
+            .unwrap();
+        s.db.persist(fjall::PersistMode::SyncAll).unwrap();
+        s.actor()
+        // Dropped without close(): a crash.
+    };
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+    assert_ne!(s.actor(), first, "a crash must not keep the old actor");
+    assert!(s.get(0, b"k").unwrap().is_some());
+    let second = s.actor();
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+    assert_eq!(s.actor(), second, "a clean close keeps the actor");
+}
+
+#[tokio::test]
+async fn a_directory_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    s.close().unwrap();
+    drop(s);
+    let err = Store::open(dir.path(), NodeId(2), &StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("belongs to node n1"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wiped_directory_gets_a_new_actor() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let s1 = Store::open(a.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    let s2 = Store::open(b.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    assert_ne!(s1.actor(), s2.actor());
+}
+
+#[tokio::test]
+async fn oversized_objects_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    let err = s
+        .update(
+            0,
+            b"k",
+            &VersionVector::new(),
+            Some(Bytes::from(vec![0u8; 200])),
+            100,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::ObjectTooLarge { .. }), "{err}");
+    assert_eq!(s.get(0, b"k").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let s =
+        std::sync::Arc::new(Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.update(
+                0,
+                &i.to_be_bytes(),
+                &VersionVector::new(),
+                val("x"),
+                1 << 20,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for i in 0..64u32 {
+        assert!(s.get(0, &i.to_be_bytes()).unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn the_hint_count_follows_the_hints_keyspace_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), val("v"), ActorId(5));
+    {
+        let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+        assert_eq!(s.hints_pending().unwrap(), 0);
+        assert_eq!(
+            s.hints_for_key(0, b"a", [NodeId(2)].into_iter()).unwrap(),
+            None
+        );
+        s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
+        s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
+        s.put_hint(NodeId(3), 0, b"b", &o).await.unwrap();
+        assert_eq!(
+            s.hints_pending().unwrap(),
+            2,
+            "the same key twice is one hint"
+        );
+        assert_eq!(
+            s.hints_for_key(0, b"a", [NodeId(2), NodeId(3)].into_iter())
+                .unwrap(),
+            Some(o.clone())
+        );
+        let batch: Vec<Hint> = s
+            .hints_after(None, 10)
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.owner == NodeId(2))
+            .collect();
+        assert!(s.remove_hint_if_unchanged(&batch[0]).unwrap());
+        assert_eq!(s.hints_pending().unwrap(), 1);
+        s.close().unwrap();
+    }
+    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    assert_eq!(s.hints_pending().unwrap(), 1, "counted again at start-up");
+}
+
+#[tokio::test]
+async fn unchanged_merge_is_not_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        NodeId(1),
+        &StoreOptions {
+            durability: Durability::None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let o = s
+        .update(0, b"k", &VersionVector::new(), val("v"), 1 << 20)
+        .await
+        .unwrap();
+    let seqno = s.db.seqno();
+    let again = s.merge(0, b"k", &o).await.unwrap();
+    assert_eq!(again, o);
+    assert_eq!(
+        s.db.seqno(),
+        seqno,
+        "a merge that changes nothing writes nothing"
+    );
+}

@@ -1,0 +1,103 @@
+//! The `tombstones` keyspace: when each pure-tombstone object became one, for the reaper; and
+//! removing an object for good.
+
+use super::read_merge_write::decode_stored;
+use super::{StorageError, Store, keys};
+use bytes::Bytes;
+use ringkv_shared::{Object, PartitionId, VersionVector};
+
+/// Whether an object holds only tombstones (and at least one).
+pub(super) fn is_tombstone(o: &Object) -> bool {
+    !o.siblings().is_empty() && o.is_deleted()
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Tombstones older than `grace_ms`, up to `limit`: `(partition, key, since_ms)`.
+    pub fn tombstones_older_than(
+        &self,
+        grace_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(PartitionId, Bytes, u64)>, StorageError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for guard in self.tombstones.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw) = guard.into_inner()?;
+            let Some((p, key)) = keys::split_object_key(&raw_key) else {
+                continue;
+            };
+            let since = <[u8; 8]>::try_from(raw.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if now.saturating_sub(since) >= grace_ms {
+                out.push((p, Bytes::copy_from_slice(key), since));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tombstones this node tracks (pure-tombstone objects not yet reaped).
+    pub fn tombstone_count(&self) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for guard in self.tombstones.iter() {
+            guard.key()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Removes `key`'s stored object (`raw`, stored under `raw_key`) for good: the object, its
+    /// tombstone record and its hash-tree entry. The caller holds the key's lock.
+    pub(super) fn remove_stored(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        raw_key: &[u8],
+        raw: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut batch = self.db.batch();
+        batch.remove(&self.objects, raw_key);
+        batch.remove(&self.tombstones, raw_key);
+        batch.commit()?;
+        self.trees
+            .toggle(partition, key, ringkv_shared::merkle::entry_hash(key, raw));
+        Ok(())
+    }
+
+    /// Removes `key`'s object for good if it is still a pure tombstone with exactly `clock`.
+    /// Returns whether it was removed.
+    pub async fn reap_if_unchanged(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        clock: &VersionVector,
+    ) -> Result<bool, StorageError> {
+        let raw_key = keys::object_key(partition, key);
+        let removed = {
+            let _guard = self.lock_for(&raw_key);
+            let Some(raw) = self.objects.get(&raw_key)? else {
+                self.tombstones.remove(raw_key.clone())?;
+                return Ok(false);
+            };
+            let current = decode_stored(Some(&raw), partition, key)?.unwrap_or_default();
+            if !is_tombstone(&current) || current.clock() != clock {
+                false
+            } else {
+                self.remove_stored(partition, key, &raw_key, &raw)?;
+                true
+            }
+        };
+        if removed {
+            self.durable(self.commit.committed()).await?;
+        }
+        Ok(removed)
+    }
+}
