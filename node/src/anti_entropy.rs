@@ -64,7 +64,7 @@ pub(crate) fn entries(state: &NodeState, partition: u32, leaves: Vec<u16>) -> Re
     }
 }
 
-/// This replica's own objects for `keys` (admitted by `service`: at most
+/// This replica's own objects for `keys` (admitted by `dispatch`: at most
 /// `MAX_KEYS_PER_BATCH` of them, each within the limits).
 pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
     let ring = state.ring.load();

@@ -1,48 +1,20 @@
 //! Coordinating a client write on this node: stamp it, store it, replicate it with a sloppy
-//! quorum through [`Peers`] (which serves this node's own copy in-process), and during a ring
+//! quorum through [`NodeTransport`] (which serves this node's own copy in-process), and during a ring
 //! change copy it to the new replicas as well, counted by [`DualWrite`].
 
-use crate::membership::Peer;
+use crate::gossip::Peer;
 use crate::metrics::Metrics;
-use crate::replica::{self, is_leaving};
+use crate::node_transport::NodeTransport;
+use crate::replica::is_leaving;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_net::fanout;
-use ringkv_net::transport::{Transport, TransportError};
+use ringkv_net::transport::Transport;
 use ringkv_shared::dual_write::DualWrite;
 use ringkv_shared::proto::{Quorum, Request, Response};
-use ringkv_shared::{Member, NodeId, Object, ReplyError, VersionVector};
+use ringkv_shared::{NodeId, Object, ReplyError, VersionVector};
 use std::sync::Arc;
 use tracing::{error, warn};
-
-/// The transport a node coordinates with: replica operations addressed to itself are served
-/// in-process; everything else goes over QUIC.
-#[derive(Clone)]
-pub(crate) struct Peers(pub(crate) Arc<NodeState>);
-
-impl Transport for Peers {
-    async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
-        let state = &self.0;
-        if to.id == state.id {
-            match request {
-                Request::Read { key } => return Ok(replica::read(state, key)),
-                Request::Write {
-                    key,
-                    object,
-                    hint_for,
-                } => {
-                    return Ok(replica::write(state, key, object, hint_for).await);
-                }
-                other => return state.quic.call(to, other).await,
-            }
-        }
-        state.quic.call(to, request).await
-    }
-
-    fn is_down(&self, node: NodeId) -> bool {
-        node != self.0.id && self.0.quic.is_down(node)
-    }
-}
 
 /// Coordinates a client write here: stamp, store, and replicate with a sloppy quorum until
 /// `quorum.required` nodes (this one included) hold the new object. Copies that found no
@@ -135,7 +107,7 @@ pub(crate) async fn put(
             (copies, new_replicas)
         })
     });
-    let peers = Peers(state.clone());
+    let peers = NodeTransport(state.clone());
     // Kept for `place_by_newer_ring`: once this node learns the newer ring, its sweep may
     // drop its own copy of the partition, so the object cannot be read back then.
     let (key_copy, object_copy) = (key.clone(), object.clone());
@@ -217,7 +189,7 @@ async fn place_by_newer_ring(
     quorum: Quorum,
 ) -> Result<(), ReplyError> {
     for member in old.members_of(refusers) {
-        let _ = crate::membership::exchange(state, Peer::Member(&member)).await;
+        let _ = crate::gossip::exchange(state, Peer::Member(&member)).await;
         if state.ring.load().epoch() > old.epoch() {
             break;
         }
@@ -259,7 +231,7 @@ fn copy_to(
 ) -> tokio::task::JoinSet<(NodeId, Result<(), ringkv_shared::ReplicaError>)> {
     let mut calls = tokio::task::JoinSet::new();
     for m in members.iter().cloned() {
-        let (peers, key, object) = (Peers(state.clone()), key.clone(), object.clone());
+        let (peers, key, object) = (NodeTransport(state.clone()), key.clone(), object.clone());
         calls.spawn(async move {
             let write = || Request::Write {
                 key: key.clone(),
@@ -271,7 +243,7 @@ fn copy_to(
                 if !is_not_replica(&first) {
                     return first;
                 }
-                let _ = crate::membership::exchange(&peers.0, Peer::Member(&m)).await;
+                let _ = crate::gossip::exchange(&peers.0, Peer::Member(&m)).await;
                 copied(peers.call(&m, write()).await)
             };
             let result = tokio::time::timeout(timeout, copy)

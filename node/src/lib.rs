@@ -17,33 +17,46 @@
 //!
 //! # Layout
 //!
-//! - [`config`] — the TOML configuration and its validation.
-//! - [`storage`] — fjall keyspaces, read-merge-write under striped locks, durability policies
-//!   with group commit.
-//! - [`certs`] — a development CA and node/client certificates (rcgen).
-//! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns.
+//! The request path, top down (`docs/ARCHITECTURE.md` walks a get and a put through it):
+//!
 //! - `server` — the QUIC accept loop and per-stream framing.
-//! - `service` — request dispatch.
+//! - `dispatch` — admission against the limits, then one request to its handler.
+//! - `router` — router mode: a whole quorum read or write coordinated here for a client that
+//!   does not track the ring.
 //! - `coordinator` — a client write coordinated here: stamp, store, replicate with a sloppy
-//!   quorum (ring-change dual writes included), through `Peers`, which serves this node's own
-//!   copy in-process.
+//!   quorum, and during a ring change copy to the incoming replicas (counted by `DualWrite`).
+//! - `node_transport` — `NodeTransport`, the `Transport` the coordinator, the router and the
+//!   workers use: other nodes over QUIC, this node's own copy in-process.
 //! - `replica` — this node's own copy: read (with the hints it keeps) and merge-write (or
 //!   keep as a hint).
-//! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
-//! - `background` — what the background workers share: periodic rounds, peer calls.
-//! - `fault_filter` (feature `testing`) — a fault filter real node processes follow in the
-//!   fault suite (off unless an environment variable names its file).
+//! - [`storage`] — fjall keyspaces, read-merge-write under striped locks, durability policies
+//!   with group commit.
+//!
+//! Membership and ring changes:
+//!
+//! - `cluster_view` — the persisted cluster view, installed for the request path.
+//! - `gossip` — gossip rounds, the answer to a peer's gossip, broadcasts.
+//! - `admin` — operators' requests (`join`, `leave`, `plan`, `commit`, ...).
+//! - `partition_handoff` — sending and receiving partition transfers during a ring change.
+//! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
 //! - `in_flight` — the writes a node coordinates, by the ring and transition they began under.
-//! - `hints` — the worker that hands hints over to their owners when they are back.
-//! - `membership` — the persisted, installed cluster view; gossip rounds; operators' requests.
-//! - `handoff` — sending and receiving partition transfers during a ring change.
-//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions.
+//!
+//! Background repair, sharing `background` (periodic rounds, peer calls, [`WorkerError`]):
+//!
+//! - `hint_delivery` — hands hints over to the key's owners when they are back.
+//! - [`anti_entropy`] — Merkle anti-entropy between co-replicas: serving and the worker.
 //! - `reaper` — tombstone reaping, only when no replica or hint could bring the key back.
+//!
+//! Running a node:
+//!
+//! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns; `state` — its shared state.
+//! - [`config`] — the TOML configuration and its validation, per section.
+//! - [`certs`] — a development CA and node/client certificates (rcgen).
+//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions.
 //! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint, and the
 //!   `Stats` answer.
-//! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
-//! - `router` — router-mode quorum coordination.
-//! - `state` — the running node's state.
+//! - `fault_filter` (feature `testing`) — a fault filter real node processes follow in the
+//!   fault suite (off unless an environment variable names its file).
 //! - `testing` (feature `testing`) — `LocalCluster` (n nodes in-process on loopback),
 //!   `ProcessCluster` (node processes), and the judges of the fault suite's histories.
 //!
@@ -53,27 +66,30 @@
 //!   [`NodeHandle`]. Dev-dependencies turn it on; the production binary is built without it
 //!   and reads no test-only environment variable.
 
+mod admin;
 pub mod admin_report;
 pub mod anti_entropy;
 mod background;
 pub use background::WorkerError;
 pub mod certs;
+mod cluster_view;
 pub mod config;
 mod coordinator;
+mod dispatch;
 #[cfg(feature = "testing")]
 pub mod fault_filter;
-mod handoff;
-mod hints;
+mod gossip;
+mod hint_delivery;
 mod in_flight;
-mod membership;
 mod metrics;
 mod metrics_http;
 pub mod node;
+mod node_transport;
+mod partition_handoff;
 mod reaper;
 mod replica;
 mod router;
 mod server;
-mod service;
 mod state;
 mod stats;
 pub mod storage;

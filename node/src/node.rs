@@ -93,11 +93,11 @@ impl Node {
         );
         let me = ringkv_shared::Member { id, addr };
         let view =
-            crate::membership::initial_view(&store, me, config.partitions, config.ring_members())
+            crate::cluster_view::initial_view(&store, me, config.partitions, config.ring_members())
                 .map_err(|e| match e {
-                crate::membership::StartError::Storage(e) => NodeError::Storage(e),
-                crate::membership::StartError::Ring(e) => NodeError::Ring(e),
-            })?;
+                    crate::cluster_view::StartError::Storage(e) => NodeError::Storage(e),
+                    crate::cluster_view::StartError::Ring(e) => NodeError::Ring(e),
+                })?;
         if view.ring.partition_count() != config.partitions {
             return Err(NodeError::Ring(RingError::BadOwners {
                 reason: format!(
@@ -156,11 +156,14 @@ impl Node {
             )));
         }
         workers.extend([
-            tokio::spawn(crate::hints::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::hint_delivery::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx.clone())),
             tokio::spawn(crate::reaper::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::membership::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::handoff::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::gossip::run(state.clone(), stop_rx.clone())),
+            tokio::spawn(crate::partition_handoff::run(
+                state.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(crate::sweep::run(state.clone(), stop_rx.clone())),
         ]);
         #[cfg(feature = "testing")]
@@ -225,7 +228,7 @@ impl NodeHandle {
     /// Returns the hints delivered.
     #[cfg(feature = "testing")]
     pub async fn deliver_hints_now(&self) -> u64 {
-        crate::hints::deliver_round(&self.state).await
+        crate::hint_delivery::deliver_round(&self.state).await
     }
 
     /// Runs one anti-entropy exchange with every other member now (tests use it instead of
@@ -250,13 +253,13 @@ impl NodeHandle {
     /// Runs one gossip round now (tests use it instead of waiting for the timer).
     #[cfg(feature = "testing")]
     pub async fn gossip_now(&self) {
-        crate::membership::gossip_round(&self.state).await;
+        crate::gossip::gossip_round(&self.state).await;
     }
 
     /// Runs one handoff round now. Returns the transfers finished.
     #[cfg(feature = "testing")]
     pub async fn handoff_now(&self) -> usize {
-        crate::handoff::handoff_round(&self.state).await
+        crate::partition_handoff::handoff_round(&self.state).await
     }
 
     /// Serves an operator's request as if it came over the network (tests and tools).
@@ -264,7 +267,7 @@ impl NodeHandle {
         &self,
         request: ringkv_shared::proto::AdminRequest,
     ) -> ringkv_shared::proto::Response {
-        crate::membership::admin(&self.state, request).await
+        crate::admin::admin(&self.state, request).await
     }
 
     /// Switches the anti-entropy worker on or off at run time.

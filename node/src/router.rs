@@ -7,7 +7,8 @@
 //! otherwise they are forwarded to the first healthy replica, because only a replica holding
 //! the key can stamp a dot that follows what it stored.
 
-use crate::coordinator::{self, Peers};
+use crate::coordinator;
+use crate::node_transport::NodeTransport;
 use crate::state::NodeState;
 use bytes::Bytes;
 use ringkv_net::fanout;
@@ -23,7 +24,7 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
     let quorum = quorum.for_coordinator();
     let ring = state.ring.load_full();
     let preference = ring.preference_members(&key);
-    let peers = Peers(state.clone());
+    let peers = NodeTransport(state.clone());
     let plan = fanout::ReadPlan {
         key,
         preference,
@@ -61,7 +62,16 @@ pub(crate) async fn put(
         return coordinator::put(state, key, context, value, quorum).await;
     }
     let members = ring.members_of(&replicas);
-    match fanout::delegate_put(&Peers(state.clone()), key, context, value, &members, quorum).await {
+    match fanout::delegate_put(
+        &NodeTransport(state.clone()),
+        key,
+        context,
+        value,
+        &members,
+        quorum,
+    )
+    .await
+    {
         Ok(clock) => Response::Put { clock },
         Err(e) => Response::Error(e),
     }

@@ -5,7 +5,7 @@
 //! an error reply (and the stream closed); the connection and the node carry on. A peer that
 //! opens a stream and sends nothing is cut off after [`REQUEST_READ_TIMEOUT`].
 
-use crate::service;
+use crate::dispatch;
 use crate::state::NodeState;
 use ringkv_net::quic::{StreamError, read_frame, write_frame};
 use ringkv_shared::ReplyError;
@@ -85,7 +85,7 @@ async fn serve_stream(
     let request =
         tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame::<Request>(&mut recv, max)).await;
     let reply = match request {
-        Ok(Ok(request)) => service::handle(&state, request).await,
+        Ok(Ok(request)) => dispatch::handle(&state, request).await,
         Ok(Err(StreamError::Frame(e))) => {
             debug!(error = %e, "bad frame");
             let _ = recv.stop(0u32.into());

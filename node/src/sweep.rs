@@ -11,7 +11,7 @@
 //!
 //! **Order.** The sweep for ring `e` completes (durably) before this node
 //! - acknowledges a transition (so no handoff to it starts while it may still drop the
-//!   partition it receives: `membership::gossip_round`), and
+//!   partition it receives: `gossip::gossip_round`), and
 //! - reports the sweep in the view ([`ringkv_shared::membership::View::swept`]), which it does
 //!   only once no write it began under an older ring is still replicating. Tombstones are
 //!   reaped only when every node reported ([`ringkv_shared::membership::View::not_swept`]).

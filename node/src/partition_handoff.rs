@@ -89,7 +89,7 @@ pub(crate) async fn handoff_round(state: &Arc<NodeState>) -> usize {
 }
 
 /// A leaver whose transfers are all done reports, once it holds no hint, that it has handed
-/// its hints over (the ring switches only then; `hints` delivers them to the keys' owners).
+/// its hints over (the ring switches only then; `hint_delivery` delivers them to the keys' owners).
 fn report_hints_handed_over(state: &NodeState) {
     let view = state.view();
     let Some(t) = &view.transition else { return };

@@ -13,7 +13,7 @@
 //! failure detector suspects keeps the hint until it is back.
 //!
 //! Hints for a removed member are delivered the same way. A leaving node hands its hints over
-//! before the ring switches (`handoff` reports it), and a removed node keeps delivering what it
+//! before the ring switches (`partition_handoff` reports it), and a removed node keeps delivering what it
 //! still holds; it reports itself gone only with none left (`sweep`). A hint survives
 //! restarts: it lives in the `hints` keyspace under the node's durability policy.
 

@@ -9,7 +9,7 @@ use tracing::{Instrument, debug_span};
 /// Serves one request. Never panics on input: every failure becomes a [`Response::Error`].
 ///
 /// Every request is admitted here against the limits ([`Request::check_limits`]); handlers
-/// take their keys and values as checked. Calls a node makes to itself (`coordinator::Peers`)
+/// take their keys and values as checked. Calls a node makes to itself (`node_transport::NodeTransport`)
 /// carry keys a request admitted here.
 pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
     let op = request.kind();
@@ -54,13 +54,13 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 value,
                 quorum,
             } => router::put(state, key, context, value, quorum.capped()).await,
-            Request::Gossip { view } => crate::membership::on_gossip(state, &view),
+            Request::Gossip { view } => crate::gossip::on_gossip(state, &view),
             Request::Handoff {
                 epoch,
                 transfer,
                 items,
-            } => crate::handoff::receive(state, epoch, transfer, items).await,
-            Request::Admin(request) => crate::membership::admin(state, request).await,
+            } => crate::partition_handoff::receive(state, epoch, transfer, items).await,
+            Request::Admin(request) => crate::admin::admin(state, request).await,
         }
     }
     .instrument(span)

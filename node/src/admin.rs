@@ -1,0 +1,98 @@
+//! Operators' requests (`ringkv status`, `join`, `leave`, `plan`, `commit`, `clear`): staged in
+//! the view, then spread by an immediate broadcast.
+
+use crate::gossip::{Peer, broadcast, exchange};
+use crate::state::NodeState;
+use ringkv_shared::ReplyError;
+use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Response};
+use std::sync::Arc;
+use tracing::info;
+
+/// Serves an operator's request.
+pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Response {
+    let n = state.replication;
+    let invalid = |reason: String| Response::Error(ReplyError::InvalidInput { reason });
+    let reply = match request {
+        AdminRequest::Status => {
+            let sending = state
+                .sending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(t, p)| (*t, *p))
+                .collect();
+            return Response::Admin(AdminReply::Status(Box::new(NodeStatus {
+                node: state.id,
+                n,
+                view: state.view(),
+                sending,
+            })));
+        }
+        AdminRequest::Join { node, addr } => {
+            let node = match (node, addr) {
+                (_, Some(addr)) => {
+                    let theirs = match exchange(state, Peer::Addr(addr)).await {
+                        Ok(v) => v,
+                        Err(reason) => return invalid(format!("cannot join {addr}: {reason}")),
+                    };
+                    match theirs.members.iter().find(|(_, r)| r.addr == addr) {
+                        Some((id, _)) => *id,
+                        None => {
+                            return invalid(format!(
+                                "{addr} answered but does not list itself at that address"
+                            ));
+                        }
+                    }
+                }
+                (Some(id), None) => id,
+                (None, None) => return invalid("name the node to join by id or address".into()),
+            };
+            match state.update_view(|v| v.stage_join(node)) {
+                Ok(()) => {
+                    format!("node {node} staged to join; see `ringkv plan`, then `ringkv commit`")
+                }
+                Err(e) => return invalid(e.to_string()),
+            }
+        }
+        AdminRequest::Leave { node } => match state.update_view(|v| v.stage_leave(node, n)) {
+            Ok(()) => {
+                format!("node {node} staged to leave; see `ringkv plan`, then `ringkv commit`")
+            }
+            Err(e) => return invalid(e.to_string()),
+        },
+        AdminRequest::Plan => {
+            let view = state.view();
+            return match view.planned_with(n) {
+                Ok(target) => {
+                    let transfers =
+                        ringkv_shared::handoff::transfers(&view.ring, &target, n.into());
+                    Response::Admin(AdminReply::Plan {
+                        current: Box::new(view.ring.clone()),
+                        target: Box::new(target),
+                        transfers,
+                    })
+                }
+                Err(e) => invalid(e.to_string()),
+            };
+        }
+        AdminRequest::Commit => {
+            match state.update_view(|v| v.commit(n).map(|t| t.target.epoch())) {
+                Ok(epoch) => {
+                    info!(node = %state.id, epoch, "ring change committed; handoffs start once every node has seen it");
+                    format!(
+                        "committed: data moves to the new owners, then the ring becomes epoch {epoch}; follow with `ringkv handoffs`"
+                    )
+                }
+                Err(e) => return invalid(e.to_string()),
+            }
+        }
+        AdminRequest::Clear => {
+            state.update_view(|v| v.clear_staged());
+            "staged changes cleared".to_string()
+        }
+    };
+    // Spread an operator's change at once rather than over a few rounds.
+    let peers = state.view().gossip_peers(state.id);
+    broadcast(state, &peers).await;
+    Response::Admin(AdminReply::Done { message: reply })
+}

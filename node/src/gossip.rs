@@ -1,0 +1,258 @@
+//! Gossip: rounds that exchange cluster views with a random live peer (push-pull), the
+//! answer to a peer's gossip, and the broadcast after an operator's change or a ring switch.
+//!
+//! Merging is [`ringkv_shared::membership::View::merge`]'s; a round also acknowledges
+//! transitions and completes them when this node is the claimant.
+
+use crate::background::every;
+use crate::state::NodeState;
+use rand::seq::IndexedRandom;
+use ringkv_net::transport::{Transport, TransportError};
+use ringkv_shared::membership::{Status, View};
+use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::{Member, ReplyError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+/// Why a gossip exchange with a peer did not merge its view.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GossipError {
+    /// The peer's view cannot belong to this cluster (another partition count, a malformed
+    /// ring); it was not merged.
+    #[error("{reason}")]
+    ForeignView {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The peer answered with an error.
+    #[error("{error}")]
+    Refused {
+        /// Its answer.
+        error: ReplyError,
+    },
+    /// The peer answered with a reply that is not a view.
+    #[error("unexpected reply {reply}")]
+    UnexpectedReply {
+        /// The reply's kind.
+        reply: &'static str,
+    },
+    /// The TLS handshake failed: the peer's certificate, or ours, is not signed by the CA the
+    /// other side trusts.
+    #[error(
+        "{addr} refused the connection ({reason}): is its certificate signed by this cluster's CA?"
+    )]
+    TlsRefused {
+        /// The peer.
+        addr: SocketAddr,
+        /// The handshake failure.
+        reason: String,
+    },
+    /// The peer could not be reached, or the connection broke.
+    #[error("{addr}: {error}")]
+    Unreachable {
+        /// The peer.
+        addr: SocketAddr,
+        /// What the transport said.
+        error: TransportError,
+    },
+    /// The peer did not answer in time.
+    #[error("{addr} did not answer within {} s", deadline.as_secs())]
+    Silent {
+        /// The peer.
+        addr: SocketAddr,
+        /// How long it was given.
+        deadline: Duration,
+    },
+}
+
+/// Merges a peer's view into ours and returns ours (the gossip answer).
+pub(crate) fn on_gossip(state: &NodeState, theirs: &View) -> Response {
+    if let Err(reason) = check_view(state, theirs) {
+        return Response::Error(ReplyError::InvalidInput { reason });
+    }
+    state.update_view(|v| v.merge(theirs));
+    Response::View(Box::new(state.view()))
+}
+
+/// Refuses a view that cannot belong to this cluster.
+fn check_view(state: &NodeState, view: &View) -> Result<(), String> {
+    view.validate(state.ring.load().partition_count())
+}
+
+/// Gossips about once per interval until `stop`.
+pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.background.gossip_interval_ms);
+    every(interval, stop, || {
+        let state = state.clone();
+        async move {
+            gossip_round(&state).await;
+        }
+    })
+    .await;
+}
+
+/// One round: acknowledge a transition seen since the last round, complete a finished
+/// transition if this node is the claimant, then exchange views with one random live peer (or
+/// a seed, if there is none).
+pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
+    let me = state.id;
+    // Acknowledge a transition one round after it arrived: by then every write this node
+    // started before seeing it has had a round to finish, so a scan that begins once every
+    // node acknowledged it misses none of them.
+    //
+    // Two more conditions make "every write" hold: no write this node began without knowing
+    // the transition is still replicating (however long its deadline), and this node has
+    // dropped its stale copies for the ring in force (a handoff to it must not land in a
+    // partition it is about to drop). See `in_flight` and `sweep`.
+    let noticed = state.transition.load().as_ref().map(|t| t.target.epoch());
+    let previous = state
+        .noticed_transition
+        .swap(noticed.unwrap_or(0), std::sync::atomic::Ordering::AcqRel);
+    if let Some(epoch) = noticed.filter(|e| *e == previous)
+        && crate::sweep::has_swept(state, state.ring.load().epoch())
+        && !state.in_flight.any_before_transition(epoch)
+    {
+        state.update_view(|v| v.mark_seen(me));
+    }
+    crate::sweep::report(state);
+    let switched = state.update_view(|v| v.claimant() == Some(me) && v.complete_if_done());
+    if switched {
+        info!(node = %me, epoch = state.ring.load().epoch(), "every handoff is done: the new ring is in force");
+    }
+    let view = state.view();
+    let peers = view.gossip_peers(me);
+    if switched {
+        // Everyone should route by the new ring at once, not after a few rounds; the nodes
+        // just removed too, so that they drop their data and report it (`sweep`).
+        let mut told = peers.clone();
+        told.extend(
+            view.members
+                .iter()
+                .filter(|(id, r)| {
+                    **id != me
+                        && r.status == Status::Removed
+                        && view.swept.get(id) != Some(&ringkv_shared::membership::SWEPT_FOR_GOOD)
+                })
+                .map(|(id, r)| Member {
+                    id: *id,
+                    addr: r.addr,
+                }),
+        );
+        broadcast(state, &told).await;
+        return;
+    }
+    let live: Vec<&Member> = peers.iter().filter(|m| !state.quic.is_down(m.id)).collect();
+    let target = live.choose(&mut rand::rng()).map(|m| (*m).clone());
+    let round = state
+        .gossip_rounds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let own_addr = view.members.get(&me).map(|r| r.addr);
+    let seeds: Vec<SocketAddr> = state
+        .seeds
+        .iter()
+        .copied()
+        .filter(|s| Some(*s) != own_addr)
+        .collect();
+    match target {
+        Some(peer) => {
+            let _ = exchange(state, Peer::Member(&peer)).await;
+            // Every tenth round also talks to a seed: two groups of nodes that each know only
+            // themselves (a logically partitioned cluster) meet through the seeds.
+            let seed = round
+                .is_multiple_of(10)
+                .then(|| seeds.choose(&mut rand::rng()).copied())
+                .flatten();
+            if let Some(seed) = seed {
+                let _ = exchange(state, Peer::Addr(seed)).await;
+            }
+        }
+        None => {
+            for seed in seeds {
+                if exchange(state, Peer::Addr(seed)).await.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Pushes this node's view to every peer at once (after an operator's change or a ring
+/// switch), merging their answers.
+pub(crate) async fn broadcast(state: &Arc<NodeState>, peers: &[Member]) {
+    let mut calls = tokio::task::JoinSet::new();
+    for peer in peers {
+        let (s, peer) = (state.clone(), peer.clone());
+        calls.spawn(async move { exchange(&s, Peer::Member(&peer)).await });
+    }
+    while calls.join_next().await.is_some() {}
+}
+
+/// Whom a gossip exchange goes to.
+#[derive(Clone, Copy)]
+pub(crate) enum Peer<'a> {
+    /// A member of the view (its id feeds the failure detector).
+    Member(&'a Member),
+    /// An address whose node id is not known yet: a seed, or a node an operator names.
+    Addr(SocketAddr),
+}
+
+impl Peer<'_> {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Member(m) => m.addr,
+            Peer::Addr(a) => *a,
+        }
+    }
+
+    /// Members answer within a round; a node named by address gets longer (it may be
+    /// starting).
+    fn timeout(&self) -> Duration {
+        match self {
+            Peer::Member(_) => Duration::from_secs(2),
+            Peer::Addr(_) => Duration::from_secs(3),
+        }
+    }
+}
+
+/// Sends this node's view to `peer` and merges the view it answers with (push-pull). Returns
+/// the peer's view.
+pub(crate) async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<View, GossipError> {
+    let request = Request::Gossip {
+        view: Box::new(state.view()),
+    };
+    let addr = peer.addr();
+    let call = async {
+        match peer {
+            Peer::Member(m) => state.quic.call(m, request).await,
+            Peer::Addr(a) => state.quic.call_addr(a, request).await,
+        }
+    };
+    let result = match tokio::time::timeout(peer.timeout(), call).await {
+        Ok(Ok(Response::View(theirs))) => match check_view(state, &theirs) {
+            Ok(()) => {
+                state.update_view(|v| v.merge(&theirs));
+                Ok(*theirs)
+            }
+            Err(reason) => Err(GossipError::ForeignView { reason }),
+        },
+        Ok(Ok(Response::Error(error))) => Err(GossipError::Refused { error }),
+        Ok(Ok(other)) => Err(GossipError::UnexpectedReply {
+            reply: other.kind(),
+        }),
+        Ok(Err(TransportError::Refused { reason, .. })) => {
+            Err(GossipError::TlsRefused { addr, reason })
+        }
+        Ok(Err(error)) => Err(GossipError::Unreachable { addr, error }),
+        Err(_) => Err(GossipError::Silent {
+            addr,
+            deadline: peer.timeout(),
+        }),
+    };
+    if let Err(error) = &result {
+        debug!(%addr, %error, "gossip exchange failed");
+    }
+    result
+}
