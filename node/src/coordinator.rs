@@ -3,6 +3,7 @@
 //! change copy it to the new replicas as well, counted by [`DualWrite`].
 
 use crate::gossip::Peer;
+use crate::in_flight::Guard;
 use crate::metrics::Metrics;
 use crate::node_transport::NodeTransport;
 use crate::replica::is_leaving;
@@ -12,7 +13,7 @@ use ringkv_net::fanout;
 use ringkv_net::transport::Transport;
 use ringkv_shared::dual_write::DualWrite;
 use ringkv_shared::proto::{Quorum, Request, Response};
-use ringkv_shared::{NodeId, Object, ReplyError, VersionVector};
+use ringkv_shared::{NodeId, Object, PartitionId, ReplyError, VersionVector};
 use std::sync::Arc;
 use tracing::{error, warn};
 
@@ -65,29 +66,16 @@ pub(crate) async fn put(
         Err(e) => return Response::Error(state.storage_error(e)),
     };
     let clock = object.clock().clone();
-    let keeper = state.clone();
-    let (hint_key, hint_object) = (key.clone(), object.clone());
-    let on_settled = move |unplaced: Vec<NodeId>| async move {
-        let _in_flight = in_flight;
-        if !unplaced.is_empty() && is_leaving(&keeper) {
-            warn!(
-                ?unplaced,
-                "leaving: keeping no hint for owners no copy reached"
-            );
-            return;
-        }
-        for owner in unplaced {
-            match keeper
-                .store
-                .put_hint(owner, partition, &hint_key, &hint_object)
-                .await
-            {
-                Ok(()) => Metrics::add(&keeper.metrics.hints_stored, 1),
-                Err(e) => {
-                    error!(%owner, error = %e, "could not keep a hint for an unreachable owner")
-                }
-            }
-        }
+    let (keeper, hint_key, hint_object) = (state.clone(), key.clone(), object.clone());
+    let on_settled = move |unplaced: Vec<NodeId>| {
+        keep_hints(
+            keeper,
+            in_flight,
+            partition,
+            hint_key,
+            hint_object,
+            unplaced,
+        )
     };
     // During a ring change the partition's incoming replicas get a copy too, and the write
     // counts only once W replicas of the new ring hold it as well: whichever ring reads use,
@@ -97,13 +85,7 @@ pub(crate) async fn put(
         let members = t.target.members_of(&targets);
         let new_replicas = t.target.replicas(partition, n).to_vec();
         (!members.is_empty()).then(|| {
-            let copies = copy_to(
-                state,
-                &members,
-                key.clone(),
-                object.clone(),
-                quorum.timeout(),
-            );
+            let copies = copy_to(state, &members, &key, &object, quorum.timeout());
             (copies, new_replicas)
         })
     });
@@ -159,6 +141,33 @@ pub(crate) async fn put(
     Response::Put { clock }
 }
 
+/// What a write's replication does once every copy settled: keep a hint here for each owner
+/// no copy reached (unless this node is leaving: it keeps none, and the write stays
+/// acknowledged or not as the quorum decided), then release the write's in-flight guard.
+async fn keep_hints(
+    state: Arc<NodeState>,
+    in_flight: Guard,
+    partition: PartitionId,
+    key: Bytes,
+    object: Object,
+    unplaced: Vec<NodeId>,
+) {
+    let _in_flight = in_flight;
+    if !unplaced.is_empty() && is_leaving(&state) {
+        warn!(
+            ?unplaced,
+            "leaving: keeping no hint for owners no copy reached"
+        );
+        return;
+    }
+    for owner in unplaced {
+        match state.store.put_hint(owner, partition, &key, &object).await {
+            Ok(()) => Metrics::add(&state.metrics.hints_stored, 1),
+            Err(e) => error!(%owner, error = %e, "could not keep a hint for an unreachable owner"),
+        }
+    }
+}
+
 /// Records copies' outcomes in `tally` until it is met or every copy answered (each has its
 /// own deadline, so every call ends, `TimedOut` at worst). Copies still in flight then finish
 /// in the background: the more replicas hold the write, the better.
@@ -202,7 +211,7 @@ async fn place_by_newer_ring(
         let members = ring.members_of(&owners);
         count_copies(
             &mut tally,
-            copy_to(state, &members, key, object, quorum.timeout()),
+            copy_to(state, &members, &key, &object, quorum.timeout()),
         )
         .await;
     }
@@ -225,8 +234,8 @@ fn refused_as_not_replica(e: &ringkv_shared::ReplicaError) -> bool {
 fn copy_to(
     state: &Arc<NodeState>,
     members: &[ringkv_shared::Member],
-    key: Bytes,
-    object: Object,
+    key: &Bytes,
+    object: &Object,
     timeout: std::time::Duration,
 ) -> tokio::task::JoinSet<(NodeId, Result<(), ringkv_shared::ReplicaError>)> {
     let mut calls = tokio::task::JoinSet::new();
