@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::Client;
 use ringkv_node::testing::history;
 use ringkv_node::testing::unique_history::{self, KeyOp};
-use ringkv_shared::proto::{AdminRequest, Request};
+use ringkv_shared::proto::{AdminRequest, Request, Response};
 use ringkv_shared::{NodeId, Ring, handoff};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -332,8 +332,9 @@ async fn four_and_a_staged_joiner(net: Net) -> Result<StagedJoin> {
 }
 
 /// The window a ring change leaves for writes begun before a node noticed it: a coordinator
-/// starts a write (W=3, one other owner SIGSTOPped, so its copy hangs) whose partition the
-/// staged change gives to a joiner, and the change is committed while the write is in flight.
+/// starts a write (W=3, one other owner and the only stand-in SIGSTOPped, so the write
+/// replicates until its deadline) whose partition the staged change gives to a joiner, and the
+/// change is committed while the write is in flight.
 /// The coordinator must not acknowledge the transition while that write replicates (the
 /// handoff scan needs every acknowledgement, so it cannot start behind the write); once the
 /// write settled it does, and after the switch every new owner holds the key.
@@ -352,17 +353,18 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
         current,
         target,
     } = four_and_a_staged_joiner(net).await?;
-    // A key whose partition the joiner receives, coordinated by an owner other than node
-    // index 0 (which commits), with another owner (not 0 either) to stall.
+    // A key whose partition the joiner receives and which node index 0 (it commits) owns:
+    // one other owner coordinates, the third owner and the only stand-in (the fourth node)
+    // are stalled. No node can then take the stalled owner's copy, so the write replicates
+    // until its deadline, however quickly the coordinator gives up on the stalled owner.
     let key = (0..10_000)
         .map(|i| format!("gate-{i}"))
         .find(|k| {
             let p = current.partition_of(k.as_bytes());
-            let owners = current.replicas(p, 3);
             handoff::incoming(&current, &target, p, 3).contains(&spare_id)
-                && owners.iter().filter(|id| index_of(**id) != 0).count() >= 2
+                && current.replicas(p, 3).iter().any(|id| index_of(*id) == 0)
         })
-        .context("no key moves to the joiner")?;
+        .context("no key of node 0 moves to the joiner")?;
     let p = current.partition_of(key.as_bytes());
     let owners: Vec<usize> = current
         .replicas(p, 3)
@@ -371,21 +373,42 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
         .filter(|i| *i != 0)
         .collect();
     let (coordinator, stalled) = (owners[0], owners[1]);
+    let standin = (1..4)
+        .find(|i| *i != coordinator && *i != stalled)
+        .context("no stand-in")?;
     let coordinator_id = NodeId(coordinator as u32 + 1);
-    println!("{TEST}: {key} coordinated by index {coordinator}, index {stalled} stalled");
+    println!(
+        "{TEST}: {key} coordinated by index {coordinator}, owner {stalled} and stand-in {standin} stalled"
+    );
 
-    cluster.procs.signal(stalled, "STOP")?;
-    let writes_before: Vec<u64> = {
-        let mut w = Vec::new();
-        for i in 0..4 {
-            w.push(if i == stalled {
-                0
-            } else {
-                cluster.stats(i).await?.writes
-            });
-        }
-        w
+    // A first write of the key through the coordinator opens its connections to the other
+    // owners: a copy to a stalled owner then hangs until the connection's idle timeout (4 s)
+    // instead of failing at the 1 s connect timeout, which could end the write before the
+    // others had time to acknowledge the change.
+    let warm = Request::Put {
+        key: key.clone().into(),
+        context: ringkv_shared::VersionVector::new(),
+        value: Some(bytes::Bytes::from_static(b"warm")),
+        quorum: ringkv_shared::proto::Quorum {
+            n: 3,
+            required: 3,
+            timeout_ms: 8_000,
+        },
     };
+    let warmed = support::ask(
+        cluster.addrs[coordinator],
+        &cluster.tls,
+        &warm,
+        Duration::from_secs(10),
+    )
+    .await?;
+    ensure!(
+        matches!(warmed, Response::Put { .. }),
+        "the first write failed: {warmed:?}"
+    );
+    cluster.procs.signal(stalled, "STOP")?;
+    cluster.procs.signal(standin, "STOP")?;
+    let writes_before = cluster.stats(0).await?.writes;
     let put = Request::Put {
         key: key.clone().into(),
         context: ringkv_shared::VersionVector::new(),
@@ -404,14 +427,10 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
         Duration::from_secs(5),
         "a copy of the write landed",
         || async {
-            let mut landed = false;
-            for i in (0..4).filter(|i| *i != stalled && *i != coordinator) {
-                landed |= cluster
-                    .stats(i)
-                    .await
-                    .is_ok_and(|s| s.writes > writes_before[i]);
-            }
-            landed
+            cluster
+                .stats(0)
+                .await
+                .is_ok_and(|s| s.writes > writes_before)
         },
     )
     .await?;
@@ -423,7 +442,7 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     // Every other running node acknowledges within a few rounds; the coordinator does not
     // while its write is in flight.
     let others: Vec<usize> = (0..=spare)
-        .filter(|i| *i != stalled && *i != coordinator)
+        .filter(|i| ![stalled, standin, coordinator].contains(i))
         .collect();
     support::eventually(
         Duration::from_secs(10),
@@ -463,6 +482,7 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     )
     .await?;
     cluster.procs.signal(stalled, "CONT")?;
+    cluster.procs.signal(standin, "CONT")?;
     let everyone: Vec<usize> = (0..=spare).collect();
     cluster.settled(&everyone, epoch, CHANGE_LIMIT).await?;
     for id in target.replicas(p, 3) {

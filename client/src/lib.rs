@@ -9,7 +9,7 @@
 //! with.
 //!
 //! ```no_run
-//! # async fn demo(tls: ringkv_net::quic::TlsIdentity) -> Result<(), ringkv_client::ClientError> {
+//! # async fn demo(tls: ringkv_client::TlsIdentity) -> Result<(), ringkv_client::ClientError> {
 //! use ringkv_client::{Client, Context};
 //! let client = Client::builder()
 //!     .seeds(["127.0.0.1:7001".parse().unwrap()])
