@@ -385,16 +385,7 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     // owners: a copy to a stalled owner then hangs until the connection's idle timeout (4 s)
     // instead of failing at the 1 s connect timeout, which could end the write before the
     // others had time to acknowledge the change.
-    let warm = Request::Put {
-        key: key.clone().into(),
-        context: ringkv_shared::VersionVector::new(),
-        value: Some(bytes::Bytes::from_static(b"warm")),
-        quorum: ringkv_shared::proto::Quorum {
-            n: 3,
-            required: 3,
-            timeout_ms: 8_000,
-        },
-    };
+    let warm = w3_put(&key, b"warm");
     let warmed = support::ask(
         cluster.addrs[coordinator],
         &cluster.tls,
@@ -409,16 +400,7 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     cluster.procs.signal(stalled, "STOP")?;
     cluster.procs.signal(standin, "STOP")?;
     let writes_before = cluster.stats(0).await?.writes;
-    let put = Request::Put {
-        key: key.clone().into(),
-        context: ringkv_shared::VersionVector::new(),
-        value: Some(bytes::Bytes::from_static(b"gate")),
-        quorum: ringkv_shared::proto::Quorum {
-            n: 3,
-            required: 3,
-            timeout_ms: 8_000,
-        },
-    };
+    let put = w3_put(&key, b"gate");
     let (addr, tls) = (cluster.addrs[coordinator], cluster.tls.clone());
     let write =
         tokio::spawn(async move { support::ask(addr, &tls, &put, Duration::from_secs(20)).await });
@@ -599,4 +581,19 @@ async fn writes_short_of_w_in_the_new_ring_are_reported_maybe_applied_and_stored
     }
     println!("{TEST}: every new owner holds each write exactly once");
     Ok(())
+}
+
+/// A coordinated write of `value` to `key` with N=3, W=3 and an 8 s deadline, on an empty
+/// context.
+fn w3_put(key: &str, value: &'static [u8]) -> Request {
+    Request::Put {
+        key: key.to_owned().into(),
+        context: ringkv_shared::VersionVector::new(),
+        value: Some(bytes::Bytes::from_static(value)),
+        quorum: ringkv_shared::proto::Quorum {
+            n: 3,
+            required: 3,
+            timeout_ms: 8_000,
+        },
+    }
 }
