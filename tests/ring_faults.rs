@@ -332,9 +332,9 @@ async fn four_and_a_staged_joiner(net: Net) -> Result<StagedJoin> {
 }
 
 /// The window a ring change leaves for writes begun before a node noticed it: a coordinator
-/// starts a write (W=3, one other owner and the only stand-in SIGSTOPped, so the write
-/// replicates until its deadline) whose partition the staged change gives to a joiner, and the
-/// change is committed while the write is in flight.
+/// starts a write (W=3, one other owner and the only stand-in SIGSTOPped, so the write cannot
+/// succeed and replicates until its copy to the stalled owner fails) whose partition the staged
+/// change gives to a joiner, and the change is committed while the write is in flight.
 /// The coordinator must not acknowledge the transition while that write replicates (the
 /// handoff scan needs every acknowledgement, so it cannot start behind the write); once the
 /// write settled it does, and after the switch every new owner holds the key.
@@ -355,8 +355,8 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     } = four_and_a_staged_joiner(net).await?;
     // A key whose partition the joiner receives and which node index 0 (it commits) owns:
     // one other owner coordinates, the third owner and the only stand-in (the fourth node)
-    // are stalled. No node can then take the stalled owner's copy, so the write replicates
-    // until its deadline, however quickly the coordinator gives up on the stalled owner.
+    // are stalled. No node can then take the stalled owner's copy, so the write cannot reach
+    // W early: it stays in flight until its copy to the stalled owner fails.
     let key = (0..10_000)
         .map(|i| format!("gate-{i}"))
         .find(|k| {
@@ -382,9 +382,11 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     );
 
     // A first write of the key through the coordinator opens its connections to the other
-    // owners: a copy to a stalled owner then hangs until the connection's idle timeout (4 s)
-    // instead of failing at the 1 s connect timeout, which could end the write before the
-    // others had time to acknowledge the change.
+    // owners: a copy to a stalled owner then hangs until the connection's idle timeout
+    // (`ringkv_net::quic::IDLE_TIMEOUT`, 4 s) instead of failing at the 1 s connect timeout,
+    // which could end the write before the others had time to acknowledge the change. The
+    // others acknowledge 1.5 to 2.5 s after the commit here, which leaves the 500 ms the check
+    // below needs.
     let warm = w3_put(&key, b"warm");
     let warmed = support::ask(
         cluster.addrs[coordinator],
@@ -404,7 +406,8 @@ async fn a_write_begun_before_its_coordinator_noticed_a_change_holds_the_change_
     let (addr, tls) = (cluster.addrs[coordinator], cluster.tls.clone());
     let write =
         tokio::spawn(async move { support::ask(addr, &tls, &put, Duration::from_secs(20)).await });
-    // The write is replicating once a replica other than the coordinator stored its copy.
+    // The write is replicating once node index 0, the one owner still running besides the
+    // coordinator, stored its copy.
     support::eventually(
         Duration::from_secs(5),
         "a copy of the write landed",
