@@ -4,6 +4,7 @@ use crate::client::{Client, Inner};
 use crate::error::ClientError;
 use crate::options::{Defaults, Mode};
 use arc_swap::ArcSwap;
+use ringkv_net::Wire;
 use ringkv_net::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
 use ringkv_shared::Limits;
 use ringkv_shared::hedge::{HedgePolicy, Hedger};
@@ -130,12 +131,12 @@ impl ClientBuilder {
     }
 
     /// Connects to a seed, fetches and caches the ring.
-    pub async fn build(self) -> Result<Client, ClientError> {
+    pub async fn build(mut self) -> Result<Client, ClientError> {
         self.defaults.validate()?;
         self.limits
             .validate()
             .map_err(|reason| ClientError::InvalidInput { reason })?;
-        let tls = self.tls.ok_or_else(|| ClientError::Tls {
+        let tls = self.tls.take().ok_or_else(|| ClientError::Tls {
             reason: "no TLS identity configured: call ClientBuilder::tls or tls_files".into(),
         })?;
         if self.seeds.is_empty() {
@@ -158,6 +159,24 @@ impl ClientBuilder {
                 ..TransportOptions::default()
             },
         );
+        self.connect(Wire::Quic(transport)).await
+    }
+
+    /// Builds a client on the simulated network (feature `sim`): no TLS identity needed.
+    #[cfg(feature = "sim")]
+    pub async fn build_sim(self, link: ringkv_net::sim::SimLink) -> Result<Client, ClientError> {
+        self.defaults.validate()?;
+        self.limits
+            .validate()
+            .map_err(|reason| ClientError::InvalidInput { reason })?;
+        if self.seeds.is_empty() {
+            return Err(ClientError::Unavailable { errors: vec![] });
+        }
+        self.connect(Wire::Sim(link)).await
+    }
+
+    /// Fetches the ring over `transport` and makes the client.
+    async fn connect(self, transport: Wire) -> Result<Client, ClientError> {
         // Epoch 0 is a node still waiting to be joined: any real cluster ring is newer.
         let ring = crate::client::fetch_ring(&transport, &self.seeds, 1).await?;
         Ok(Client {

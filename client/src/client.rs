@@ -5,9 +5,8 @@ use crate::options::{CallOptions, Defaults, Mode};
 use crate::versions::{Context, Versions};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use rand::seq::SliceRandom;
 use ringkv_net::fanout;
-use ringkv_net::quic::QuicTransport;
+use ringkv_net::Wire;
 use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::proto::{NodeStats, Quorum, Request, Response};
 use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring};
@@ -22,7 +21,7 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub(crate) transport: QuicTransport,
+    pub(crate) transport: Wire,
     pub(crate) ring: ArcSwap<Ring>,
     pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) defaults: Defaults,
@@ -343,9 +342,9 @@ impl Client {
             .members()
             .filter(|m| !transport.is_down(m.id))
             .collect();
-        order.shuffle(&mut rand::rng());
+        ringkv_net::ambient::shuffle(&mut order);
         let mut down: Vec<&Member> = ring.members().filter(|m| transport.is_down(m.id)).collect();
-        down.shuffle(&mut rand::rng());
+        ringkv_net::ambient::shuffle(&mut down);
         order.extend(down);
         let deadline = tokio::time::Instant::now() + q.timeout();
         Ok(
@@ -431,10 +430,9 @@ impl Client {
 
     /// Closes every connection. Calls made afterwards fail.
     pub fn close(&self) {
-        self.inner
-            .transport
-            .endpoint()
-            .close(0u32.into(), b"client closed");
+        if let Some(quic) = self.inner.transport.quic() {
+            quic.endpoint().close(0u32.into(), b"client closed");
+        }
     }
 }
 
@@ -480,7 +478,7 @@ pub(crate) fn worth_retrying(error: &ClientError) -> bool {
 /// Asks each address in turn for its ring; returns the first at epoch `at_least` or newer, else
 /// the newest any address gave.
 pub(crate) async fn fetch_ring(
-    transport: &QuicTransport,
+    transport: &Wire,
     addrs: &[SocketAddr],
     at_least: u64,
 ) -> Result<Ring, ClientError> {

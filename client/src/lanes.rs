@@ -54,7 +54,7 @@ impl Lane {
     /// A lane with a new actor and no history.
     pub(crate) fn fresh() -> Self {
         Self {
-            actor: ActorId(rand::random()),
+            actor: ActorId(ringkv_net::ambient::random_u64()),
             last: None,
         }
     }

@@ -16,11 +16,19 @@
 //! - [`fanout`] — the async quorum drivers over a `Transport`: quorum reads (stand-ins,
 //!   hedging, read repair), a coordinator's replication (sloppy placement), and delegating a
 //!   request to the first reachable node.
+//! - [`wire`] — `Wire`, the transport a node or client holds: QUIC, or the simulated network.
+//! - [`sim`] (feature `sim`) — the seeded simulated network and its event log.
+//! - [`ambient`] — randomness and the wall clock, which the simulator seeds and drives.
 //! - [`quic`] — mutual TLS configuration, frame I/O on QUIC streams, and the pooled
 //!   `QuicTransport` client and node both use.
 
+pub mod ambient;
 pub mod fanout;
 pub mod quic;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod transport;
+pub mod wire;
 
 pub use transport::{Transport, TransportError};
+pub use wire::Wire;

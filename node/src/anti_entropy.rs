@@ -143,7 +143,7 @@ async fn exchange_with_next(state: Arc<NodeState>, turn: usize) {
     let Some(peer) = peers.get(turn % peers.len().max(1)) else {
         return;
     };
-    if state.quic.is_down(peer.id) {
+    if state.wire.is_down(peer.id) {
         return;
     }
     let span = debug_span!("anti_entropy", node = %state.id, peer = %peer.id);

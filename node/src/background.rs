@@ -22,7 +22,10 @@ where
 {
     let interval = interval.max(Duration::from_millis(1));
     loop {
+        // Biased: a stop wins over a timer that fired in the same poll, always (and the
+        // simulator needs no random branch order).
         tokio::select! {
+            biased;
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(interval) => {}
         }
@@ -102,7 +105,7 @@ pub(crate) async fn call_peer(
     deadline: Duration,
 ) -> Result<Response, WorkerError> {
     let id = peer.id;
-    match tokio::time::timeout(deadline, state.quic.call(peer, request)).await {
+    match tokio::time::timeout(deadline, state.wire.call(peer, request)).await {
         Ok(Ok(Response::Error(error))) => Err(WorkerError::Refused { peer: id, error }),
         Ok(Ok(r)) => Ok(r),
         Ok(Err(error)) => Err(WorkerError::Unreachable { peer: id, error }),

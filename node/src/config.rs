@@ -399,6 +399,12 @@ impl NodeConfig {
 
     /// Checks every field; the error names the first field that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_settings()?;
+        self.tls.validate()
+    }
+
+    /// Checks every field but the TLS files (the simulated network needs none).
+    pub(crate) fn validate_settings(&self) -> Result<(), ConfigError> {
         self.validate_node()?;
         self.validate_members()?;
         self.storage.validate()?;
@@ -406,8 +412,7 @@ impl NodeConfig {
         self.background.validate()?;
         self.limits
             .validate()
-            .map_err(|reason| invalid("limits", reason))?;
-        self.tls.validate()
+            .map_err(|reason| invalid("limits", reason))
     }
 
     /// The top-level settings: partitions, replication, how the node finds its cluster,

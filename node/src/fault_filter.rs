@@ -32,8 +32,8 @@ pub(crate) async fn run(state: Arc<NodeState>, stop: watch::Receiver<bool>) {
             .collect();
         if wanted != current {
             info!(blocked = ?wanted, "fault filter changed");
-            state.quic.heal();
-            state.quic.block(wanted.iter().copied());
+            state.wire.heal();
+            state.wire.block(wanted.iter().copied());
             current = wanted;
         }
         async {}

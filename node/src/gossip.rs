@@ -6,7 +6,6 @@
 
 use crate::background::every;
 use crate::state::NodeState;
-use rand::seq::IndexedRandom;
 use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::membership::{Status, View};
 use ringkv_shared::proto::{Request, Response};
@@ -144,8 +143,8 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
         broadcast(state, &told).await;
         return;
     }
-    let live: Vec<&Member> = peers.iter().filter(|m| !state.quic.is_down(m.id)).collect();
-    let target = live.choose(&mut rand::rng()).map(|m| (*m).clone());
+    let live: Vec<&Member> = peers.iter().filter(|m| !state.wire.is_down(m.id)).collect();
+    let target = ringkv_net::ambient::choose(&live).map(|m| (*m).clone());
     let round = state
         .gossip_rounds
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -163,7 +162,7 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
             // themselves (a logically partitioned cluster) meet through the seeds.
             let seed = round
                 .is_multiple_of(10)
-                .then(|| seeds.choose(&mut rand::rng()).copied())
+                .then(|| ringkv_net::ambient::choose(&seeds).copied())
                 .flatten();
             if let Some(seed) = seed {
                 let _ = exchange(state, Peer::Addr(seed)).await;
@@ -226,8 +225,8 @@ pub(crate) async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<V
     let addr = peer.addr();
     let call = async {
         match peer {
-            Peer::Member(m) => state.quic.call(m, request).await,
-            Peer::Addr(a) => state.quic.call_addr(a, request).await,
+            Peer::Member(m) => state.wire.call(m, request).await,
+            Peer::Addr(a) => state.wire.call_addr(a, request).await,
         }
     };
     let result = match tokio::time::timeout(peer.timeout(), call).await {

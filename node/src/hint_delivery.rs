@@ -130,7 +130,7 @@ async fn deliver(state: &Arc<NodeState>, hint: &Hint) -> bool {
                 .cloned()
         })
         .collect();
-    if members.iter().any(|m| state.quic.is_down(m.id)) {
+    if members.iter().any(|m| state.wire.is_down(m.id)) {
         return false;
     }
     if to.contains(&state.id)
@@ -144,14 +144,14 @@ async fn deliver(state: &Arc<NodeState>, hint: &Hint) -> bool {
     }
     let mut calls = JoinSet::new();
     for m in members {
-        let quic = state.quic.clone();
+        let wire = state.wire.clone();
         let request = Request::Write {
             key: hint.key.clone(),
             object: hint.object.clone(),
             hint_for: None,
         };
         calls.spawn(async move {
-            let reply = tokio::time::timeout(Duration::from_secs(5), quic.call(&m, request)).await;
+            let reply = tokio::time::timeout(Duration::from_secs(5), wire.call(&m, request)).await;
             (m.id, reply)
         });
     }

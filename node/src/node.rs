@@ -9,6 +9,7 @@ use ringkv_net::quic::{
     QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, endpoint_config,
     server_config,
 };
+use ringkv_net::Wire;
 use ringkv_shared::ring::RingError;
 use ringkv_shared::{NodeId, Ring};
 use std::net::SocketAddr;
@@ -91,51 +92,7 @@ impl Node {
                 ..TransportOptions::default()
             },
         );
-        let me = ringkv_shared::Member { id, addr };
-        let view =
-            crate::cluster_view::initial_view(&store, me, config.partitions, config.ring_members())
-                .map_err(|e| match e {
-                    crate::cluster_view::StartError::Storage(e) => NodeError::Storage(e),
-                    crate::cluster_view::StartError::Ring(e) => NodeError::Ring(e),
-                })?;
-        if view.ring.partition_count() != config.partitions {
-            return Err(NodeError::Ring(RingError::BadOwners {
-                reason: format!(
-                    "the persisted view has {} partitions, the config {}",
-                    view.ring.partition_count(),
-                    config.partitions
-                ),
-            }));
-        }
-        let ring = view.ring.clone();
-        let transition = view.transition.clone().map(Arc::new);
-        let known_nodes: Vec<NodeId> = view.members.keys().copied().collect();
-        let state = Arc::new(NodeState {
-            id,
-            metrics: crate::metrics::Metrics::default(),
-            background: config.background.clone(),
-            replication: config.replication,
-            read_hedge: config
-                .router
-                .hedge_policy()
-                .map(ringkv_shared::hedge::Hedger::new),
-            anti_entropy: std::sync::atomic::AtomicBool::new(config.background.anti_entropy),
-            ring: ArcSwap::from_pointee(ring),
-            transition: arc_swap::ArcSwapOption::new(transition),
-            view: std::sync::Mutex::new(view),
-            seeds: config.seeds.clone(),
-            noticed_transition: std::sync::atomic::AtomicU64::new(0),
-            gossip_rounds: std::sync::atomic::AtomicU64::new(0),
-            sending: std::sync::Mutex::new(Default::default()),
-            in_flight: Default::default(),
-            hint_cursor: Default::default(),
-            known_nodes: ArcSwap::from_pointee(known_nodes),
-            swept: std::sync::atomic::AtomicU64::new(0),
-            sweep_wanted: tokio::sync::Notify::new(),
-            store,
-            quic,
-            limits: config.limits,
-        });
+        let state = node_state(&config, store, Wire::Quic(quic), addr)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(server::accept_loop(
             state.clone(),
@@ -155,17 +112,7 @@ impl Node {
                 stop_rx.clone(),
             )));
         }
-        workers.extend([
-            tokio::spawn(crate::hint_delivery::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::anti_entropy::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::reaper::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::gossip::run(state.clone(), stop_rx.clone())),
-            tokio::spawn(crate::partition_handoff::run(
-                state.clone(),
-                stop_rx.clone(),
-            )),
-            tokio::spawn(crate::sweep::run(state.clone(), stop_rx.clone())),
-        ]);
+        workers.extend(spawn_workers(&state, &stop_rx));
         #[cfg(feature = "testing")]
         workers.push(tokio::spawn(crate::fault_filter::run(
             state.clone(),
@@ -176,13 +123,119 @@ impl Node {
             id,
             addr,
             state,
-            endpoint,
+            endpoint: Some(endpoint),
             stop: stop_tx,
             task: Some(task),
             workers,
             metrics_addr,
         })
     }
+
+    /// Starts a node on the simulated network (feature `sim`): the same state, request
+    /// dispatch and background workers as [`Node::start`], with requests arriving from the
+    /// link's [`ringkv_net::sim::SimNet`] instead of a QUIC endpoint. TLS files are not read;
+    /// the metrics listener is not started.
+    #[cfg(feature = "sim")]
+    pub fn start_sim(
+        config: NodeConfig,
+        link: ringkv_net::sim::SimLink,
+    ) -> Result<NodeHandle, NodeError> {
+        config.validate_settings()?;
+        let id = config.node_id();
+        let store = Store::open(&config.data_dir, id, &config.store_options())?;
+        let addr = link.addr();
+        let net = link.net().clone();
+        let state = node_state(&config, store, Wire::Sim(link), addr)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let serving = state.clone();
+        net.listen(
+            addr,
+            std::sync::Arc::new(move |request| {
+                let state = serving.clone();
+                Box::pin(async move { crate::dispatch::handle(&state, request).await })
+            }),
+        );
+        let workers = spawn_workers(&state, &stop_rx);
+        Ok(NodeHandle {
+            id,
+            addr,
+            state,
+            endpoint: None,
+            stop: stop_tx,
+            task: None,
+            workers,
+            metrics_addr: None,
+        })
+    }
+}
+
+/// A node's shared state: its cluster view from storage (or the config, on first start) and
+/// everything the request path and the workers share.
+fn node_state(
+    config: &NodeConfig,
+    store: Store,
+    wire: Wire,
+    addr: SocketAddr,
+) -> Result<Arc<NodeState>, NodeError> {
+    let id = config.node_id();
+    let me = ringkv_shared::Member { id, addr };
+    let view =
+        crate::cluster_view::initial_view(&store, me, config.partitions, config.ring_members())
+            .map_err(|e| match e {
+                crate::cluster_view::StartError::Storage(e) => NodeError::Storage(e),
+                crate::cluster_view::StartError::Ring(e) => NodeError::Ring(e),
+            })?;
+    if view.ring.partition_count() != config.partitions {
+        return Err(NodeError::Ring(RingError::BadOwners {
+            reason: format!(
+                "the persisted view has {} partitions, the config {}",
+                view.ring.partition_count(),
+                config.partitions
+            ),
+        }));
+    }
+    let ring = view.ring.clone();
+    let transition = view.transition.clone().map(Arc::new);
+    let known_nodes: Vec<NodeId> = view.members.keys().copied().collect();
+    Ok(Arc::new(NodeState {
+        id,
+        metrics: crate::metrics::Metrics::default(),
+        background: config.background.clone(),
+        replication: config.replication,
+        read_hedge: config
+            .router
+            .hedge_policy()
+            .map(ringkv_shared::hedge::Hedger::new),
+        anti_entropy: std::sync::atomic::AtomicBool::new(config.background.anti_entropy),
+        ring: ArcSwap::from_pointee(ring),
+        transition: arc_swap::ArcSwapOption::new(transition),
+        view: std::sync::Mutex::new(view),
+        seeds: config.seeds.clone(),
+        noticed_transition: std::sync::atomic::AtomicU64::new(0),
+        gossip_rounds: std::sync::atomic::AtomicU64::new(0),
+        sending: std::sync::Mutex::new(Default::default()),
+        in_flight: Default::default(),
+        hint_cursor: Default::default(),
+        known_nodes: ArcSwap::from_pointee(known_nodes),
+        swept: std::sync::atomic::AtomicU64::new(0),
+        sweep_wanted: tokio::sync::Notify::new(),
+        store,
+        wire,
+        limits: config.limits,
+    }))
+}
+
+/// The background workers every node runs: hint delivery, anti-entropy, tombstone reaping,
+/// gossip, partition handoff and the sweep of partitions it no longer replicates.
+fn spawn_workers(state: &Arc<NodeState>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(crate::hint_delivery::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::anti_entropy::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::reaper::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::gossip::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::partition_handoff::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::sweep::run(state.clone(), stop.clone())),
+    ]
 }
 
 /// A running node. Dropping it without [`NodeHandle::shutdown`] stops serving abruptly
@@ -191,7 +244,8 @@ pub struct NodeHandle {
     id: NodeId,
     addr: SocketAddr,
     state: Arc<NodeState>,
-    endpoint: quinn::Endpoint,
+    /// The QUIC endpoint (`None` on the simulated network).
+    endpoint: Option<quinn::Endpoint>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -287,13 +341,13 @@ impl NodeHandle {
     /// calls to them fail at once). Pair with the same on the other side for a full cut.
     #[cfg(feature = "testing")]
     pub fn block(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
-        self.state.quic.block(addrs);
+        self.state.wire.block(addrs);
     }
 
     /// Ends this node's [`NodeHandle::block`].
     #[cfg(feature = "testing")]
     pub fn heal(&self) {
-        self.state.quic.heal();
+        self.state.wire.heal();
     }
 
     /// The node's storage (for inspection in tests and tools).
@@ -316,8 +370,10 @@ impl NodeHandle {
                 tracing::warn!("a background worker did not stop within 5 s");
             }
         }
-        self.endpoint.close(0u32.into(), b"node shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.close(0u32.into(), b"node shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
         self.state.store.close()?;
         info!(node = %self.id, "node stopped");
         Ok(())
@@ -327,7 +383,9 @@ impl NodeHandle {
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        self.endpoint.close(0u32.into(), b"node dropped");
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.close(0u32.into(), b"node dropped");
+        }
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -28,13 +28,13 @@ impl Transport for NodeTransport {
                 } => {
                     return Ok(replica::write(state, key, object, hint_for).await);
                 }
-                other => return state.quic.call(to, other).await,
+                other => return state.wire.call(to, other).await,
             }
         }
-        state.quic.call(to, request).await
+        state.wire.call(to, request).await
     }
 
     fn is_down(&self, node: NodeId) -> bool {
-        node != self.0.id && self.0.quic.is_down(node)
+        node != self.0.id && self.0.wire.is_down(node)
     }
 }

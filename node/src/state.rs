@@ -1,7 +1,7 @@
 //! What a running node holds.
 
 use arc_swap::ArcSwap;
-use ringkv_net::quic::QuicTransport;
+use ringkv_net::Wire;
 use ringkv_shared::{Limits, NodeId, ReplyError, Ring};
 use std::sync::Arc;
 
@@ -49,7 +49,8 @@ pub(crate) struct NodeState {
     /// Wakes the sweeper when a new ring is installed.
     pub(crate) sweep_wanted: tokio::sync::Notify,
     pub(crate) store: Store,
-    pub(crate) quic: QuicTransport,
+    /// How this node reaches its peers (QUIC, or the simulated network).
+    pub(crate) wire: Wire,
     pub(crate) limits: Limits,
 }
 

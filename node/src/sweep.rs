@@ -29,6 +29,7 @@ pub(crate) async fn run(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) 
     loop {
         sweep_if_needed(&state).await;
         tokio::select! {
+            biased;
             _ = stop.wait_for(|s| *s) => return,
             _ = state.sweep_wanted.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -45,7 +46,7 @@ pub(crate) async fn sweep_if_needed(state: &Arc<NodeState>) -> bool {
         return true;
     }
     let worker = state.clone();
-    let sweep = tokio::task::spawn_blocking(move || {
+    let work = move || {
         let n = usize::from(worker.replication);
         let mut dropped = 0u64;
         for p in 0..ring.partition_count() {
@@ -57,8 +58,14 @@ pub(crate) async fn sweep_if_needed(state: &Arc<NodeState>) -> bool {
         }
         worker.store.sync_retirements()?;
         Ok::<u64, crate::storage::StorageError>(dropped)
-    });
-    match sweep.await {
+    };
+    // The simulator runs everything on its one thread, in an order its seed decides.
+    let sweep = if state.wire.is_simulated() {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    };
+    match sweep {
         Ok(Ok(dropped)) => {
             if dropped > 0 {
                 info!(node = %state.id, epoch, dropped, "dropped the copies of partitions this node no longer replicates");

@@ -71,7 +71,7 @@ impl Store {
                 .map(|b| ActorId(u64::from_be_bytes(b)))
                 .map_err(|_| foreign("actor entry is malformed".into()))?,
             existing => {
-                let actor = ActorId(rand::random());
+                let actor = ActorId(ringkv_net::ambient::random_u64());
                 let mut batch = db.batch();
                 batch.insert(&meta, "format", [STORAGE_FORMAT].as_slice());
                 batch.insert(&meta, "node_id", node.0.to_be_bytes().as_slice());

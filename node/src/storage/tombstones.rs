@@ -11,10 +11,9 @@ pub(super) fn is_tombstone(o: &Object) -> bool {
     !o.siblings().is_empty() && o.is_deleted()
 }
 
+/// The wall clock tombstone ages are measured by (the simulator's under feature `sim`).
 pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    ringkv_net::ambient::unix_ms()
 }
 
 impl Store {

@@ -1,0 +1,187 @@
+//! After the faults: wait for the cluster to converge, read every key the workload touched,
+//! and judge the records against what was read.
+
+use crate::cluster::SimCluster;
+use crate::workload::Records;
+use ringkv_client::crdt::{ORSet, PNCounter};
+use ringkv_client::{CallOptions, Client};
+use ringkv_node::testing::{history, unique_history};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Why the cluster has not converged yet, or `None` if it has: every ring member up, one ring
+/// epoch everywhere, no ring change under way, no hint held anywhere, and for every partition
+/// the anti-entropy roots of all its replicas equal.
+pub fn not_converged(cluster: &SimCluster) -> Option<String> {
+    let up = cluster.up();
+    let first = cluster.node(*up.first()?)?;
+    let ring = first.ring();
+    for m in ring.members() {
+        let i = m.id.0 as usize - 1;
+        let Some(node) = cluster.node(i) else {
+            return Some(format!("ring member {} is down", m.id));
+        };
+        if node.ring().epoch() != ring.epoch() {
+            return Some(format!(
+                "{} is at ring epoch {}, n{} at {}",
+                m.id,
+                node.ring().epoch(),
+                up[0] + 1,
+                ring.epoch()
+            ));
+        }
+        if node.view().transition.is_some() {
+            return Some(format!("{} still sees a ring change under way", m.id));
+        }
+    }
+    for &i in &up {
+        let node = cluster.node(i)?;
+        match node.store().hints_pending() {
+            Ok(0) => {}
+            Ok(n) => return Some(format!("n{} holds {n} hints", i + 1)),
+            Err(e) => return Some(format!("n{} cannot count hints: {e}", i + 1)),
+        }
+    }
+    for p in 0..ring.partition_count() {
+        let roots: Vec<(u32, u64)> = ring
+            .replicas(p, 3)
+            .iter()
+            .filter_map(|id| {
+                let node = cluster.node(id.0 as usize - 1)?;
+                Some((id.0, node.store().tree_roots(&[p])[0]))
+            })
+            .collect();
+        if roots.windows(2).any(|w| w[0].1 != w[1].1) {
+            return Some(format!("partition {p}: replica roots differ {roots:?}"));
+        }
+    }
+    None
+}
+
+/// Polls [`not_converged`] every simulated second for up to `bound`. Returns how long it took,
+/// or the last reason it had not.
+pub async fn wait_converged(cluster: &SimCluster, bound: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let why = not_converged(cluster);
+        match why {
+            None => return Ok(started.elapsed()),
+            Some(why) if started.elapsed() >= bound => {
+                return Err(format!(
+                    "not converged {} s after healing: {why}",
+                    bound.as_secs()
+                ));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Reads every key the records name through `client` (R = N) and lists each violation.
+pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
+    let opts = CallOptions::default()
+        .quorum(3)
+        .timeout(Duration::from_secs(10));
+    let mut violations = Vec::new();
+
+    // Plain sets: the union of the siblings' sets.
+    let keys: BTreeSet<&str> = records.sets.iter().map(|o| o.key.as_str()).collect();
+    let mut finals = BTreeMap::new();
+    for key in keys {
+        match client.get_with(key.to_string(), opts).await {
+            Ok(v) => {
+                let set: BTreeSet<String> =
+                    v.values.iter().flat_map(|x| history::parse_set(x)).collect();
+                finals.insert(key.to_string(), set);
+            }
+            Err(e) => violations.push(format!("final read of {key} failed: {e}")),
+        }
+    }
+    let report = history::check(&records.sets, &finals);
+    if !report.is_valid() {
+        violations.push(format!(
+            "plain sets: {} lost {:?} phantom {:?} failed-but-present {:?}",
+            report.summary(),
+            first(&report.lost),
+            first(&report.phantom),
+            first(&report.failed_but_present)
+        ));
+    }
+
+    // Mergeable sets through `modify`.
+    let keys: BTreeSet<&str> = records.modify_sets.iter().map(|o| o.key.as_str()).collect();
+    let mut finals = BTreeMap::new();
+    for key in keys {
+        match client
+            .get_merged_with::<ORSet<String>>(key.to_string(), opts)
+            .await
+        {
+            Ok(m) => {
+                finals.insert(key.to_string(), m.value.iter().cloned().collect());
+            }
+            Err(e) => violations.push(format!("final read of {key} failed: {e}")),
+        }
+    }
+    let report = history::check(&records.modify_sets, &finals);
+    if !report.is_valid() {
+        violations.push(format!(
+            "modify sets: {} lost {:?} phantom {:?} failed-but-present {:?}",
+            report.summary(),
+            first(&report.lost),
+            first(&report.phantom),
+            first(&report.failed_but_present)
+        ));
+    }
+
+    // Counters: every acknowledged increment counted, nothing beyond the unknown ones.
+    for (key, c) in &records.counters {
+        match client
+            .get_merged_with::<PNCounter>(key.to_string(), opts)
+            .await
+        {
+            Ok(m) => {
+                let value = m.value.value();
+                if value < c.acked || value > c.acked + c.unknown {
+                    violations.push(format!(
+                        "counter {key} reads {value}; {} increments acknowledged, {} unknown",
+                        c.acked, c.unknown
+                    ));
+                }
+            }
+            Err(e) => violations.push(format!("final read of {key} failed: {e}")),
+        }
+    }
+
+    // Unique keys: lost, resurrected, phantom, failed-but-present.
+    let mut live = BTreeMap::new();
+    for op in &records.unique {
+        match client.get_with(op.key.clone(), opts).await {
+            Ok(v) if !v.values.is_empty() => {
+                live.insert(
+                    op.key.clone(),
+                    v.values.iter().map(|b| b.to_vec()).collect::<Vec<_>>(),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => violations.push(format!("final read of {} failed: {e}", op.key)),
+        }
+    }
+    let report = unique_history::check(&records.unique, &live);
+    if !report.is_valid() {
+        violations.push(format!(
+            "unique keys: {}; lost {:?} resurrected {:?} phantom {:?} failed-but-present {:?} duplicated {:?}",
+            report.summary(),
+            first(&report.lost),
+            first(&report.resurrected),
+            first(&report.phantom),
+            first(&report.failed_but_present),
+            first(&report.duplicated)
+        ));
+    }
+    violations
+}
+
+fn first<T: std::fmt::Debug>(items: &[T]) -> Option<&T> {
+    items.first()
+}

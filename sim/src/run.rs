@@ -1,0 +1,143 @@
+//! One seeded run: start the cluster and clients, run the workload under the nemesis, heal,
+//! converge, judge.
+
+use crate::check;
+use crate::cluster::{SimCluster, client_addr, node_addr};
+use crate::nemesis::Nemesis;
+use crate::scenario::Scenario;
+use crate::workload::{Records, SharedRecords, Task};
+use anyhow::{Context as _, Result};
+use ringkv_client::Client;
+use ringkv_net::sim::{Faults, SimNet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The simulated wall clock at the start of every run (2027-01-15), so tombstone ages replay.
+const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the full event log: the same seed must give the same hash.
+    pub hash: u64,
+    /// Events logged.
+    pub events: u64,
+    /// Client operations attempted.
+    pub ops: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// What the checkers found (empty: the run passed).
+    pub violations: Vec<String>,
+    /// The last events of the log, for a failure report.
+    pub recent: Vec<String>,
+}
+
+impl RunReport {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs `seed` on a fresh current-thread runtime with paused time (which makes it
+/// deterministic) and returns its report.
+pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<RunReport> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .context("cannot build the simulation runtime")?;
+    runtime.block_on(async {
+        let _ambient = ringkv_net::ambient::simulate_this_thread(seed, EPOCH_MS);
+        run(seed, scenario).await
+    })
+}
+
+async fn client(net: &SimNet, index: usize, scenario: &Scenario, seeds: usize) -> Result<Client> {
+    Client::builder()
+        .seeds((0..seeds).map(node_addr))
+        .timeout(scenario.client_timeout())
+        .build_sim(net.link(client_addr(index)))
+        .await
+        .with_context(|| format!("client {index} could not start"))
+}
+
+async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
+    let started = Instant::now();
+    let calm = Faults {
+        max_delay: Duration::from_micros(scenario.max_delay_us.max(100)),
+        duplicate: scenario.duplicate,
+        ..Faults::default()
+    };
+    let net = SimNet::new(seed, calm.clone());
+    let span = (scenario.max_nodes - scenario.min_nodes + 1) as u64;
+    let nodes = scenario.min_nodes + (net.random_u64() % span) as usize;
+    net.record(format_args!("seed {seed} nodes {nodes} scenario {scenario:?}"));
+    let mut cluster = SimCluster::start(net.clone(), scenario, nodes)?;
+
+    let records: SharedRecords = Arc::new(Mutex::new(Records::default()));
+    let until = Instant::now() + Duration::from_secs(scenario.workload_secs);
+    let mut clients = Vec::new();
+    let mut tasks = Vec::new();
+    for c in 0..scenario.clients {
+        let client = client(&net, c, scenario, nodes).await?;
+        clients.push(client_addr(c));
+        // The first client is shared by two tasks.
+        let sharers = if c == 0 { 2 } else { 1 };
+        for t in 0..sharers {
+            tasks.push(tokio::spawn(
+                Task {
+                    name: format!("c{c}t{t}"),
+                    client: client.clone(),
+                    net: net.clone(),
+                    records: records.clone(),
+                    until,
+                    think: Duration::from_millis(scenario.think_ms),
+                    shared_keys: scenario.shared_keys,
+                }
+                .run(),
+            ));
+        }
+    }
+
+    Nemesis::new(&mut cluster, scenario, clients, calm.clone())
+        .run(until)
+        .await?;
+    for t in tasks {
+        t.await.context("a client task panicked")?;
+    }
+
+    // Heal: every cut, calm network, every node up.
+    net.record(format_args!("heal all"));
+    net.heal();
+    net.set_faults(calm);
+    for i in 0..cluster.len() {
+        if cluster.node(i).is_none() {
+            cluster.restart(i).await?;
+        }
+    }
+    let mut violations = Vec::new();
+    match check::wait_converged(&cluster, Duration::from_secs(scenario.converge_secs)).await {
+        Ok(took) => net.record(format_args!("converged after {} ms", took.as_millis())),
+        Err(why) => violations.push(why),
+    }
+    let reader = client(&net, 15, scenario, cluster.len()).await?;
+    let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+    violations.extend(check::judge(&reader, &records).await);
+    for v in &violations {
+        net.record(format_args!("VIOLATION {v}"));
+    }
+    cluster.stop_all();
+    Ok(RunReport {
+        seed,
+        hash: net.log_hash(),
+        events: net.log_len(),
+        ops: records.ops,
+        simulated: started.elapsed(),
+        violations,
+        recent: net.recent(100_000),
+    })
+}

@@ -1,0 +1,215 @@
+//! The client workloads and what they record for the checkers.
+//!
+//! Every client task runs a mix of operations until the workload ends:
+//! - **unique keys**: a key written once with its own name as value, later perhaps deleted
+//!   with the context of a read that saw it (`ringkv_node::testing::unique_history`);
+//! - **plain sets**: read, union the siblings, add an element, write back with the read's
+//!   context (`ringkv_node::testing::history`, the fault suite's set workload);
+//! - **mergeable sets**: `Client::modify` adding an element to an `ORSet`;
+//! - **counters**: `Client::modify` incrementing a `PNCounter` by one.
+//!
+//! The first client is shared by two tasks (a `Client` used concurrently is a case the
+//! guarantees must hold for). Each operation's outcome is what the client said:
+//! acknowledged, failed (not applied), or unknown (may have been applied).
+
+use bytes::Bytes;
+use ringkv_client::crdt::{ORSet, PNCounter};
+use ringkv_client::{Client, ClientError, Context};
+use ringkv_net::sim::SimNet;
+use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
+use ringkv_node::testing::unique_history::{KeyOp, value_of};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a counter's increments were told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterRecord {
+    /// Increments acknowledged.
+    pub acked: i64,
+    /// Increments whose outcome is unknown.
+    pub unknown: i64,
+}
+
+/// Everything the workload did, for the checkers.
+#[derive(Debug, Default)]
+pub struct Records {
+    /// Plain-set adds.
+    pub sets: Vec<Op>,
+    /// `modify` set adds.
+    pub modify_sets: Vec<Op>,
+    /// Unique-key writes and deletes.
+    pub unique: Vec<KeyOp>,
+    /// Counter increments, per key.
+    pub counters: BTreeMap<String, CounterRecord>,
+    /// Operations attempted.
+    pub ops: u64,
+}
+
+/// The records, shared by the client tasks.
+pub type SharedRecords = Arc<Mutex<Records>>;
+
+/// What a client's answer says about whether an operation took effect.
+pub fn outcome<T>(r: &Result<T, ClientError>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(e) if e.may_have_been_applied() => Outcome::Unknown,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// One client task's settings.
+pub struct Task {
+    /// Names the task's keys and elements.
+    pub name: String,
+    /// The client (shared with other tasks for some).
+    pub client: Client,
+    /// The network (for its seeded RNG and the event log).
+    pub net: SimNet,
+    /// Where to record.
+    pub records: SharedRecords,
+    /// When to stop.
+    pub until: Instant,
+    /// Mean pause between operations.
+    pub think: Duration,
+    /// Keys per shared kind.
+    pub shared_keys: usize,
+}
+
+fn lock(records: &SharedRecords) -> std::sync::MutexGuard<'_, Records> {
+    records.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Task {
+    /// Runs operations until `until`.
+    pub async fn run(self) {
+        let mut mine: Vec<usize> = Vec::new();
+        let mut i = 0u64;
+        while Instant::now() < self.until {
+            i += 1;
+            let roll = self.net.random_u64();
+            let shared = (roll >> 8) as usize % self.shared_keys;
+            match roll % 10 {
+                0..=2 => self.insert(i, &mut mine).await,
+                3 => self.delete(&mut mine, roll >> 16).await,
+                4 | 5 => self.set_add(shared, i).await,
+                6 | 7 => self.modify_add(shared, i).await,
+                _ => self.increment(shared).await,
+            }
+            lock(&self.records).ops += 1;
+            let think = self.think.as_micros() as u64;
+            let pause = think / 2 + self.net.random_u64() % (think + 1);
+            tokio::time::sleep(Duration::from_micros(pause)).await;
+        }
+    }
+
+    fn log(&self, what: std::fmt::Arguments<'_>) {
+        self.net.record(format_args!("{} {what}", self.name));
+    }
+
+    async fn insert(&self, i: u64, mine: &mut Vec<usize>) {
+        let key = format!("u-{}-{i}", self.name);
+        let r = self
+            .client
+            .put(key.clone(), value_of(&key), &Context::empty())
+            .await;
+        let write = outcome(&r);
+        self.log(format_args!("insert {key} -> {write:?} {}", err(&r)));
+        let mut records = lock(&self.records);
+        records.unique.push(KeyOp {
+            key,
+            write,
+            delete: None,
+        });
+        if write == Outcome::Ok {
+            mine.push(records.unique.len() - 1);
+        }
+    }
+
+    async fn delete(&self, mine: &mut Vec<usize>, pick: u64) {
+        if mine.is_empty() {
+            return;
+        }
+        let at = mine.swap_remove(pick as usize % mine.len());
+        let key = lock(&self.records).unique[at].key.clone();
+        let read = self.client.get(key.clone()).await;
+        let Ok(read) = read else {
+            self.log(format_args!("delete {key}: read failed {}", err(&read)));
+            return;
+        };
+        if !read.values.iter().any(|v| v.as_ref() == value_of(&key)) {
+            self.log(format_args!("delete {key}: read did not see it, skipped"));
+            return;
+        }
+        let r = self.client.delete(key.clone(), &read.context).await;
+        let delete = outcome(&r);
+        self.log(format_args!("delete {key} -> {delete:?} {}", err(&r)));
+        lock(&self.records).unique[at].delete = Some(delete);
+    }
+
+    async fn set_add(&self, k: usize, i: u64) {
+        let key = format!("s-{k}");
+        let element = format!("{}-{i}", self.name);
+        let read = self.client.get(key.clone()).await;
+        let Ok(read) = read else {
+            self.log(format_args!("set-add {key} {element}: read failed {}", err(&read)));
+            return;
+        };
+        let mut set: std::collections::BTreeSet<String> =
+            read.values.iter().flat_map(|v| parse_set(v)).collect();
+        set.insert(element.clone());
+        let r = self
+            .client
+            .put(key.clone(), Bytes::from(encode_set(&set)), &read.context)
+            .await;
+        let o = outcome(&r);
+        self.log(format_args!("set-add {key} {element} -> {o:?} {}", err(&r)));
+        lock(&self.records).sets.push(Op {
+            key,
+            element,
+            outcome: o,
+        });
+    }
+
+    async fn modify_add(&self, k: usize, i: u64) {
+        let key = format!("m-{k}");
+        let element = format!("{}-{i}", self.name);
+        let e = element.clone();
+        let r = self
+            .client
+            .modify::<ORSet<String>, _>(key.clone(), move |set, actor| set.add(e, actor))
+            .await;
+        let o = outcome(&r);
+        self.log(format_args!("modify-add {key} {element} -> {o:?} {}", err(&r)));
+        lock(&self.records).modify_sets.push(Op {
+            key,
+            element,
+            outcome: o,
+        });
+    }
+
+    async fn increment(&self, k: usize) {
+        let key = format!("c-{k}");
+        let r = self
+            .client
+            .modify::<PNCounter, _>(key.clone(), |c, actor| c.add(actor, 1))
+            .await;
+        let o = outcome(&r);
+        self.log(format_args!("increment {key} -> {o:?} {}", err(&r)));
+        let mut records = lock(&self.records);
+        let c = records.counters.entry(key).or_default();
+        match o {
+            Outcome::Ok => c.acked += 1,
+            Outcome::Unknown => c.unknown += 1,
+            Outcome::Failed => {}
+        }
+    }
+}
+
+fn err<T>(r: &Result<T, ClientError>) -> String {
+    match r {
+        Ok(_) => String::new(),
+        Err(e) => format!("({e})"),
+    }
+}
