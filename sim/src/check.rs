@@ -84,6 +84,12 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
         .quorum(3)
         .timeout(Duration::from_secs(10));
     let mut violations = Vec::new();
+    if let Some(first) = records.empty_standin_reads.first() {
+        violations.push(format!(
+            "G8: {} reads said not found on the word of empty stand-ins, first {first}",
+            records.empty_standin_reads.len()
+        ));
+    }
 
     // Plain sets: the union of the siblings' sets.
     let keys: BTreeSet<&str> = records.sets.iter().map(|o| o.key.as_str()).collect();

@@ -248,10 +248,15 @@ impl<'a> Nemesis<'a> {
         };
         let staged = node.admin(request).await;
         let committed = node.admin(AdminRequest::Commit).await;
+        let short = |r: &ringkv_shared::proto::Response| {
+            let mut s = format!("{r:?}");
+            s.truncate(160);
+            s
+        };
         net.record(format_args!(
-            "nemesis ring change staged {} committed {}",
-            staged.kind(),
-            committed.kind()
+            "nemesis ring change staged: {} committed: {}",
+            short(&staged),
+            short(&committed)
         ));
     }
 }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use ringkv_client::crdt::{ORSet, PNCounter};
 use ringkv_client::{Client, ClientError, Context};
 use ringkv_net::sim::SimNet;
+use ringkv_shared::quorum::{Answer, Role};
 use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
 use ringkv_node::testing::unique_history::{KeyOp, value_of};
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ pub struct Records {
     pub counters: BTreeMap<String, CounterRecord>,
     /// Operations attempted.
     pub ops: u64,
+    /// Reads that said "not found" on the word of a stand-in (G8), with what they were.
+    pub empty_standin_reads: Vec<String>,
 }
 
 /// The records, shared by the client tasks.
@@ -75,6 +78,17 @@ pub struct Task {
     pub think: Duration,
     /// Keys per shared kind.
     pub shared_keys: usize,
+}
+
+/// G8: a read of a key that was never deleted said "not found" while a stand-in was among the
+/// answers it counted. Such a stand-in held nothing (a stand-in holding the key or a hint
+/// would have made the key found), so the read counted an empty stand-in toward R.
+fn check_standins(records: &SharedRecords, key: &str, found: bool, answers: &[Answer]) {
+    if !found && answers.iter().any(|a| a.role == Role::StandIn) {
+        lock(records)
+            .empty_standin_reads
+            .push(format!("{key}: not found from {answers:?}"));
+    }
 }
 
 fn lock(records: &SharedRecords) -> std::sync::MutexGuard<'_, Records> {
@@ -138,6 +152,8 @@ impl Task {
             self.log(format_args!("delete {key}: read failed {}", err(&read)));
             return;
         };
+        // Never deleted yet: it was acknowledged and this is its one delete.
+        check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
         if !read.values.iter().any(|v| v.as_ref() == value_of(&key)) {
             self.log(format_args!("delete {key}: read did not see it, skipped"));
             return;
@@ -156,6 +172,7 @@ impl Task {
             self.log(format_args!("set-add {key} {element}: read failed {}", err(&read)));
             return;
         };
+        check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
         let mut set: std::collections::BTreeSet<String> =
             read.values.iter().flat_map(|v| parse_set(v)).collect();
         set.insert(element.clone());
@@ -182,6 +199,9 @@ impl Task {
             .await;
         let o = outcome(&r);
         self.log(format_args!("modify-add {key} {element} -> {o:?} {}", err(&r)));
+        if let Ok(m) = &r {
+            check_standins(&self.records, &key, m.siblings > 0, &m.answers);
+        }
         lock(&self.records).modify_sets.push(Op {
             key,
             element,
@@ -197,6 +217,9 @@ impl Task {
             .await;
         let o = outcome(&r);
         self.log(format_args!("increment {key} -> {o:?} {}", err(&r)));
+        if let Ok(m) = &r {
+            check_standins(&self.records, &key, m.siblings > 0, &m.answers);
+        }
         let mut records = lock(&self.records);
         let c = records.counters.entry(key).or_default();
         match o {

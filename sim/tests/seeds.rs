@@ -1,0 +1,114 @@
+//! The simulator in CI: one seed replays exactly, the regression seeds pass, and 1,000 seeds
+//! of the CI scenario pass.
+//!
+//! `RINGKV_SIM_SEEDS` (count) and `RINGKV_SIM_START` (first seed) change the sweep, e.g. to
+//! explore fresh seeds locally; a failing seed prints the command that replays it.
+
+use ringkv_sim::{Scenario, report, run_seed};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn sim_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ci_scenario() -> Scenario {
+    Scenario::from_file(&sim_dir().join("scenarios/ci.toml")).expect("the CI scenario parses")
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+#[test]
+fn one_seed_replays_byte_for_byte() {
+    let scenario = ci_scenario();
+    for seed in [7, 1_000_003] {
+        let a = run_seed(seed, &scenario).expect("run");
+        let b = run_seed(seed, &scenario).expect("run");
+        assert!(a.events > 1_000 && a.ops > 50, "seed {seed} did too little: {a:?}");
+        assert_eq!(
+            (a.hash, a.events, a.ops),
+            (b.hash, b.events, b.ops),
+            "seed {seed} gave two histories; first difference:\n{}",
+            first_difference(&a.recent, &b.recent)
+        );
+    }
+}
+
+fn first_difference(a: &[String], b: &[String]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("event {i}:\n  {}\n  {}", a[i], b[i]),
+        None => format!("one log is a prefix of the other ({} / {})", a.len(), b.len()),
+    }
+}
+
+#[test]
+fn regression_seeds_pass() {
+    let text = std::fs::read_to_string(sim_dir().join("regressions.txt")).expect("read");
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let seed: u64 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("regressions.txt: bad line {line:?}"));
+        let (scenario, file) = match parts.next() {
+            Some(f) => (
+                Scenario::from_file(&sim_dir().join(f)).expect("scenario"),
+                Some(f),
+            ),
+            None => (Scenario::default(), None),
+        };
+        let r = run_seed(seed, &scenario).expect("run");
+        assert!(r.passed(), "{}", report::failure(&r, file));
+    }
+}
+
+#[test]
+fn a_thousand_seeds_of_the_ci_scenario_pass() {
+    let scenario = ci_scenario();
+    let count = env_u64("RINGKV_SIM_SEEDS", 1_000);
+    let start = env_u64("RINGKV_SIM_START", 0);
+    let next = AtomicU64::new(start);
+    let failures = Mutex::new(Vec::new());
+    let ops = AtomicU64::new(0);
+    let file = Path::new("scenarios/ci.toml").display().to_string();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= start + count {
+                        break;
+                    }
+                    let r = run_seed(seed, &scenario).expect("run");
+                    ops.fetch_add(r.ops, Ordering::Relaxed);
+                    if !r.passed() {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(report::failure(&r, Some(&file)));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let ops = ops.into_inner();
+    assert!(ops > count * 50, "{count} seeds ran only {ops} client operations");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed (from {start}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
