@@ -13,7 +13,9 @@ use tokio::time::Instant;
 /// Why the cluster has not converged yet, or `None` if it has: every ring member up, one ring
 /// epoch everywhere, no ring change under way, no hint held anywhere, and for every partition
 /// the anti-entropy roots of all its replicas equal.
-pub fn not_converged(cluster: &SimCluster) -> Option<String> {
+///
+/// Without anti-entropy (`replicas_identical == false`) only the first three are required.
+pub fn not_converged(cluster: &SimCluster, replicas_identical: bool) -> Option<String> {
     let up = cluster.up();
     let first = cluster.node(*up.first()?)?;
     let ring = first.ring();
@@ -43,6 +45,9 @@ pub fn not_converged(cluster: &SimCluster) -> Option<String> {
             Err(e) => return Some(format!("n{} cannot count hints: {e}", i + 1)),
         }
     }
+    if !replicas_identical {
+        return None;
+    }
     for p in 0..ring.partition_count() {
         let roots: Vec<(u32, u64)> = ring
             .replicas(p, 3)
@@ -61,10 +66,14 @@ pub fn not_converged(cluster: &SimCluster) -> Option<String> {
 
 /// Polls [`not_converged`] every simulated second for up to `bound`. Returns how long it took,
 /// or the last reason it had not.
-pub async fn wait_converged(cluster: &SimCluster, bound: Duration) -> Result<Duration, String> {
+pub async fn wait_converged(
+    cluster: &SimCluster,
+    bound: Duration,
+    replicas_identical: bool,
+) -> Result<Duration, String> {
     let started = Instant::now();
     loop {
-        let why = not_converged(cluster);
+        let why = not_converged(cluster, replicas_identical);
         match why {
             None => return Ok(started.elapsed()),
             Some(why) if started.elapsed() >= bound => {
@@ -75,6 +84,47 @@ pub async fn wait_converged(cluster: &SimCluster, bound: Duration) -> Result<Dur
             }
             Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
+    }
+}
+
+/// Durability without anti-entropy: every acknowledged unique-key write that was not deleted
+/// is held by at least `w` of its owners once hints are delivered (a hint leaves its holder only
+/// after the owner acknowledged it). Reads nothing through the request path, so no read
+/// repair adds copies first.
+pub fn owner_copies(cluster: &SimCluster, records: &Records, w: usize) -> Vec<String> {
+    let Some(node) = cluster.up().first().and_then(|&i| cluster.node(i)) else {
+        return vec!["no node is up to check owner copies".into()];
+    };
+    let ring = node.ring();
+    let mut short = Vec::new();
+    for op in &records.unique {
+        if op.write != history::Outcome::Ok || op.delete.is_some() {
+            continue;
+        }
+        let key = op.key.as_bytes();
+        let p = ring.partition_of(key);
+        let want = unique_history::value_of(&op.key);
+        let holders: Vec<u32> = ring
+            .replicas(p, 3)
+            .iter()
+            .filter(|id| {
+                cluster
+                    .node(id.0 as usize - 1)
+                    .and_then(|n| n.store().get(p, key).ok().flatten())
+                    .is_some_and(|o| o.values().any(|v| v.as_ref() == want))
+            })
+            .map(|id| id.0)
+            .collect();
+        if holders.len() < w {
+            short.push(format!("{} on owners {holders:?}", op.key));
+        }
+    }
+    match short.first() {
+        None => Vec::new(),
+        Some(first) => vec![format!(
+            "{} acknowledged writes are on fewer than W={w} owners after hints were delivered, first {first}",
+            short.len()
+        )],
     }
 }
 

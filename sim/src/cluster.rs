@@ -98,6 +98,7 @@ impl SimCluster {
             },
             limits: Default::default(),
             background: BackgroundConfig {
+                anti_entropy: scenario.anti_entropy,
                 hint_interval_ms: 500,
                 ae_interval_ms: 1_000,
                 gossip_interval_ms: 250,

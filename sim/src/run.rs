@@ -120,12 +120,21 @@ async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
         }
     }
     let mut violations = Vec::new();
-    match check::wait_converged(&cluster, Duration::from_secs(scenario.converge_secs)).await {
+    let converged = check::wait_converged(
+        &cluster,
+        Duration::from_secs(scenario.converge_secs),
+        scenario.anti_entropy,
+    )
+    .await;
+    match converged {
         Ok(took) => net.record(format_args!("converged after {} ms", took.as_millis())),
         Err(why) => violations.push(why),
     }
-    let reader = client(&net, 15, scenario, cluster.len()).await?;
     let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+    if !scenario.anti_entropy {
+        violations.extend(check::owner_copies(&cluster, &records, 2));
+    }
+    let reader = client(&net, 15, scenario, cluster.len()).await?;
     violations.extend(check::judge(&reader, &records).await);
     for v in &violations {
         net.record(format_args!("VIOLATION {v}"));
