@@ -5,11 +5,11 @@ use crate::server;
 use crate::state::NodeState;
 use crate::storage::{StorageError, Store};
 use arc_swap::ArcSwap;
+use ringkv_net::Wire;
 use ringkv_net::quic::{
     QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, endpoint_config,
     server_config,
 };
-use ringkv_net::Wire;
 use ringkv_shared::ring::RingError;
 use ringkv_shared::{NodeId, Ring};
 use std::net::SocketAddr;

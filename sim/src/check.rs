@@ -147,8 +147,11 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
     for key in keys {
         match client.get_with(key.to_string(), opts).await {
             Ok(v) => {
-                let set: BTreeSet<String> =
-                    v.values.iter().flat_map(|x| history::parse_set(x)).collect();
+                let set: BTreeSet<String> = v
+                    .values
+                    .iter()
+                    .flat_map(|x| history::parse_set(x))
+                    .collect();
                 finals.insert(key.to_string(), set);
             }
             Err(e) => violations.push(format!("final read of {key} failed: {e}")),

@@ -144,7 +144,9 @@ impl SimCluster {
 
     /// Indices of the nodes that are up.
     pub fn up(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.node(i).is_some()).collect()
+        (0..self.len())
+            .filter(|&i| self.node(i).is_some())
+            .collect()
     }
 
     /// Crashes node `index`: its handlers and workers stop where they are.

@@ -96,9 +96,7 @@ impl<'a> Nemesis<'a> {
                 continue;
             }
             let kind = kinds[self.below(kinds.len() as u64) as usize];
-            let hold = Duration::from_millis(
-                500 + self.below(self.scenario.fault_max_secs * 1000),
-            );
+            let hold = Duration::from_millis(500 + self.below(self.scenario.fault_max_secs * 1000));
             self.inject(kind, hold).await?;
         }
         Ok(())
@@ -106,7 +104,12 @@ impl<'a> Nemesis<'a> {
 
     /// Ring members (indices) as the first live node sees them.
     fn ring_nodes(&self) -> Vec<usize> {
-        let Some(node) = self.cluster.up().first().and_then(|&i| self.cluster.node(i)) else {
+        let Some(node) = self
+            .cluster
+            .up()
+            .first()
+            .and_then(|&i| self.cluster.node(i))
+        else {
             return Vec::new();
         };
         node.ring().members().map(|m| m.id.0 as usize - 1).collect()
@@ -161,7 +164,10 @@ impl<'a> Nemesis<'a> {
                 let bridge = self.below(nodes.len() as u64) as usize;
                 let rest: Vec<usize> = nodes.iter().copied().filter(|&i| i != bridge).collect();
                 let (a, b) = self.split(&rest);
-                net.record(format_args!("nemesis bridge n{} between {a:?} | {b:?}", bridge + 1));
+                net.record(format_args!(
+                    "nemesis bridge n{} between {a:?} | {b:?}",
+                    bridge + 1
+                ));
                 self.cut_between(&a, &b);
                 tokio::time::sleep(hold).await;
                 net.heal();
@@ -221,7 +227,9 @@ impl<'a> Nemesis<'a> {
             .node(admin_at)
             .is_some_and(|n| n.view().transition.is_some());
         if busy {
-            net.record(format_args!("nemesis ring change skipped: one is under way"));
+            net.record(format_args!(
+                "nemesis ring change skipped: one is under way"
+            ));
             return;
         }
         let join = ring.len() <= 3 || (self.cluster.len() < 7 && self.below(2) == 0);

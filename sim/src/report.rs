@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 /// The report for a failed run. `scenario` is the scenario file the run used, if any.
 pub fn failure(report: &RunReport, scenario: Option<&str>) -> String {
     let mut out = String::new();
-    let file = scenario.map(|f| format!(" --scenario {f}")).unwrap_or_default();
+    let file = scenario
+        .map(|f| format!(" --scenario {f}"))
+        .unwrap_or_default();
     let _ = writeln!(out, "seed {} FAILED", report.seed);
     let _ = writeln!(
         out,
@@ -30,7 +32,11 @@ pub fn failure(report: &RunReport, scenario: Option<&str>) -> String {
         }
     }
     let _ = writeln!(out, "--- last 30 events ---");
-    for e in report.recent.iter().skip(report.recent.len().saturating_sub(30)) {
+    for e in report
+        .recent
+        .iter()
+        .skip(report.recent.len().saturating_sub(30))
+    {
         let _ = writeln!(out, "{e}");
     }
     out

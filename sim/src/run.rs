@@ -75,7 +75,9 @@ async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
     let net = SimNet::new(seed, calm.clone());
     let span = (scenario.max_nodes - scenario.min_nodes + 1) as u64;
     let nodes = scenario.min_nodes + (net.random_u64() % span) as usize;
-    net.record(format_args!("seed {seed} nodes {nodes} scenario {scenario:?}"));
+    net.record(format_args!(
+        "seed {seed} nodes {nodes} scenario {scenario:?}"
+    ));
     let mut cluster = SimCluster::start(net.clone(), scenario, nodes)?;
 
     let records: SharedRecords = Arc::new(Mutex::new(Records::default()));

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use ringkv_client::crdt::{ORSet, PNCounter};
 use ringkv_client::{Client, ClientError, Context};
 use ringkv_net::sim::SimNet;
-use ringkv_shared::quorum::{Answer, Role};
 use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
 use ringkv_node::testing::unique_history::{KeyOp, value_of};
+use ringkv_shared::quorum::{Answer, Role};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -169,7 +169,10 @@ impl Task {
         let element = format!("{}-{i}", self.name);
         let read = self.client.get(key.clone()).await;
         let Ok(read) = read else {
-            self.log(format_args!("set-add {key} {element}: read failed {}", err(&read)));
+            self.log(format_args!(
+                "set-add {key} {element}: read failed {}",
+                err(&read)
+            ));
             return;
         };
         check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
@@ -198,7 +201,10 @@ impl Task {
             .modify::<ORSet<String>, _>(key.clone(), move |set, actor| set.add(e, actor))
             .await;
         let o = outcome(&r);
-        self.log(format_args!("modify-add {key} {element} -> {o:?} {}", err(&r)));
+        self.log(format_args!(
+            "modify-add {key} {element} -> {o:?} {}",
+            err(&r)
+        ));
         if let Ok(m) = &r {
             check_standins(&self.records, &key, m.siblings > 0, &m.answers);
         }

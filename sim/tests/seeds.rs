@@ -1,11 +1,11 @@
 //! The simulator in CI: one seed replays exactly, the regression seeds pass, and 1,000 seeds
-//! of the CI scenario pass.
+//! of the CI scenario pass, plus 200 of the hints-only and 40 of the reaping scenario.
 //!
 //! `RINGKV_SIM_SEEDS` (count) and `RINGKV_SIM_START` (first seed) change the sweep, e.g. to
 //! explore fresh seeds locally; a failing seed prints the command that replays it.
 
 use ringkv_sim::{Scenario, report, run_seed};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,7 +32,10 @@ fn one_seed_replays_byte_for_byte() {
     for seed in [7, 1_000_003] {
         let a = run_seed(seed, &scenario).expect("run");
         let b = run_seed(seed, &scenario).expect("run");
-        assert!(a.events > 1_000 && a.ops > 50, "seed {seed} did too little: {a:?}");
+        assert!(
+            a.events > 1_000 && a.ops > 50,
+            "seed {seed} did too little: {a:?}"
+        );
         assert_eq!(
             (a.hash, a.events, a.ops),
             (b.hash, b.events, b.ops),
@@ -45,7 +48,11 @@ fn one_seed_replays_byte_for_byte() {
 fn first_difference(a: &[String], b: &[String]) -> String {
     match a.iter().zip(b).position(|(x, y)| x != y) {
         Some(i) => format!("event {i}:\n  {}\n  {}", a[i], b[i]),
-        None => format!("one log is a prefix of the other ({} / {})", a.len(), b.len()),
+        None => format!(
+            "one log is a prefix of the other ({} / {})",
+            a.len(),
+            b.len()
+        ),
     }
 }
 
@@ -69,19 +76,20 @@ fn regression_seeds_pass() {
             None => (Scenario::default(), None),
         };
         let r = run_seed(seed, &scenario).expect("run");
-        assert!(r.passed(), "{}", report::failure(&r, file));
+        let file = file.map(|f| format!("sim/{f}"));
+        assert!(r.passed(), "{}", report::failure(&r, file.as_deref()));
     }
 }
 
-#[test]
-fn a_thousand_seeds_of_the_ci_scenario_pass() {
-    let scenario = ci_scenario();
-    let count = env_u64("RINGKV_SIM_SEEDS", 1_000);
+/// Runs `count` seeds of `scenario_file` (from `RINGKV_SIM_START`, default 0) on two threads
+/// and fails with the report of every failing seed.
+fn sweep(scenario_file: &str, count: u64) {
+    let scenario = Scenario::from_file(&sim_dir().join(scenario_file)).expect("scenario parses");
+    let count = env_u64("RINGKV_SIM_SEEDS", count);
     let start = env_u64("RINGKV_SIM_START", 0);
     let next = AtomicU64::new(start);
     let failures = Mutex::new(Vec::new());
     let ops = AtomicU64::new(0);
-    let file = Path::new("scenarios/ci.toml").display().to_string();
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
@@ -96,7 +104,7 @@ fn a_thousand_seeds_of_the_ci_scenario_pass() {
                         failures
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(report::failure(&r, Some(&file)));
+                            .push(report::failure(&r, Some(&format!("sim/{scenario_file}"))));
                     }
                 }
             });
@@ -104,11 +112,32 @@ fn a_thousand_seeds_of_the_ci_scenario_pass() {
     });
     let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     let ops = ops.into_inner();
-    assert!(ops > count * 50, "{count} seeds ran only {ops} client operations");
+    assert!(
+        ops > count * 50,
+        "{count} seeds ran only {ops} client operations"
+    );
     assert!(
         failures.is_empty(),
-        "{} of {count} seeds failed (from {start}):\n{}",
+        "{} of {count} seeds of {scenario_file} failed (from {start}):\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Every fault kind, short runs: 1,000 seeds.
+#[test]
+fn a_thousand_seeds_of_the_ci_scenario_pass() {
+    sweep("scenarios/ci.toml", 1_000);
+}
+
+/// Hinted handoff alone (no anti-entropy) puts every acknowledged write on W owners.
+#[test]
+fn hinted_handoff_alone_restores_w_owner_copies() {
+    sweep("scenarios/hints.toml", 200);
+}
+
+/// Deletes reaped while faults last stay deleted.
+#[test]
+fn deletes_reaped_under_faults_stay_deleted() {
+    sweep("scenarios/reap.toml", 40);
 }

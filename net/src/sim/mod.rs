@@ -253,7 +253,11 @@ impl SimNet {
 
     /// Starts `request` on the handler at `to`, if it is still there; the receiver gets the
     /// reply (or closes if the endpoint crashes first).
-    fn deliver(&self, to: SocketAddr, request: Request) -> Option<tokio::sync::oneshot::Receiver<Reply>> {
+    fn deliver(
+        &self,
+        to: SocketAddr,
+        request: Request,
+    ) -> Option<tokio::sync::oneshot::Receiver<Reply>> {
         let mut inner = self.lock();
         let endpoint = inner.endpoints.get_mut(&to)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
