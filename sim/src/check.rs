@@ -157,16 +157,7 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
             Err(e) => violations.push(format!("final read of {key} failed: {e}")),
         }
     }
-    let report = history::check(&records.sets, &finals);
-    if !report.is_valid() {
-        violations.push(format!(
-            "plain sets: {} lost {:?} phantom {:?} failed-but-present {:?}",
-            report.summary(),
-            first(&report.lost),
-            first(&report.phantom),
-            first(&report.failed_but_present)
-        ));
-    }
+    violations.extend(set_verdict("plain sets", &records.sets, &finals));
 
     // Mergeable sets through `modify`.
     let keys: BTreeSet<&str> = records.modify_sets.iter().map(|o| o.key.as_str()).collect();
@@ -182,16 +173,7 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
             Err(e) => violations.push(format!("final read of {key} failed: {e}")),
         }
     }
-    let report = history::check(&records.modify_sets, &finals);
-    if !report.is_valid() {
-        violations.push(format!(
-            "modify sets: {} lost {:?} phantom {:?} failed-but-present {:?}",
-            report.summary(),
-            first(&report.lost),
-            first(&report.phantom),
-            first(&report.failed_but_present)
-        ));
-    }
+    violations.extend(set_verdict("modify sets", &records.modify_sets, &finals));
 
     // Counters: every acknowledged increment counted, nothing beyond the unknown ones.
     for (key, c) in &records.counters {
@@ -231,16 +213,30 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
         violations.push(format!(
             "unique keys: {}; lost {:?} resurrected {:?} phantom {:?} failed-but-present {:?} duplicated {:?}",
             report.summary(),
-            first(&report.lost),
-            first(&report.resurrected),
-            first(&report.phantom),
-            first(&report.failed_but_present),
-            first(&report.duplicated)
+            report.lost.first(),
+            report.resurrected.first(),
+            report.phantom.first(),
+            report.failed_but_present.first(),
+            report.duplicated.first()
         ));
     }
     violations
 }
 
-fn first<T: std::fmt::Debug>(items: &[T]) -> Option<&T> {
-    items.first()
+/// The set checker's verdict on `ops` against the sets read at the end, if it found anything.
+fn set_verdict(
+    label: &str,
+    ops: &[history::Op],
+    finals: &BTreeMap<String, BTreeSet<String>>,
+) -> Option<String> {
+    let report = history::check(ops, finals);
+    (!report.is_valid()).then(|| {
+        format!(
+            "{label}: {} lost {:?} phantom {:?} failed-but-present {:?}",
+            report.summary(),
+            report.lost.first(),
+            report.phantom.first(),
+            report.failed_but_present.first()
+        )
+    })
 }

@@ -25,6 +25,7 @@
 //!   client cuts, message loss, crashes, a wiped disk, ring changes with handoff.
 //! - [`check`] — convergence (hints, ring, Merkle roots) and the checkers.
 //! - [`run`] — one seed from start to verdict: [`run_seed`] and [`RunReport`].
+//! - [`sweep`] — many seeds on a few threads, summed (the binary and CI use it).
 //! - [`report`] — what a failing seed prints: the replay command and the events around it.
 
 pub mod check;
@@ -33,6 +34,7 @@ pub mod nemesis;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod workload;
 
 pub use run::{RunReport, run_seed};

@@ -8,10 +8,9 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use ringkv_sim::sweep::{SweepOptions, sweep};
 use ringkv_sim::{Scenario, report, run_seed};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Runs seeds of ringkv's deterministic simulation.
@@ -72,79 +71,42 @@ fn main() -> Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    let next = Arc::new(AtomicU64::new(args.start));
-    let end = args.start.saturating_add(args.seeds);
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let ops = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let simulated_ms = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let wall = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..args.threads {
-            let (next, failed, ops, done, simulated_ms, stop) = (
-                next.clone(),
-                failed.clone(),
-                ops.clone(),
-                done.clone(),
-                simulated_ms.clone(),
-                stop.clone(),
-            );
-            let scenario = &scenario;
-            let file = file.as_deref();
-            s.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= end {
-                        break;
-                    }
-                    let outcome = run_seed(seed, scenario);
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    match outcome {
-                        Ok(r) => {
-                            ops.fetch_add(r.ops, Ordering::Relaxed);
-                            simulated_ms
-                                .fetch_add(r.simulated.as_millis() as u64, Ordering::Relaxed);
-                            if !r.passed() {
-                                eprint!("{}", report::failure(&r, file));
-                                failed.lock().unwrap_or_else(|p| p.into_inner()).push(seed);
-                                if args.fail_fast {
-                                    stop.store(true, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            eprintln!("seed {seed}: the run itself failed: {e:#}");
-                            failed.lock().unwrap_or_else(|p| p.into_inner()).push(seed);
-                        }
-                    }
-                    if n.is_multiple_of(100) {
-                        eprintln!(
-                            "{n} seeds run, {} failed, {:.0} s",
-                            failed.lock().unwrap_or_else(|p| p.into_inner()).len(),
-                            wall.elapsed().as_secs_f64()
-                        );
-                    }
-                }
-            });
-        }
-    });
-    let secs = wall.elapsed().as_secs_f64();
-    let ops = ops.load(Ordering::Relaxed);
-    let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    failed.sort_unstable();
-    println!(
-        "{} seeds in {secs:.1} s wall on {} threads: {} failed; {ops} client ops ({:.0} per wall second), {:.0} simulated s ({:.0}x real time)",
-        done.load(Ordering::Relaxed),
-        args.threads,
-        failed.len(),
-        ops as f64 / secs,
-        simulated_ms.load(Ordering::Relaxed) as f64 / 1e3,
-        simulated_ms.load(Ordering::Relaxed) as f64 / 1e3 / secs,
+    let options = SweepOptions {
+        scenario_file: file.as_deref(),
+        start: args.start,
+        count: args.seeds,
+        threads: args.threads,
+        fail_fast: args.fail_fast,
+    };
+    let swept = sweep(
+        &scenario,
+        &options,
+        &|text| eprint!("{text}"),
+        &|done, failed| {
+            if done.is_multiple_of(100) {
+                eprintln!(
+                    "{done} seeds run, {failed} failed, {:.0} s",
+                    wall.elapsed().as_secs_f64()
+                );
+            }
+        },
     );
-    if !failed.is_empty() {
-        println!("failing seeds: {failed:?}");
-        bail!("{} seeds failed", failed.len());
+    let secs = wall.elapsed().as_secs_f64();
+    let simulated = swept.simulated.as_secs_f64();
+    println!(
+        "{} seeds in {secs:.1} s wall on {} threads: {} failed; {} client ops ({:.0} per wall second), {simulated:.0} simulated s ({:.0}x real time)",
+        swept.seeds,
+        args.threads,
+        swept.failed.len(),
+        swept.ops,
+        swept.ops as f64 / secs,
+        simulated / secs,
+    );
+    if !swept.failed.is_empty() {
+        let seeds: Vec<u64> = swept.failed.iter().map(|(seed, _)| *seed).collect();
+        println!("failing seeds: {seeds:?}");
+        bail!("{} seeds failed", seeds.len());
     }
     Ok(())
 }

@@ -4,10 +4,9 @@
 //! `RINGKV_SIM_SEEDS` (count) and `RINGKV_SIM_START` (first seed) change the sweep, e.g. to
 //! explore fresh seeds locally; a failing seed prints the command that replays it.
 
+use ringkv_sim::sweep::SweepOptions;
 use ringkv_sim::{Scenario, report, run_seed};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 fn sim_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -87,40 +86,27 @@ fn sweep(scenario_file: &str, count: u64) {
     let scenario = Scenario::from_file(&sim_dir().join(scenario_file)).expect("scenario parses");
     let count = env_u64("RINGKV_SIM_SEEDS", count);
     let start = env_u64("RINGKV_SIM_START", 0);
-    let next = AtomicU64::new(start);
-    let failures = Mutex::new(Vec::new());
-    let ops = AtomicU64::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= start + count {
-                        break;
-                    }
-                    let r = run_seed(seed, &scenario).expect("run");
-                    ops.fetch_add(r.ops, Ordering::Relaxed);
-                    if !r.passed() {
-                        failures
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(report::failure(&r, Some(&format!("sim/{scenario_file}"))));
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
-    let ops = ops.into_inner();
+    let file = format!("sim/{scenario_file}");
+    let options = SweepOptions {
+        scenario_file: Some(&file),
+        start,
+        count,
+        threads: 2,
+        fail_fast: false,
+    };
+    let swept = ringkv_sim::sweep::sweep(&scenario, &options, &|_| {}, &|_, _| {});
+    assert_eq!(swept.seeds, count);
     assert!(
-        ops > count * 50,
-        "{count} seeds ran only {ops} client operations"
+        swept.ops > count * 50,
+        "{count} seeds ran only {} client operations",
+        swept.ops
     );
+    let reports: Vec<&str> = swept.failed.iter().map(|(_, r)| r.as_str()).collect();
     assert!(
-        failures.is_empty(),
+        reports.is_empty(),
         "{} of {count} seeds of {scenario_file} failed (from {start}):\n{}",
-        failures.len(),
-        failures.join("\n")
+        reports.len(),
+        reports.join("\n")
     );
 }
 
