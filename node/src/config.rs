@@ -510,6 +510,7 @@ impl NodeConfig {
             buffered_interval: Duration::from_millis(self.storage.buffered_interval_ms.max(1)),
             cache_bytes: self.storage.cache_mb << 20,
             group_commit_gather: Duration::from_micros(self.storage.group_commit_gather_us),
+            simulated_disk: false,
         }
     }
 }

@@ -98,4 +98,6 @@ mod sweep;
 pub mod testing;
 
 pub use config::NodeConfig;
+#[cfg(feature = "sim")]
+pub use node::StoreProbe;
 pub use node::{Node, NodeError, NodeHandle};

@@ -134,7 +134,8 @@ impl Node {
     /// Starts a node on the simulated network (feature `sim`): the same state, request
     /// dispatch and background workers as [`Node::start`], with requests arriving from the
     /// link's [`ringkv_net::sim::SimNet`] instead of a QUIC endpoint. TLS files are not read;
-    /// the metrics listener is not started.
+    /// the metrics listener is not started. The storage is on a simulated disk (fsyncs take
+    /// simulated time; [`Store::simulate_crash`] undoes what they did not cover).
     #[cfg(feature = "sim")]
     pub fn start_sim(
         config: NodeConfig,
@@ -142,7 +143,11 @@ impl Node {
     ) -> Result<NodeHandle, NodeError> {
         config.validate_settings()?;
         let id = config.node_id();
-        let store = Store::open(&config.data_dir, id, &config.store_options())?;
+        let options = crate::storage::StoreOptions {
+            simulated_disk: true,
+            ..config.store_options()
+        };
+        let store = Store::open(&config.data_dir, id, &options)?;
         let addr = link.addr();
         let net = link.net().clone();
         let state = node_state(&config, store, Wire::Sim(link), addr)?;
@@ -355,6 +360,14 @@ impl NodeHandle {
         &self.state.store
     }
 
+    /// A shared handle on the node's storage (feature `sim`), for checks that read it while
+    /// the node runs. Drop it when the node crashes: its storage cannot open again while a
+    /// probe holds it.
+    #[cfg(feature = "sim")]
+    pub fn store_probe(&self) -> StoreProbe {
+        StoreProbe(self.state.clone())
+    }
+
     /// Stops accepting work, lets requests in flight finish (up to 5 s), closes connections and
     /// flushes storage to disk.
     pub async fn shutdown(mut self) -> Result<(), StorageError> {
@@ -377,6 +390,30 @@ impl NodeHandle {
         self.state.store.close()?;
         info!(node = %self.id, "node stopped");
         Ok(())
+    }
+}
+
+/// A running node's storage, shared (feature `sim`; see [`NodeHandle::store_probe`]).
+#[cfg(feature = "sim")]
+#[derive(Clone)]
+pub struct StoreProbe(Arc<NodeState>);
+
+#[cfg(feature = "sim")]
+impl StoreProbe {
+    /// The storage.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// What the node would still hold for `key` after a power cut now: its copy merged with
+    /// the hints it holds for any of `owners` ([`Store::durable_copy`]).
+    pub fn durable_copy(
+        &self,
+        key: &[u8],
+        owners: impl Iterator<Item = NodeId>,
+    ) -> Result<Option<ringkv_shared::Object>, StorageError> {
+        let partition = self.0.ring.load().partition_of(key);
+        self.0.store.durable_copy(partition, key, owners)
     }
 }
 

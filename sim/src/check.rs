@@ -134,6 +134,12 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
         .quorum(3)
         .timeout(Duration::from_secs(10));
     let mut violations = Vec::new();
+    if let Some(first) = records.undurable_acks.first() {
+        violations.push(format!(
+            "durability: {} writes were acknowledged while on fewer than W disks, first {first}",
+            records.undurable_acks.len()
+        ));
+    }
     if let Some(first) = records.empty_standin_reads.first() {
         violations.push(format!(
             "G8: {} reads said not found on the word of empty stand-ins, first {first}",

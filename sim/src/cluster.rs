@@ -2,18 +2,27 @@
 //! crashes, restarts, wiped disks and new nodes.
 //!
 //! Storage is the real fjall store in a temporary directory (on `/dev/shm` when it exists, so
-//! no disk is touched), with `none` durability: fjall's own threads only flush and compact,
-//! which changes no result, while `sync` and `buffered` would add a syncer thread whose wake-ups
-//! the seed does not order. A crash drops the node's tasks and its handlers; what it wrote stays
-//! in the directory (the process survives, so the OS buffers do): the "storage kept" case. A
-//! wiped node restarts on an empty directory. Losing only an unsynced tail is not simulated.
+//! no disk is touched) on a simulated disk (`StoreOptions::simulated_disk`): fsyncs take seeded
+//! simulated time on the run's runtime instead of a syncer thread whose wake-ups the seed would
+//! not order, and fjall's own threads only flush and compact, which changes no result. Every
+//! change is logged until a simulated fsync covers it, which is how a power cut knows what to
+//! take away.
+//!
+//! A crash drops the node's tasks and its handlers. A **process crash** keeps everything it
+//! wrote (the OS buffers survive). A **power cut** ([`ringkv_node::storage::Store::simulate_crash`])
+//! first undoes every change no fsync covered: under `sync` only writes not yet acknowledged,
+//! under `buffered` the last interval. A **wiped** node restarts on an empty directory.
+//!
+//! [`Disks`] keeps a handle on each running node's storage, for the check that every
+//! acknowledged write is on W disks at the moment it is acknowledged.
 
 use anyhow::{Context as _, Result, anyhow};
 use ringkv_net::sim::SimNet;
 use ringkv_node::config::{BackgroundConfig, MemberConfig, StorageConfig, TlsPaths};
-use ringkv_node::storage::Durability;
-use ringkv_node::{Node, NodeConfig, NodeHandle};
+use ringkv_node::{Node, NodeConfig, NodeHandle, StoreProbe};
+use ringkv_shared::NodeId;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::scenario::Scenario;
@@ -28,12 +37,64 @@ pub fn client_addr(index: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, 77, 1, index as u8 + 1), 9000))
 }
 
+/// The running nodes' storage, shared with the client tasks.
+#[derive(Clone, Default)]
+pub struct Disks(Arc<Mutex<DiskState>>);
+
+#[derive(Default)]
+struct DiskState {
+    probes: Vec<Option<StoreProbe>>,
+    crashes: u64,
+}
+
+impl Disks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, index: usize, probe: Option<StoreProbe>) {
+        let mut state = self.lock();
+        if state.probes.len() <= index {
+            state.probes.resize(index + 1, None);
+        }
+        if probe.is_none() {
+            state.crashes += 1;
+        }
+        state.probes[index] = probe;
+    }
+
+    /// Crashes so far: a check that spans a crash cannot count the crashed node's disk.
+    pub fn crashes(&self) -> u64 {
+        self.lock().crashes
+    }
+
+    /// Running nodes whose disk holds `value` for `key` (as a replica copy or a hint), such
+    /// that a power cut now would not take it away.
+    pub fn durable_copies(&self, key: &[u8], value: &[u8]) -> usize {
+        let state = self.lock();
+        let owners = state.probes.len() as u32;
+        state
+            .probes
+            .iter()
+            .flatten()
+            .filter(|probe| {
+                probe
+                    .durable_copy(key, (1..=owners).map(NodeId))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|o| o.values().any(|v| v.as_ref() == value))
+            })
+            .count()
+    }
+}
+
 /// Nodes on one simulated network.
 pub struct SimCluster {
     net: SimNet,
     dir: tempfile::TempDir,
     configs: Vec<NodeConfig>,
     nodes: Vec<Option<NodeHandle>>,
+    disks: Disks,
 }
 
 impl SimCluster {
@@ -59,6 +120,7 @@ impl SimCluster {
             dir,
             configs: Vec::new(),
             nodes: Vec::new(),
+            disks: Disks::default(),
         };
         for i in 0..nodes {
             let config = cluster.config(scenario, i, members.clone(), vec![]);
@@ -87,7 +149,8 @@ impl SimCluster {
             partitions: scenario.partitions,
             replication: 3,
             storage: StorageConfig {
-                durability: Durability::None,
+                durability: scenario.durability,
+                buffered_interval_ms: 10,
                 cache_mb: 1,
                 ..StorageConfig::default()
             },
@@ -118,6 +181,7 @@ impl SimCluster {
         let link = self.net.link(config.listen);
         let handle = Node::start_sim(config, link)
             .map_err(|e| anyhow!("node n{} did not start: {e}", index + 1))?;
+        self.disks.set(index, Some(handle.store_probe()));
         self.nodes[index] = Some(handle);
         Ok(())
     }
@@ -149,10 +213,29 @@ impl SimCluster {
             .collect()
     }
 
-    /// Crashes node `index`: its handlers and workers stop where they are.
-    pub fn crash(&mut self, index: usize) {
+    /// The running nodes' storage.
+    pub fn disks(&self) -> &Disks {
+        &self.disks
+    }
+
+    /// Crashes node `index`: its handlers and workers stop where they are. With `power_cut`,
+    /// its disk also loses every change no fsync covered.
+    pub fn crash(&mut self, index: usize, power_cut: bool) -> Result<()> {
         self.net.crash(node_addr(index));
-        self.nodes[index] = None;
+        self.disks.set(index, None);
+        if let Some(node) = self.nodes[index].take() {
+            let lost = node
+                .store()
+                .simulate_crash(power_cut)
+                .with_context(|| format!("power cut n{}: the undo failed", index + 1))?;
+            if power_cut {
+                self.net.record(format_args!(
+                    "power cut n{}: {lost} unsynced changes lost",
+                    index + 1
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a crashed node's data directory (a disk replaced).
@@ -195,7 +278,9 @@ impl SimCluster {
     pub fn stop_all(&mut self) {
         for i in 0..self.len() {
             if self.nodes[i].is_some() {
-                self.crash(i);
+                self.net.crash(node_addr(i));
+                self.disks.set(i, None);
+                self.nodes[i] = None;
             }
         }
     }

@@ -201,7 +201,9 @@ impl<'a> Nemesis<'a> {
                     return Ok(());
                 }
                 let victim = up[self.below(up.len() as u64) as usize];
-                self.cluster.crash(victim);
+                // A wiped disk loses everything anyway.
+                let power_cut = kind == Kind::Crash && self.below(2) == 0;
+                self.cluster.crash(victim, power_cut)?;
                 tokio::time::sleep(hold).await;
                 if kind == Kind::Wipe {
                     self.wiped = true;

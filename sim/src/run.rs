@@ -9,6 +9,7 @@ use crate::workload::{Records, SharedRecords, Task};
 use anyhow::{Context as _, Result};
 use ringkv_client::Client;
 use ringkv_net::sim::{Faults, SimNet};
+use ringkv_node::storage::Durability;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -99,6 +100,8 @@ async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
                     until,
                     think: Duration::from_millis(scenario.think_ms),
                     shared_keys: scenario.shared_keys,
+                    disks: (scenario.durability == Durability::Sync)
+                        .then(|| cluster.disks().clone()),
                 }
                 .run(),
             ));

@@ -2,6 +2,7 @@
 //! read from a TOML file or taken from the defaults. The seed decides everything the scenario
 //! leaves open (which fault when, which node, which delays).
 
+use ringkv_node::storage::Durability;
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -68,6 +69,11 @@ pub struct Scenario {
     /// alone, and the run also checks that every acknowledged write reached W of its owners
     /// once hints are delivered (instead of identical replicas, which then need not hold).
     pub anti_entropy: bool,
+    /// The nodes' durability policy: `sync` (default: every acknowledged write must be on
+    /// W simulated disks when it is acknowledged, which the run checks) or `buffered` (a
+    /// power cut loses the last interval's writes on that node). `none` cannot be combined
+    /// with crashes: it bounds nothing a power cut may take.
+    pub durability: Durability,
     /// Which faults the nemesis may inject.
     pub faults: FaultKinds,
 }
@@ -86,7 +92,8 @@ pub struct FaultKinds {
     pub client_cut: bool,
     /// Lose messages at the scenario's `loss` rate.
     pub loss: bool,
-    /// Crash a node and restart it with its storage kept.
+    /// Crash a node and restart it: half the time the process dies (its storage is kept
+    /// whole), half the time the power goes (what no fsync covered is lost).
     pub crash: bool,
     /// Crash a node and restart it with its storage wiped (at most once per run).
     pub wipe: bool,
@@ -128,6 +135,7 @@ impl Default for Scenario {
             duplicate: 0.01,
             max_delay_us: 3_000,
             anti_entropy: true,
+            durability: Durability::Sync,
             faults: FaultKinds::default(),
         }
     }
@@ -189,6 +197,13 @@ impl Scenario {
         if self.fault_every_secs == 0 || self.fault_max_secs == 0 {
             return bad("fault_every_secs/fault_max_secs", "must be positive");
         }
+        if self.durability == Durability::None && (self.faults.crash || self.faults.wipe) {
+            return bad(
+                "durability",
+                "`none` leaves acknowledged writes to the operating system, so power cuts \
+                 may take any of them; use `sync` or `buffered`, or turn crashes off",
+            );
+        }
         if !self.anti_entropy && (self.faults.wipe || self.faults.ring_change) {
             return bad(
                 "anti_entropy",
@@ -225,6 +240,10 @@ mod tests {
         assert!(e.contains("unknown field"), "{e}");
         let e = Scenario::from_toml("tombstone_grace_ms = 10000").unwrap_err();
         assert!(e.contains("tombstone_grace_ms"), "{e}");
+        let e = Scenario::from_toml("durability = \"none\"").unwrap_err();
+        assert!(e.contains("durability"), "{e}");
+        let e = Scenario::from_toml("durability = \"fast\"").unwrap_err();
+        assert!(e.contains("durability"), "{e}");
         let e = Scenario::from_toml("max_nodes = \"five\"").unwrap_err();
         assert!(e.contains("max_nodes"), "{e}");
         let dir = tempfile::tempdir().unwrap();

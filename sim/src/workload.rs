@@ -12,6 +12,7 @@
 //! guarantees must hold for). Each operation's outcome is what the client said:
 //! acknowledged, failed (not applied), or unknown (may have been applied).
 
+use crate::cluster::Disks;
 use bytes::Bytes;
 use ringkv_client::crdt::{ORSet, PNCounter};
 use ringkv_client::{Client, ClientError, Context};
@@ -48,6 +49,9 @@ pub struct Records {
     pub ops: u64,
     /// Reads that said "not found" on the word of a stand-in (G8), with what they were.
     pub empty_standin_reads: Vec<String>,
+    /// Unique-key writes acknowledged while fewer than W disks held them (a power cut of the
+    /// rest at that moment would have lost an acknowledged write).
+    pub undurable_acks: Vec<String>,
 }
 
 /// The records, shared by the client tasks.
@@ -78,7 +82,12 @@ pub struct Task {
     pub think: Duration,
     /// Keys per shared kind.
     pub shared_keys: usize,
+    /// The nodes' disks, when acknowledged writes must be durable at once (`sync`).
+    pub disks: Option<Disks>,
 }
+
+/// The write quorum the clients use (the client default).
+const W: usize = 2;
 
 /// G8: a read of a key that was never deleted said "not found" while a stand-in was among the
 /// answers it counted. Such a stand-in held nothing (a stand-in holding the key or a hint
@@ -124,12 +133,27 @@ impl Task {
 
     async fn insert(&self, i: u64, mine: &mut Vec<usize>) {
         let key = format!("u-{}-{i}", self.name);
+        let crashes = self.disks.as_ref().map(Disks::crashes);
         let r = self
             .client
             .put(key.clone(), value_of(&key), &Context::empty())
             .await;
         let write = outcome(&r);
         self.log(format_args!("insert {key} -> {write:?} {}", err(&r)));
+        // At the moment of the acknowledgement, W disks hold the write (unless a node crashed
+        // meanwhile: its disk cannot be read then).
+        if let Some(disks) = &self.disks
+            && write == Outcome::Ok
+            && crashes == Some(disks.crashes())
+        {
+            let copies = disks.durable_copies(key.as_bytes(), &value_of(&key));
+            if copies < W {
+                self.log(format_args!("insert {key}: acknowledged on {copies} disks"));
+                lock(&self.records)
+                    .undurable_acks
+                    .push(format!("{key} on {copies} disks"));
+            }
+        }
         let mut records = lock(&self.records);
         records.unique.push(KeyOp {
             key,

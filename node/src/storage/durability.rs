@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::error;
 
+use super::unsynced::Unsynced;
+
 /// When a write is acknowledged relative to reaching the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,16 +57,20 @@ pub(crate) struct GroupCommit {
     shared: Arc<Shared>,
     synced: watch::Receiver<Synced>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// On a simulated disk: fsyncs are simulated there, and no syncer thread runs.
+    disk: Option<Arc<Unsynced>>,
 }
 
 impl GroupCommit {
     /// Starts the syncer. `gather` applies under [`Durability::Sync`]: when the last fsync
-    /// covered more than one write, the next waits this long first (zero: never waits).
+    /// covered more than one write, the next waits this long first (zero: never waits). On a
+    /// simulated `disk`, each wait runs a simulated fsync on the caller's runtime instead.
     pub(crate) fn start(
         db: Database,
         mode: Durability,
         interval: Duration,
         gather: Duration,
+        disk: Option<Arc<Unsynced>>,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
@@ -75,6 +81,7 @@ impl GroupCommit {
         });
         let (tx, synced) = watch::channel(Synced::default());
         let thread = match mode {
+            _ if disk.is_some() => None,
             Durability::None => None,
             _ => {
                 let shared = shared.clone();
@@ -90,6 +97,7 @@ impl GroupCommit {
             shared,
             synced,
             thread: Mutex::new(thread),
+            disk,
         })
     }
 
@@ -115,6 +123,13 @@ impl GroupCommit {
     }
 
     async fn wait(&self, seq: u64) -> Result<(), String> {
+        if let Some(disk) = &self.disk {
+            if disk.synced_writes() >= seq {
+                return Ok(());
+            }
+            let written = self.shared.written.load(Ordering::Acquire);
+            return disk.fsync(written).await.map_err(str::to_string);
+        }
         // Already covered (a write that changed nothing, behind an earlier fsync): no need to
         // wake the syncer, which would otherwise loop, and under gathering, sleep.
         if self.synced.borrow().upto >= seq {
@@ -140,7 +155,8 @@ impl GroupCommit {
     pub(crate) fn stats(&self) -> super::StoreStats {
         super::StoreStats {
             writes: self.shared.written.load(Ordering::Relaxed),
-            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed)
+                + self.disk.as_ref().map_or(0, |d| d.fsyncs()),
         }
     }
 

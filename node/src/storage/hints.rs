@@ -2,6 +2,7 @@
 //! are handed over.
 
 use super::read_merge_write::{Target, merge_into, read_object};
+use super::unsynced::Space;
 use super::{StorageError, Store, keys};
 use bytes::Bytes;
 use ringkv_shared::encoding::decode_object;
@@ -115,6 +116,7 @@ impl Store {
         let _guard = self.lock_for(&raw_key);
         match self.hints.get(&raw_key)? {
             Some(now) if now.as_ref() == hint.raw.as_slice() => {
+                self.note_change(Space::Hints, &raw_key)?;
                 self.hints.remove(raw_key)?;
                 self.hint_keys
                     .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -127,6 +129,7 @@ impl Store {
     fn remove_hint_key(&self, raw_key: &[u8]) -> Result<(), StorageError> {
         let _guard = self.lock_for(raw_key);
         if self.hints.get(raw_key)?.is_some() {
+            self.note_change(Space::Hints, raw_key)?;
             self.hints.remove(raw_key)?;
             self.hint_keys
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

@@ -37,6 +37,7 @@
 //! - `read_merge_write` — the one write path all of them use: stripe lock, merge, one batch,
 //!   durability ticket.
 //! - `durability` — the [`Durability`] policies and group commit.
+//! - `unsynced` — the simulator's disk: the changes a power cut would undo.
 //! - `trees` — the in-memory anti-entropy hash trees, one per partition.
 //! - `keys` — the byte layout of storage keys.
 //! - `error` — [`StorageError`].
@@ -52,6 +53,7 @@ mod retire;
 mod tombstones;
 mod transfer;
 mod trees;
+mod unsynced;
 
 pub use durability::{Durability, Ticket};
 pub use error::StorageError;
@@ -95,6 +97,10 @@ pub struct StoreOptions {
     /// Under [`Durability::Sync`]: how long the syncer lets more writes gather before an fsync
     /// when the previous fsync covered several (writes are concurrent). Zero fsyncs at once.
     pub group_commit_gather: Duration,
+    /// Only the simulator sets this: fsyncs are simulated on the caller's runtime (no syncer
+    /// thread), and every change is logged until a simulated fsync covers it, so that
+    /// [`Store::simulate_crash`] can undo what a power cut would lose.
+    pub simulated_disk: bool,
 }
 
 impl Default for StoreOptions {
@@ -105,6 +111,7 @@ impl Default for StoreOptions {
             buffered_interval: Duration::from_millis(10),
             cache_bytes: 64 << 20,
             group_commit_gather: DEFAULT_GROUP_COMMIT_GATHER,
+            simulated_disk: false,
         }
     }
 }
@@ -128,6 +135,8 @@ pub struct Store {
     actor: ActorId,
     locks: Box<[Mutex<()>]>,
     commit: GroupCommit,
+    /// The simulated disk's unsynced tail (`None` on a real disk).
+    disk: Option<std::sync::Arc<unsynced::Unsynced>>,
     path: PathBuf,
 }
 

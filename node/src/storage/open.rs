@@ -2,12 +2,20 @@
 //! count), the storage incarnation, the clean-shutdown marker.
 
 use super::durability::GroupCommit;
-use super::{LOCK_STRIPES, STORAGE_FORMAT, StorageError, Store, StoreOptions, StoreStats, trees};
+use super::unsynced::Unsynced;
+use super::{
+    Durability, LOCK_STRIPES, STORAGE_FORMAT, StorageError, Store, StoreOptions, StoreStats, trees,
+};
 use fjall::{Database, KeyspaceCreateOptions};
 use ringkv_shared::{ActorId, NodeId};
 use std::path::Path;
 use std::sync::Mutex;
 use tracing::{info, warn};
+
+/// How old a change gets before a simulated disk's operating system has written it back
+/// (Linux's `dirty_expire_centisecs` is 30 s; this is shorter so that power cuts also meet
+/// changes that made it).
+const OS_WRITEBACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Store {
     /// Opens (or creates) the storage of node `node` in `dir`.
@@ -105,11 +113,21 @@ impl Store {
             guard.key()?;
             hint_keys += 1;
         }
+        // The operating system writes dirty pages back within seconds on its own; under
+        // `buffered` the syncer does it every interval.
+        let disk = opts.simulated_disk.then(|| {
+            let writeback = match opts.durability {
+                Durability::Buffered => opts.buffered_interval,
+                _ => OS_WRITEBACK,
+            };
+            std::sync::Arc::new(Unsynced::new(writeback))
+        });
         let commit = GroupCommit::start(
             db.clone(),
             opts.durability,
             opts.buffered_interval,
             opts.group_commit_gather,
+            disk.clone(),
         )
         .map_err(|e| StorageError::Directory {
             path: dir.to_owned(),
@@ -126,6 +144,7 @@ impl Store {
             actor,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             commit,
+            disk,
             path: dir.to_owned(),
         })
     }

@@ -2,6 +2,7 @@
 //! result with its tombstone record and hash-tree entry in one batch (skipped when nothing
 //! changed), and hand back the durability ticket to wait for.
 
+use super::unsynced::Space;
 use super::{LOCK_STRIPES, StorageError, Store, Ticket, is_tombstone, keys, now_ms};
 use fjall::Keyspace;
 use ringkv_shared::encoding::{decode_object, encode_object};
@@ -133,10 +134,19 @@ impl Store {
                     .in_tree
                     .then(|| ringkv_shared::merkle::entry_hash(at.key, &encoded));
                 let new_hint_key = !at.in_tree && old_raw.is_none();
+                let space = if at.in_tree {
+                    Space::Objects
+                } else {
+                    Space::Hints
+                };
+                self.note_change(space, storage_key)?;
                 let mut batch = self.db.batch();
                 batch.insert(keyspace, storage_key.as_slice(), encoded);
                 if at.in_tree {
                     let was_tombstone = unchanged_from.as_ref().is_some_and(is_tombstone);
+                    if is_tombstone(&next) != was_tombstone {
+                        self.note_change(Space::Tombstones, storage_key)?;
+                    }
                     if is_tombstone(&next) && !was_tombstone {
                         batch.insert(
                             &self.tombstones,

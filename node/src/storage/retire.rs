@@ -14,6 +14,7 @@
 //! [`Store::adopt_partition`] clears it when a ring gives the partition back. Both are
 //! idempotent, so a crash part-way is repaired by the next sweep.
 
+use super::unsynced::Space;
 use super::{StorageError, Store, keys};
 use ringkv_shared::PartitionId;
 
@@ -60,6 +61,7 @@ impl Store {
                 removed += 1;
             }
         }
+        self.note_change(Space::Meta, mark(partition).as_bytes())?;
         self.meta.insert(mark(partition), [1u8].as_slice())?;
         Ok(removed)
     }
@@ -68,6 +70,7 @@ impl Store {
     /// what it holds now (received by handoff) is its copy.
     pub fn adopt_partition(&self, partition: PartitionId) -> Result<(), StorageError> {
         if self.is_retired(partition)? {
+            self.note_change(Space::Meta, mark(partition).as_bytes())?;
             self.meta.remove(mark(partition))?;
         }
         Ok(())
@@ -75,8 +78,7 @@ impl Store {
 
     /// Makes every retirement so far durable (one fsync).
     pub fn sync_retirements(&self) -> Result<(), StorageError> {
-        self.db.persist(fjall::PersistMode::SyncAll)?;
-        Ok(())
+        self.persist_all()
     }
 }
 

@@ -2,6 +2,7 @@
 //! removing an object for good.
 
 use super::read_merge_write::decode_stored;
+use super::unsynced::Space;
 use super::{StorageError, Store, keys};
 use bytes::Bytes;
 use ringkv_shared::{Object, PartitionId, VersionVector};
@@ -62,6 +63,8 @@ impl Store {
         raw_key: &[u8],
         raw: &[u8],
     ) -> Result<(), StorageError> {
+        self.note_change(Space::Objects, raw_key)?;
+        self.note_change(Space::Tombstones, raw_key)?;
         let mut batch = self.db.batch();
         batch.remove(&self.objects, raw_key);
         batch.remove(&self.tombstones, raw_key);
@@ -83,6 +86,7 @@ impl Store {
         let removed = {
             let _guard = self.lock_for(&raw_key);
             let Some(raw) = self.objects.get(&raw_key)? else {
+                self.note_change(Space::Tombstones, &raw_key)?;
                 self.tombstones.remove(raw_key.clone())?;
                 return Ok(false);
             };

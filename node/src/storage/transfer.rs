@@ -2,6 +2,7 @@
 //! after a key, a batched merge that waits for one fsync, and small metadata records (the
 //! persisted cluster view, handoff cursors).
 
+use super::unsynced::Space;
 use super::{StorageError, Store, decode_stored, keys};
 use bytes::Bytes;
 use ringkv_shared::{Object, PartitionId};
@@ -78,6 +79,7 @@ impl Store {
     /// be lost to a power cut, like the gossiped view and handoff cursors, which are relearned
     /// or redone).
     pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.note_change(Space::Meta, name.as_bytes())?;
         self.meta.insert(name, value)?;
         self.db.persist(fjall::PersistMode::Buffer)?;
         Ok(())
@@ -91,6 +93,7 @@ impl Store {
             .map(|g| g.key().map(|k| k.to_vec()))
             .collect::<Result<_, _>>()?;
         for n in names {
+            self.note_change(Space::Meta, &n)?;
             self.meta.remove(n)?;
         }
         Ok(())
