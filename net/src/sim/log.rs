@@ -37,10 +37,13 @@ impl EventLog {
     /// Appends one event, stamped with the simulated time.
     pub fn record(&mut self, event: std::fmt::Arguments<'_>) {
         self.line.clear();
+        // Integer formatting: a float's would be a tenth of the simulator's time.
+        let micros = self.start.elapsed().as_micros();
         let _ = write!(
             self.line,
-            "{:>10.3}ms {event}",
-            self.start.elapsed().as_secs_f64() * 1e3
+            "{:>6}.{:03}ms {event}",
+            micros / 1000,
+            micros % 1000
         );
         self.hash.update(self.line.as_bytes());
         self.hash.update(b"\n");
