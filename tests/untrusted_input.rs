@@ -8,15 +8,15 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{ClientError, Context, Mode};
 use ringkv_net::quic::TlsIdentity;
-use ringkv_node::certs::{CertKind, DevCa};
+use ringkv_node::certs::{DevCa, Role};
 use ringkv_node::testing::LocalCluster;
 use ringkv_shared::frame::{self, PROTOCOL_VERSION};
 use ringkv_shared::proto::{Quorum, Request, Response};
 use ringkv_shared::{ReplyError, VersionVector};
 use support::{RawConn, client};
 
-fn identity_from(ca: &DevCa, trust: &DevCa, kind: CertKind) -> Result<TlsIdentity> {
-    let leaf = ca.issue(kind, "intruder")?;
+fn identity_from(ca: &DevCa, trust: &DevCa, role: Role) -> Result<TlsIdentity> {
+    let leaf = ca.issue(&role, "intruder")?;
     Ok(TlsIdentity {
         ca_pem: trust.cert_pem().as_bytes().to_vec(),
         cert_pem: leaf.cert_pem.into_bytes(),
@@ -29,7 +29,7 @@ async fn a_client_certificate_from_another_ca_is_refused() -> Result<()> {
     let cluster = LocalCluster::start(1).await?;
     let rogue_ca = DevCa::generate()?;
     // Signed by a foreign CA, but trusting the cluster's CA (so only the node can refuse).
-    let tls = identity_from(&rogue_ca, cluster.ca(), CertKind::Client)?;
+    let tls = identity_from(&rogue_ca, cluster.ca(), Role::Client)?;
     let err = ringkv::Client::builder()
         .seeds(cluster.addrs())
         .tls(tls)
@@ -62,7 +62,7 @@ async fn a_node_certificate_from_another_ca_is_not_trusted_by_clients() -> Resul
     let cluster = LocalCluster::start(1).await?;
     // A client that trusts a different CA refuses the node's certificate.
     let other_ca = DevCa::generate()?;
-    let tls = identity_from(&other_ca, &other_ca, CertKind::Client)?;
+    let tls = identity_from(&other_ca, &other_ca, Role::Client)?;
     let err = ringkv::Client::builder()
         .seeds(cluster.addrs())
         .tls(tls)

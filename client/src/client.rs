@@ -108,7 +108,8 @@ impl Client {
                             n: q.n.into(),
                             required: q.required.into(),
                             timeout: q.timeout(),
-                            repair: true,
+                            // A client may not write replicas: an owner repairs for it.
+                            repair: fanout::Repair::AskOwner,
                         };
                         fanout::read_with_hedger(
                             &self.inner.transport,

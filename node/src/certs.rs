@@ -1,14 +1,19 @@
-//! Development certificates: a cluster CA, and node and client certificates it signs (rcgen).
+//! Development certificates: a cluster CA, and the node, admin and client certificates it signs
+//! (rcgen).
 //!
-//! For production, issue certificates from your own PKI with the same shape: node certificates
-//! carry the DNS name [`ringkv_net::quic::SERVER_NAME`] and both server and client
-//! authentication; client certificates carry client authentication.
+//! Every leaf names its role as a URI subject alternative name ([`Role::uri`]:
+//! `ringkv://node/<id>`, `ringkv://admin/<name>`, `ringkv://client/<name>`), which nodes check
+//! on every request ([`ringkv_shared::roles::permits`]). For production, issue certificates from
+//! your own PKI with the same shape: node certificates carry the DNS name
+//! [`ringkv_net::quic::SERVER_NAME`], their role URI and both server and client authentication;
+//! admin and client certificates carry their role URI and client authentication.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use ringkv_net::quic::SERVER_NAME;
+pub use ringkv_shared::roles::Role;
 use std::path::{Path, PathBuf};
 
 /// Why certificates could not be made or written.
@@ -20,6 +25,14 @@ pub enum CertError {
     Generate {
         /// rcgen's message.
         reason: String,
+    },
+    /// A certificate name that cannot be used.
+    #[error("certificate name {name:?}: {reason}")]
+    Name {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -44,15 +57,6 @@ pub struct IssuedCert {
     pub cert_pem: String,
     /// The private key.
     pub key_pem: String,
-}
-
-/// What a certificate is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CertKind {
-    /// A storage node: serves QUIC and calls other nodes.
-    Node,
-    /// An application using the client library.
-    Client,
 }
 
 /// A development certificate authority.
@@ -96,24 +100,40 @@ impl DevCa {
         self.key.serialize_pem()
     }
 
-    /// Issues a certificate of `kind` named `name` (a DNS-style name, e.g. `n1` or `cart-api`).
-    pub fn issue(&self, kind: CertKind, name: &str) -> Result<IssuedCert, CertError> {
+    /// Issues a certificate for `role` named `name` (a DNS-style name: letters, digits, `.`,
+    /// `-` and `_`, e.g. `n1` or `cart-api`).
+    pub fn issue(&self, role: &Role, name: &str) -> Result<IssuedCert, CertError> {
+        let bad = |reason| CertError::Name {
+            name: name.to_owned(),
+            reason,
+        };
+        if name.is_empty() || name.len() > 63 {
+            return Err(bad("must be 1 to 63 characters"));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return Err(bad("may hold only letters, digits, `.`, `-` and `_`"));
+        }
         let mut sans = vec![name.to_owned()];
-        if kind == CertKind::Node {
+        if matches!(role, Role::Node(_)) {
             sans.push(SERVER_NAME.to_owned());
         }
         sans.dedup();
         let mut params = CertificateParams::new(sans).map_err(gen_err)?;
+        let uri = role.uri(name).try_into().map_err(gen_err)?;
+        params.subject_alt_names.push(SanType::URI(uri));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match kind {
-            CertKind::Node => vec![
+        params.extended_key_usages = match role {
+            Role::Node(_) => vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
-            CertKind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Admin | Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         let key = KeyPair::generate().map_err(gen_err)?;
         let issuer = Issuer::new(ca_params()?, &self.key);
@@ -163,7 +183,9 @@ mod tests {
     fn a_reloaded_ca_issues_certificates_that_chain() {
         let ca = DevCa::generate().unwrap();
         let again = DevCa::from_pem(ca.cert_pem().to_owned(), &ca.key_pem()).unwrap();
-        let leaf = again.issue(CertKind::Node, "n1").unwrap();
+        let leaf = again
+            .issue(&Role::Node(ringkv_shared::NodeId(1)), "n1")
+            .unwrap();
         assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         // Chain validity is exercised end to end by the TLS tests (tests/tls.rs).
         let id = ringkv_net::quic::TlsIdentity {
@@ -172,5 +194,29 @@ mod tests {
             key_pem: leaf.key_pem.into_bytes(),
         };
         ringkv_net::quic::server_config(&id, &ringkv_shared::Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn every_role_is_read_back_from_its_certificate() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let ca = DevCa::generate().unwrap();
+        for (role, name) in [
+            (Role::Node(ringkv_shared::NodeId(3)), "n3"),
+            (Role::Admin, "ops"),
+            (Role::Client, "cart-api"),
+        ] {
+            let leaf = ca.issue(&role, name).unwrap();
+            let der = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+            assert_eq!(ringkv_net::quic::role_of_certificate(&der), role);
+        }
+        assert!(matches!(
+            ca.issue(&Role::Client, "a b"),
+            Err(CertError::Name { .. })
+        ));
+        assert!(matches!(
+            ca.issue(&Role::Client, ""),
+            Err(CertError::Name { .. })
+        ));
     }
 }

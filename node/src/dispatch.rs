@@ -3,19 +3,29 @@
 use crate::state::NodeState;
 use crate::{anti_entropy, coordinator, reaper, replica, router};
 use ringkv_shared::proto::{Reply, Request, Response};
+use ringkv_shared::roles::{self, Role};
 use std::sync::Arc;
-use tracing::{Instrument, debug_span};
+use tracing::{Instrument, debug_span, warn};
 
-/// Serves one request. Never panics on input: every failure becomes a [`Response::Error`].
+/// Serves one request from a peer whose certificate names `role`. Never panics on input:
+/// every failure becomes a [`Response::Error`].
 ///
-/// Every request is admitted here against the limits ([`Request::check_limits`]); handlers
-/// take their keys and values as checked. Calls a node makes to itself (`node_transport::NodeTransport`)
-/// carry keys a request admitted here.
-pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
+/// Every request is admitted here, once: against the sender's role ([`roles::permits`]: a
+/// client may not write replicas, enumerate keys, gossip or administer), then against the
+/// limits ([`Request::check_limits`]); handlers take their keys and values as checked. Calls a
+/// node makes to itself (`node_transport::NodeTransport`) carry keys a request admitted here.
+pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request) -> Reply {
     let op = request.kind();
     let started = std::time::Instant::now();
     let span = debug_span!("request", node = %state.id, op);
     let body = async {
+        if !roles::permits(role, &request) {
+            warn!(op, role = %role.name(), "refused: the sender's certificate does not allow it");
+            return Response::Error(ringkv_shared::ReplyError::Forbidden {
+                request: op.into(),
+                role: role.name(),
+            });
+        }
         // Admission: every key, value and batch size against the limits, once, here.
         if let Err(reason) = request.check_limits(&state.limits) {
             return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
@@ -61,6 +71,7 @@ pub(crate) async fn handle(state: &Arc<NodeState>, request: Request) -> Reply {
                 items,
             } => crate::partition_handoff::receive(state, epoch, transfer, items).await,
             Request::Admin(request) => crate::admin::admin(state, request).await,
+            Request::Repair { key } => router::repair(state, key),
         }
     }
     .instrument(span)

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ringkv_node::certs::{CertKind, DevCa, read_pem, write_pem};
+use ringkv_node::certs::{DevCa, Role, read_pem, write_pem};
 use ringkv_node::storage::Durability;
 use ringkv_node::{Node, NodeConfig};
 use std::net::SocketAddr;
@@ -56,8 +56,24 @@ enum CertsCommand {
         out: PathBuf,
     },
     /// Issue a node certificate signed by the CA in --ca-dir: OUT/NAME.pem, OUT/NAME-key.pem.
+    /// It names the node's id (its role `ringkv://node/<id>`): the node may speak only as it.
     Node {
         /// Name, e.g. n1.
+        name: String,
+        /// The node's id (the `id` in its config); taken from NAME when it is `n<id>`.
+        #[arg(long)]
+        id: Option<u32>,
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "certs")]
+        ca_dir: PathBuf,
+        /// Output directory (defaults to --ca-dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Issue an operator's certificate (for the `ringkv` admin CLI) signed by the CA in
+    /// --ca-dir: membership changes and inspection, besides reads and writes.
+    Admin {
+        /// Name, e.g. admin or alice.
         name: String,
         /// Directory holding ca.pem and ca-key.pem.
         #[arg(long, default_value = "certs")]
@@ -66,7 +82,8 @@ enum CertsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Issue a client certificate signed by the CA in --ca-dir.
+    /// Issue an application's certificate signed by the CA in --ca-dir: reads and writes
+    /// through the coordinators, nothing a node or an operator does.
     Client {
         /// Name, e.g. cart-api.
         name: String,
@@ -109,25 +126,44 @@ fn certs(cmd: CertsCommand) -> Result<()> {
             write_pem(&key, &ca.key_pem(), true)?;
             println!("wrote {} and {}", cert.display(), key.display());
         }
-        CertsCommand::Node { name, ca_dir, out } => issue(CertKind::Node, &name, &ca_dir, out)?,
-        CertsCommand::Client { name, ca_dir, out } => issue(CertKind::Client, &name, &ca_dir, out)?,
+        CertsCommand::Node {
+            name,
+            id,
+            ca_dir,
+            out,
+        } => {
+            let id = match id.or_else(|| name.strip_prefix('n').and_then(|n| n.parse().ok())) {
+                Some(id) if id > 0 => id,
+                _ => anyhow::bail!(
+                    "which node is {name}? pass --id <its config's id> (a name n<id> implies it)"
+                ),
+            };
+            issue(&Role::Node(ringkv_shared::NodeId(id)), &name, &ca_dir, out)?
+        }
+        CertsCommand::Admin { name, ca_dir, out } => issue(&Role::Admin, &name, &ca_dir, out)?,
+        CertsCommand::Client { name, ca_dir, out } => issue(&Role::Client, &name, &ca_dir, out)?,
     }
     Ok(())
 }
 
-fn issue(kind: CertKind, name: &str, ca_dir: &std::path::Path, out: Option<PathBuf>) -> Result<()> {
+fn issue(role: &Role, name: &str, ca_dir: &std::path::Path, out: Option<PathBuf>) -> Result<()> {
     let ca = DevCa::from_pem(
         read_pem(&ca_dir.join("ca.pem"))?,
         &read_pem(&ca_dir.join("ca-key.pem"))?,
     )
     .with_context(|| format!("loading the CA from {}", ca_dir.display()))?;
-    let leaf = ca.issue(kind, name)?;
+    let leaf = ca.issue(role, name)?;
     let out = out.unwrap_or_else(|| ca_dir.to_owned());
     let cert = out.join(format!("{name}.pem"));
     let key = out.join(format!("{name}-key.pem"));
     write_pem(&cert, &leaf.cert_pem, false)?;
     write_pem(&key, &leaf.key_pem, true)?;
-    println!("wrote {} and {}", cert.display(), key.display());
+    println!(
+        "wrote {} and {} ({})",
+        cert.display(),
+        key.display(),
+        role.uri(name)
+    );
     Ok(())
 }
 

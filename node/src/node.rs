@@ -155,9 +155,9 @@ impl Node {
         let serving = state.clone();
         net.listen(
             addr,
-            std::sync::Arc::new(move |request| {
+            std::sync::Arc::new(move |role, request| {
                 let state = serving.clone();
-                Box::pin(async move { crate::dispatch::handle(&state, request).await })
+                Box::pin(async move { crate::dispatch::handle(&state, &role, request).await })
             }),
         );
         let workers = spawn_workers(&state, &stop_rx);

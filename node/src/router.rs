@@ -31,7 +31,7 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
         n: quorum.n.into(),
         required: quorum.required.into(),
         timeout: quorum.timeout(),
-        repair: true,
+        repair: fanout::Repair::Write,
     };
     match fanout::read_with_hedger(&peers, plan, state.read_hedge.as_ref()).await {
         Ok(outcome) => Response::Read {
@@ -41,6 +41,39 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
         Err(e) => Response::Error(e),
     }
 }
+
+/// Read repair a client asked for ([`ringkv_shared::proto::Request::Repair`]): this owner
+/// reads `key` from every replica, in the background, and writes the merge to those that
+/// answer with less. Answers at once; the client does not wait for the repair.
+pub(crate) fn repair(state: &Arc<NodeState>, key: Bytes) -> Response {
+    let ring = state.ring.load_full();
+    let preference = ring.preference_members(&key);
+    let n = usize::from(state.replication).min(preference.len());
+    if !preference[..n].iter().any(|m| m.id == state.id) {
+        return Response::Error(ReplyError::NotReplica {
+            node: state.id,
+            partition: ring.partition_of(&key),
+        });
+    }
+    let plan = fanout::ReadPlan {
+        key,
+        preference,
+        n,
+        // The first answer lets the read return; the repair waits for every answer until the
+        // deadline and writes the merge to each owner that had less.
+        required: 1,
+        timeout: REPAIR_TIMEOUT,
+        repair: fanout::Repair::Write,
+    };
+    let peers = NodeTransport(state.clone());
+    tokio::spawn(async move {
+        let _ = fanout::read(&peers, plan).await;
+    });
+    Response::Written
+}
+
+/// How long an owner asked to repair a key waits for the replicas' answers.
+const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A write coordinated here (or by the first healthy replica, if this node is not one).
 pub(crate) async fn put(

@@ -54,14 +54,16 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = conn.remote_address();
-    debug!(%peer, "connection accepted");
+    // What the peer's certificate lets it do, read once per connection.
+    let role = Arc::new(ringkv_net::quic::peer_role(&conn));
+    debug!(%peer, role = %role.name(), "connection accepted");
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let state = state.clone();
-                    streams.spawn(serve_stream(state, send, recv));
+                    streams.spawn(serve_stream(state, role.clone(), send, recv));
                 }
                 Err(e) => {
                     debug!(%peer, error = %e, "connection ended");
@@ -78,6 +80,7 @@ async fn serve_connection(
 
 async fn serve_stream(
     state: Arc<NodeState>,
+    role: Arc<ringkv_shared::roles::Role>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -85,7 +88,7 @@ async fn serve_stream(
     let request =
         tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame::<Request>(&mut recv, max)).await;
     let reply = match request {
-        Ok(Ok(request)) => dispatch::handle(&state, request).await,
+        Ok(Ok(request)) => dispatch::handle(&state, &role, request).await,
         Ok(Err(StreamError::Frame(e))) => {
             debug!(error = %e, "bad frame");
             let _ = recv.stop(0u32.into());

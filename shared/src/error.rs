@@ -137,6 +137,15 @@ pub enum ReplyError {
         /// Why.
         reason: String,
     },
+    /// The sender's certificate does not give it the right to make this request (see
+    /// `ringkv_shared::roles`); nothing was done.
+    #[error("forbidden: a {role} certificate may not send `{request}`")]
+    Forbidden {
+        /// The request's kind.
+        request: String,
+        /// The role the sender's certificate names.
+        role: String,
+    },
 }
 
 struct QuorumFailedDisplay<'a> {

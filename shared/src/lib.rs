@@ -30,6 +30,7 @@
 //! - [`dual_write`] — the outcome of a write coordinated while a partition moves.
 //! - [`sloppy`] — sloppy-quorum write placement: stand-ins and hints, a state machine.
 //! - [`hedge`] — when a hedged read asks another replica: fixed, or a percentile of recent reads.
+//! - [`roles`] — the role a certificate names and the requests each role may send.
 
 pub mod dual_write;
 pub mod dvv;
@@ -50,6 +51,7 @@ pub mod planner;
 pub mod proto;
 pub mod quorum;
 pub mod ring;
+pub mod roles;
 pub mod sloppy;
 
 pub use dvv::{Dot, VersionVector};

@@ -205,6 +205,14 @@ pub enum Request {
     },
     /// An operator's request (the `ringkv` CLI); answered with [`Response::Admin`].
     Admin(AdminRequest),
+    /// Read repair, asked of one of the key's owners by a client whose read met stale copies:
+    /// the owner reads the key from every replica itself and writes the merge to the stale
+    /// ones, so that a client never writes replicas directly. Answered with
+    /// [`Response::Written`] once the repair is under way.
+    Repair {
+        /// The user key.
+        key: Bytes,
+    },
 }
 
 /// What the `ringkv` admin CLI asks a node.
@@ -285,6 +293,7 @@ impl Request {
             | Request::Write { key, .. }
             | Request::HintsFor { key }
             | Request::Reap { key, .. }
+            | Request::Repair { key }
             | Request::RouteGet { key, .. } => limits.check(key, None),
             Request::Put { key, value, .. } | Request::RoutePut { key, value, .. } => {
                 limits.check(key, value.as_deref())
@@ -347,6 +356,7 @@ impl Request {
             Request::Gossip { .. } => "gossip",
             Request::Handoff { .. } => "handoff",
             Request::Admin(_) => "admin",
+            Request::Repair { .. } => "repair",
         }
     }
 }

@@ -21,6 +21,7 @@ use ringkv_net::sim::SimNet;
 use ringkv_node::config::{BackgroundConfig, MemberConfig, StorageConfig, TlsPaths};
 use ringkv_node::{Node, NodeConfig, NodeHandle, StoreProbe};
 use ringkv_shared::NodeId;
+use ringkv_shared::roles::Role;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -178,7 +179,7 @@ impl SimCluster {
 
     fn boot(&mut self, index: usize) -> Result<()> {
         let config = self.configs[index].clone();
-        let link = self.net.link(config.listen);
+        let link = self.net.link(config.listen, Role::Node(NodeId(config.id)));
         let handle = Node::start_sim(config, link)
             .map_err(|e| anyhow!("node n{} did not start: {e}", index + 1))?;
         self.disks.set(index, Some(handle.store_probe()));

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use ringkv_client::Client;
 use ringkv_net::sim::{Faults, SimNet};
 use ringkv_node::storage::Durability;
+use ringkv_shared::roles::Role;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -61,7 +62,7 @@ async fn client(net: &SimNet, index: usize, scenario: &Scenario, seeds: usize) -
     Client::builder()
         .seeds((0..seeds).map(node_addr))
         .timeout(scenario.client_timeout())
-        .build_sim(net.link(client_addr(index)))
+        .build_sim(net.link(client_addr(index), Role::Client))
         .await
         .with_context(|| format!("client {index} could not start"))
 }

@@ -238,18 +238,18 @@ pub fn free_udp_port() -> Result<u16> {
         .port())
 }
 
-/// Writes a development CA and certificates for nodes `1..=nodes` and one client into `dir`,
-/// and returns the client's identity.
+/// Writes a development CA and certificates for nodes `1..=nodes` into `dir`, and returns an
+/// operator's identity (the harness reads, writes and inspects).
 pub fn write_certs(dir: &std::path::Path, nodes: u32) -> Result<TlsIdentity> {
-    use ringkv_node::certs::{CertKind, DevCa, write_pem};
+    use ringkv_node::certs::{DevCa, Role, write_pem};
     let ca = DevCa::generate()?;
     write_pem(&dir.join("ca.pem"), ca.cert_pem(), false)?;
     for i in 1..=nodes {
-        let leaf = ca.issue(CertKind::Node, &format!("n{i}"))?;
+        let leaf = ca.issue(&Role::Node(ringkv_shared::NodeId(i)), &format!("n{i}"))?;
         write_pem(&dir.join(format!("n{i}.pem")), &leaf.cert_pem, false)?;
         write_pem(&dir.join(format!("n{i}-key.pem")), &leaf.key_pem, true)?;
     }
-    let client = ca.issue(CertKind::Client, "test-client")?;
+    let client = ca.issue(&Role::Admin, "test-admin")?;
     Ok(TlsIdentity {
         ca_pem: ca.cert_pem().as_bytes().to_vec(),
         cert_pem: client.cert_pem.into_bytes(),

@@ -39,6 +39,11 @@ impl RealCluster {
         Ok(i)
     }
 
+    /// A certificate of `role` named `name`, signed by the cluster CA.
+    pub fn tls_for(&self, role: &ringkv_node::certs::Role, name: &str) -> Result<TlsIdentity> {
+        Ok(self.procs.issue_tls(role, name)?)
+    }
+
     /// The working directory (certificates, configs, logs).
     pub fn dir(&self) -> &std::path::Path {
         self.procs.dir()
@@ -50,8 +55,8 @@ impl RealCluster {
         let out = std::process::Command::new(super::admin_binary()?)
             .env("RINGKV_NODE", self.addrs[i].to_string())
             .env("RINGKV_CA", self.dir().join("ca.pem"))
-            .env("RINGKV_CERT", self.dir().join("client.pem"))
-            .env("RINGKV_KEY", self.dir().join("client-key.pem"))
+            .env("RINGKV_CERT", self.dir().join("admin.pem"))
+            .env("RINGKV_KEY", self.dir().join("admin-key.pem"))
             .args(args)
             .output()?;
         if !out.status.success() {

@@ -38,7 +38,7 @@ mod replicate;
 
 pub use calls::classify;
 pub use delegate::{delegate_put, first_reachable};
-pub use read::{ReadOutcome, ReadPlan, read, read_hedged, read_targets, read_with_hedger};
+pub use read::{ReadOutcome, ReadPlan, Repair, read, read_hedged, read_targets, read_with_hedger};
 pub use replicate::{Replication, replicate};
 
 #[cfg(test)]

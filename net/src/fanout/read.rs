@@ -27,8 +27,23 @@ pub struct ReadPlan {
     pub required: usize,
     /// The read's deadline, from its start; stragglers and repair are bounded by it too.
     pub timeout: Duration,
-    /// Whether owners that answered with less get the merged object written back.
-    pub repair: bool,
+    /// What happens to owners that answered with less.
+    pub repair: Repair,
+}
+
+/// Read repair: how owners that answered a read with less than the merge are brought up to
+/// date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// Not at all (anti-entropy will).
+    Off,
+    /// The merged object is written to each stale owner (`Request::Write`): what a node
+    /// coordinating a read does, since only nodes may write replicas.
+    Write,
+    /// One owner that answered with the most is asked to repair the key itself
+    /// (`Request::Repair`): what a client does. The owner reads every replica and writes the
+    /// merge, so that a client never holds the power to write replicas.
+    AskOwner,
 }
 
 /// What a quorum read found.
@@ -77,9 +92,10 @@ pub fn read_targets<T: Transport>(transport: &T, preference: &[Member], n: usize
 /// returning a "not found" that nobody who would know has said.
 ///
 /// After returning, a background task waits for the remaining answers (until `timeout` from the
-/// start) and, if `repair` is set, writes the merged object back to every owner (the first `n`
-/// of the list) that answered with less — read repair. Stand-ins are not repaired: they hold
-/// hints, not replicas.
+/// start) and, unless `repair` is [`Repair::Off`], brings every owner (the first `n` of the
+/// list) that answered with less up to date — read repair, by writing the merge to it or by
+/// asking an up-to-date owner to ([`Repair`]). Stand-ins are not repaired: they hold hints, not
+/// replicas.
 pub async fn read<T: Transport>(transport: &T, plan: ReadPlan) -> Result<ReadOutcome, ReplyError> {
     read_hedged(transport, plan, None).await
 }
@@ -204,7 +220,7 @@ pub async fn read_hedged<T: Transport>(
         versions: quorum.distinct_versions(),
         answers: quorum.answers(),
     };
-    if repair {
+    if repair != Repair::Off {
         let t = transport.clone();
         tokio::spawn(
             async move {
@@ -222,22 +238,37 @@ pub async fn read_hedged<T: Transport>(
                 if stale.is_empty() {
                     return;
                 }
-                let object = quorum.merged().clone();
                 debug!(stale = ?stale, "read repair");
-                let stale_members: Vec<Member> = preference
-                    .into_iter()
-                    .filter(|m| stale.contains(&m.id))
-                    .collect();
-                let writes = spawn_calls(
-                    &t,
-                    &stale_members,
-                    &Request::Write {
+                let request = match repair {
+                    Repair::AskOwner => Request::Repair { key },
+                    _ => Request::Write {
                         key,
-                        object,
+                        object: quorum.merged().clone(),
                         hint_for: None,
                     },
-                );
-                detach(writes, Instant::now() + timeout);
+                };
+                let targets: Vec<Member> = match repair {
+                    // One owner: one that answered with the merge if any did (it holds the
+                    // newest), else one that answered. It reads every replica itself.
+                    Repair::AskOwner => {
+                        let answered: Vec<NodeId> =
+                            quorum.answers().iter().map(|a| a.node).collect();
+                        let mut by_fitness: Vec<Member> = preference
+                            .into_iter()
+                            .filter(|m| owners.contains(&m.id))
+                            .collect();
+                        by_fitness
+                            .sort_by_key(|m| (stale.contains(&m.id), !answered.contains(&m.id)));
+                        by_fitness.truncate(1);
+                        by_fitness
+                    }
+                    _ => preference
+                        .into_iter()
+                        .filter(|m| stale.contains(&m.id))
+                        .collect(),
+                };
+                let calls = spawn_calls(&t, &targets, &request);
+                detach(calls, Instant::now() + timeout);
             }
             .instrument(debug_span!("read_repair")),
         );

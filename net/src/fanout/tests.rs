@@ -30,6 +30,7 @@ struct Sim {
     writes: Arc<Mutex<Vec<NodeId>>>,
     puts: Arc<Mutex<Vec<NodeId>>>,
     reads: Arc<Mutex<Vec<NodeId>>>,
+    repairs_asked: Arc<Mutex<Vec<NodeId>>>,
     hinted: Arc<Mutex<Vec<(NodeId, NodeId)>>>,
     suspected: Arc<Mutex<Vec<NodeId>>>,
 }
@@ -78,6 +79,10 @@ impl Transport for Sim {
                             .or_default()
                             .merge(&object);
                         self.writes.lock().unwrap().push(to.id);
+                        Response::Written
+                    }
+                    Request::Repair { .. } => {
+                        self.repairs_asked.lock().unwrap().push(to.id);
                         Response::Written
                     }
                     Request::Put { .. } => {
@@ -132,6 +137,7 @@ const TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A read of key `k` within [`TIMEOUT`].
 fn read_plan(preference: Vec<Member>, n: usize, required: usize, repair: bool) -> ReadPlan {
+    let repair = if repair { Repair::Write } else { Repair::Off };
     ReadPlan {
         key: Bytes::from_static(b"k"),
         preference,
@@ -176,6 +182,34 @@ async fn read_returns_after_r_and_repairs_stale_replicas_later() {
         "the late, stale replica is repaired"
     );
     assert_eq!(sim.stored.lock().unwrap()[&NodeId(3)], newer);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_read_asks_an_up_to_date_owner_to_repair_and_writes_no_replica() {
+    let sim = Sim::with(&[
+        (1, Behaviour::Answer { delay_ms: 5 }),
+        (2, Behaviour::Answer { delay_ms: 1 }),
+        (3, Behaviour::Answer { delay_ms: 2 }),
+    ]);
+    let newer = written("v1");
+    sim.store(1, newer.clone());
+    // 2 and 3 answer first, with nothing: stale. 1 holds the newest.
+    let plan = ReadPlan {
+        repair: Repair::AskOwner,
+        ..read_plan(members(3), 3, 3, false)
+    };
+    let out = read(&sim, plan).await.unwrap();
+    assert_eq!(out.object, newer);
+    tokio::time::sleep(TIMEOUT * 3).await;
+    assert!(
+        sim.writes.lock().unwrap().is_empty(),
+        "a client writes no replica"
+    );
+    assert_eq!(
+        *sim.repairs_asked.lock().unwrap(),
+        vec![NodeId(1)],
+        "one owner is asked: the one holding the merge"
+    );
 }
 
 /// A simulated cluster with these behaviours where `holders` store `object`.

@@ -5,10 +5,12 @@
 //! request frame and one reply frame. A node's endpoint keys ([`endpoint_config`]) survive
 //! its restarts, so peers' connections to a crashed process are reset by its successor.
 
+mod peer;
 mod pool;
 mod stream;
 mod tls;
 
+pub use peer::{peer_role, role_of_certificate};
 pub use pool::{QuicTransport, TransportOptions};
 pub use stream::{StreamError, read_frame, write_frame};
 pub use tls::{

@@ -26,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use ringkv_shared::ids::NodeId;
 use ringkv_shared::proto::{Reply, Request, Response};
 use ringkv_shared::ring::Member;
+use ringkv_shared::roles::Role;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,9 +36,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Serves one request at a simulated address.
+/// Serves one request at a simulated address, from a caller holding the given role (what its
+/// certificate would name on the real network).
 pub type Handler =
-    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+    Arc<dyn Fn(Role, Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
 
 /// How the simulated network misbehaves.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,12 +197,14 @@ impl SimNet {
         self.lock().log.recent(n)
     }
 
-    /// A transport for the node or client at `me`.
-    pub fn link(&self, me: SocketAddr) -> SimLink {
+    /// A transport for the node or client at `me`, whose calls carry `role` (its simulated
+    /// certificate).
+    pub fn link(&self, me: SocketAddr, role: Role) -> SimLink {
         SimLink {
             inner: Arc::new(LinkInner {
                 net: self.clone(),
                 me,
+                role,
                 highest_epoch: AtomicU64::new(0),
                 down: Mutex::new(BTreeMap::new()),
             }),
@@ -256,12 +260,13 @@ impl SimNet {
     fn deliver(
         &self,
         to: SocketAddr,
+        role: Role,
         request: Request,
     ) -> Option<tokio::sync::oneshot::Receiver<Reply>> {
         let mut inner = self.lock();
         let endpoint = inner.endpoints.get_mut(&to)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let serve = (endpoint.handler)(request);
+        let serve = (endpoint.handler)(role, request);
         let task = tokio::spawn(async move {
             let _ = tx.send(serve.await);
         });
@@ -313,6 +318,7 @@ impl std::fmt::Display for Label<'_> {
 struct LinkInner {
     net: SimNet,
     me: SocketAddr,
+    role: Role,
     highest_epoch: AtomicU64,
     /// Failure detector: consecutive failures and until when a node counts as down.
     down: Mutex<BTreeMap<NodeId, (u32, Instant)>>,
@@ -365,15 +371,16 @@ impl SimLink {
             let copy = request.clone();
             let net = net.clone();
             let again = plan.there;
+            let role = self.inner.role.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(again).await;
-                let _ = net.deliver(to, copy);
+                let _ = net.deliver(to, role, copy);
             });
         }
         let reply = if plan.request_lost {
             None
         } else {
-            net.deliver(to, request)
+            net.deliver(to, self.inner.role.clone(), request)
         };
         let Some(reply) = reply else {
             tokio::time::sleep(plan.faults.timeout).await;

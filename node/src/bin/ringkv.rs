@@ -1,7 +1,7 @@
 //! `ringkv`: the admin CLI. Shows members, ring ownership and handoffs; stages joins and
 //! leaves, shows the plan, commits it.
 //!
-//! It talks to any one node (`--node`) over QUIC with a client certificate of the cluster;
+//! It talks to any one node (`--node`) over QUIC with an operator (admin) certificate;
 //! that node answers from its gossiped view and spreads changes to the others at once.
 
 use anyhow::{Context, Result, bail};
@@ -26,11 +26,11 @@ struct Cli {
     /// The cluster CA certificate (PEM).
     #[arg(long, env = "RINGKV_CA", default_value = "certs/ca.pem")]
     ca: PathBuf,
-    /// A client certificate signed by the cluster CA (PEM).
-    #[arg(long, env = "RINGKV_CERT", default_value = "certs/client.pem")]
+    /// An operator's certificate signed by the cluster CA (PEM; `ringkv-node certs admin`).
+    #[arg(long, env = "RINGKV_CERT", default_value = "certs/admin.pem")]
     cert: PathBuf,
     /// Its private key (PEM).
-    #[arg(long, env = "RINGKV_KEY", default_value = "certs/client-key.pem")]
+    #[arg(long, env = "RINGKV_KEY", default_value = "certs/admin-key.pem")]
     key: PathBuf,
     #[command(subcommand)]
     command: Command,

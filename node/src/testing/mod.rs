@@ -18,7 +18,7 @@ pub mod unique_history;
 pub use build::build_node_binaries;
 pub use process::{ProcessCluster, ProcessOptions};
 
-use crate::certs::{CertError, CertKind, DevCa, write_pem};
+use crate::certs::{CertError, DevCa, Role, write_pem};
 use crate::config::{MemberConfig, NodeConfig, StorageConfig, TlsPaths};
 use crate::node::{Node, NodeError, NodeHandle};
 use crate::storage::Durability;
@@ -131,7 +131,8 @@ impl LocalClusterBuilder {
                 vec![],
             )?);
         }
-        let client = ca.issue(CertKind::Client, "local-client")?;
+        // The harness also inspects and administers the cluster: an operator's certificate.
+        let client = ca.issue(&Role::Admin, "local-admin")?;
         let client_tls = TlsIdentity {
             ca_pem: ca.cert_pem().as_bytes().to_vec(),
             cert_pem: client.cert_pem.into_bytes(),
@@ -167,7 +168,7 @@ impl LocalClusterBuilder {
     ) -> Result<NodeConfig, ClusterError> {
         let certs = dir.join("certs");
         let name = format!("n{id}");
-        let leaf = ca.issue(CertKind::Node, &name)?;
+        let leaf = ca.issue(&Role::Node(ringkv_shared::NodeId(id)), &name)?;
         let cert = certs.join(format!("{name}.pem"));
         let key = certs.join(format!("{name}-key.pem"));
         write_pem(&cert, &leaf.cert_pem, false)?;

@@ -1,7 +1,7 @@
 //! Real `ringkv-node` processes on 127.0.0.1, for crash tests and the load harness.
 
 use super::ClusterError;
-use crate::certs::{CertKind, DevCa, write_pem};
+use crate::certs::{DevCa, Role, write_pem};
 use ringkv_net::quic::TlsIdentity;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,10 +99,12 @@ impl ProcessCluster {
                 &members,
             )?;
         }
-        let client = ca.issue(CertKind::Client, "test-client")?;
+        // The harness inspects and administers the cluster as well as reading and writing, so
+        // its certificate is an operator's (a test of what a client may not do makes its own).
+        let client = ca.issue(&Role::Admin, "test-admin")?;
         // Also on disk, for the `ringkv` admin CLI.
-        write_pem(&dir.path().join("client.pem"), &client.cert_pem, false)?;
-        write_pem(&dir.path().join("client-key.pem"), &client.key_pem, true)?;
+        write_pem(&dir.path().join("admin.pem"), &client.cert_pem, false)?;
+        write_pem(&dir.path().join("admin-key.pem"), &client.key_pem, true)?;
         let mut cluster = ProcessCluster {
             dir,
             binary: binary.to_owned(),
@@ -225,9 +227,20 @@ impl ProcessCluster {
         &self.addrs
     }
 
-    /// TLS material for a client the cluster trusts.
+    /// TLS material the cluster trusts: an operator's certificate (the harness reads, writes,
+    /// inspects and administers).
     pub fn client_tls(&self) -> TlsIdentity {
         self.client_tls.clone()
+    }
+
+    /// TLS material for a new certificate of `role` named `name`, signed by the cluster CA.
+    pub fn issue_tls(&self, role: &Role, name: &str) -> Result<TlsIdentity, ClusterError> {
+        let leaf = self.ca.issue(role, name)?;
+        Ok(TlsIdentity {
+            ca_pem: self.ca.cert_pem().as_bytes().to_vec(),
+            cert_pem: leaf.cert_pem.into_bytes(),
+            key_pem: leaf.key_pem.into_bytes(),
+        })
     }
 
     /// The working directory (certificates, configs, data, logs).
@@ -285,7 +298,10 @@ fn write_node_files(
     top_toml: &str,
     members: &str,
 ) -> Result<(), ClusterError> {
-    let leaf = ca.issue(CertKind::Node, &format!("n{id}"))?;
+    let leaf = ca.issue(
+        &Role::Node(ringkv_shared::NodeId(id as u32)),
+        &format!("n{id}"),
+    )?;
     write_pem(&dir.join(format!("n{id}.pem")), &leaf.cert_pem, false)?;
     write_pem(&dir.join(format!("n{id}-key.pem")), &leaf.key_pem, true)?;
     std::fs::write(

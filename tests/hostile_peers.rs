@@ -1,0 +1,190 @@
+//! A peer that holds a valid certificate of the cluster but the wrong role: three real
+//! `ringkv-node` processes, and a hostile application with only a client certificate (and a
+//! node with a node certificate) sending every request reserved for nodes and operators. Each
+//! is refused as forbidden, and afterwards the data and every node's view are unchanged.
+
+mod support;
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use ringkv::{CallOptions, Context};
+use ringkv_node::certs::Role;
+use ringkv_shared::handoff::Transfer;
+use ringkv_shared::membership::View;
+use ringkv_shared::proto::{AdminRequest, Request, Response};
+use ringkv_shared::{Member, NodeId, Object, ReplyError};
+use std::time::Duration;
+use support::RawConn;
+use support::real::RealCluster;
+
+/// What a hostile holder of a valid certificate sends: a silent delete by a covering clock, a
+/// poisoned counter, an early reap, key enumeration, view injection and every admin request.
+fn reserved_requests(key: &Bytes, acked: &Object, epoch: u64) -> Vec<Request> {
+    // A clock that covers every version of the key, with no value: merged, it deletes.
+    let mut silent_delete = Object::new();
+    silent_delete.update(acked.clock(), None, ringkv_shared::ActorId(u64::MAX));
+    let phantom = Member {
+        id: NodeId(9),
+        addr: "127.0.0.1:9".parse().expect("address"),
+    };
+    let view = View::newcomer(phantom, 64).expect("a view");
+    vec![
+        Request::Write {
+            key: key.clone(),
+            object: silent_delete.clone(),
+            hint_for: None,
+        },
+        Request::Write {
+            key: key.clone(),
+            object: silent_delete.clone(),
+            hint_for: Some(NodeId(999)),
+        },
+        Request::WriteMany {
+            epoch,
+            items: vec![(key.clone(), silent_delete.clone())],
+        },
+        Request::Handoff {
+            epoch,
+            transfer: Transfer {
+                partition: 0,
+                from: NodeId(1),
+                to: NodeId(2),
+            },
+            items: vec![(key.clone(), silent_delete)],
+        },
+        Request::Reap {
+            key: key.clone(),
+            clock: acked.clock().clone(),
+        },
+        Request::AeLeaves { partition: 0 },
+        Request::AeEntries {
+            partition: 0,
+            leaves: vec![0, 1, 2],
+        },
+        Request::ReadMany {
+            keys: vec![key.clone()],
+        },
+        Request::HintsFor { key: key.clone() },
+        Request::AeRoots {
+            epoch,
+            partitions: vec![0],
+        },
+        Request::Gossip {
+            view: Box::new(view),
+        },
+        Request::Admin(AdminRequest::Status),
+        Request::Admin(AdminRequest::Join {
+            node: Some(NodeId(9)),
+            addr: Some("127.0.0.1:9".parse().expect("address")),
+        }),
+        Request::Admin(AdminRequest::Leave { node: NodeId(2) }),
+        Request::Admin(AdminRequest::Plan),
+        Request::Admin(AdminRequest::Commit),
+        Request::Admin(AdminRequest::Clear),
+    ]
+}
+
+fn is_forbidden(response: &Response) -> bool {
+    matches!(response, Response::Error(ReplyError::Forbidden { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -> Result<()> {
+    let cluster = RealCluster::start(3, "")?;
+    let admin_client = cluster.client().await?;
+    let w3 = CallOptions::default().quorum(3);
+    admin_client
+        .put_with("victim", "acknowledged", &Context::empty(), w3)
+        .await?;
+    let key = Bytes::from_static(b"victim");
+    let acked = cluster.local_object(0, "victim").await?;
+    let before: Vec<View> = {
+        let mut views = Vec::new();
+        for i in 0..3 {
+            views.push(cluster.status(i).await?.view);
+        }
+        views
+    };
+    let epoch = before[0].ring.epoch();
+
+    // The application's own certificate, and a real node's (which is not an operator).
+    let app = cluster.tls_for(&Role::Client, "hostile-app")?;
+    let node = cluster.tls_for(&Role::Node(NodeId(2)), "n2")?;
+    let mut refused = 0;
+    for i in 0..3 {
+        let conn = RawConn::open(cluster.addrs[i], &app).await?;
+        for request in reserved_requests(&key, &acked, epoch) {
+            let reply = conn.request(&request).await?;
+            if !is_forbidden(&reply.body) {
+                bail!(
+                    "node {} accepted `{}` from a client certificate: {:?}",
+                    i + 1,
+                    request.kind(),
+                    reply.body
+                );
+            }
+            refused += 1;
+        }
+        let conn = RawConn::open(cluster.addrs[i], &node).await?;
+        for request in [
+            Request::Admin(AdminRequest::Join {
+                node: Some(NodeId(9)),
+                addr: None,
+            }),
+            Request::Admin(AdminRequest::Commit),
+        ] {
+            let reply = conn.request(&request).await?;
+            if !is_forbidden(&reply.body) {
+                bail!(
+                    "node {} accepted `{}` from a node certificate",
+                    i + 1,
+                    request.kind()
+                );
+            }
+            refused += 1;
+        }
+    }
+    println!("{refused} reserved requests refused on 3 nodes");
+
+    // What a client may do still works with the same certificate.
+    let conn = RawConn::open(cluster.addrs[0], &app).await?;
+    match conn
+        .request(&Request::Read { key: key.clone() })
+        .await?
+        .body
+    {
+        Response::Object(o) => assert_eq!(o, acked, "a client may read a replica"),
+        other => bail!("a client's read was refused: {other:?}"),
+    }
+    let app_client = ringkv::Client::builder()
+        .seeds(cluster.addrs.iter().copied())
+        .tls(app)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await?;
+    let read = app_client
+        .get_with("victim", CallOptions::default().quorum(3))
+        .await?;
+    assert_eq!(
+        read.values,
+        vec![Bytes::from_static(b"acknowledged")],
+        "the acknowledged value is intact at R=3"
+    );
+    app_client.put("app-key", "v", &Context::empty()).await?;
+
+    // Nothing changed: every copy of the key, every view.
+    for i in 0..3 {
+        assert_eq!(
+            cluster.local_object(i, "victim").await?,
+            acked,
+            "node {} holds the acknowledged copy",
+            i + 1
+        );
+        let view = cluster.status(i).await?.view;
+        assert_eq!(view.members, before[i].members, "node {} members", i + 1);
+        assert_eq!(view.ring, before[i].ring, "node {} ring", i + 1);
+        assert_eq!(view.staged, before[i].staged, "node {} staged", i + 1);
+        assert!(view.transition.is_none());
+    }
+    Ok(())
+}
