@@ -61,6 +61,34 @@ fn certs_subcommands_make_a_ca_and_signed_certificates() {
             .unwrap()
             .success()
     );
+    assert!(
+        bin()
+            .args(["certs", "admin", "ops", "--ca-dir"])
+            .arg(d)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        bin()
+            .args(["certs", "node", "storage-a", "--id", "7", "--ca-dir"])
+            .arg(d)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A node certificate must name its node.
+    let unnamed = bin()
+        .args(["certs", "node", "storage-b", "--ca-dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(!unnamed.status.success());
+    assert!(
+        String::from_utf8_lossy(&unnamed.stderr).contains("--id"),
+        "{}",
+        String::from_utf8_lossy(&unnamed.stderr)
+    );
     for f in [
         "ca.pem",
         "ca-key.pem",
@@ -68,8 +96,29 @@ fn certs_subcommands_make_a_ca_and_signed_certificates() {
         "n1-key.pem",
         "app.pem",
         "app-key.pem",
+        "ops.pem",
+        "ops-key.pem",
+        "storage-a.pem",
     ] {
         assert!(d.join(f).is_file(), "{f} missing");
+    }
+    // Each names its role.
+    use ringkv_shared::roles::Role;
+    for (file, role) in [
+        ("n1.pem", Role::Node(ringkv_shared::NodeId(1))),
+        ("storage-a.pem", Role::Node(ringkv_shared::NodeId(7))),
+        ("ops.pem", Role::Admin),
+        ("app.pem", Role::Client),
+    ] {
+        let id = ringkv_net::quic::TlsIdentity::load(
+            &d.join("ca.pem"),
+            &d.join(file),
+            &d.join(file.replace(".pem", "-key.pem")),
+        )
+        .unwrap();
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(&id.cert_pem).unwrap();
+        assert_eq!(ringkv_net::quic::role_of_certificate(&der), role, "{file}");
     }
     // Refuses to overwrite a CA key.
     assert!(
