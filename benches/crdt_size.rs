@@ -98,7 +98,9 @@ fn main() {
             }
         });
         let encoded = update.encode().expect("encode");
-        stored.update(read.clock(), Some(encoded.clone()), node);
+        stored
+            .update(read.clock(), Some(encoded.clone()), node)
+            .unwrap();
         if args.stale_pct > 0 {
             history.push(stored.clone());
             if history.len() > 20 {

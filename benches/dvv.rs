@@ -13,10 +13,12 @@ fn with_siblings(siblings: u64) -> Object {
         &VersionVector::new(),
         Some(Bytes::from(vec![1u8; 1024])),
         ActorId(1),
-    );
+    )
+    .expect("a fresh counter");
     let base = o.clock().clone();
     for a in 2..=siblings {
-        o.update(&base, Some(Bytes::from(vec![a as u8; 1024])), ActorId(a));
+        o.update(&base, Some(Bytes::from(vec![a as u8; 1024])), ActorId(a))
+            .expect("a fresh counter");
     }
     o
 }
@@ -28,7 +30,8 @@ fn merge(c: &mut Criterion) {
         // The common case: a replica one write behind.
         let mut b = a.clone();
         let ctx = b.clock().clone();
-        b.update(&ctx, Some(Bytes::from(vec![9u8; 1024])), ActorId(1));
+        b.update(&ctx, Some(Bytes::from(vec![9u8; 1024])), ActorId(1))
+            .expect("a fresh counter");
         g.bench_with_input(
             BenchmarkId::new("stale_into_fresh", siblings),
             &(a, b),

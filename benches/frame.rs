@@ -17,7 +17,8 @@ fn object() -> Object {
         &VersionVector::new(),
         Some(Bytes::from(vec![42u8; 1024])),
         ActorId(0x1234_5678),
-    );
+    )
+    .unwrap();
     o
 }
 

@@ -22,7 +22,9 @@ use support::real::RealCluster;
 fn reserved_requests(key: &Bytes, acked: &Object, epoch: u64) -> Vec<Request> {
     // A clock that covers every version of the key, with no value: merged, it deletes.
     let mut silent_delete = Object::new();
-    silent_delete.update(acked.clock(), None, ringkv_shared::ActorId(u64::MAX));
+    silent_delete
+        .update(acked.clock(), None, ringkv_shared::ActorId(u64::MAX))
+        .unwrap();
     let phantom = Member {
         id: NodeId(9),
         addr: "127.0.0.1:9".parse().expect("address"),
@@ -146,6 +148,32 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
     }
     println!("{refused} reserved requests refused on 3 nodes");
 
+    // A forged context cannot poison the key: a counter at the top of the range is refused
+    // at admission, on every node, and the key stays writable.
+    let actor = acked.clock().entries()[0].0;
+    let poisoned = ringkv_shared::VersionVector::from_entries([(actor, u64::MAX)]);
+    for i in 0..3 {
+        let conn = RawConn::open(cluster.addrs[i], &app).await?;
+        let reply = conn
+            .request(&Request::Put {
+                key: key.clone(),
+                context: poisoned.clone(),
+                value: Some(Bytes::from_static(b"poison")),
+                quorum: ringkv_shared::proto::Quorum {
+                    n: 3,
+                    required: 2,
+                    timeout_ms: 3_000,
+                },
+            })
+            .await?;
+        match reply.body {
+            Response::Error(ReplyError::InvalidInput { reason }) => {
+                assert!(reason.contains("counter"), "{reason}")
+            }
+            other => bail!("node {} took a poisoned context: {other:?}", i + 1),
+        }
+    }
+
     // What a client may do still works with the same certificate.
     let conn = RawConn::open(cluster.addrs[0], &app).await?;
     match conn
@@ -186,5 +214,14 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
         assert_eq!(view.staged, before[i].staged, "node {} staged", i + 1);
         assert!(view.transition.is_none());
     }
+
+    // The key the forged contexts aimed at stays writable: a normal update supersedes.
+    admin_client
+        .put_with("victim", "updated", &read.context, w3)
+        .await?;
+    let after = admin_client
+        .get_with("victim", CallOptions::default().quorum(3))
+        .await?;
+    assert_eq!(after.values, vec![Bytes::from_static(b"updated")]);
     Ok(())
 }

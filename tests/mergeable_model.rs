@@ -127,7 +127,8 @@ impl Store {
     /// Applies a client write at `coordinator` as a replica does; returns the object.
     fn coordinate(&mut self, coordinator: usize, context: &VersionVector, value: Bytes) -> Object {
         let obj = &mut self.replicas[coordinator];
-        obj.update(context, Some(value), self.actors[coordinator]);
+        obj.update(context, Some(value), self.actors[coordinator])
+            .unwrap();
         let stored = obj.clone();
         self.snapshots.push(stored.clone());
         stored

@@ -59,7 +59,8 @@ impl NodeState {
     /// its input's fault; anything else is this node's, logged and reported with its id.
     pub(crate) fn storage_error(&self, e: crate::storage::StorageError) -> ReplyError {
         match e {
-            crate::storage::StorageError::ObjectTooLarge { .. } => ReplyError::InvalidInput {
+            crate::storage::StorageError::ObjectTooLarge { .. }
+            | crate::storage::StorageError::Version { .. } => ReplyError::InvalidInput {
                 reason: e.to_string(),
             },
             other => {

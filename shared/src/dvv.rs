@@ -26,8 +26,60 @@ pub struct Dot {
 }
 
 /// A version vector: per actor, the highest counter seen. Kept sorted by actor, no zeros.
+///
+/// Decoding checks that shape ([`VersionVector::is_canonical`]) and [`MAX_ENTRIES`]: a vector
+/// from the network or the disk that breaks it is refused, never used (unsorted entries would
+/// make [`VersionVector::covers`] answer wrongly).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(ActorId, u64)>")]
 pub struct VersionVector(Vec<(ActorId, u64)>);
+
+/// The most entries a decoded version vector may hold. A key's vector holds one entry per
+/// storage incarnation that ever coordinated a write for it (N and a few more after failures).
+pub const MAX_ENTRIES: usize = 1024;
+
+/// The highest counter a client's context may name. A context is the client's to forge, and
+/// a coordinator joins it into the key's clock; stopping here leaves every actor 2^32 more
+/// writes to the key however high a hostile context pushed its counter, instead of wrapping.
+pub const MAX_CONTEXT_COUNTER: u64 = u64::MAX - (1 << 32);
+
+/// Why a decoded version vector or object was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VersionError {
+    /// More entries than [`MAX_ENTRIES`].
+    #[error("a version vector of {entries} entries; at most {MAX_ENTRIES} are accepted")]
+    TooManyEntries {
+        /// Entries found.
+        entries: usize,
+    },
+    /// Entries out of order, an actor twice, or a zero counter.
+    #[error("a version vector must list each actor once, in order, with non-zero counters")]
+    NotCanonical,
+    /// An actor's counter cannot grow any further.
+    #[error("actor {actor} has issued its last counter for this key")]
+    CounterExhausted {
+        /// The actor.
+        actor: ActorId,
+    },
+}
+
+impl TryFrom<Vec<(ActorId, u64)>> for VersionVector {
+    type Error = VersionError;
+
+    fn try_from(entries: Vec<(ActorId, u64)>) -> Result<Self, VersionError> {
+        if entries.len() > MAX_ENTRIES {
+            return Err(VersionError::TooManyEntries {
+                entries: entries.len(),
+            });
+        }
+        let vv = VersionVector(entries);
+        if !vv.is_canonical() {
+            return Err(VersionError::NotCanonical);
+        }
+        Ok(vv)
+    }
+}
 
 impl VersionVector {
     /// The empty vector: has seen nothing.
@@ -161,6 +213,28 @@ mod tests {
         assert!(a.descends(&vv(&[(1, 2)])));
         assert!(!a.descends(&vv(&[(2, 1)])));
         assert!(a.descends(&VersionVector::new()));
+    }
+
+    #[test]
+    fn decoding_refuses_what_is_not_canonical() {
+        use crate::encoding::from_msgpack;
+        let encode = |entries: &[(u64, u64)]| {
+            let raw: Vec<(ActorId, u64)> = entries.iter().map(|&(a, c)| (ActorId(a), c)).collect();
+            rmp_serde::to_vec(&raw).expect("encode")
+        };
+        let ok: VersionVector = from_msgpack(&encode(&[(1, 2), (5, 1)])).expect("canonical");
+        assert_eq!(ok, vv(&[(1, 2), (5, 1)]));
+        for bad in [&[(5, 1), (1, 2)][..], &[(1, 2), (1, 3)][..], &[(1, 0)][..]] {
+            assert!(
+                from_msgpack::<VersionVector>(&encode(bad)).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        let many: Vec<(u64, u64)> = (1..=MAX_ENTRIES as u64 + 1).map(|a| (a, 1)).collect();
+        assert!(from_msgpack::<VersionVector>(&encode(&many)).is_err());
+        // The vector's own encoding is the plain list: it round-trips.
+        let bytes = rmp_serde::to_vec(&ok).expect("encode");
+        assert_eq!(from_msgpack::<VersionVector>(&bytes).expect("decode"), ok);
     }
 
     #[test]

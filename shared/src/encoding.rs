@@ -156,7 +156,8 @@ mod tests {
             &VersionVector::new(),
             Some(Bytes::from_static(b"hello")),
             ActorId(7),
-        );
+        )
+        .unwrap();
         o
     }
 

@@ -31,10 +31,71 @@ pub struct Sibling {
 }
 
 /// The sibling set of one key. Siblings are kept sorted by dot, so equal states compare equal.
+///
+/// Decoding checks the invariants every object built here keeps: a canonical clock, siblings
+/// in strictly increasing dot order (each write once), no zero counter, every sibling's dot
+/// covered by the clock, and at most [`MAX_DECODED_SIBLINGS`]. An object from the network or
+/// the disk that breaks one is refused, never merged.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ObjectParts")]
 pub struct Object {
     clock: VersionVector,
     siblings: Vec<Sibling>,
+}
+
+/// The most siblings a decoded object may hold (far above any a frame could carry with
+/// values; a bound on what a hostile peer can make a node allocate and sort).
+pub const MAX_DECODED_SIBLINGS: usize = 65_536;
+
+/// An object as decoded, before its invariants are checked.
+#[derive(Deserialize)]
+struct ObjectParts {
+    clock: VersionVector,
+    siblings: Vec<Sibling>,
+}
+
+/// Why a decoded object was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// More siblings than [`MAX_DECODED_SIBLINGS`].
+    #[error("an object of {siblings} siblings; at most {MAX_DECODED_SIBLINGS} are accepted")]
+    TooManySiblings {
+        /// Siblings found.
+        siblings: usize,
+    },
+    /// Siblings out of order or a write twice.
+    #[error("siblings must be in strictly increasing dot order")]
+    Unordered,
+    /// A sibling's dot has a zero counter or is not in the object's clock.
+    #[error("sibling {dot:?} is not covered by the object's clock")]
+    Uncovered {
+        /// The sibling's dot.
+        dot: Dot,
+    },
+}
+
+impl TryFrom<ObjectParts> for Object {
+    type Error = ObjectError;
+
+    fn try_from(parts: ObjectParts) -> Result<Self, ObjectError> {
+        let ObjectParts { clock, siblings } = parts;
+        if siblings.len() > MAX_DECODED_SIBLINGS {
+            return Err(ObjectError::TooManySiblings {
+                siblings: siblings.len(),
+            });
+        }
+        if !siblings.windows(2).all(|w| w[0].dot < w[1].dot) {
+            return Err(ObjectError::Unordered);
+        }
+        if let Some(s) = siblings
+            .iter()
+            .find(|s| s.dot.counter == 0 || !clock.covers(s.dot))
+        {
+            return Err(ObjectError::Uncovered { dot: s.dot });
+        }
+        Ok(Object { clock, siblings })
+    }
 }
 
 impl Object {
@@ -72,20 +133,29 @@ impl Object {
     /// Applies a client write at the replica whose storage incarnation is `actor`.
     ///
     /// Siblings covered by `context` are replaced; the others remain as concurrent siblings.
-    /// `value: None` writes a tombstone. Returns the new write's dot.
-    pub fn update(&mut self, context: &VersionVector, value: Option<Bytes>, actor: ActorId) -> Dot {
+    /// `value: None` writes a tombstone. Returns the new write's dot, or refuses (changing
+    /// nothing) when `actor`'s counter for the key cannot grow any further.
+    pub fn update(
+        &mut self,
+        context: &VersionVector,
+        value: Option<Bytes>,
+        actor: ActorId,
+    ) -> Result<Dot, crate::dvv::VersionError> {
+        let counter = self
+            .clock
+            .get(actor)
+            .max(context.get(actor))
+            .checked_add(1)
+            .ok_or(crate::dvv::VersionError::CounterExhausted { actor })?;
         self.siblings.retain(|s| !context.covers(s.dot));
         self.clock.join(context);
-        let dot = Dot {
-            actor,
-            counter: self.clock.get(actor) + 1,
-        };
+        let dot = Dot { actor, counter };
         self.clock.observe(dot);
         // The new dot is the actor's highest, so it sorts after every sibling of that actor;
         // insert it in place to keep the canonical order.
         let at = self.siblings.partition_point(|s| s.dot < dot);
         self.siblings.insert(at, Sibling { dot, value });
-        dot
+        Ok(dot)
     }
 
     /// Merges `other` into `self`: the state a replica holds after seeing both.
@@ -160,6 +230,68 @@ mod tests {
     const B: ActorId = ActorId(2);
     const C: ActorId = ActorId(3);
 
+    /// An object's encoding with whatever clock and siblings, checked or not.
+    fn forged(clock: &[(u64, u64)], dots: &[(u64, u64)]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Forged {
+            clock: Vec<(ActorId, u64)>,
+            siblings: Vec<Sibling>,
+        }
+        let forged = Forged {
+            clock: clock.iter().map(|&(a, c)| (ActorId(a), c)).collect(),
+            siblings: dots
+                .iter()
+                .map(|&(a, c)| Sibling {
+                    dot: Dot {
+                        actor: ActorId(a),
+                        counter: c,
+                    },
+                    value: Some(Bytes::from_static(b"v")),
+                })
+                .collect(),
+        };
+        rmp_serde::to_vec(&forged).expect("encode")
+    }
+
+    #[test]
+    fn decoding_refuses_objects_that_break_the_invariants() {
+        use crate::encoding::from_msgpack;
+        let good: Object = from_msgpack(&forged(&[(1, 2), (2, 1)], &[(1, 2), (2, 1)])).unwrap();
+        assert_eq!(good.siblings().len(), 2);
+        for (clock, dots, what) in [
+            (
+                &[(1, 2), (2, 1)][..],
+                &[(2, 1), (1, 2)][..],
+                "siblings out of order",
+            ),
+            (&[(1, 2)][..], &[(1, 2), (1, 2)][..], "one write twice"),
+            (
+                &[(1, 1)][..],
+                &[(1, 2)][..],
+                "a sibling the clock has not seen",
+            ),
+            (&[(1, 1)][..], &[(1, 0)][..], "a zero counter"),
+            (&[(2, 1), (1, 1)][..], &[][..], "an unsorted clock"),
+        ] {
+            assert!(
+                from_msgpack::<Object>(&forged(clock, dots)).is_err(),
+                "{what} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exhausted_counter_refuses_the_write_instead_of_wrapping() {
+        let mut o = Object::new();
+        let ctx = VersionVector::from_entries([(A, u64::MAX)]);
+        let before = o.clone();
+        assert_eq!(
+            o.update(&ctx, val("v"), A),
+            Err(crate::dvv::VersionError::CounterExhausted { actor: A })
+        );
+        assert_eq!(o, before, "nothing changed");
+    }
+
     fn val(s: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(s.as_bytes()))
     }
@@ -171,33 +303,33 @@ mod tests {
     #[test]
     fn write_with_context_replaces_what_it_read() {
         let mut o = Object::new();
-        o.update(&VersionVector::new(), val("v1"), A);
+        o.update(&VersionVector::new(), val("v1"), A).unwrap();
         let ctx = o.clock().clone();
-        o.update(&ctx, val("v2"), A);
+        o.update(&ctx, val("v2"), A).unwrap();
         assert_eq!(values(&o), vec![b"v2".as_slice()]);
     }
 
     #[test]
     fn two_writes_from_the_same_old_context_become_siblings() {
         let mut o = Object::new();
-        o.update(&VersionVector::new(), val("v1"), A);
+        o.update(&VersionVector::new(), val("v1"), A).unwrap();
         let ctx = o.clock().clone();
-        o.update(&ctx, val("x"), A);
-        o.update(&ctx, val("y"), A);
+        o.update(&ctx, val("x"), A).unwrap();
+        o.update(&ctx, val("y"), A).unwrap();
         assert_eq!(values(&o), vec![b"x".as_slice(), b"y".as_slice()]);
         let merged_ctx = o.clock().clone();
-        o.update(&merged_ctx, val("xy"), B);
+        o.update(&merged_ctx, val("xy"), B).unwrap();
         assert_eq!(values(&o), vec![b"xy".as_slice()]);
     }
 
     #[test]
     fn concurrent_writes_at_two_replicas_merge_to_siblings() {
         let mut base = Object::new();
-        base.update(&VersionVector::new(), val("v1"), A);
+        base.update(&VersionVector::new(), val("v1"), A).unwrap();
         let ctx = base.clock().clone();
         let (mut at_a, mut at_b) = (base.clone(), base.clone());
-        at_a.update(&ctx, val("from-a"), A);
-        at_b.update(&ctx, val("from-b"), B);
+        at_a.update(&ctx, val("from-a"), A).unwrap();
+        at_b.update(&ctx, val("from-b"), B).unwrap();
         let m = Object::merged(&at_a, &at_b);
         assert_eq!(values(&m), vec![b"from-a".as_slice(), b"from-b".as_slice()]);
         assert!(m.dominates(&at_a) && m.dominates(&at_b));
@@ -207,10 +339,10 @@ mod tests {
     #[test]
     fn delete_is_a_tombstone_that_wins_over_what_it_saw() {
         let mut o = Object::new();
-        o.update(&VersionVector::new(), val("v1"), A);
+        o.update(&VersionVector::new(), val("v1"), A).unwrap();
         let stale = o.clone();
         let ctx = o.clock().clone();
-        o.update(&ctx, None, B);
+        o.update(&ctx, None, B).unwrap();
         assert!(o.is_deleted());
         assert!(!o.is_empty());
         // A replica that missed the delete comes back with the old value: it stays deleted.
@@ -227,7 +359,7 @@ mod tests {
         // that missed writes): the new dot must be above both.
         let mut o = Object::new();
         let ctx = VersionVector::from_entries([(A, 7)]);
-        let dot = o.update(&ctx, val("v"), A);
+        let dot = o.update(&ctx, val("v"), A).unwrap();
         assert_eq!(dot.counter, 8);
     }
 
@@ -253,7 +385,7 @@ mod tests {
                         } else {
                             Some(Bytes::from(n.to_string()))
                         };
-                        reps[at].update(&ctx, v, actors[at]);
+                        reps[at].update(&ctx, v, actors[at]).unwrap();
                     }
                 }
             }
@@ -296,7 +428,7 @@ mod tests {
             let mut target = Object::merged(&r[0], &Object::merged(&r[1], &r[2]));
             let unseen: Vec<Dot> = target.siblings().iter().map(|s| s.dot)
                 .filter(|d| !read.clock().covers(*d)).collect();
-            let new = target.update(read.clock(), Some(Bytes::from_static(b"new")), ActorId(9));
+            let new = target.update(read.clock(), Some(Bytes::from_static(b"new")), ActorId(9)).unwrap();
             let dots: Vec<Dot> = target.siblings().iter().map(|s| s.dot).collect();
             // Every sibling the client saw is gone, every one it did not see is kept.
             for s in read.siblings() {
@@ -327,7 +459,7 @@ mod tests {
                 match pending[w].take() {
                     None => pending[w] = Some(store.clock().clone()),
                     Some(ctx) => {
-                        store.update(&ctx, Some(Bytes::from(format!("w{w}-{step}"))), ActorId(1));
+                        store.update(&ctx, Some(Bytes::from(format!("w{w}-{step}"))), ActorId(1)).unwrap();
                         done[w] += 1;
                     }
                 }

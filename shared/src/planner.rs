@@ -34,6 +34,9 @@ pub enum PlanError {
     /// The owner table could not be turned into a ring.
     #[error(transparent)]
     Ring(#[from] RingError),
+    /// The current ring's epoch is the last one (a forged view could claim it): no next ring.
+    #[error("the ring is at the last epoch there is; no further change can be planned")]
+    EpochExhausted,
 }
 
 /// The ring after the change: `members` (every node that will own partitions, joiners
@@ -163,7 +166,11 @@ pub fn plan(current: &Ring, members: &[Member], n: usize) -> Result<Ring, PlanEr
         *have.get_mut(&pick).expect("pick is a member") += 1;
     }
     let owners: Vec<NodeId> = owners.into_iter().map(|o| o.expect("filled")).collect();
-    Ok(Ring::from_owners(current.epoch() + 1, members, owners)?)
+    let epoch = current
+        .epoch()
+        .checked_add(1)
+        .ok_or(PlanError::EpochExhausted)?;
+    Ok(Ring::from_owners(epoch, members, owners)?)
 }
 
 /// Partitions whose next N owners (this one and the N-1 after it) repeat a node. The ring

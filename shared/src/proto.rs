@@ -295,8 +295,31 @@ impl Request {
             | Request::Reap { key, .. }
             | Request::Repair { key }
             | Request::RouteGet { key, .. } => limits.check(key, None),
-            Request::Put { key, value, .. } | Request::RoutePut { key, value, .. } => {
-                limits.check(key, value.as_deref())
+            Request::Put {
+                key,
+                value,
+                context,
+                ..
+            }
+            | Request::RoutePut {
+                key,
+                value,
+                context,
+                ..
+            } => {
+                limits.check(key, value.as_deref())?;
+                match context
+                    .entries()
+                    .iter()
+                    .find(|(_, c)| *c > crate::dvv::MAX_CONTEXT_COUNTER)
+                {
+                    Some((actor, c)) => Err(format!(
+                        "the context names counter {c} for actor {actor}, above the most a \
+                         write can have ({})",
+                        crate::dvv::MAX_CONTEXT_COUNTER
+                    )),
+                    None => Ok(()),
+                }
             }
             Request::ReadMany { keys } => {
                 batch(keys.len(), "keys per request")?;

@@ -363,14 +363,18 @@ mod tests {
     #[test]
     fn read_quorum_merges_and_finds_stale() {
         let mut newer = Object::new();
-        newer.update(
-            &VersionVector::new(),
-            Some(Bytes::from_static(b"v1")),
-            ActorId(1),
-        );
+        newer
+            .update(
+                &VersionVector::new(),
+                Some(Bytes::from_static(b"v1")),
+                ActorId(1),
+            )
+            .unwrap();
         let old = newer.clone();
         let ctx = newer.clock().clone();
-        newer.update(&ctx, Some(Bytes::from_static(b"v2")), ActorId(1));
+        newer
+            .update(&ctx, Some(Bytes::from_static(b"v2")), ActorId(1))
+            .unwrap();
 
         let mut q = ReadQuorum::new(2, ids(&[1, 2, 3]), ids(&[1, 2, 3]));
         assert_eq!(q.record(NodeId(1), Ok(newer.clone())), Progress::Pending);
@@ -391,7 +395,8 @@ mod tests {
             &VersionVector::new(),
             Some(Bytes::from_static(b"v")),
             ActorId(1),
-        );
+        )
+        .unwrap();
         // Owners 1, 2, 3; 4 and 5 stand in for the suspected 2 and 3.
         let mut q = ReadQuorum::new(2, ids(&[1, 4, 5]), ids(&[1, 2, 3]));
         assert_eq!(q.record(NodeId(1), Ok(held.clone())), Progress::Pending);

@@ -53,17 +53,21 @@ fn write_seed_corpus() {
         })
         .collect();
     let mut object = Object::new();
-    object.update(
-        &VersionVector::default(),
-        Some(Bytes::from_static(b"v1")),
-        ActorId(1),
-    );
+    object
+        .update(
+            &VersionVector::default(),
+            Some(Bytes::from_static(b"v1")),
+            ActorId(1),
+        )
+        .unwrap();
     let mut other = Object::new();
-    other.update(
-        &VersionVector::default(),
-        Some(Bytes::from_static(b"v2")),
-        ActorId(2),
-    );
+    other
+        .update(
+            &VersionVector::default(),
+            Some(Bytes::from_static(b"v2")),
+            ActorId(2),
+        )
+        .unwrap();
     object.merge(&other);
     let mut view = View::bootstrap(Ring::balanced(64, members.clone()).unwrap());
     view.announce(NodeId(4), "127.0.0.1:7004".parse().unwrap());

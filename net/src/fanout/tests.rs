@@ -129,7 +129,8 @@ fn written(v: &str) -> Object {
         &VersionVector::new(),
         Some(Bytes::copy_from_slice(v.as_bytes())),
         ActorId(1),
-    );
+    )
+    .unwrap();
     o
 }
 

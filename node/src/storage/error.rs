@@ -51,6 +51,14 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
+    /// A write cannot be stamped: the coordinator's counter for the key is exhausted.
+    #[error("cannot stamp a write of key {key:?}: {reason}")]
+    Version {
+        /// The user key (lossy UTF-8 for display).
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// The fsync covering a write failed.
     #[error("durability: {reason}")]
     Sync {

@@ -80,7 +80,11 @@ impl Store {
                 // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
                 // and stamping without them could reuse one.
                 let mut obj = current?.unwrap_or_default();
-                obj.update(context, value, actor);
+                obj.update(context, value, actor)
+                    .map_err(|e| StorageError::Version {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        reason: e.to_string(),
+                    })?;
                 Ok(obj)
             })?;
         Ok((object, ticket))

@@ -81,7 +81,9 @@ async fn update_merge_get_and_reopen() {
             .unwrap();
         assert_eq!(o.values().count(), 1);
         let mut other = Object::new();
-        other.update(&VersionVector::new(), val("v2"), ActorId(42));
+        other
+            .update(&VersionVector::new(), val("v2"), ActorId(42))
+            .unwrap();
         let m = s.merge(3, b"k", &other).await.unwrap();
         assert_eq!(m.values().count(), 2);
         assert_eq!(s.get(3, b"k").unwrap().unwrap(), m);
@@ -192,7 +194,8 @@ async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
 async fn the_hint_count_follows_the_hints_keyspace_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = Object::new();
-    o.update(&VersionVector::new(), val("v"), ActorId(5));
+    o.update(&VersionVector::new(), val("v"), ActorId(5))
+        .unwrap();
     {
         let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
         assert_eq!(s.hints_pending().unwrap(), 0);
