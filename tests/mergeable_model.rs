@@ -128,7 +128,7 @@ impl Store {
     fn coordinate(&mut self, coordinator: usize, context: &VersionVector, value: Bytes) -> Object {
         let obj = &mut self.replicas[coordinator];
         obj.update(context, Some(value), self.actors[coordinator])
-            .unwrap();
+            .expect("a fresh counter");
         let stored = obj.clone();
         self.snapshots.push(stored.clone());
         stored
