@@ -23,8 +23,8 @@ fn reserved_requests(key: &Bytes, acked: &Object, epoch: u64) -> Vec<Request> {
     // A clock that covers every version of the key, with no value: merged, it deletes.
     let mut silent_delete = Object::new();
     silent_delete
-        .update(acked.clock(), None, ringkv_shared::ActorId(u64::MAX))
-        .unwrap();
+        .update(acked.clock(), None, ringkv_shared::ActorId(u64::MAX >> 1))
+        .expect("a fresh counter");
     let phantom = Member {
         id: NodeId(9),
         addr: "127.0.0.1:9".parse().expect("address"),
