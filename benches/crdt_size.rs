@@ -100,7 +100,7 @@ fn main() {
         let encoded = update.encode().expect("encode");
         stored
             .update(read.clock(), Some(encoded.clone()), node)
-            .unwrap();
+            .expect("a fresh counter");
         if args.stale_pct > 0 {
             history.push(stored.clone());
             if history.len() > 20 {

@@ -18,7 +18,7 @@ fn object() -> Object {
         Some(Bytes::from(vec![42u8; 1024])),
         ActorId(0x1234_5678),
     )
-    .unwrap();
+    .expect("a fresh counter");
     o
 }
 
