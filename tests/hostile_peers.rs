@@ -201,7 +201,7 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
     app_client.put("app-key", "v", &Context::empty()).await?;
 
     // Nothing changed: every copy of the key, every view.
-    for i in 0..3 {
+    for (i, earlier) in before.iter().enumerate() {
         assert_eq!(
             cluster.local_object(i, "victim").await?,
             acked,
@@ -209,9 +209,9 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
             i + 1
         );
         let view = cluster.status(i).await?.view;
-        assert_eq!(view.members, before[i].members, "node {} members", i + 1);
-        assert_eq!(view.ring, before[i].ring, "node {} ring", i + 1);
-        assert_eq!(view.staged, before[i].staged, "node {} staged", i + 1);
+        assert_eq!(view.members, earlier.members, "node {} members", i + 1);
+        assert_eq!(view.ring, earlier.ring, "node {} ring", i + 1);
+        assert_eq!(view.staged, earlier.staged, "node {} staged", i + 1);
         assert!(view.transition.is_none());
     }
 
