@@ -48,6 +48,7 @@ id = 1
 listen = "{addr}"
 data_dir = "data"
 partitions = 64
+replication = 1
 [storage]
 durability = "{durability}"
 [tls]

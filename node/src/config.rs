@@ -169,8 +169,20 @@ pub struct BackgroundConfig {
 impl BackgroundConfig {
     /// Checks `[background]`.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.gossip_interval_ms == 0 {
-            return Err(invalid("background.gossip_interval_ms", "must be positive"));
+        for (field, value) in [
+            ("background.gossip_interval_ms", self.gossip_interval_ms),
+            ("background.hint_interval_ms", self.hint_interval_ms),
+            ("background.ae_interval_ms", self.ae_interval_ms),
+            ("background.reap_interval_ms", self.reap_interval_ms),
+            ("background.hint_batch", self.hint_batch as u64),
+            (
+                "background.ae_max_keys_per_round",
+                self.ae_max_keys_per_round as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be positive"));
+            }
         }
         let most = ringkv_shared::limits::MAX_KEYS_PER_BATCH;
         if !(1..=most).contains(&self.handoff_batch_keys) {
@@ -433,6 +445,17 @@ impl NodeConfig {
         if self.replication == 0 {
             return Err(invalid("replication", "must be at least 1"));
         }
+        if !self.members.is_empty() && usize::from(self.replication) > self.members.len() {
+            return Err(invalid(
+                "replication",
+                format!(
+                    "N = {} needs at least {} members; `members` lists {}",
+                    self.replication,
+                    self.replication,
+                    self.members.len()
+                ),
+            ));
+        }
         if self.members.is_empty() && self.seeds.is_empty() {
             return Err(invalid(
                 "members",
@@ -524,6 +547,7 @@ mod tests {
 id = 1
 listen = "127.0.0.1:7001"
 data_dir = "data"
+replication = 1
 [tls]
 ca = "ca.pem"
 cert = "n1.pem"
@@ -581,6 +605,25 @@ addr = "127.0.0.1:7001"
         );
         let c = NodeConfig::parse(&base(), "t").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("`tls.ca`"));
+        // N above the founding members could never be met.
+        let c =
+            NodeConfig::parse(&base().replace("replication = 1", "replication = 3"), "t").unwrap();
+        let e = c.validate_settings().unwrap_err().to_string();
+        assert!(e.contains("`replication`") && e.contains("lists 1"), "{e}");
+        // Zero intervals are refused, not turned into 1 ms.
+        for field in [
+            "hint_interval_ms",
+            "ae_interval_ms",
+            "reap_interval_ms",
+            "gossip_interval_ms",
+            "hint_batch",
+            "ae_max_keys_per_round",
+        ] {
+            let c = NodeConfig::parse(&(base() + &format!("[background]\n{field} = 0\n")), "t")
+                .unwrap();
+            let e = c.validate_settings().unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
     }
 
     #[test]

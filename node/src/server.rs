@@ -33,11 +33,12 @@ pub(crate) async fn accept_loop(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let state = state.clone();
+                let from = incoming.remote_address();
                 conns.spawn(async move {
                     match incoming.await {
                         Ok(conn) => serve_connection(state, conn, stop).await,
                         // Includes TLS failures: a peer without a CA-signed certificate.
-                        Err(e) => debug!(error = %e, "handshake refused"),
+                        Err(e) => warn!(peer = %from, error = %e, "connection refused"),
                     }
                 });
             }

@@ -41,6 +41,9 @@ struct Synced {
 struct Shared {
     written: AtomicU64,
     fsyncs: AtomicU64,
+    /// Test hook: this many of the next fsyncs fail.
+    #[cfg(test)]
+    failing: std::sync::atomic::AtomicU32,
     wake: Mutex<bool>,
     cond: Condvar,
     stop: Mutex<bool>,
@@ -75,6 +78,8 @@ impl GroupCommit {
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            #[cfg(test)]
+            failing: std::sync::atomic::AtomicU32::new(0),
             wake: Mutex::new(false),
             cond: Condvar::new(),
             stop: Mutex::new(false),
@@ -99,6 +104,23 @@ impl GroupCommit {
             thread: Mutex::new(thread),
             disk,
         })
+    }
+
+    /// Refuses a write while the last fsync failed: under `sync` for good (after a failed
+    /// fsync the kernel may have dropped the pages, so no later fsync proves anything), under
+    /// `buffered` until a later fsync succeeds. Checked before a write is committed, so a
+    /// refused write stores nothing.
+    pub(crate) fn healthy(&self) -> Result<(), String> {
+        match &self.synced.borrow().failed {
+            Some(e) => Err(format!("{e}; writes are refused until the disk recovers")),
+            None => Ok(()),
+        }
+    }
+
+    /// Test hook: the next `n` fsyncs fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_fsyncs(&self, n: u32) {
+        self.shared.failing.store(n, Ordering::Release);
     }
 
     /// Records that a batch was committed; the ticket says what to wait for.
@@ -181,6 +203,22 @@ impl Drop for GroupCommit {
     }
 }
 
+/// One fsync of the database's journal.
+fn persist(db: &Database, shared: &Shared) -> Result<(), fjall::Error> {
+    #[cfg(test)]
+    if shared
+        .failing
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(fjall::Error::Io(std::io::Error::other(
+            "injected fsync failure",
+        )));
+    }
+    let _ = shared;
+    db.persist(PersistMode::SyncAll)
+}
+
 fn sync_loop(
     db: &Database,
     shared: &Shared,
@@ -193,6 +231,9 @@ fn sync_loop(
     // Writes the last fsync covered: more than one means writers are concurrent, and waiting
     // `gather` lets the next fsync cover more of them. A lone writer is never delayed.
     let mut last_batch = 0u64;
+    // Under `buffered`, an fsync failed and writes are refused: try again every interval
+    // even though nothing new was committed.
+    let mut failing = false;
     loop {
         {
             let mut woken = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,15 +257,25 @@ fn sync_loop(
         // Everything committed before this load is in the journal's buffers; the fsync below
         // covers it.
         let target = shared.written.load(Ordering::Acquire);
-        if target > done {
-            match db.persist(PersistMode::SyncAll) {
+        if target > done || failing {
+            match persist(db, shared) {
                 Ok(()) => {
+                    failing = false;
                     shared.fsyncs.fetch_add(1, Ordering::Relaxed);
                     last_batch = target - done;
                     done = target;
                     tx.send_replace(Synced {
                         upto: done,
                         failed: None,
+                    });
+                }
+                Err(e) if mode == Durability::Buffered => {
+                    // Writes are refused until a later fsync (next interval) succeeds.
+                    failing = true;
+                    error!(error = %e, "fsync failed; writes are refused until one succeeds");
+                    tx.send_replace(Synced {
+                        upto: done,
+                        failed: Some(format!("fsync failed: {e}")),
                     });
                 }
                 Err(e) => {

@@ -112,6 +112,9 @@ impl Store {
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
     ) -> Result<(Object, bool, Ticket), StorageError> {
         let storage_key = &at.raw;
+        self.commit
+            .healthy()
+            .map_err(|reason| StorageError::Sync { reason })?;
         let (next, wrote) = {
             let _guard = self.lock_for(storage_key);
             let old_raw = keyspace.get(storage_key)?;

@@ -255,3 +255,64 @@ async fn unchanged_merge_is_not_rewritten() {
         "a merge that changes nothing writes nothing"
     );
 }
+
+/// Polls `cond` every 5 ms for up to 5 s.
+async fn within_5s(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        durability: Durability::Buffered,
+        buffered_interval: Duration::from_millis(20),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+    let none = VersionVector::new();
+    s.commit.fail_next_fsyncs(2);
+    s.update(0, b"before", &none, val("v"), 1 << 20)
+        .await
+        .unwrap();
+    within_5s("the fsync failed", || s.commit.healthy().is_err()).await;
+    let refused = s.update(0, b"during", &none, val("v"), 1 << 20).await;
+    assert!(
+        matches!(refused, Err(StorageError::Sync { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        s.get(0, b"during").unwrap().is_none(),
+        "a refused write stores nothing"
+    );
+    // The syncer keeps trying every interval; the third fsync succeeds.
+    within_5s("an fsync succeeded again", || s.commit.healthy().is_ok()).await;
+    s.update(0, b"after", &none, val("v"), 1 << 20)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn under_sync_a_failed_fsync_fails_the_write_and_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    let none = VersionVector::new();
+    s.commit.fail_next_fsyncs(1);
+    let failed = s.update(0, b"k", &none, val("v"), 1 << 20).await;
+    assert!(
+        matches!(failed, Err(StorageError::Sync { .. })),
+        "{failed:?}"
+    );
+    let refused = s.update(0, b"k2", &none, val("v"), 1 << 20).await;
+    assert!(
+        matches!(refused, Err(StorageError::Sync { .. })),
+        "{refused:?}"
+    );
+}

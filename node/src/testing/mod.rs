@@ -181,7 +181,12 @@ impl LocalClusterBuilder {
                 .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             data_dir: dir.join(&name),
             partitions: self.partitions,
-            replication: 3,
+            // N = 3, or every founding member of a smaller cluster.
+            replication: if members.is_empty() {
+                3
+            } else {
+                members.len().min(3) as u8
+            },
             storage: StorageConfig {
                 durability: self.durability,
                 ..StorageConfig::default()

@@ -88,6 +88,13 @@ impl ProcessCluster {
             .enumerate()
             .map(|(i, a)| format!("[[members]]\nid = {}\naddr = \"{a}\"\n", i + 1))
             .collect();
+        // N = 3, or every node of a smaller cluster (a config may not ask for more replicas
+        // than it has members), unless the caller's tables set it.
+        let tables_toml = &if tables_toml.contains("replication") {
+            tables_toml.to_owned()
+        } else {
+            format!("replication = {}\n{tables_toml}", nodes.min(3))
+        };
         for (i, addr) in addrs.iter().enumerate() {
             write_node_files(
                 dir.path(),
