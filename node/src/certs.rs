@@ -65,6 +65,24 @@ pub struct DevCa {
     cert_pem: String,
 }
 
+/// Days a CA made by [`DevCa::generate`] is valid for.
+pub const CA_DAYS: u32 = 3650;
+/// Days a leaf made by [`DevCa::issue`] is valid for.
+pub const LEAF_DAYS: u32 = 365;
+
+/// Valid from an hour ago (clocks differ a little between hosts) for `days`.
+fn validity(params: &mut CertificateParams, days: u32) -> Result<(), CertError> {
+    if days == 0 {
+        return Err(CertError::Generate {
+            reason: "a certificate must be valid for at least a day".into(),
+        });
+    }
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days.into());
+    Ok(())
+}
+
 fn ca_params() -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
     let mut dn = DistinguishedName::new();
@@ -77,10 +95,17 @@ fn ca_params() -> Result<CertificateParams, CertError> {
 }
 
 impl DevCa {
-    /// A new CA with a fresh key.
+    /// A new CA with a fresh key, valid for [`CA_DAYS`].
     pub fn generate() -> Result<Self, CertError> {
+        Self::generate_valid_for(CA_DAYS)
+    }
+
+    /// A new CA with a fresh key, valid for `days`.
+    pub fn generate_valid_for(days: u32) -> Result<Self, CertError> {
         let key = KeyPair::generate().map_err(gen_err)?;
-        let cert_pem = ca_params()?.self_signed(&key).map_err(gen_err)?.pem();
+        let mut params = ca_params()?;
+        validity(&mut params, days)?;
+        let cert_pem = params.self_signed(&key).map_err(gen_err)?.pem();
         Ok(Self { key, cert_pem })
     }
 
@@ -101,8 +126,18 @@ impl DevCa {
     }
 
     /// Issues a certificate for `role` named `name` (a DNS-style name: letters, digits, `.`,
-    /// `-` and `_`, e.g. `n1` or `cart-api`).
+    /// `-` and `_`, e.g. `n1` or `cart-api`), valid for [`LEAF_DAYS`].
     pub fn issue(&self, role: &Role, name: &str) -> Result<IssuedCert, CertError> {
+        self.issue_valid_for(role, name, LEAF_DAYS)
+    }
+
+    /// [`DevCa::issue`], valid for `days`.
+    pub fn issue_valid_for(
+        &self,
+        role: &Role,
+        name: &str,
+        days: u32,
+    ) -> Result<IssuedCert, CertError> {
         let bad = |reason| CertError::Name {
             name: name.to_owned(),
             reason,
@@ -127,6 +162,7 @@ impl DevCa {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
+        validity(&mut params, days)?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match role {
             Role::Node(_) => vec![
@@ -145,26 +181,43 @@ impl DevCa {
     }
 }
 
-/// Writes `contents` to `path`; private keys (`secret`) are created with mode 0600.
+/// Writes `contents` to `path` atomically: into a new file beside it, then renamed over it,
+/// so that a crash leaves the old file or the new one, never half of one. Private keys
+/// (`secret`) get mode 0600 every time, whatever the file had before.
 pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), CertError> {
     let io = |source| CertError::Io {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
-    if secret {
+    {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        opts.mode(if secret { 0o600 } else { 0o644 });
     }
     let _ = secret;
-    use std::io::Write;
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        use std::io::Write;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }
 
 /// Reads a PEM file.

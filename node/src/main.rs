@@ -49,51 +49,61 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CertsCommand {
-    /// Create a cluster CA: OUT/ca.pem and OUT/ca-key.pem.
+    /// Create a cluster CA: OUT/ca.pem and OUT/ca-key.pem. Keep OUT off the nodes: only
+    /// ca.pem goes to hosts (leaf commands copy it next to the certificates they write).
     Ca {
         /// Output directory.
-        #[arg(long, default_value = "certs")]
+        #[arg(long, default_value = "ca")]
         out: PathBuf,
+        /// Days the CA is valid for.
+        #[arg(long, default_value_t = ringkv_node::certs::CA_DAYS)]
+        days: u32,
     },
-    /// Issue a node certificate signed by the CA in --ca-dir: OUT/NAME.pem, OUT/NAME-key.pem.
-    /// It names the node's id (its role `ringkv://node/<id>`): the node may speak only as it.
+    /// Issue a node certificate: OUT/NAME.pem, OUT/NAME-key.pem (and OUT/ca.pem). It names
+    /// the node's id (its role `ringkv://node/<id>`).
     Node {
         /// Name, e.g. n1.
         name: String,
         /// The node's id (the `id` in its config); taken from NAME when it is `n<id>`.
         #[arg(long)]
         id: Option<u32>,
-        /// Directory holding ca.pem and ca-key.pem.
-        #[arg(long, default_value = "certs")]
-        ca_dir: PathBuf,
-        /// Output directory (defaults to --ca-dir).
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
-    /// Issue an operator's certificate (for the `ringkv` admin CLI) signed by the CA in
-    /// --ca-dir: membership changes and inspection, besides reads and writes.
+    /// Issue an operator's certificate (for the `ringkv` admin CLI): membership changes and
+    /// inspection, besides reads and writes.
     Admin {
         /// Name, e.g. admin or alice.
         name: String,
-        /// Directory holding ca.pem and ca-key.pem.
-        #[arg(long, default_value = "certs")]
-        ca_dir: PathBuf,
-        /// Output directory (defaults to --ca-dir).
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
-    /// Issue an application's certificate signed by the CA in --ca-dir: reads and writes
-    /// through the coordinators, nothing a node or an operator does.
+    /// Issue an application's certificate: reads and writes through the coordinators,
+    /// nothing a node or an operator does.
     Client {
         /// Name, e.g. cart-api.
         name: String,
-        /// Directory holding ca.pem and ca-key.pem.
-        #[arg(long, default_value = "certs")]
-        ca_dir: PathBuf,
-        /// Output directory (defaults to --ca-dir).
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
+}
+
+/// Where a leaf certificate comes from and goes.
+#[derive(Args)]
+struct LeafArgs {
+    /// Directory holding the CA's ca.pem and ca-key.pem.
+    #[arg(long, default_value = "ca")]
+    ca_dir: PathBuf,
+    /// Output directory.
+    #[arg(long, default_value = "certs")]
+    out: PathBuf,
+    /// Days the certificate is valid for.
+    #[arg(long, default_value_t = ringkv_node::certs::LEAF_DAYS)]
+    days: u32,
+    /// Write into a directory that holds the CA key (refused otherwise: leaf files are
+    /// copied to hosts, and the CA key must not travel with them).
+    #[arg(long)]
+    beside_ca_key: bool,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -115,51 +125,71 @@ fn main() -> Result<()> {
 
 fn certs(cmd: CertsCommand) -> Result<()> {
     match cmd {
-        CertsCommand::Ca { out } => {
-            let ca = DevCa::generate()?;
+        CertsCommand::Ca { out, days } => {
             let cert = out.join("ca.pem");
             let key = out.join("ca-key.pem");
             if key.exists() {
                 anyhow::bail!("{} exists; refusing to replace a CA key", key.display());
             }
+            let ca = DevCa::generate_valid_for(days)?;
             write_pem(&cert, ca.cert_pem(), false)?;
             write_pem(&key, &ca.key_pem(), true)?;
-            println!("wrote {} and {}", cert.display(), key.display());
+            println!(
+                "wrote {} and {} (valid {days} days)",
+                cert.display(),
+                key.display()
+            );
         }
-        CertsCommand::Node {
-            name,
-            id,
-            ca_dir,
-            out,
-        } => {
+        CertsCommand::Node { name, id, leaf } => {
             let id = match id.or_else(|| name.strip_prefix('n').and_then(|n| n.parse().ok())) {
                 Some(id) if id > 0 => id,
                 _ => anyhow::bail!(
                     "which node is {name}? pass --id <its config's id> (a name n<id> implies it)"
                 ),
             };
-            issue(&Role::Node(ringkv_shared::NodeId(id)), &name, &ca_dir, out)?
+            issue(&Role::Node(ringkv_shared::NodeId(id)), &name, &leaf)?
         }
-        CertsCommand::Admin { name, ca_dir, out } => issue(&Role::Admin, &name, &ca_dir, out)?,
-        CertsCommand::Client { name, ca_dir, out } => issue(&Role::Client, &name, &ca_dir, out)?,
+        CertsCommand::Admin { name, leaf } => issue(&Role::Admin, &name, &leaf)?,
+        CertsCommand::Client { name, leaf } => issue(&Role::Client, &name, &leaf)?,
     }
     Ok(())
 }
 
-fn issue(role: &Role, name: &str, ca_dir: &std::path::Path, out: Option<PathBuf>) -> Result<()> {
-    let ca = DevCa::from_pem(
-        read_pem(&ca_dir.join("ca.pem"))?,
-        &read_pem(&ca_dir.join("ca-key.pem"))?,
-    )
-    .with_context(|| format!("loading the CA from {}", ca_dir.display()))?;
-    let leaf = ca.issue(role, name)?;
-    let out = out.unwrap_or_else(|| ca_dir.to_owned());
+fn issue(role: &Role, name: &str, leaf: &LeafArgs) -> Result<()> {
+    let LeafArgs {
+        ca_dir,
+        out,
+        days,
+        beside_ca_key,
+    } = leaf;
+    if out.join("ca-key.pem").exists() && !beside_ca_key {
+        anyhow::bail!(
+            "{} holds the CA key; refusing to write certificates next to it (they are copied \
+             to hosts, and the CA key must not go with them): pass --out <another directory>, \
+             or --beside-ca-key",
+            out.display()
+        );
+    }
+    let ca_pem = read_pem(&ca_dir.join("ca.pem"))?;
+    let ca = DevCa::from_pem(ca_pem.clone(), &read_pem(&ca_dir.join("ca-key.pem"))?)
+        .with_context(|| format!("loading the CA from {}", ca_dir.display()))?;
+    // The CA certificate (never its key) goes beside the leaf: every host needs it.
+    let out_ca = out.join("ca.pem");
+    match std::fs::read_to_string(&out_ca) {
+        Ok(existing) if existing != ca_pem => anyhow::bail!(
+            "{} is another CA's certificate; issue into another directory",
+            out_ca.display()
+        ),
+        Ok(_) => {}
+        Err(_) => write_pem(&out_ca, &ca_pem, false)?,
+    }
+    let issued = ca.issue_valid_for(role, name, *days)?;
     let cert = out.join(format!("{name}.pem"));
     let key = out.join(format!("{name}-key.pem"));
-    write_pem(&cert, &leaf.cert_pem, false)?;
-    write_pem(&key, &leaf.key_pem, true)?;
+    write_pem(&cert, &issued.cert_pem, false)?;
+    write_pem(&key, &issued.key_pem, true)?;
     println!(
-        "wrote {} and {} ({})",
+        "wrote {} and {} ({}, valid {days} days)",
         cert.display(),
         key.display(),
         role.uri(name)

@@ -10,7 +10,7 @@ mod pool;
 mod stream;
 mod tls;
 
-pub use peer::{peer_role, role_of_certificate};
+pub use peer::{certificate_expiry, peer_role, role_of_certificate};
 pub use pool::{QuicTransport, TransportOptions};
 pub use stream::{StreamError, read_frame, write_frame};
 pub use tls::{

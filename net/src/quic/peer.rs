@@ -33,3 +33,11 @@ pub fn role_of_certificate(der: &[u8]) -> Role {
             }),
     )
 }
+
+/// When a DER certificate stops being valid (`None` if it cannot be read).
+pub fn certificate_expiry(der: &[u8]) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
