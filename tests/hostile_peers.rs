@@ -225,3 +225,43 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
     assert_eq!(after.values, vec![Bytes::from_static(b"updated")]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_declare_huge_frames_and_send_nothing_pin_no_memory() -> Result<()> {
+    let cluster = RealCluster::start(3, "")?;
+    let client = cluster.client().await?;
+    client.put("k", "v", &Context::empty()).await?;
+    let app = cluster.tls_for(&Role::Client, "hostile-app")?;
+    let before = cluster.resident_bytes()[0];
+    // 400 streams on two connections, each declaring a frame just under the 16 MiB limit and
+    // sending nothing more.
+    let declared = (16u32 << 20) - 1024;
+    let mut held = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let conn = RawConn::open(cluster.addrs[0], &app).await?;
+        for _ in 0..200 {
+            let (mut send, recv) = conn.conn.open_bi().await?;
+            send.write_all(&declared.to_be_bytes()).await?;
+            held.push((send, recv));
+        }
+        conns.push(conn);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = cluster.resident_bytes()[0];
+    let growth = after.saturating_sub(before);
+    println!(
+        "resident memory of the node: {} MiB before, {} MiB with 400 streams declaring 16 MiB each",
+        before >> 20,
+        after >> 20
+    );
+    assert!(growth < 64 << 20, "the node grew by {} MiB", growth >> 20);
+    // Normal clients are served meanwhile.
+    let started = std::time::Instant::now();
+    let read = client.get("k").await?;
+    assert_eq!(read.values, vec![Bytes::from_static(b"v")]);
+    println!("a normal read took {:?} meanwhile", started.elapsed());
+    drop(held);
+    drop(conns);
+    Ok(())
+}

@@ -7,7 +7,7 @@
 
 use crate::dispatch;
 use crate::state::NodeState;
-use ringkv_net::quic::{StreamError, read_frame, write_frame};
+use ringkv_net::quic::{MemoryBudget, StreamError, read_frame_within, write_frame};
 use ringkv_shared::ReplyError;
 use ringkv_shared::frame::{FrameError, PROTOCOL_VERSION};
 use ringkv_shared::proto::{Reply, Request, Response};
@@ -20,6 +20,10 @@ use tracing::{debug, warn};
 /// How long a peer may take to send a request frame once it opened a stream.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a peer may take to take a reply off the stream; a reader slower than that is
+/// reset, so that a reply nobody reads does not hold its memory.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts connections until `shutdown` turns true.
 pub(crate) async fn accept_loop(
     state: Arc<NodeState>,
@@ -27,6 +31,8 @@ pub(crate) async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    // What every connection's requests may hold together while read and served.
+    let node_budget = MemoryBudget::new(state.limits.max_node_buffer_bytes);
     loop {
         let stop = shutdown.clone();
         tokio::select! {
@@ -34,9 +40,10 @@ pub(crate) async fn accept_loop(
                 let Some(incoming) = incoming else { break };
                 let state = state.clone();
                 let from = incoming.remote_address();
+                let budget = node_budget.clone();
                 conns.spawn(async move {
                     match incoming.await {
-                        Ok(conn) => serve_connection(state, conn, stop).await,
+                        Ok(conn) => serve_connection(state, conn, budget, stop).await,
                         // Includes TLS failures: a peer without a CA-signed certificate.
                         Err(e) => warn!(peer = %from, error = %e, "connection refused"),
                     }
@@ -52,8 +59,13 @@ pub(crate) async fn accept_loop(
 async fn serve_connection(
     state: Arc<NodeState>,
     conn: quinn::Connection,
+    node_budget: MemoryBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let budgets = Arc::new((
+        MemoryBudget::new(state.limits.max_connection_buffer_bytes),
+        node_budget,
+    ));
     let peer = conn.remote_address();
     // What the peer's certificate lets it do, read once per connection.
     let role = Arc::new(ringkv_net::quic::peer_role(&conn));
@@ -64,7 +76,7 @@ async fn serve_connection(
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let state = state.clone();
-                    streams.spawn(serve_stream(state, role.clone(), send, recv));
+                    streams.spawn(serve_stream(state, role.clone(), budgets.clone(), send, recv));
                 }
                 Err(e) => {
                     debug!(%peer, error = %e, "connection ended");
@@ -82,14 +94,23 @@ async fn serve_connection(
 async fn serve_stream(
     state: Arc<NodeState>,
     role: Arc<ringkv_shared::roles::Role>,
+    budgets: Arc<(MemoryBudget, MemoryBudget)>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let max = state.limits.max_frame_bytes;
-    let request =
-        tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame::<Request>(&mut recv, max)).await;
+    let request = tokio::time::timeout(
+        REQUEST_READ_TIMEOUT,
+        read_frame_within::<Request>(&mut recv, max, &[&budgets.0, &budgets.1]),
+    )
+    .await;
+    // The request's buffered bytes stay counted until its reply is written.
+    let mut _held = None;
     let reply = match request {
-        Ok(Ok(request)) => dispatch::handle(&state, &role, request).await,
+        Ok(Ok((request, held))) => {
+            _held = Some(held);
+            dispatch::handle(&state, &role, request).await
+        }
         Ok(Err(StreamError::Frame(e))) => {
             debug!(error = %e, "bad frame");
             let _ = recv.stop(0u32.into());
@@ -106,7 +127,14 @@ async fn serve_stream(
             return;
         }
     };
-    if let Err(e) = write_frame(&mut send, &reply, max).await {
+    let written =
+        tokio::time::timeout(REPLY_WRITE_TIMEOUT, write_frame(&mut send, &reply, max)).await;
+    let Ok(written) = written else {
+        debug!("the peer did not read its reply in time; resetting the stream");
+        let _ = send.reset(0u32.into());
+        return;
+    };
+    if let Err(e) = written {
         match e {
             StreamError::Frame(f) => {
                 warn!(error = %f, "reply does not fit in a frame");
@@ -116,7 +144,11 @@ async fn serve_stream(
                         reason: format!("reply too large: {f}"),
                     },
                 );
-                let _ = write_frame(&mut send, &fallback, max).await;
+                let _ = tokio::time::timeout(
+                    REPLY_WRITE_TIMEOUT,
+                    write_frame(&mut send, &fallback, max),
+                )
+                .await;
             }
             StreamError::Io { reason } => debug!(%reason, "peer went away before the reply"),
         }

@@ -26,6 +26,14 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Concurrent request streams one peer may have open on a connection. Default 1024.
     pub max_streams_per_connection: u32,
+    /// Request bytes one connection's frames may hold while they are read and served, in
+    /// bytes. A frame's body is buffered as it arrives and counted here; a connection over it
+    /// waits (QUIC flow control then stops its sender). Default 32 MiB; at least
+    /// `max_frame_bytes`.
+    pub max_connection_buffer_bytes: usize,
+    /// The same, for all connections of a node together. Default 256 MiB; at least
+    /// `max_connection_buffer_bytes`.
+    pub max_node_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +44,8 @@ impl Default for Limits {
             max_object_bytes: 8 << 20,
             max_frame_bytes: 16 << 20,
             max_streams_per_connection: 1024,
+            max_connection_buffer_bytes: 32 << 20,
+            max_node_buffer_bytes: 256 << 20,
         }
     }
 }
@@ -83,6 +93,14 @@ impl Limits {
         }
         if self.max_streams_per_connection == 0 {
             return Err("max_streams_per_connection must be positive".into());
+        }
+        if self.max_connection_buffer_bytes < self.max_frame_bytes {
+            return Err("max_connection_buffer_bytes must be at least max_frame_bytes".into());
+        }
+        if self.max_node_buffer_bytes < self.max_connection_buffer_bytes {
+            return Err(
+                "max_node_buffer_bytes must be at least max_connection_buffer_bytes".into(),
+            );
         }
         Ok(())
     }

@@ -83,6 +83,11 @@ impl RealCluster {
         }
     }
 
+    /// Resident memory of each running node process, in bytes (0 for one not running).
+    pub fn resident_bytes(&self) -> Vec<u64> {
+        self.procs.resident_bytes()
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) -> Result<()> {
         Ok(self.procs.kill(i)?)

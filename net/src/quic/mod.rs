@@ -12,7 +12,7 @@ mod tls;
 
 pub use peer::{certificate_expiry, peer_role, role_of_certificate};
 pub use pool::{QuicTransport, TransportOptions};
-pub use stream::{StreamError, read_frame, write_frame};
+pub use stream::{Held, MemoryBudget, StreamError, read_frame, read_frame_within, write_frame};
 pub use tls::{
     IDLE_TIMEOUT, KEEP_ALIVE, TlsError, TlsIdentity, client_config, endpoint_config, server_config,
 };

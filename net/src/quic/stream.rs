@@ -2,6 +2,8 @@
 
 use ringkv_shared::frame::{self, FrameError, HEADER_BYTES};
 use serde::{Serialize, de::DeserializeOwned};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a frame could not be read from or written to a stream.
 #[derive(Debug, thiserror::Error)]
@@ -24,17 +26,96 @@ fn io(e: impl std::fmt::Display) -> StreamError {
 }
 
 /// Reads one frame, refusing (before buffering the body) anything over `max_frame_bytes`.
+/// The body is buffered as it arrives, never allocated up front from the declared length.
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max_frame_bytes: usize,
 ) -> Result<T, StreamError> {
+    let (msg, _held) = read_frame_within(recv, max_frame_bytes, &[]).await?;
+    Ok(msg)
+}
+
+/// Memory that frames being read may hold, shared by whoever reads with it (a connection, a
+/// whole node). A reader that finds it spent waits, which stops reading the stream, so QUIC's
+/// flow control stops the sender.
+#[derive(Clone, Debug)]
+pub struct MemoryBudget {
+    permits: Arc<Semaphore>,
+}
+
+/// Budget is counted in units of this many bytes.
+const UNIT: usize = 1024;
+
+impl MemoryBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(units)),
+        }
+    }
+
+    /// Bytes not held by any frame now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits() * UNIT
+    }
+}
+
+/// Budget a frame holds until dropped (once the request it carried has been handled).
+#[derive(Debug, Default)]
+pub struct Held {
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// [`read_frame`], holding room in every one of `budgets` for the bytes buffered so far: a
+/// peer that declares a large frame and sends nothing holds nothing, and peers together can
+/// never buffer more than the smallest budget allows.
+pub async fn read_frame_within<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max_frame_bytes: usize,
+    budgets: &[&MemoryBudget],
+) -> Result<(T, Held), StreamError> {
     let mut header = [0u8; HEADER_BYTES];
     recv.read_exact(&mut header).await.map_err(io)?;
     let len = frame::decode_header(header, max_frame_bytes)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(io)?;
-    Ok(frame::decode_body(&body)?)
+    let mut held: Vec<Option<OwnedSemaphorePermit>> = budgets.iter().map(|_| None).collect();
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    while body.len() < len {
+        let want = (len - body.len()).min(READ_CHUNK);
+        // Room for the next chunk first, in every budget.
+        let units = want.div_ceil(UNIT) as u32;
+        for (budget, slot) in budgets.iter().zip(held.iter_mut()) {
+            let permit = budget
+                .permits
+                .clone()
+                .acquire_many_owned(units)
+                .await
+                .map_err(io)?;
+            match slot {
+                Some(p) => p.merge(permit),
+                None => *slot = Some(permit),
+            }
+        }
+        let chunk = recv
+            .read_chunk(want, true)
+            .await
+            .map_err(io)?
+            .ok_or_else(|| StreamError::Io {
+                reason: format!("the stream ended after {} of {len} bytes", body.len()),
+            })?;
+        body.extend_from_slice(&chunk.bytes);
+    }
+    let msg = frame::decode_body(&body)?;
+    Ok((
+        msg,
+        Held {
+            _permits: held.into_iter().flatten().collect(),
+        },
+    ))
 }
+
+/// The most a frame read buffers per step.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Encodes and writes one frame, then finishes the send side.
 pub async fn write_frame<T: Serialize>(
