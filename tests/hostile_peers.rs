@@ -148,6 +148,40 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
     }
     println!("{refused} reserved requests refused on 3 nodes");
 
+    // Even a node may not make another hold hints for a node that does not exist, nor make
+    // it build a reply of thousands of copies of one object.
+    let conn = RawConn::open(cluster.addrs[0], &node).await?;
+    let mut hint = Object::new();
+    hint.update(
+        &ringkv_shared::VersionVector::new(),
+        Some(Bytes::from_static(b"x")),
+        ringkv_shared::ActorId(7),
+    )
+    .expect("a fresh counter");
+    match conn
+        .request(&Request::Write {
+            key: Bytes::from_static(b"hinted"),
+            object: hint,
+            hint_for: Some(NodeId(999)),
+        })
+        .await?
+        .body
+    {
+        Response::Error(ReplyError::InvalidInput { reason }) => {
+            assert!(reason.contains("999"), "{reason}")
+        }
+        other => bail!("a hint for a node that does not exist was taken: {other:?}"),
+    }
+    let copies = vec![key.clone(); 4096];
+    match conn
+        .request(&Request::ReadMany { keys: copies })
+        .await?
+        .body
+    {
+        Response::Objects(objects) => assert!(objects.len() <= 1, "{} objects", objects.len()),
+        other => bail!("ReadMany of one key 4096 times: {other:?}"),
+    }
+
     // A forged context cannot poison the key: a counter at the top of the range is refused
     // at admission, on every node, and the key stays writable.
     let actor = acked.clock().entries()[0].0;

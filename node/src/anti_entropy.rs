@@ -66,9 +66,15 @@ pub(crate) fn entries(state: &NodeState, partition: u32, leaves: Vec<u16>) -> Re
 
 /// This replica's own objects for `keys` (admitted by `dispatch`: at most
 /// `MAX_KEYS_PER_BATCH` of them, each within the limits).
-pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
+pub(crate) fn read_many(state: &NodeState, mut keys: Vec<Bytes>) -> Response {
     let ring = state.ring.load();
     let n = usize::from(state.replication);
+    // Each key once, and the reply bounded by bytes as it is built: a request naming one large
+    // key thousands of times cannot make the node build a reply it could never send.
+    keys.sort_unstable();
+    keys.dedup();
+    let budget = state.limits.max_frame_bytes.saturating_sub(64 << 10);
+    let mut size = 0usize;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let p = ring.partition_of(&key);
@@ -77,7 +83,18 @@ pub(crate) fn read_many(state: &NodeState, keys: Vec<Bytes>) -> Response {
             continue;
         }
         match state.store.get(p, &key) {
-            Ok(Some(o)) => out.push((key, o)),
+            Ok(Some(o)) => {
+                size += key.len() + o.value_bytes() + 32 * (1 + o.siblings().len());
+                if size > budget {
+                    return Response::Error(ringkv_shared::ReplyError::InvalidInput {
+                        reason: format!(
+                            "the objects asked for exceed a reply frame ({} bytes); ask for fewer keys",
+                            state.limits.max_frame_bytes
+                        ),
+                    });
+                }
+                out.push((key, o))
+            }
             Ok(None) => {}
             // A corrupt object is left out: the peer keeps its own copy and pushes it here.
             Err(e) => debug!(error = %e, "skipping an unreadable object"),

@@ -56,6 +56,15 @@ pub(crate) async fn write(
     let ring = state.ring.load();
     let partition = ring.partition_of(&key);
     let as_hint = hint_for.is_some_and(|owner| owner != state.id);
+    // Hints only for members: one held for a node that does not exist would never be
+    // delivered and would fill the disk.
+    if let Some(owner) = hint_for.filter(|_| as_hint)
+        && !state.known_nodes.load().contains(&owner)
+    {
+        return Response::Error(ReplyError::InvalidInput {
+            reason: format!("{owner} is not a member of the cluster; no hint is kept for it"),
+        });
+    }
     if as_hint && is_leaving(state) {
         // It would take the hint away with it: the sender tries its next stand-in.
         return Response::Error(ReplyError::Unavailable {
