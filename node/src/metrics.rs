@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub(crate) hints_pending: Gauge,
     pub(crate) tombstones_pending: Gauge,
     pub(crate) fsyncs: Gauge,
+    pub(crate) certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,12 +61,18 @@ impl Default for Metrics {
             hints_pending: Gauge::default(),
             tombstones_pending: Gauge::default(),
             fsyncs: Gauge::default(),
+            certificate_expiry: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
             "requests",
             "Requests served, by operation",
             m.requests.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the node's own certificate expires (Unix time)",
+            m.certificate_expiry.clone(),
         );
         registry.register(
             "request_duration_seconds",

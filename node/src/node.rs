@@ -35,6 +35,14 @@ pub enum NodeError {
     /// The ring could not be built from the membership.
     #[error("ring: {0}")]
     Ring(#[from] RingError),
+    /// The node's own certificate does not name this node.
+    #[error("certificate {path}: {reason}")]
+    Certificate {
+        /// The certificate file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -47,6 +55,54 @@ pub enum NodeError {
 
 /// A storage node.
 pub struct Node;
+
+/// Warn this long before the node's certificate expires.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Refuses a certificate that does not name this node (`ringkv://node/<id>`: the one role
+/// that may replicate and gossip); warns when it expires within [`EXPIRY_WARNING`]. Returns
+/// when it expires.
+fn check_own_certificate(
+    config: &NodeConfig,
+    tls: &TlsIdentity,
+) -> Result<Option<std::time::SystemTime>, NodeError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| NodeError::Certificate {
+        path: config.tls.cert.clone(),
+        reason,
+    };
+    let der = CertificateDer::from_pem_slice(&tls.cert_pem)
+        .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+    let role = ringkv_net::quic::role_of_certificate(&der);
+    let want = ringkv_shared::roles::Role::Node(config.node_id());
+    if role != want {
+        return Err(bad(format!(
+            "it is a {} certificate, and this node (id {}) needs one naming {} \
+             (`ringkv-node certs node --id {}`)",
+            role.name(),
+            config.id,
+            want.uri(""),
+            config.id
+        )));
+    }
+    let expires = ringkv_net::quic::certificate_expiry(&der);
+    if let Some(at) = expires {
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(left) if left < EXPIRY_WARNING => tracing::warn!(
+                path = %config.tls.cert.display(),
+                days_left = left.as_secs() / 86_400,
+                "the node's certificate expires soon; issue a new one and restart"
+            ),
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                path = %config.tls.cert.display(),
+                "the node's certificate has expired; peers will refuse it"
+            ),
+        }
+    }
+    Ok(expires)
+}
 
 impl Node {
     /// Starts a node: validates `config`, opens storage, binds `config.listen` and serves.
@@ -68,6 +124,7 @@ impl Node {
         config.validate()?;
         let id = config.node_id();
         let tls = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let expires = check_own_certificate(&config, &tls)?;
         let store = Store::open(&config.data_dir, id, &config.store_options())?;
 
         let addr = socket.local_addr().map_err(|source| NodeError::Bind {
@@ -93,6 +150,15 @@ impl Node {
             },
         );
         let state = node_state(&config, store, Wire::Quic(quic), addr)?;
+        if let Some(at) = expires {
+            let secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            state
+                .metrics
+                .certificate_expiry
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(server::accept_loop(
             state.clone(),
@@ -428,6 +494,46 @@ impl Drop for NodeHandle {
         }
         for w in self.workers.drain(..) {
             w.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{DevCa, Role};
+
+    fn identity(ca: &DevCa, role: &Role) -> TlsIdentity {
+        let leaf = ca.issue(role, "n1").expect("issue");
+        TlsIdentity {
+            ca_pem: ca.cert_pem().as_bytes().to_vec(),
+            cert_pem: leaf.cert_pem.into_bytes(),
+            key_pem: leaf.key_pem.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_node_starts_only_with_a_certificate_naming_its_own_id() {
+        let config = NodeConfig::parse(
+            "id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"d\"\nreplication = 1\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"n1.pem\"\nkey = \"n1-key.pem\"\n\
+             [[members]]\nid = 1\naddr = \"127.0.0.1:7001\"\n",
+            "t",
+        )
+        .expect("config");
+        let ca = DevCa::generate().expect("ca");
+        let expires = check_own_certificate(&config, &identity(&ca, &Role::Node(NodeId(1))))
+            .expect("its own certificate")
+            .expect("an expiry");
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .expect("in the future");
+        assert!(left > Duration::from_secs(364 * 86_400));
+        for wrong in [Role::Node(NodeId(2)), Role::Client, Role::Admin] {
+            let e = check_own_certificate(&config, &identity(&ca, &wrong))
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains("n1.pem") && e.contains("ringkv://node/1"), "{e}");
         }
     }
 }
