@@ -79,23 +79,10 @@ pub async fn read_frame_within<T: DeserializeOwned>(
     recv.read_exact(&mut header).await.map_err(io)?;
     let len = frame::decode_header(header, max_frame_bytes)?;
     let mut held: Vec<Option<OwnedSemaphorePermit>> = budgets.iter().map(|_| None).collect();
+    let mut held_units = 0usize;
     let mut body = Vec::with_capacity(len.min(READ_CHUNK));
     while body.len() < len {
         let want = (len - body.len()).min(READ_CHUNK);
-        // Room for the next chunk first, in every budget.
-        let units = want.div_ceil(UNIT) as u32;
-        for (budget, slot) in budgets.iter().zip(held.iter_mut()) {
-            let permit = budget
-                .permits
-                .clone()
-                .acquire_many_owned(units)
-                .await
-                .map_err(io)?;
-            match slot {
-                Some(p) => p.merge(permit),
-                None => *slot = Some(permit),
-            }
-        }
         let chunk = recv
             .read_chunk(want, true)
             .await
@@ -104,6 +91,25 @@ pub async fn read_frame_within<T: DeserializeOwned>(
                 reason: format!("the stream ended after {} of {len} bytes", body.len()),
             })?;
         body.extend_from_slice(&chunk.bytes);
+        // Room for what is buffered now, in every budget, before reading more (a chunk is at
+        // most 64 KiB, so a frame holds at most that much beyond its budget).
+        let units = body.len().div_ceil(UNIT);
+        let more = u32::try_from(units - held_units).unwrap_or(u32::MAX);
+        if more > 0 {
+            for (budget, slot) in budgets.iter().zip(held.iter_mut()) {
+                let permit = budget
+                    .permits
+                    .clone()
+                    .acquire_many_owned(more)
+                    .await
+                    .map_err(io)?;
+                match slot {
+                    Some(p) => p.merge(permit),
+                    None => *slot = Some(permit),
+                }
+            }
+            held_units = units;
+        }
     }
     let msg = frame::decode_body(&body)?;
     Ok((
