@@ -299,3 +299,72 @@ async fn streams_that_declare_huge_frames_and_send_nothing_pin_no_memory() -> Re
     drop(conns);
     Ok(())
 }
+
+/// When the certificate node `addr` presents to a new connection expires.
+async fn served_expiry(
+    addr: std::net::SocketAddr,
+    tls: &ringkv::TlsIdentity,
+) -> Result<std::time::SystemTime> {
+    let conn = RawConn::open(addr, tls).await?;
+    let chain = conn
+        .conn
+        .peer_identity()
+        .and_then(|i| {
+            i.downcast::<Vec<quinn::rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no peer certificate"))?;
+    ringkv_net::quic::certificate_expiry(&chain[0]).ok_or_else(|| anyhow::anyhow!("no expiry"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_on_sighup_and_a_wrong_one_is_refused() -> Result<()> {
+    use ringkv_node::certs::write_pem;
+    let cluster = RealCluster::start(3, "")?;
+    let client = cluster.client().await?;
+    client.put("k", "v", &Context::empty()).await?;
+    let day = Duration::from_secs(86_400);
+    let left = |at: std::time::SystemTime| {
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+    };
+    assert!(left(served_expiry(cluster.addrs[0], &cluster.tls).await?) > day * 300);
+
+    // A new node certificate valid for 30 days, written over n1's files, then SIGHUP.
+    let write = |tls: &ringkv::TlsIdentity| -> Result<()> {
+        let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(anyhow::Error::from);
+        write_pem(&cluster.dir().join("n1.pem"), &utf8(&tls.cert_pem)?, false)?;
+        write_pem(
+            &cluster.dir().join("n1-key.pem"),
+            &utf8(&tls.key_pem)?,
+            true,
+        )?;
+        Ok(())
+    };
+    write(&cluster.tls_for_days(&Role::Node(NodeId(1)), "n1", 30)?)?;
+    cluster.signal(0, "HUP")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now_left = left(served_expiry(cluster.addrs[0], &cluster.tls).await?);
+        if now_left < day * 31 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("node 1 still presents its old certificate 10 s after SIGHUP");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A client's certificate in the node's files: refused on reload, the node keeps the one
+    // it has and keeps serving.
+    write(&cluster.tls_for(&Role::Client, "not-a-node")?)?;
+    cluster.signal(0, "HUP")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept = left(served_expiry(cluster.addrs[0], &cluster.tls).await?);
+    assert!(kept < day * 31 && kept > day * 29, "kept {kept:?}");
+    let read = client
+        .get_with("k", CallOptions::default().quorum(3))
+        .await?;
+    assert_eq!(read.values, vec![Bytes::from_static(b"v")]);
+    Ok(())
+}

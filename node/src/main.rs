@@ -227,24 +227,36 @@ fn run(args: RunArgs) -> Result<()> {
     runtime.block_on(async move {
         let node = Node::start(config).await?;
         println!("ringkv-node {} listening on {}", node.id(), node.addr());
-        wait_for_signal().await?;
+        wait_for_signal(&node).await?;
         tracing::info!("shutting down");
         node.shutdown().await?;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGTERM or Ctrl-C; on SIGHUP reloads the certificates and keeps running.
+async fn wait_for_signal(node: &ringkv_node::NodeHandle) -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return Ok(r?),
+                _ = term.recv() => return Ok(()),
+                _ = hup.recv() => {
+                    if let Err(e) = node.reload_tls() {
+                        tracing::warn!(error = %e, "certificates not reloaded; the old ones stay in use");
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    {
+        let _ = node;
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }

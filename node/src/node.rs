@@ -72,6 +72,7 @@ fn check_own_certificate(
         path: config.tls.cert.clone(),
         reason,
     };
+
     let der = CertificateDer::from_pem_slice(&tls.cert_pem)
         .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
     let role = ringkv_net::quic::role_of_certificate(&der);
@@ -188,6 +189,7 @@ impl Node {
         Ok(NodeHandle {
             id,
             addr,
+            config: config.clone(),
             state,
             endpoint: Some(endpoint),
             stop: stop_tx,
@@ -230,6 +232,7 @@ impl Node {
         Ok(NodeHandle {
             id,
             addr,
+            config: config.clone(),
             state,
             endpoint: None,
             stop: stop_tx,
@@ -314,6 +317,8 @@ fn spawn_workers(state: &Arc<NodeState>, stop: &watch::Receiver<bool>) -> Vec<Jo
 pub struct NodeHandle {
     id: NodeId,
     addr: SocketAddr,
+    /// The config it started with (for reloading certificates).
+    config: NodeConfig,
     state: Arc<NodeState>,
     /// The QUIC endpoint (`None` on the simulated network).
     endpoint: Option<quinn::Endpoint>,
@@ -419,6 +424,35 @@ impl NodeHandle {
     #[cfg(feature = "testing")]
     pub fn heal(&self) {
         self.state.wire.heal();
+    }
+
+    /// Reloads the TLS files named in the config (on SIGHUP): new connections, in and out,
+    /// present the new certificate; open ones keep theirs. A certificate that does not name
+    /// this node, or files that do not load, are refused and the old ones stay in use.
+    pub fn reload_tls(&self) -> Result<(), NodeError> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(());
+        };
+        let paths = &self.config.tls;
+        let tls = TlsIdentity::load(&paths.ca, &paths.cert, &paths.key)?;
+        let expires = check_own_certificate(&self.config, &tls)?;
+        let server = ringkv_net::quic::server_config(&tls, &self.config.limits)?;
+        let client = ringkv_net::quic::client_config(&tls, &self.config.limits)?;
+        endpoint.set_server_config(Some(server));
+        if let Wire::Quic(quic) = &self.state.wire {
+            quic.set_client_config(client);
+        }
+        if let Some(at) = expires {
+            let secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.state
+                .metrics
+                .certificate_expiry
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+        info!(cert = %paths.cert.display(), "certificates reloaded");
+        Ok(())
     }
 
     /// The node's storage (for inspection in tests and tools).

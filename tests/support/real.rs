@@ -44,6 +44,21 @@ impl RealCluster {
         Ok(self.procs.issue_tls(role, name)?)
     }
 
+    /// [`RealCluster::tls_for`], valid for `days`.
+    pub fn tls_for_days(
+        &self,
+        role: &ringkv_node::certs::Role,
+        name: &str,
+        days: u32,
+    ) -> Result<TlsIdentity> {
+        Ok(self.procs.issue_tls_valid_for(role, name, days)?)
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) -> Result<()> {
+        Ok(self.procs.signal(i, signal)?)
+    }
+
     /// The working directory (certificates, configs, logs).
     pub fn dir(&self) -> &std::path::Path {
         self.procs.dir()

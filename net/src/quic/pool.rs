@@ -49,7 +49,8 @@ type ConnectGate = tokio::sync::Mutex<Option<(Instant, TransportError)>>;
 
 struct Inner {
     endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    /// Replaced when the certificates are reloaded; new connections use the current one.
+    client_config: std::sync::RwLock<quinn::ClientConfig>,
     options: TransportOptions,
     live: DashMap<SocketAddr, quinn::Connection>,
     /// One connection attempt per peer at a time; the slot remembers the last failed attempt
@@ -85,7 +86,7 @@ impl QuicTransport {
         Self {
             inner: Arc::new(Inner {
                 endpoint,
-                client_config,
+                client_config: std::sync::RwLock::new(client_config),
                 options,
                 live: DashMap::new(),
                 connecting: DashMap::new(),
@@ -95,6 +96,25 @@ impl QuicTransport {
                 blocked: Default::default(),
             }),
         }
+    }
+
+    /// The TLS configuration new connections use.
+    fn client_config(&self) -> quinn::ClientConfig {
+        self.inner
+            .client_config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes new connections present `config` (reloaded certificates); connections already
+    /// open keep theirs.
+    pub fn set_client_config(&self, config: quinn::ClientConfig) {
+        *self
+            .inner
+            .client_config
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     /// The highest ring epoch any reply carried.
@@ -194,7 +214,7 @@ impl QuicTransport {
             let connecting = self
                 .inner
                 .endpoint
-                .connect_with(self.inner.client_config.clone(), addr, SERVER_NAME)
+                .connect_with(self.client_config(), addr, SERVER_NAME)
                 .map_err(|e| connect_err(e.to_string()))?;
             match tokio::time::timeout(self.inner.options.connect_timeout, connecting).await {
                 Ok(Ok(conn)) => Ok(conn),

@@ -242,7 +242,17 @@ impl ProcessCluster {
 
     /// TLS material for a new certificate of `role` named `name`, signed by the cluster CA.
     pub fn issue_tls(&self, role: &Role, name: &str) -> Result<TlsIdentity, ClusterError> {
-        let leaf = self.ca.issue(role, name)?;
+        self.issue_tls_valid_for(role, name, crate::certs::LEAF_DAYS)
+    }
+
+    /// [`ProcessCluster::issue_tls`], valid for `days`.
+    pub fn issue_tls_valid_for(
+        &self,
+        role: &Role,
+        name: &str,
+        days: u32,
+    ) -> Result<TlsIdentity, ClusterError> {
+        let leaf = self.ca.issue_valid_for(role, name, days)?;
         Ok(TlsIdentity {
             ca_pem: self.ca.cert_pem().as_bytes().to_vec(),
             cert_pem: leaf.cert_pem.into_bytes(),
