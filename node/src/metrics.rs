@@ -42,6 +42,17 @@ pub(crate) struct Metrics {
     pub(crate) certificate_expiry: Gauge,
 }
 
+impl Metrics {
+    /// Records when the node's own certificate expires.
+    pub(crate) fn certificate_expires_at(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.certificate_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ringkv");

@@ -152,13 +152,7 @@ impl Node {
         );
         let state = node_state(&config, store, Wire::Quic(quic), addr)?;
         if let Some(at) = expires {
-            let secs = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            state
-                .metrics
-                .certificate_expiry
-                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+            state.metrics.certificate_expires_at(at);
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(server::accept_loop(
@@ -443,13 +437,7 @@ impl NodeHandle {
             quic.set_client_config(client);
         }
         if let Some(at) = expires {
-            let secs = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            self.state
-                .metrics
-                .certificate_expiry
-                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+            self.state.metrics.certificate_expires_at(at);
         }
         info!(cert = %paths.cert.display(), "certificates reloaded");
         Ok(())

@@ -105,16 +105,12 @@ async fn serve_stream(
     )
     .await;
     // The request's buffered bytes stay counted until its reply is written.
-    let mut _held = None;
-    let reply = match request {
-        Ok(Ok((request, held))) => {
-            _held = Some(held);
-            dispatch::handle(&state, &role, request).await
-        }
+    let (reply, _held) = match request {
+        Ok(Ok((request, held))) => (dispatch::handle(&state, &role, request).await, Some(held)),
         Ok(Err(StreamError::Frame(e))) => {
             debug!(error = %e, "bad frame");
             let _ = recv.stop(0u32.into());
-            error_reply(&state, frame_error(e))
+            (error_reply(&state, frame_error(e)), None)
         }
         Ok(Err(StreamError::Io { reason })) => {
             debug!(%reason, "stream failed before a request arrived");

@@ -1,8 +1,8 @@
 //! The `hints` keyspace: copies this node holds as a stand-in for another owner, until they
 //! are handed over.
 
+use super::keys::Space;
 use super::read_merge_write::{Target, merge_into, read_object};
-use super::unsynced::Space;
 use super::{StorageError, Store, keys};
 use bytes::Bytes;
 use ringkv_shared::encoding::decode_object;

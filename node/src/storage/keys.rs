@@ -3,6 +3,15 @@
 
 use ringkv_shared::PartitionId;
 
+/// Which keyspace a storage key belongs to (the simulated disk logs changes by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Space {
+    Objects,
+    Hints,
+    Tombstones,
+    Meta,
+}
+
 /// The storage key of `key` in `partition`.
 pub(crate) fn object_key(partition: PartitionId, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key.len());

@@ -2,7 +2,7 @@
 //! result with its tombstone record and hash-tree entry in one batch (skipped when nothing
 //! changed), and hand back the durability ticket to wait for.
 
-use super::unsynced::Space;
+use super::keys::Space;
 use super::{LOCK_STRIPES, StorageError, Store, Ticket, is_tombstone, keys, now_ms};
 use fjall::Keyspace;
 use ringkv_shared::encoding::{decode_object, encode_object};

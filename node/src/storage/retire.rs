@@ -14,7 +14,7 @@
 //! [`Store::adopt_partition`] clears it when a ring gives the partition back. Both are
 //! idempotent, so a crash part-way is repaired by the next sweep.
 
-use super::unsynced::Space;
+use super::keys::Space;
 use super::{StorageError, Store, keys};
 use ringkv_shared::PartitionId;
 

@@ -1,8 +1,8 @@
 //! The `tombstones` keyspace: when each pure-tombstone object became one, for the reaper; and
 //! removing an object for good.
 
+use super::keys::Space;
 use super::read_merge_write::decode_stored;
-use super::unsynced::Space;
 use super::{StorageError, Store, keys};
 use bytes::Bytes;
 use ringkv_shared::{Object, PartitionId, VersionVector};

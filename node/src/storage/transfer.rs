@@ -2,7 +2,7 @@
 //! after a key, a batched merge that waits for one fsync, and small metadata records (the
 //! persisted cluster view, handoff cursors).
 
-use super::unsynced::Space;
+use super::keys::Space;
 use super::{StorageError, Store, decode_stored, keys};
 use bytes::Bytes;
 use ringkv_shared::{Object, PartitionId};

@@ -12,23 +12,15 @@
 //! fjall itself keeps everything (it runs on a RAM disk and is never cut off), so this log is
 //! the only place that knows what a power cut loses.
 
+use super::keys::{self, Space};
 use super::read_merge_write::decode_stored;
-use super::{StorageError, Store, keys};
+use super::{StorageError, Store};
 use fjall::{Keyspace, Slice};
 use ringkv_shared::{NodeId, Object, PartitionId};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Which keyspace a change touched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Space {
-    Objects,
-    Hints,
-    Tombstones,
-    Meta,
-}
 
 /// One change not yet on the disk: the bytes it replaced (`None`: the key was absent).
 pub(super) struct Change {
