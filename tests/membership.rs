@@ -318,3 +318,56 @@ async fn a_client_whose_cached_nodes_are_all_gone_goes_back_to_its_seeds() -> Re
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Two clusters under one CA never merge: an operator's `join <addr>` naming the other
+/// cluster's node is refused with both cluster ids, and neither cluster's view learns a node,
+/// a ring or a staged change of the other. A restarted node keeps its cluster id (it lives in
+/// the data directory's view).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_sharing_a_ca_never_merge() -> Result<()> {
+    let mut a = LocalCluster::start(3).await?;
+    let b = LocalCluster::builder(3).ca(a.ca()).start().await?;
+    let view = |c: &LocalCluster, i: usize| c.node(i).expect("node runs").view();
+    let (ida, idb) = (view(&a, 0).cluster, view(&b, 0).cluster);
+    ensure!(
+        ida.is_some() && idb.is_some() && ida != idb,
+        "{ida:?} {idb:?}"
+    );
+    for i in 0..3 {
+        ensure!(view(&a, i).cluster == ida && view(&b, i).cluster == idb);
+    }
+    let before: Vec<_> = (0..3).map(|i| (view(&a, i), view(&b, i))).collect();
+
+    let join = AdminRequest::Join {
+        node: None,
+        addr: Some(b.addrs()[0]),
+    };
+    let refused = match admin(&a, 0, join).await {
+        Ok(message) => bail!("joining another cluster's node was accepted: {message}"),
+        Err(e) => e.to_string(),
+    };
+    for id in [ida, idb].into_iter().flatten() {
+        ensure!(
+            refused.contains(&id.to_string()),
+            "names both clusters: {refused}"
+        );
+    }
+    // Gossip keeps running; give it a few rounds to leak anything it would.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, (va, vb)) in before.iter().enumerate() {
+        let (na, nb) = (view(&a, i), view(&b, i));
+        ensure!(
+            na.members == va.members && na.ring == va.ring && na.staged == va.staged,
+            "cluster A's node {i} view changed: {na:?}"
+        );
+        ensure!(
+            nb.members == vb.members && nb.ring == vb.ring && nb.staged == vb.staged,
+            "cluster B's node {i} view changed: {nb:?}"
+        );
+    }
+    a.restart(1).await?;
+    ensure!(view(&a, 1).cluster == ida, "the id survives a restart");
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}

@@ -10,7 +10,10 @@ use std::fmt::Write as _;
 /// `ringkv members`: one line per known node.
 pub fn members(view: &View) -> String {
     let counts = view.ring.ownership_counts();
-    let mut out = format!("ring epoch {}\n", view.ring.epoch());
+    let mut out = match view.cluster {
+        Some(cluster) => format!("cluster {cluster}, ring epoch {}\n", view.ring.epoch()),
+        None => format!("no cluster yet, ring epoch {}\n", view.ring.epoch()),
+    };
     let _ = writeln!(
         out,
         "{:>6}  {:<22} {:<9} {:>10}",

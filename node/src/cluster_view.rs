@@ -57,13 +57,26 @@ pub(crate) enum StartError {
 }
 
 /// The view a node starts with: the persisted one if there is one (a restarted node rejoins as
-/// it was, without being joined again), else a new cluster's from `members`, else a newcomer's.
+/// it was, without being joined again), else a new cluster's from `members` (the cluster
+/// `name`), else a newcomer's.
+///
+/// The cluster id comes with the view: a data directory keeps the id of the cluster it was
+/// written by, whatever the config says now, and gossip with another cluster is refused
+/// naming both ids. A view persisted before cluster ids existed gets the one its founding
+/// config gives (or learns it from its peers, if it has no founding members).
 pub(crate) fn initial_view(
     store: &crate::storage::Store,
     me: Member,
+    name: &str,
     partitions: u32,
     founders: Vec<Member>,
 ) -> Result<View, StartError> {
+    let founding = |founders: Vec<Member>| -> Result<View, StartError> {
+        Ok(View::found(
+            name,
+            ringkv_shared::Ring::balanced(partitions, founders)?,
+        ))
+    };
     if let Some(bytes) = store.meta_get(VIEW_RECORD)? {
         match decode_view(&bytes)
             .map_err(|e| e.to_string())
@@ -71,7 +84,15 @@ pub(crate) fn initial_view(
                 v.validate(partitions)?;
                 Ok(v)
             }) {
-            Ok(view) => return Ok(view),
+            Ok(mut view) => {
+                if view.cluster.is_none() && !founders.is_empty() {
+                    view.cluster = founding(founders)?.cluster;
+                }
+                if let Some(cluster) = view.cluster {
+                    info!(%cluster, "this data directory belongs to cluster {cluster}");
+                }
+                return Ok(view);
+            }
             Err(e) => {
                 warn!(error = %e, "the persisted cluster view is unreadable; starting from the config and relearning it by gossip")
             }
@@ -80,8 +101,10 @@ pub(crate) fn initial_view(
     if founders.is_empty() {
         Ok(View::newcomer(me, partitions)?)
     } else {
-        Ok(View::bootstrap(ringkv_shared::Ring::balanced(
-            partitions, founders,
-        )?))
+        let view = founding(founders)?;
+        if let Some(cluster) = view.cluster {
+            info!(%cluster, "founding cluster {cluster}");
+        }
+        Ok(view)
     }
 }

@@ -5,6 +5,7 @@
 //! listen = "127.0.0.1:7001"       # QUIC address to bind
 //! metrics_listen = "127.0.0.1:9001"  # optional: Prometheus metrics at GET /metrics
 //! data_dir = "/var/lib/ringkv/n1"
+//! cluster = "prod-eu"             # optional: founds the cluster id with `members`
 //! partitions = 1024               # Q: a power of two, fixed at cluster creation
 //! replication = 3                 # N, for background work; clients use the same N
 //!
@@ -316,6 +317,12 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where storage lives.
     pub data_dir: PathBuf,
+    /// The cluster's name, used once with `members` to derive the cluster id when the cluster
+    /// is founded (`ringkv_shared::ClusterId::founded`). Give each cluster that shares a CA
+    /// and could share host addresses (staging and production on look-alike networks) its
+    /// own name; empty by default.
+    #[serde(default)]
+    pub cluster: String,
     /// Q, the partition count (power of two).
     #[serde(default = "default_partitions")]
     pub partitions: u32,

@@ -7,14 +7,14 @@
 use crate::background::every;
 use crate::state::NodeState;
 use ringkv_net::transport::{Transport, TransportError};
-use ringkv_shared::membership::{Status, View};
+use ringkv_shared::membership::{ForeignCluster, Status, View};
 use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::{Member, ReplyError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Why a gossip exchange with a peer did not merge its view.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,14 @@ pub(crate) enum GossipError {
     ForeignView {
         /// What is wrong with it.
         reason: String,
+    },
+    /// The peer belongs to another cluster; its view was not merged.
+    #[error("{addr}: {foreign}")]
+    ForeignCluster {
+        /// The peer.
+        addr: SocketAddr,
+        /// Both clusters.
+        foreign: ForeignCluster,
     },
     /// The peer answered with an error.
     #[error("{error}")]
@@ -67,13 +75,29 @@ pub(crate) enum GossipError {
     },
 }
 
-/// Merges a peer's view into ours and returns ours (the gossip answer).
+/// Merges a peer's view into ours and returns ours (the gossip answer). A view of another
+/// cluster is refused, naming both clusters, and ours is not sent.
 pub(crate) fn on_gossip(state: &NodeState, theirs: &View) -> Response {
     if let Err(reason) = check_view(state, theirs) {
         return Response::Error(ReplyError::InvalidInput { reason });
     }
-    state.update_view(|v| v.merge(theirs));
+    if let Err(foreign) = merge_same_cluster(state, theirs) {
+        warn!(%foreign, "refused gossip from another cluster");
+        return Response::Error(ReplyError::InvalidInput {
+            reason: foreign.to_string(),
+        });
+    }
     Response::View(Box::new(state.view()))
+}
+
+/// Merges `theirs` if it belongs to this node's cluster (checked under the view's lock, so a
+/// newcomer that learns its cluster from one view refuses another cluster's at once).
+fn merge_same_cluster(state: &NodeState, theirs: &View) -> Result<(), ForeignCluster> {
+    state.update_view(|v| {
+        v.same_cluster(theirs)?;
+        v.merge(theirs);
+        Ok(())
+    })
 }
 
 /// Refuses a view that cannot belong to this cluster.
@@ -231,10 +255,10 @@ pub(crate) async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<V
     };
     let result = match tokio::time::timeout(peer.timeout(), call).await {
         Ok(Ok(Response::View(theirs))) => match check_view(state, &theirs) {
-            Ok(()) => {
-                state.update_view(|v| v.merge(&theirs));
-                Ok(*theirs)
-            }
+            Ok(()) => match merge_same_cluster(state, &theirs) {
+                Ok(()) => Ok(*theirs),
+                Err(foreign) => Err(GossipError::ForeignCluster { addr, foreign }),
+            },
             Err(reason) => Err(GossipError::ForeignView { reason }),
         },
         Ok(Ok(Response::Error(error))) => Err(GossipError::Refused { error }),
@@ -250,8 +274,14 @@ pub(crate) async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<V
             deadline: peer.timeout(),
         }),
     };
-    if let Err(error) = &result {
-        debug!(%addr, %error, "gossip exchange failed");
+    match &result {
+        // A peer of another cluster, or one refusing our view (another cluster's, or our
+        // certificate's role), is a misconfiguration an operator must see, not churn.
+        Err(error @ (GossipError::ForeignCluster { .. } | GossipError::Refused { .. })) => {
+            warn!(%addr, %error, "gossip exchange refused")
+        }
+        Err(error) => debug!(%addr, %error, "gossip exchange failed"),
+        Ok(_) => {}
     }
     result
 }

@@ -247,12 +247,17 @@ fn node_state(
 ) -> Result<Arc<NodeState>, NodeError> {
     let id = config.node_id();
     let me = ringkv_shared::Member { id, addr };
-    let view =
-        crate::cluster_view::initial_view(&store, me, config.partitions, config.ring_members())
-            .map_err(|e| match e {
-                crate::cluster_view::StartError::Storage(e) => NodeError::Storage(e),
-                crate::cluster_view::StartError::Ring(e) => NodeError::Ring(e),
-            })?;
+    let view = crate::cluster_view::initial_view(
+        &store,
+        me,
+        &config.cluster,
+        config.partitions,
+        config.ring_members(),
+    )
+    .map_err(|e| match e {
+        crate::cluster_view::StartError::Storage(e) => NodeError::Storage(e),
+        crate::cluster_view::StartError::Ring(e) => NodeError::Ring(e),
+    })?;
     if view.ring.partition_count() != config.partitions {
         return Err(NodeError::Ring(RingError::BadOwners {
             reason: format!(

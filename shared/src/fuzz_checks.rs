@@ -63,6 +63,10 @@ pub fn gossip(data: &[u8]) {
         })
         .collect();
     let mine = View::bootstrap(Ring::balanced(64, members).expect("a valid ring"));
+    if mine.same_cluster(&theirs).is_err() {
+        // A node refuses another cluster's view before merging it.
+        return;
+    }
     let mut a = mine.clone();
     a.merge(&theirs);
     let mut b = theirs.clone();

@@ -56,7 +56,7 @@ pub mod sloppy;
 
 pub use dvv::{Dot, VersionVector};
 pub use error::{ReplicaError, ReplyError};
-pub use ids::{ActorId, NodeId};
+pub use ids::{ActorId, ClusterId, NodeId};
 pub use limits::Limits;
 pub use object::{Object, Sibling};
 pub use ring::{Member, PartitionId, Ring};

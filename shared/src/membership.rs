@@ -17,7 +17,7 @@
 //! view: a node that stops answering stays a member owning its partitions, as in Dynamo.
 
 use crate::handoff::Transfer;
-use crate::ids::NodeId;
+use crate::ids::{ClusterId, NodeId};
 use crate::planner::{PlanError, plan};
 use crate::ring::{Member, Ring};
 use serde::{Deserialize, Serialize};
@@ -193,12 +193,37 @@ pub struct View {
     /// copy from before that ring, so none can come back (see [`View::not_swept`]).
     #[serde(default)]
     pub swept: BTreeMap<NodeId, u64>,
+    /// The cluster this view belongs to: set when the cluster is founded, learnt by a newcomer
+    /// from the first view it merges, never changed after. `None` only for a newcomer that
+    /// has met no cluster yet (and for views written before cluster ids existed).
+    #[serde(default)]
+    pub cluster: Option<ClusterId>,
+}
+
+/// A view from another cluster, refused before it is merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the view comes from cluster {theirs}, this node belongs to cluster {ours}: two clusters never merge (a seed, a joined address or a data directory of another cluster?)"
+)]
+pub struct ForeignCluster {
+    /// This node's cluster.
+    pub ours: ClusterId,
+    /// The other view's cluster.
+    pub theirs: ClusterId,
 }
 
 impl View {
-    /// The view of a node that starts a cluster from a static member list: every member up,
-    /// owning the ring.
+    /// The view of a node that starts an unnamed cluster from a static member list
+    /// ([`View::found`] with an empty name).
     pub fn bootstrap(ring: Ring) -> View {
+        View::found("", ring)
+    }
+
+    /// The view of a node that founds the cluster `name` from a static member list: every
+    /// member up, owning the ring, and the cluster id [`ClusterId::founded`] gives (the same
+    /// on every founding node, since each derives it from the same config).
+    pub fn found(name: &str, ring: Ring) -> View {
+        let cluster = Some(ClusterId::founded(name, &ring));
         let members = ring
             .members()
             .map(|m| {
@@ -219,6 +244,7 @@ impl View {
             transition: None,
             seen: BTreeMap::new(),
             swept: BTreeMap::new(),
+            cluster,
         }
     }
 
@@ -243,7 +269,17 @@ impl View {
             transition: None,
             seen: BTreeMap::new(),
             swept: BTreeMap::new(),
+            cluster: None,
         })
+    }
+
+    /// Refuses `other` if it belongs to another cluster than this view. A view of no cluster
+    /// yet (a newcomer's) belongs to any, and this view of none accepts any.
+    pub fn same_cluster(&self, other: &View) -> Result<(), ForeignCluster> {
+        match (self.cluster, other.cluster) {
+            (Some(ours), Some(theirs)) if ours != theirs => Err(ForeignCluster { ours, theirs }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks a view received from the network or read from disk before it is merged: its
@@ -290,8 +326,13 @@ impl View {
     }
 
     /// Merges `other` into this view. Returns whether this view changed.
+    ///
+    /// Callers first refuse a view of another cluster ([`View::same_cluster`]); this view
+    /// learns the cluster id if it has none. (Given two ids, the merge keeps the higher, so
+    /// that it stays commutative even when misused.)
     pub fn merge(&mut self, other: &View) -> bool {
         let before = self.clone();
+        self.cluster = self.cluster.max(other.cluster);
         for (id, theirs) in &other.members {
             match self.members.get_mut(id) {
                 Some(mine) if !theirs.wins_over(mine) => {}
@@ -847,6 +888,54 @@ mod tests {
         other.mark_swept(NodeId(1), 7);
         v.merge(&other);
         assert_eq!(v.swept[&NodeId(1)], 7);
+    }
+
+    #[test]
+    fn founding_nodes_agree_on_the_cluster_id_and_other_clusters_are_refused() {
+        let ring = Ring::balanced(64, (1..=3).map(member).collect()).unwrap();
+        let (a, b) = (
+            View::found("prod", ring.clone()),
+            View::found("prod", ring.clone()),
+        );
+        assert_eq!(a.cluster, b.cluster, "every founder derives the same id");
+        assert!(a.cluster.is_some());
+        // Same hosts, another name; same name, other hosts or another partition count.
+        let staging = View::found("staging", ring.clone());
+        let elsewhere = View::found(
+            "prod",
+            Ring::balanced(64, (2..=4).map(member).collect()).unwrap(),
+        );
+        let smaller = View::found(
+            "prod",
+            Ring::balanced(32, (1..=3).map(member).collect()).unwrap(),
+        );
+        for other in [&staging, &elsewhere, &smaller] {
+            assert_ne!(other.cluster, a.cluster);
+            let refused = a.same_cluster(other).unwrap_err();
+            assert_eq!(
+                (refused.ours, refused.theirs),
+                (a.cluster.unwrap(), other.cluster.unwrap())
+            );
+            let message = refused.to_string();
+            assert!(
+                message.contains(&a.cluster.unwrap().to_string()),
+                "{message}"
+            );
+            assert!(
+                message.contains(&other.cluster.unwrap().to_string()),
+                "{message}"
+            );
+        }
+        // A newcomer belongs to any cluster until it merges one, then to that one only.
+        let mut fresh = View::newcomer(member(9), 64).unwrap();
+        assert_eq!(fresh.cluster, None);
+        assert!(fresh.same_cluster(&a).is_ok() && a.same_cluster(&fresh).is_ok());
+        fresh.merge(&a);
+        assert_eq!(fresh.cluster, a.cluster);
+        assert!(fresh.same_cluster(&staging).is_err());
+        // The id survives the round trip through disk and wire.
+        let decoded = crate::encoding::decode_view(&crate::encoding::encode_view(&fresh)).unwrap();
+        assert_eq!(decoded.cluster, a.cluster);
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl SimCluster {
             members,
             seeds,
             worker_threads: None,
+            cluster: String::new(),
         }
     }
 

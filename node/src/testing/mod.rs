@@ -63,6 +63,20 @@ pub struct LocalClusterBuilder {
     limits: Limits,
     background: crate::config::BackgroundConfig,
     metrics: bool,
+    ca: Option<CaPems>,
+}
+
+/// A CA's certificate and key, to found a second cluster under the first one's CA.
+#[derive(Clone)]
+struct CaPems {
+    cert: String,
+    key: String,
+}
+
+impl std::fmt::Debug for CaPems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaPems(..)")
+    }
 }
 
 impl LocalClusterBuilder {
@@ -97,11 +111,24 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Certificates signed by `ca` (another cluster's) instead of a CA of its own: two
+    /// clusters that share a CA, as in the cluster-identity tests.
+    pub fn ca(mut self, ca: &DevCa) -> Self {
+        self.ca = Some(CaPems {
+            cert: ca.cert_pem().to_string(),
+            key: ca.key_pem(),
+        });
+        self
+    }
+
     /// Starts the cluster.
     pub async fn start(self) -> Result<LocalCluster, ClusterError> {
         let dir = tempfile::Builder::new().prefix("ringkv-local-").tempdir()?;
         let certs = dir.path().join("certs");
-        let ca = DevCa::generate()?;
+        let ca = match &self.ca {
+            Some(pems) => DevCa::from_pem(pems.cert.clone(), &pems.key)?,
+            None => DevCa::generate()?,
+        };
         write_pem(&certs.join("ca.pem"), ca.cert_pem(), false)?;
         write_pem(&certs.join("ca-key.pem"), &ca.key_pem(), true)?;
 
@@ -202,6 +229,7 @@ impl LocalClusterBuilder {
             members,
             seeds,
             worker_threads: None,
+            cluster: String::new(),
         })
     }
 }
@@ -226,6 +254,7 @@ impl LocalCluster {
             limits: Limits::default(),
             background: crate::config::BackgroundConfig::default(),
             metrics: false,
+            ca: None,
         }
     }
 
