@@ -12,7 +12,7 @@ use ringkv_node::certs::Role;
 use ringkv_shared::handoff::Transfer;
 use ringkv_shared::membership::View;
 use ringkv_shared::proto::{AdminRequest, Request, Response};
-use ringkv_shared::{Member, NodeId, Object, ReplyError};
+use ringkv_shared::{Member, NodeId, Object, ReplyError, Ring};
 use std::time::Duration;
 use support::RawConn;
 use support::real::RealCluster;
@@ -257,6 +257,122 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
         .get_with("victim", CallOptions::default().quorum(3))
         .await?;
     assert_eq!(after.values, vec![Bytes::from_static(b"updated")]);
+    Ok(())
+}
+
+/// Views a node certificate's holder forges from the cluster's real view `real`: rings it
+/// cannot have been given (an overflowing epoch, another node's address, every partition
+/// its own), a transition the planner would not make, and another address for node 1.
+fn forged_views(real: &View, forger: NodeId) -> Vec<(&'static str, View)> {
+    let ring = &real.ring;
+    let members: Vec<Member> = ring.members().cloned().collect();
+    let owners: Vec<NodeId> = (0..ring.partition_count()).map(|p| ring.owner(p)).collect();
+    let with_ring = |r: Ring| {
+        let mut v = real.clone();
+        v.ring = r;
+        v
+    };
+    let mut moved = members.clone();
+    moved[2].addr = "127.0.0.1:9".parse().expect("address");
+    let grab = vec![forger; owners.len()];
+    let mut with_forger = members.clone();
+    if ring.member(forger).is_none() {
+        with_forger.push(Member {
+            id: forger,
+            addr: "127.0.0.1:9".parse().expect("address"),
+        });
+    }
+    let mut transition = real.clone();
+    transition.transition = Some(ringkv_shared::membership::Transition {
+        target: Ring::from_owners(ring.epoch() + 1, with_forger.clone(), grab.clone())
+            .expect("a ring"),
+        n: 3,
+        done: Default::default(),
+        hints_handed_over: Default::default(),
+    });
+    let mut readdressed = real.clone();
+    if let Some(r) = readdressed.members.get_mut(&NodeId(1)) {
+        r.addr = "127.0.0.1:9".parse().expect("address");
+        r.version += 100;
+    }
+    vec![
+        (
+            "a ring at epoch u64::MAX",
+            with_ring(Ring::from_owners(u64::MAX, members.clone(), owners.clone()).expect("ring")),
+        ),
+        (
+            "a ring moving n3 to another address",
+            with_ring(Ring::from_owners(ring.epoch() + 1, moved, owners).expect("ring")),
+        ),
+        (
+            "a ring giving the forger every partition",
+            with_ring(Ring::from_owners(ring.epoch() + 1, with_forger, grab).expect("ring")),
+        ),
+        ("a transition the planner would not make", transition),
+        ("another address for n1", readdressed),
+    ]
+}
+
+/// A node certificate is the most a stolen credential can be: it may gossip. It still cannot
+/// move the ring (no epoch jump, no owner table or address of its choosing, no transition the
+/// planner would not make; one node's word is never enough for a ring a node cannot verify)
+/// and cannot say where another node listens: that node's own record wins back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_cannot_move_the_ring_or_speak_for_another_node() -> Result<()> {
+    let cluster = RealCluster::start(3, "")?;
+    let client = cluster.client().await?;
+    let w3 = CallOptions::default().quorum(3);
+    client
+        .put_with("victim", "acknowledged", &Context::empty(), w3)
+        .await?;
+    let real = cluster.status(0).await?.view;
+    // A member's certificate (stolen from n2) and a stranger's (n9, in no ring).
+    for forger in [NodeId(2), NodeId(9)] {
+        let tls = cluster.tls_for(&Role::Node(forger), &format!("n{}", forger.0))?;
+        for (what, view) in forged_views(&real, forger) {
+            for i in 0..3 {
+                let conn = RawConn::open(cluster.addrs[i], &tls).await?;
+                let reply = conn
+                    .request(&Request::Gossip {
+                        view: Box::new(view.clone()),
+                    })
+                    .await?;
+                if let Response::View(theirs) = &reply.body {
+                    assert_eq!(
+                        theirs.ring,
+                        real.ring,
+                        "node {} took {what} from {forger}",
+                        i + 1
+                    );
+                    assert!(theirs.transition.is_none(), "node {} took {what}", i + 1);
+                }
+            }
+        }
+    }
+    // Gossip keeps running between the real nodes; the forged parts must not come back
+    // through it, and n1's own record must win back everywhere.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut wrong = Vec::new();
+        for i in 0..3 {
+            let view = cluster.status(i).await?.view;
+            assert_eq!(view.ring, real.ring, "node {} ring", i + 1);
+            assert!(view.transition.is_none(), "node {} transition", i + 1);
+            if view.members.get(&NodeId(1)).map(|r| r.addr) != Some(cluster.addrs[0]) {
+                wrong.push(i + 1);
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("nodes {wrong:?} still list n1 at the forged address");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fresh = cluster.client().await?;
+    let read = fresh.get_with("victim", w3).await?;
+    assert_eq!(read.values, vec![Bytes::from_static(b"acknowledged")]);
     Ok(())
 }
 

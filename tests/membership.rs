@@ -371,3 +371,37 @@ async fn two_clusters_sharing_a_ca_never_merge() -> Result<()> {
     b.shutdown().await;
     Ok(())
 }
+
+/// A founder whose disk was replaced after two ring changes restarts from its config's
+/// founding ring (epoch 1) and cannot verify the cluster's ring (epoch 3, two planned steps
+/// away) on its own; it takes it once two of that ring's members sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_founder_takes_the_ring_its_peers_vouch_for() -> Result<()> {
+    let background = ringkv_node::config::BackgroundConfig {
+        gossip_interval_ms: 200,
+        ..Default::default()
+    };
+    let mut cluster = LocalCluster::builder(3)
+        .background(background)
+        .start()
+        .await?;
+    for epoch in [2, 3] {
+        let joiner = cluster.add_node().await?;
+        stage_join(&cluster, joiner).await?;
+        admin(&cluster, 0, AdminRequest::Commit).await?;
+        let running: Vec<usize> = (0..=joiner).collect();
+        settled(&cluster, &running, epoch).await?;
+    }
+    cluster.stop(2).await?;
+    std::fs::remove_dir_all(cluster.data_dir(2))?;
+    cluster.restart(2).await?;
+    let ring = cluster.node(0).expect("runs").ring();
+    eventually(
+        Duration::from_secs(20),
+        "the wiped founder on the cluster's ring",
+        || async { cluster.node(2).is_some_and(|n| *n.ring() == *ring) },
+    )
+    .await?;
+    cluster.shutdown().await;
+    Ok(())
+}

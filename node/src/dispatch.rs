@@ -64,7 +64,7 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
                 value,
                 quorum,
             } => router::put(state, key, context, value, quorum.capped()).await,
-            Request::Gossip { view } => crate::gossip::on_gossip(state, &view),
+            Request::Gossip { view } => crate::gossip::on_gossip(state, role, &view),
             Request::Handoff {
                 epoch,
                 transfer,

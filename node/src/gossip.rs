@@ -7,9 +7,12 @@
 use crate::background::every;
 use crate::state::NodeState;
 use ringkv_net::transport::{Transport, TransportError};
-use ringkv_shared::membership::{ForeignCluster, Status, View};
+use ringkv_shared::membership::{ForeignCluster, Status, Unverified, View};
 use ringkv_shared::proto::{Request, Response};
+use ringkv_shared::roles::Role;
 use ringkv_shared::{Member, ReplyError};
+use ringkv_shared::{NodeId, Ring};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,11 +80,18 @@ pub(crate) enum GossipError {
 
 /// Merges a peer's view into ours and returns ours (the gossip answer). A view of another
 /// cluster is refused, naming both clusters, and ours is not sent.
-pub(crate) fn on_gossip(state: &NodeState, theirs: &View) -> Response {
+///
+/// The sender is the node its certificate names (`role`); what it may not say is not merged
+/// (see [`merge_from_peer`]).
+pub(crate) fn on_gossip(state: &NodeState, role: &Role, theirs: &View) -> Response {
     if let Err(reason) = check_view(state, theirs) {
         return Response::Error(ReplyError::InvalidInput { reason });
     }
-    if let Err(foreign) = merge_same_cluster(state, theirs) {
+    let sender = match role {
+        Role::Node(id) => Some(*id),
+        Role::Admin | Role::Client => None,
+    };
+    if let Err(foreign) = merge_from_peer(state, theirs, sender) {
         warn!(%foreign, "refused gossip from another cluster");
         return Response::Error(ReplyError::InvalidInput {
             reason: foreign.to_string(),
@@ -90,14 +100,88 @@ pub(crate) fn on_gossip(state: &NodeState, theirs: &View) -> Response {
     Response::View(Box::new(state.view()))
 }
 
-/// Merges `theirs` if it belongs to this node's cluster (checked under the view's lock, so a
-/// newcomer that learns its cluster from one view refuses another cluster's at once).
-fn merge_same_cluster(state: &NodeState, theirs: &View) -> Result<(), ForeignCluster> {
-    state.update_view(|v| {
+/// Merges what this node can verify of `theirs`, sent by node `sender` (if known), if it
+/// belongs to this node's cluster (checked under the view's lock, so a newcomer that learns
+/// its cluster from one view refuses another cluster's at once).
+///
+/// What the view may not say is left out ([`View::merge_checked`]): a ring or transition
+/// that is not a planned step, anything about this node that only it says. A ring this node
+/// cannot verify because it fell behind is taken once enough of that ring's members sent it
+/// ([`vouch`]).
+fn merge_from_peer(
+    state: &NodeState,
+    theirs: &View,
+    sender: Option<NodeId>,
+) -> Result<(), ForeignCluster> {
+    let refused = state.update_view(|v| {
         v.same_cluster(theirs)?;
-        v.merge(theirs);
-        Ok(())
-    })
+        Ok(v.merge_checked(theirs, state.id, state.replication).1)
+    })?;
+    for part in refused {
+        match part {
+            Unverified::Ring(ring) => vouch(state, *ring, sender),
+            Unverified::Transition { epoch } => {
+                warn!(sender = ?sender, epoch, "refused a ring change that is not a planned step from this node's ring")
+            }
+            Unverified::AboutMe => {
+                warn!(sender = ?sender, "refused another address for this node in a peer's view")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A ring this node could not verify and the members of that ring that sent it.
+pub(crate) struct Vouches {
+    ring: Ring,
+    by: BTreeSet<NodeId>,
+}
+
+/// Counts `sender` for `ring`, a ring this node could not verify, and takes the ring once
+/// two of its members other than this node sent it (all of them, if it has fewer): one
+/// forging node cannot move this node to a ring of its own making. Only the highest such
+/// ring is tracked.
+fn vouch(state: &NodeState, ring: Ring, sender: Option<NodeId>) {
+    let Some(sender) = sender.filter(|s| *s != state.id && ring.member(*s).is_some()) else {
+        debug!(
+            epoch = ring.epoch(),
+            "an unverified ring from a sender that is not its member"
+        );
+        return;
+    };
+    let mut vouches = state.ring_vouches.lock().unwrap_or_else(|p| p.into_inner());
+    let same = vouches.as_ref().is_some_and(|v| v.ring == ring);
+    let higher = vouches
+        .as_ref()
+        .is_none_or(|v| ring.epoch() > v.ring.epoch());
+    if !same && !higher {
+        return;
+    }
+    if !same {
+        *vouches = Some(Vouches {
+            ring: ring.clone(),
+            by: BTreeSet::new(),
+        });
+    }
+    let Some(v) = vouches.as_mut() else { return };
+    v.by.insert(sender);
+    let others = ring.members().filter(|m| m.id != state.id).count();
+    let needed = others.min(2);
+    if v.by.len() < needed {
+        info!(epoch = ring.epoch(), vouched = ?v.by, "a ring this node cannot verify; waiting for another member to send it");
+        return;
+    }
+    let ring = v.ring.clone();
+    let by = std::mem::take(&mut v.by);
+    *vouches = None;
+    drop(vouches);
+    if state.update_view(|view| view.adopt_ring(&ring)) {
+        info!(
+            epoch = ring.epoch(),
+            ?by,
+            "took a ring this node could not verify: members vouched for it"
+        );
+    }
 }
 
 /// Refuses a view that cannot belong to this cluster.
@@ -223,6 +307,14 @@ pub(crate) enum Peer<'a> {
 }
 
 impl Peer<'_> {
+    /// The peer's node id, if it is a member.
+    fn id(&self) -> Option<NodeId> {
+        match self {
+            Peer::Member(m) => Some(m.id),
+            Peer::Addr(_) => None,
+        }
+    }
+
     fn addr(&self) -> SocketAddr {
         match self {
             Peer::Member(m) => m.addr,
@@ -255,7 +347,7 @@ pub(crate) async fn exchange(state: &Arc<NodeState>, peer: Peer<'_>) -> Result<V
     };
     let result = match tokio::time::timeout(peer.timeout(), call).await {
         Ok(Ok(Response::View(theirs))) => match check_view(state, &theirs) {
-            Ok(()) => match merge_same_cluster(state, &theirs) {
+            Ok(()) => match merge_from_peer(state, &theirs, peer.id()) {
                 Ok(()) => Ok(*theirs),
                 Err(foreign) => Err(GossipError::ForeignCluster { addr, foreign }),
             },

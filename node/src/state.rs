@@ -29,6 +29,9 @@ pub(crate) struct NodeState {
     pub(crate) gossip_rounds: std::sync::atomic::AtomicU64,
     /// The transition target epoch noticed at the last gossip round (0 if none).
     pub(crate) noticed_transition: std::sync::atomic::AtomicU64,
+    /// A ring gossip brought that this node could not verify, and the members that sent it
+    /// (see `gossip::vouch`).
+    pub(crate) ring_vouches: std::sync::Mutex<Option<crate::gossip::Vouches>>,
     /// This node's outgoing handoff transfers under way.
     pub(crate) sending: std::sync::Mutex<
         std::collections::BTreeMap<

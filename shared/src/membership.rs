@@ -18,7 +18,7 @@
 
 use crate::handoff::Transfer;
 use crate::ids::{ClusterId, NodeId};
-use crate::planner::{PlanError, plan};
+use crate::planner::{PlanError, is_planned_step, plan};
 use crate::ring::{Member, Ring};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,6 +198,23 @@ pub struct View {
     /// has met no cluster yet (and for views written before cluster ids existed).
     #[serde(default)]
     pub cluster: Option<ClusterId>,
+}
+
+/// What [`View::merge_checked`] did not take from a peer's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unverified {
+    /// A ring this node cannot verify: no transition it holds leads there, and it is not one
+    /// planned step from this node's ring.
+    Ring(Box<Ring>),
+    /// A committed transition whose target is not one planned step from the ring.
+    Transition {
+        /// Its target epoch.
+        epoch: u64,
+    },
+    /// Another address for this node (only this node says where it listens). Its
+    /// acknowledgements are left out too, silently: peers also remember them from before a
+    /// wipe.
+    AboutMe,
 }
 
 /// A view from another cluster, refused before it is merged.
@@ -380,6 +397,108 @@ impl View {
         }
         self.normalize();
         *self != before
+    }
+
+    /// Merges what this node can verify of `other` (a view a peer sent; this node is `me`,
+    /// its cluster's replication factor `n`), and returns whether this view changed and what
+    /// it did not take. The caller has refused another cluster's view first.
+    ///
+    /// Not taken, because a node holding a valid certificate could forge it:
+    /// - a **ring** that wins over this view's, unless this view has none yet (a newcomer's
+    ///   epoch-0 ring), or it is the target of the transition this view holds (verified when
+    ///   taken), or it is one planned step from this view's ring ([`is_planned_step`]);
+    /// - a **transition** this view does not hold, unless its target is one planned step from
+    ///   the ring;
+    /// - what `other` says about `me`: acknowledgements (`seen`, `swept`, hints handed over)
+    ///   only `me` makes, and another address for `me` (this view's record then wins, with a
+    ///   higher version, so that the correct address spreads back).
+    ///
+    /// A node that fell more than a step behind (wiped, or down across a whole change it was
+    /// not part of) cannot verify the cluster's ring alone; [`View::adopt_ring`] takes it once
+    /// enough members vouch for it (the node's gossip layer counts them).
+    pub fn merge_checked(&mut self, other: &View, me: NodeId, n: u8) -> (bool, Vec<Unverified>) {
+        let mut theirs = other.clone();
+        let mut refused = Vec::new();
+        if ring_wins(&theirs.ring, &self.ring) && !self.can_adopt(&theirs.ring, n) {
+            refused.push(Unverified::Ring(Box::new(theirs.ring.clone())));
+            theirs.ring = self.ring.clone();
+        }
+        let ring_after = if ring_wins(&theirs.ring, &self.ring) {
+            theirs.ring.clone()
+        } else {
+            self.ring.clone()
+        };
+        if let Some(t) = &theirs.transition {
+            let held = self
+                .transition
+                .as_ref()
+                .is_some_and(|mine| mine.target == t.target && mine.n == t.n);
+            if !held
+                && t.target.epoch() > ring_after.epoch()
+                && !is_planned_step(&ring_after, &t.target, t.n.into())
+            {
+                refused.push(Unverified::Transition {
+                    epoch: t.target.epoch(),
+                });
+                theirs.transition = None;
+            }
+        }
+        // This node's acknowledgements are its own to make. Peers legitimately remember
+        // higher ones (made before this node's data directory was wiped), so leaving theirs
+        // out is not reported.
+        for (theirs_map, mine_map) in [
+            (&mut theirs.seen, &self.seen),
+            (&mut theirs.swept, &self.swept),
+        ] {
+            match mine_map.get(&me) {
+                Some(v) => theirs_map.insert(me, *v),
+                None => theirs_map.remove(&me),
+            };
+        }
+        if let Some(t) = &mut theirs.transition {
+            let mine_too = self
+                .transition
+                .as_ref()
+                .is_some_and(|m| m.target == t.target && m.hints_handed_over.contains(&me));
+            if !mine_too {
+                // Also remembered legitimately past a wipe or a power cut; this node marks it
+                // again once its hints are handed over.
+                t.hints_handed_over.remove(&me);
+            }
+        }
+        let mut about_me = false;
+        if let (Some(mine), Some(record)) = (self.members.get(&me), theirs.members.get_mut(&me))
+            && record.addr != mine.addr
+        {
+            about_me = true;
+            record.addr = mine.addr;
+            record.version = record.version.max(mine.version).saturating_add(1);
+        }
+        if about_me {
+            refused.push(Unverified::AboutMe);
+        }
+        (self.merge(&theirs), refused)
+    }
+
+    /// Whether this view can take `ring` on its own (see [`View::merge_checked`]).
+    fn can_adopt(&self, ring: &Ring, n: u8) -> bool {
+        self.ring.epoch() == 0
+            || self
+                .transition
+                .as_ref()
+                .is_some_and(|t| t.target == *ring || is_planned_step(&self.ring, ring, t.n.into()))
+            || is_planned_step(&self.ring, ring, n.into())
+    }
+
+    /// Takes `ring` if it wins over this view's, without verifying it: for a ring enough
+    /// members vouched for (see [`View::merge_checked`]). Returns whether the ring changed.
+    pub fn adopt_ring(&mut self, ring: &Ring) -> bool {
+        if !ring_wins(ring, &self.ring) {
+            return false;
+        }
+        self.ring = ring.clone();
+        self.normalize();
+        true
     }
 
     /// Drops a transition the ring has already reached (or passed).
@@ -936,6 +1055,104 @@ mod tests {
         // The id survives the round trip through disk and wire.
         let decoded = crate::encoding::decode_view(&crate::encoding::encode_view(&fresh)).unwrap();
         assert_eq!(decoded.cluster, a.cluster);
+    }
+
+    #[test]
+    fn a_forging_peer_cannot_move_the_ring_or_speak_for_this_node() {
+        let me = NodeId(1);
+        let mine = cluster(3);
+        let owners = |r: &Ring| {
+            (0..r.partition_count())
+                .map(|p| r.owner(p))
+                .collect::<Vec<_>>()
+        };
+        let list = |r: &Ring| r.members().cloned().collect::<Vec<_>>();
+        let forged_ring = |epoch: u64, list: Vec<Member>| {
+            let mut v = mine.clone();
+            v.ring = Ring::from_owners(epoch, list, owners(&mine.ring)).unwrap();
+            v
+        };
+        // The overflow attack, and n3 moved to an address of the sender's choosing.
+        let mut moved = list(&mine.ring);
+        moved[2].addr = SocketAddr::from(([10, 6, 6, 6], 7003));
+        for theirs in [
+            forged_ring(u64::MAX, list(&mine.ring)),
+            forged_ring(2, moved),
+        ] {
+            let mut v = mine.clone();
+            let (changed, refused) = v.merge_checked(&theirs, me, 3);
+            assert!(!changed, "{:?}", v.ring);
+            assert!(matches!(refused[..], [Unverified::Ring(_)]), "{refused:?}");
+            assert_eq!(v.ring, mine.ring);
+            // Members vouching is the gossip layer's call; taking it is explicit.
+            assert!(v.clone().adopt_ring(&theirs.ring));
+        }
+        // A transition whose target the planner would not make is refused; a real one is taken.
+        let mut joined = mine.clone();
+        joined.announce(NodeId(4), member(4).addr);
+        let mut real = joined.clone();
+        real.stage_join(NodeId(4)).unwrap();
+        real.commit(3).unwrap();
+        let mut fake = real.clone();
+        let t = fake.transition.as_mut().unwrap();
+        t.target = Ring::from_owners(2, list(&t.target), vec![NodeId(4); 64]).unwrap();
+        let mut v = joined.clone();
+        let (_, refused) = v.merge_checked(&fake, me, 3);
+        assert_eq!(refused, vec![Unverified::Transition { epoch: 2 }]);
+        assert_eq!(v.transition, None);
+        let (_, refused) = v.merge_checked(&real, me, 3);
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(v.transition, real.transition);
+        // The ring that transition leads to is taken, as is a planned step from one's own ring
+        // (a node that missed the transition but not the ring before it).
+        let mut done = real.clone();
+        done.ring = real.transition.clone().unwrap().target;
+        done.transition = None;
+        for mut v in [v.clone(), joined.clone()] {
+            let (_, refused) = v.merge_checked(&done, me, 3);
+            assert!(refused.is_empty(), "{refused:?}");
+            assert_eq!(v.ring, done.ring);
+        }
+        // Acknowledgements only this node makes, and this node's address.
+        let mut lies = real.clone();
+        lies.seen.insert(me, 2);
+        lies.swept.insert(me, 9);
+        lies.transition
+            .as_mut()
+            .unwrap()
+            .hints_handed_over
+            .insert(me);
+        let record = lies.members.get_mut(&me).unwrap();
+        record.addr = SocketAddr::from(([10, 6, 6, 6], 7001));
+        record.version = 40;
+        let mut v = real.clone();
+        let (_, refused) = v.merge_checked(&lies, me, 3);
+        assert_eq!(refused, vec![Unverified::AboutMe], "the address");
+        assert_eq!((v.seen.get(&me), v.swept.get(&me)), (None, None));
+        assert!(
+            !v.transition
+                .as_ref()
+                .unwrap()
+                .hints_handed_over
+                .contains(&me)
+        );
+        let record = &v.members[&me];
+        assert_eq!(record.addr, member(1).addr);
+        assert!(
+            record.version > 40,
+            "this node's own record wins back everywhere"
+        );
+        // What a peer says about itself and others is still merged.
+        let mut other = real.clone();
+        other.mark_seen(NodeId(2));
+        let mut v = real.clone();
+        assert!(v.merge_checked(&other, me, 3).0);
+        assert_eq!(v.seen.get(&NodeId(2)), Some(&2));
+        // A newcomer takes the cluster's ring: it has nothing to check it against.
+        let mut fresh = View::newcomer(member(9), 64).unwrap();
+        let (_, refused) = fresh.merge_checked(&mine, NodeId(9), 3);
+        assert!(refused.is_empty());
+        assert_eq!(fresh.ring, mine.ring);
     }
 
     #[test]

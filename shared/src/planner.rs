@@ -214,6 +214,25 @@ pub fn moved(a: &Ring, b: &Ring) -> usize {
         .count()
 }
 
+/// Whether `target` is a ring an operator's change to `from` makes: epoch one more, every
+/// member that stays at the address `from` gives it, and owners exactly as [`plan`] assigns
+/// them for `target`'s members at replication factor `n`. Since the plan is a pure function,
+/// any node can check a ring (or a committed transition) it is handed instead of trusting the
+/// node that sent it: a forged epoch, owner table or address fails here.
+pub fn is_planned_step(from: &Ring, target: &Ring, n: usize) -> bool {
+    if from.epoch().checked_add(1) != Some(target.epoch()) {
+        return false;
+    }
+    let moved = target
+        .members()
+        .any(|m| from.member(m.id).is_some_and(|old| old.addr != m.addr));
+    if moved {
+        return false;
+    }
+    let members: Vec<Member> = target.members().cloned().collect();
+    plan(from, &members, n).is_ok_and(|planned| planned == *target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +287,33 @@ mod tests {
             plan(&old, &members([1, 2]), 3),
             Err(PlanError::TooFewNodes { nodes: 2, n: 3 })
         );
+    }
+
+    #[test]
+    fn only_a_planned_ring_passes_as_a_step() {
+        let old = Ring::balanced(64, members(1..=3)).unwrap();
+        let new = plan(&old, &members(1..=4), 3).unwrap();
+        assert!(is_planned_step(&old, &new, 3));
+        assert!(!is_planned_step(&new, &old, 3), "backwards");
+        assert!(!is_planned_step(&old, &old, 3), "same epoch");
+        let owners = |r: &Ring| {
+            (0..r.partition_count())
+                .map(|p| r.owner(p))
+                .collect::<Vec<_>>()
+        };
+        let list = |r: &Ring| r.members().cloned().collect::<Vec<_>>();
+        // An epoch jump (the overflow attack), an owner table of the sender's choosing, a
+        // member moved to an address of the sender's choosing.
+        let jump = Ring::from_owners(u64::MAX, list(&new), owners(&new)).unwrap();
+        assert!(!is_planned_step(&old, &jump, 3));
+        let mut grabbed = owners(&new);
+        grabbed.iter_mut().take(20).for_each(|o| *o = NodeId(4));
+        let grab = Ring::from_owners(2, list(&new), grabbed).unwrap();
+        assert!(!is_planned_step(&old, &grab, 3));
+        let mut moved_list = list(&new);
+        moved_list[0].addr = std::net::SocketAddr::from(([10, 9, 9, 9], 1));
+        let moved = Ring::from_owners(2, moved_list, owners(&new)).unwrap();
+        assert!(!is_planned_step(&old, &moved, 3));
     }
 
     #[test]
