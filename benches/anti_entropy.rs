@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
                         k.as_bytes(),
                         o.clock(),
                         Some(Bytes::from(vec![9u8; VALUE])),
-                        1 << 20,
+                        ringkv_shared::Limits::default().write_cap(),
                     )
                     .await?;
             }

@@ -68,7 +68,7 @@ fn puts(c: &mut Criterion) {
                                             &key,
                                             &VersionVector::new(),
                                             Some(value.clone()),
-                                            1 << 20,
+                                            ringkv_shared::Limits::default().write_cap(),
                                         )
                                         .await
                                         .expect("put");

@@ -88,7 +88,7 @@ async fn a_partition_that_moves_away_and_back_does_not_bring_its_deletes_back() 
                 (0..16).all(|p| {
                     second.replicas(p, 3).contains(&n.id())
                         || n.store()
-                            .scan_partition(p, None, 1)
+                            .scan_partition(p, None, 1, usize::MAX)
                             .is_ok_and(|v| v.is_empty())
                 })
             })

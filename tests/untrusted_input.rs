@@ -204,3 +204,40 @@ async fn a_node_enforces_limits_even_when_the_client_does_not() -> Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// `max_siblings` bounds what concurrent writes can pile up on one key: the write that would
+/// leave one sibling too many is refused with an error that says how to resolve, and the
+/// application's resolving write (the read's context) goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_too_many_siblings_refuses_writes_until_resolved() -> Result<()> {
+    let limits = ringkv_shared::Limits {
+        max_siblings: 3,
+        ..Default::default()
+    };
+    let cluster = LocalCluster::builder(3).limits(limits).start().await?;
+    let c = client(&cluster, Mode::Direct).await?;
+    // Blind writes (empty context) are concurrent with each other: each adds a sibling.
+    for i in 0..3 {
+        c.put("hot", format!("v{i}"), &Context::empty()).await?;
+    }
+    let refused = c
+        .put("hot", "one too many", &Context::empty())
+        .await
+        .expect_err("a fourth sibling is refused");
+    let message = refused.to_string();
+    anyhow::ensure!(
+        message.contains("siblings") && message.contains("resolved value"),
+        "{message}"
+    );
+    let read = c.get("hot").await?;
+    anyhow::ensure!(read.values.len() == 3, "{:?}", read.values);
+    c.put("hot", "merged", &read.context).await?;
+    let after = c.get("hot").await?;
+    anyhow::ensure!(
+        after.values == vec![Bytes::from_static(b"merged")],
+        "{:?}",
+        after.values
+    );
+    cluster.shutdown().await;
+    Ok(())
+}

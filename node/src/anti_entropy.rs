@@ -84,15 +84,12 @@ pub(crate) fn read_many(state: &NodeState, mut keys: Vec<Bytes>) -> Response {
         }
         match state.store.get(p, &key) {
             Ok(Some(o)) => {
-                size += key.len() + o.value_bytes() + 32 * (1 + o.siblings().len());
-                if size > budget {
-                    return Response::Error(ringkv_shared::ReplyError::InvalidInput {
-                        reason: format!(
-                            "the objects asked for exceed a reply frame ({} bytes); ask for fewer keys",
-                            state.limits.max_frame_bytes
-                        ),
-                    });
+                let object_size = key.len() + o.value_bytes() + 32 * (1 + o.siblings().len());
+                if !out.is_empty() && size + object_size > budget {
+                    // The rest would not fit one reply: the caller asks again next round.
+                    break;
                 }
+                size += object_size;
                 out.push((key, o))
             }
             Ok(None) => {}
@@ -120,6 +117,12 @@ pub(crate) async fn write_many(
             .await
         {
             Ok((_, changed)) => repaired += u64::from(changed),
+            // A key whose merge would exceed the merge cap keeps this replica's copy (counted
+            // and logged by the store); the rest of the batch still merges.
+            Err(
+                crate::storage::StorageError::ObjectTooLarge { .. }
+                | crate::storage::StorageError::TooManySiblings { .. },
+            ) => {}
             Err(e) => return Response::Error(state.storage_error(e)),
         }
     }
@@ -261,7 +264,15 @@ pub(crate) async fn exchange(
                 other => return Err(WorkerError::unexpected(peer.id, &other)),
             };
             for (key, object) in objects {
-                let (_, changed) = state.store.merge_reporting(p, &key, &object).await?;
+                let changed = match state.store.merge_reporting(p, &key, &object).await {
+                    Ok((_, changed)) => changed,
+                    // Past the merge cap: this copy stays (counted and logged by the store).
+                    Err(
+                        crate::storage::StorageError::ObjectTooLarge { .. }
+                        | crate::storage::StorageError::TooManySiblings { .. },
+                    ) => false,
+                    Err(e) => return Err(e.into()),
+                };
                 if changed {
                     Metrics::add(&state.metrics.ae_keys_repaired, 1);
                 }
@@ -280,12 +291,27 @@ pub(crate) async fn exchange(
             .cloned()
             .chain(only_mine)
             .collect();
-        for chunk in push.chunks(BATCH) {
-            let mut items = Vec::with_capacity(chunk.len());
-            for key in chunk {
-                if let Ok(Some(o)) = state.store.get(p, key) {
-                    items.push((key.clone(), o));
+        // Batches of at most BATCH keys and `Limits::batch_bytes` of objects (at least one
+        // object each; every stored object fits a frame).
+        let max_bytes = state.limits.batch_bytes();
+        let mut keys = push.iter().peekable();
+        while keys.peek().is_some() {
+            let (mut items, mut bytes) = (Vec::new(), 0usize);
+            while let Some(key) = keys.peek() {
+                let Ok(Some(o)) = state.store.get(p, key) else {
+                    keys.next();
+                    continue;
+                };
+                let size = key.len() + o.value_bytes() + 32 * (1 + o.siblings().len());
+                if !items.is_empty() && (items.len() >= BATCH || bytes + size > max_bytes) {
+                    break;
                 }
+                bytes += size;
+                items.push(((*key).clone(), o));
+                keys.next();
+            }
+            if items.is_empty() {
+                break;
             }
             report.pushed += items.len();
             let request = Request::WriteMany {

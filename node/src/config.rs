@@ -541,6 +541,7 @@ impl NodeConfig {
             cache_bytes: self.storage.cache_mb << 20,
             group_commit_gather: Duration::from_micros(self.storage.group_commit_gather_us),
             simulated_disk: false,
+            merge_cap: self.limits.merge_cap(),
         }
     }
 }

@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub(crate) hints_pending: Gauge,
     pub(crate) tombstones_pending: Gauge,
     pub(crate) fsyncs: Gauge,
+    pub(crate) merges_refused: Gauge,
     pub(crate) certificate_expiry: Gauge,
 }
 
@@ -72,6 +73,7 @@ impl Default for Metrics {
             hints_pending: Gauge::default(),
             tombstones_pending: Gauge::default(),
             fsyncs: Gauge::default(),
+            merges_refused: Gauge::default(),
             certificate_expiry: Gauge::default(),
             registry: Registry::default(),
         };
@@ -145,6 +147,11 @@ impl Default for Metrics {
             "fsyncs",
             "fsyncs run by the group-commit syncer",
             m.fsyncs.clone(),
+        );
+        registry.register(
+            "merges_refused",
+            "Merges refused since start because the object would exceed the merge cap (bytes or siblings): such a key needs resolving by the application",
+            m.merges_refused.clone(),
         );
         Metrics { registry, ..m }
     }

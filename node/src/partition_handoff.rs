@@ -160,10 +160,12 @@ async fn send(
                 reason: "the transition changed".into(),
             });
         }
-        let items =
-            state
-                .store
-                .scan_partition(transfer.partition, cursor.as_deref(), batch_keys)?;
+        let items = state.store.scan_partition(
+            transfer.partition,
+            cursor.as_deref(),
+            batch_keys,
+            state.limits.batch_bytes(),
+        )?;
         let Some(last) = items.last().map(|(k, _)| k.clone()) else {
             state.store.meta_put(&name, &[])?;
             return Ok(());

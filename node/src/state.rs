@@ -63,6 +63,7 @@ impl NodeState {
     pub(crate) fn storage_error(&self, e: crate::storage::StorageError) -> ReplyError {
         match e {
             crate::storage::StorageError::ObjectTooLarge { .. }
+            | crate::storage::StorageError::TooManySiblings { .. }
             | crate::storage::StorageError::Version { .. } => ReplyError::InvalidInput {
                 reason: e.to_string(),
             },

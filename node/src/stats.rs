@@ -13,7 +13,9 @@ pub(crate) fn sample_gauges(state: &NodeState) {
         .set(clamp(state.store.hints_pending().unwrap_or(0)));
     m.tombstones_pending
         .set(clamp(state.store.tombstone_count().unwrap_or(0)));
-    m.fsyncs.set(clamp(state.store.stats().fsyncs));
+    let store = state.store.stats();
+    m.fsyncs.set(clamp(store.fsyncs));
+    m.merges_refused.set(clamp(store.merges_refused));
 }
 
 /// Current counters of this node.

@@ -21,6 +21,10 @@ pub struct Limits {
     /// Largest stored object (all siblings together), in bytes. A write that would grow an
     /// object past it is refused with `InvalidInput`; resolve the siblings first. Default 8 MiB.
     pub max_object_bytes: usize,
+    /// Most siblings a coordinated write may leave an object with. A write that would leave
+    /// more is refused with `InvalidInput`: read the key and write back one resolved value
+    /// with its context. Default 100.
+    pub max_siblings: usize,
     /// Largest frame on the wire, in bytes. Must exceed `max_object_bytes` plus framing.
     /// Default 16 MiB.
     pub max_frame_bytes: usize,
@@ -42,6 +46,7 @@ impl Default for Limits {
             max_key_bytes: 1024,
             max_value_bytes: 1 << 20,
             max_object_bytes: 8 << 20,
+            max_siblings: 100,
             max_frame_bytes: 16 << 20,
             max_streams_per_connection: 1024,
             max_connection_buffer_bytes: 32 << 20,
@@ -50,7 +55,50 @@ impl Default for Limits {
     }
 }
 
+/// The most one stored object may become: encoded bytes and siblings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectCap {
+    /// Encoded bytes, all siblings together.
+    pub bytes: usize,
+    /// Siblings.
+    pub siblings: usize,
+}
+
+/// How many times `max_siblings` a merge may leave (see [`Limits::merge_cap`]).
+pub const MERGE_SIBLINGS_FACTOR: usize = 16;
+
 impl Limits {
+    /// What a coordinated write may leave: `max_object_bytes` and `max_siblings`.
+    pub fn write_cap(&self) -> ObjectCap {
+        ObjectCap {
+            bytes: self.max_object_bytes,
+            siblings: self.max_siblings,
+        }
+    }
+
+    /// What a merge may leave (replication, hints, handoff, anti-entropy, read repair): more
+    /// than a write, since two replicas' copies within [`Limits::write_cap`] can merge to more,
+    /// but never an object that no longer fits one frame with its key. So every stored object
+    /// can always be read, replicated and repaired, and one that a merge would grow past this
+    /// is refused and keeps its stored copy.
+    pub fn merge_cap(&self) -> ObjectCap {
+        ObjectCap {
+            bytes: self
+                .max_frame_bytes
+                .saturating_sub(self.max_key_bytes + 4096),
+            siblings: self
+                .max_siblings
+                .saturating_mul(MERGE_SIBLINGS_FACTOR)
+                .min(crate::object::MAX_DECODED_SIBLINGS),
+        }
+    }
+
+    /// Object bytes one batch (a handoff batch, an anti-entropy push) carries: half a frame.
+    /// A batch holds at least one object, and every stored object fits a frame.
+    pub fn batch_bytes(&self) -> usize {
+        self.max_frame_bytes / 2
+    }
+
     /// Checks a key and (for writes) a value against the limits.
     pub fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         if key.is_empty() {
@@ -82,6 +130,14 @@ impl Limits {
         }
         if self.max_object_bytes < self.max_value_bytes {
             return Err("max_object_bytes must be at least max_value_bytes".into());
+        }
+        if self.max_siblings == 0
+            || self.max_siblings > crate::object::MAX_DECODED_SIBLINGS / MERGE_SIBLINGS_FACTOR
+        {
+            return Err(format!(
+                "max_siblings must be between 1 and {}",
+                crate::object::MAX_DECODED_SIBLINGS / MERGE_SIBLINGS_FACTOR
+            ));
         }
         if self.max_frame_bytes < self.max_object_bytes + self.max_key_bytes + 4096 {
             return Err(

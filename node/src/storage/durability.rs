@@ -179,6 +179,7 @@ impl GroupCommit {
             writes: self.shared.written.load(Ordering::Relaxed),
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed)
                 + self.disk.as_ref().map_or(0, |d| d.fsyncs()),
+            merges_refused: 0,
         }
     }
 

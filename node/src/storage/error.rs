@@ -51,6 +51,16 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
+    /// A write or merge would leave the object with more siblings than the limit.
+    #[error(
+        "object would have {count} siblings, the limit is {max}; read the key and write back one resolved value with its context"
+    )]
+    TooManySiblings {
+        /// The siblings it would have.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A write cannot be stamped: the coordinator's counter for the key is exhausted.
     #[error("cannot stamp a write of key {key:?}: {reason}")]
     Version {

@@ -80,6 +80,8 @@ pub struct StoreStats {
     pub writes: u64,
     /// fsyncs run by the syncer (under `sync`, writes per fsync is the group-commit factor).
     pub fsyncs: u64,
+    /// Merges refused because the object would exceed the merge cap (see `Limits::merge_cap`).
+    pub merges_refused: u64,
 }
 
 /// Options for [`Store::open`].
@@ -101,6 +103,9 @@ pub struct StoreOptions {
     /// thread), and every change is logged until a simulated fsync covers it, so that
     /// [`Store::simulate_crash`] can undo what a power cut would lose.
     pub simulated_disk: bool,
+    /// The most a merge may leave an object with (`Limits::merge_cap`); a merge past it is
+    /// refused and the stored copy kept.
+    pub merge_cap: ringkv_shared::limits::ObjectCap,
 }
 
 impl Default for StoreOptions {
@@ -112,6 +117,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             group_commit_gather: DEFAULT_GROUP_COMMIT_GATHER,
             simulated_disk: false,
+            merge_cap: ringkv_shared::Limits::default().merge_cap(),
         }
     }
 }
@@ -138,6 +144,9 @@ pub struct Store {
     /// The simulated disk's unsynced tail (`None` on a real disk).
     disk: Option<std::sync::Arc<unsynced::Unsynced>>,
     path: PathBuf,
+    merge_cap: ringkv_shared::limits::ObjectCap,
+    /// Merges refused because the result would exceed `merge_cap`.
+    merges_refused: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {

@@ -4,6 +4,7 @@
 use super::read_merge_write::{Target, merge_into, read_object};
 use super::{StorageError, Store, Ticket, keys};
 use bytes::Bytes;
+use ringkv_shared::limits::ObjectCap;
 use ringkv_shared::{Object, PartitionId, VersionVector};
 
 impl Store {
@@ -45,17 +46,17 @@ impl Store {
 
     /// Applies a client write coordinated here: drops siblings covered by `context`, stamps
     /// `value` (or a tombstone) with this node's next dot, and returns the new object once it is
-    /// as durable as the policy requires. Refused if the result would exceed `max_object_bytes`.
+    /// as durable as the policy requires. Refused if the result would exceed `cap`
+    /// (`Limits::write_cap`: bytes and siblings).
     pub async fn update(
         &self,
         partition: PartitionId,
         key: &[u8],
         context: &VersionVector,
         value: Option<Bytes>,
-        max_object_bytes: usize,
+        cap: ObjectCap,
     ) -> Result<Object, StorageError> {
-        let (object, ticket) =
-            self.update_staged(partition, key, context, value, max_object_bytes)?;
+        let (object, ticket) = self.update_staged(partition, key, context, value, cap)?;
         self.durable(ticket).await?;
         Ok(object)
     }
@@ -71,22 +72,21 @@ impl Store {
         key: &[u8],
         context: &VersionVector,
         value: Option<Bytes>,
-        max_object_bytes: usize,
+        cap: ObjectCap,
     ) -> Result<(Object, Ticket), StorageError> {
         let actor = self.actor;
         let at = Target::object(partition, key);
-        let (object, _, ticket) =
-            self.stage(&self.objects, &at, Some(max_object_bytes), |current| {
-                // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
-                // and stamping without them could reuse one.
-                let mut obj = current?.unwrap_or_default();
-                obj.update(context, value, actor)
-                    .map_err(|e| StorageError::Version {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(obj)
-            })?;
+        let (object, _, ticket) = self.stage(&self.objects, &at, Some(cap), |current| {
+            // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
+            // and stamping without them could reuse one.
+            let mut obj = current?.unwrap_or_default();
+            obj.update(context, value, actor)
+                .map_err(|e| StorageError::Version {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: e.to_string(),
+                })?;
+            Ok(obj)
+        })?;
         Ok((object, ticket))
     }
 

@@ -146,6 +146,8 @@ impl Store {
             commit,
             disk,
             path: dir.to_owned(),
+            merge_cap: opts.merge_cap,
+            merges_refused: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -156,7 +158,12 @@ impl Store {
 
     /// Counters since the store was opened.
     pub fn stats(&self) -> StoreStats {
-        self.commit.stats()
+        super::StoreStats {
+            merges_refused: self
+                .merges_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..self.commit.stats()
+        }
     }
 
     /// Number of objects stored (approximate; for metrics and tests).

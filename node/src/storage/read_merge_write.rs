@@ -6,6 +6,7 @@ use super::keys::Space;
 use super::{LOCK_STRIPES, StorageError, Store, Ticket, is_tombstone, keys, now_ms};
 use fjall::Keyspace;
 use ringkv_shared::encoding::{decode_object, encode_object};
+use ringkv_shared::limits::ObjectCap;
 use ringkv_shared::{NodeId, Object, PartitionId};
 use tracing::warn;
 
@@ -82,6 +83,23 @@ pub(super) fn decode_stored(
     .transpose()
 }
 
+/// Whether `object`, `size` bytes encoded, is within `cap`.
+fn within(object: &Object, size: usize, cap: ObjectCap) -> Result<(), StorageError> {
+    if object.siblings().len() > cap.siblings {
+        return Err(StorageError::TooManySiblings {
+            count: object.siblings().len(),
+            max: cap.siblings,
+        });
+    }
+    if size > cap.bytes {
+        return Err(StorageError::ObjectTooLarge {
+            size,
+            max: cap.bytes,
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     pub(super) fn lock_for(&self, raw_key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
         let stripe = (ringkv_shared::hash::key_hash(raw_key) as usize) % LOCK_STRIPES;
@@ -92,10 +110,10 @@ impl Store {
         &self,
         keyspace: &Keyspace,
         at: &Target<'_>,
-        max_object_bytes: Option<usize>,
+        cap: Option<ObjectCap>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
     ) -> Result<(Object, bool), StorageError> {
-        let (next, wrote, ticket) = self.stage(keyspace, at, max_object_bytes, f)?;
+        let (next, wrote, ticket) = self.stage(keyspace, at, cap, f)?;
         self.durable(ticket).await?;
         Ok((next, wrote))
     }
@@ -104,11 +122,17 @@ impl Store {
     /// stripe lock; returns what to wait for before acknowledging. An unchanged object may
     /// equal a write still waiting for its fsync, so it gets a ticket covering everything
     /// committed so far.
+    ///
+    /// The result is checked against `cap` (a coordinated write's, `Limits::write_cap`) or,
+    /// for a merge (`None`), the store's merge cap; past it nothing is written, the stored
+    /// copy stays, and a refused merge is counted ([`StoreStats::merges_refused`]).
+    ///
+    /// [`StoreStats::merges_refused`]: super::StoreStats::merges_refused
     pub(super) fn stage(
         &self,
         keyspace: &Keyspace,
         at: &Target<'_>,
-        max_object_bytes: Option<usize>,
+        cap: Option<ObjectCap>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
     ) -> Result<(Object, bool, Ticket), StorageError> {
         let storage_key = &at.raw;
@@ -125,13 +149,13 @@ impl Store {
                 (next, false)
             } else {
                 let encoded = encode_object(&next);
-                if let Some(max) = max_object_bytes
-                    && encoded.len() > max
-                {
-                    return Err(StorageError::ObjectTooLarge {
-                        size: encoded.len(),
-                        max,
-                    });
+                if let Err(e) = within(&next, encoded.len(), cap.unwrap_or(self.merge_cap)) {
+                    if cap.is_none() {
+                        self.merges_refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        warn!(partition = at.partition, key = %String::from_utf8_lossy(at.key), error = %e, "refused a merge: the key needs resolving by the application");
+                    }
+                    return Err(e);
                 }
                 let new_hash = at
                     .in_tree

@@ -98,14 +98,26 @@ mod tests {
             let p = i % 2;
             let value = Some(Bytes::from(format!("v{i}")));
             store
-                .update(p, key.as_bytes(), &none, value, 1 << 20)
+                .update(
+                    p,
+                    key.as_bytes(),
+                    &none,
+                    value,
+                    ringkv_shared::Limits::default().write_cap(),
+                )
                 .await
                 .unwrap();
         }
         // A tombstone in the partition that goes.
         let obj = store.get(0, b"k0").unwrap().unwrap();
         store
-            .update(0, b"k0", obj.clock(), None, 1 << 20)
+            .update(
+                0,
+                b"k0",
+                obj.clock(),
+                None,
+                ringkv_shared::Limits::default().write_cap(),
+            )
             .await
             .unwrap();
         assert_eq!(store.tombstone_count().unwrap(), 1);
@@ -116,7 +128,12 @@ mod tests {
         assert_eq!(store.retire_partition(0).unwrap(), 1250);
         store.sync_retirements().unwrap();
         assert!(store.is_retired(0).unwrap());
-        assert!(store.scan_partition(0, None, 10).unwrap().is_empty());
+        assert!(
+            store
+                .scan_partition(0, None, 10, usize::MAX)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             store.tree_roots(&[0])[0],
             0,
@@ -128,13 +145,25 @@ mod tests {
             kept_root,
             "other partitions untouched"
         );
-        assert_eq!(store.scan_partition(1, None, 2000).unwrap().len(), 1250);
+        assert_eq!(
+            store
+                .scan_partition(1, None, 2000, usize::MAX)
+                .unwrap()
+                .len(),
+            1250
+        );
         assert_eq!(store.retire_partition(0).unwrap(), 0, "idempotent");
 
         // What arrives afterwards (a handoff giving the partition back) is kept, and survives
         // a restart: the mark says the copy is trustworthy.
         store
-            .update(0, b"new", &none, Some(Bytes::from_static(b"n")), 1 << 20)
+            .update(
+                0,
+                b"new",
+                &none,
+                Some(Bytes::from_static(b"n")),
+                ringkv_shared::Limits::default().write_cap(),
+            )
             .await
             .unwrap();
         store.close().unwrap();

@@ -2,6 +2,7 @@
 
 use super::*;
 use bytes::Bytes;
+use ringkv_shared::limits::ObjectCap;
 use ringkv_shared::{NodeId, Object, VersionVector};
 use std::sync::Arc;
 
@@ -20,9 +21,15 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
     // One write at a time: each fsync covers one write, so none waits the (huge) gather.
     tokio::time::timeout(Duration::from_secs(30), async {
         for i in 0..4u8 {
-            s.update(0, &[i], &VersionVector::new(), val("v"), 1 << 20)
-                .await
-                .unwrap();
+            s.update(
+                0,
+                &[i],
+                &VersionVector::new(),
+                val("v"),
+                ringkv_shared::Limits::default().write_cap(),
+            )
+            .await
+            .unwrap();
         }
     })
     .await
@@ -43,9 +50,15 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
     };
     let s = Arc::new(Store::open(dir.path(), NodeId(1), &opts).unwrap());
     let stage = |k: u8| {
-        s.update_staged(0, &[k], &VersionVector::new(), val("v"), 1 << 20)
-            .unwrap()
-            .1
+        s.update_staged(
+            0,
+            &[k],
+            &VersionVector::new(),
+            val("v"),
+            ringkv_shared::Limits::default().write_cap(),
+        )
+        .unwrap()
+        .1
     };
     let (t1, t2) = (stage(1), stage(2));
     s.durable(t1).await.unwrap();
@@ -76,7 +89,13 @@ async fn update_merge_get_and_reopen() {
     let actor = {
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
         let o = s
-            .update(3, b"k", &VersionVector::new(), val("v1"), 1 << 20)
+            .update(
+                3,
+                b"k",
+                &VersionVector::new(),
+                val("v1"),
+                ringkv_shared::Limits::default().write_cap(),
+            )
             .await
             .unwrap();
         assert_eq!(o.values().count(), 1);
@@ -109,9 +128,15 @@ async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
     };
     let first = {
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-        s.update(0, b"k", &VersionVector::new(), val("v"), 1 << 20)
-            .await
-            .unwrap();
+        s.update(
+            0,
+            b"k",
+            &VersionVector::new(),
+            val("v"),
+            ringkv_shared::Limits::default().write_cap(),
+        )
+        .await
+        .unwrap();
         s.db.persist(fjall::PersistMode::SyncAll).unwrap();
         s.actor()
         // Dropped without close(): a crash.
@@ -155,12 +180,115 @@ async fn oversized_objects_are_refused_and_nothing_is_stored() {
             b"k",
             &VersionVector::new(),
             Some(Bytes::from(vec![0u8; 200])),
-            100,
+            ObjectCap {
+                bytes: 100,
+                siblings: 10,
+            },
         )
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::ObjectTooLarge { .. }), "{err}");
     assert_eq!(s.get(0, b"k").unwrap(), None);
+}
+
+/// Siblings are bounded on every path that stores an object: a coordinated write may not
+/// leave more than `write_cap` (a write that resolves them always may), a merge not more than
+/// the merge cap; a refused merge keeps the stored copy and is counted.
+#[tokio::test]
+async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let merge_cap = ObjectCap {
+        bytes: 1 << 20,
+        siblings: 4,
+    };
+    let opts = StoreOptions {
+        merge_cap,
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+    let write_cap = ObjectCap {
+        bytes: 1 << 20,
+        siblings: 2,
+    };
+    let none = VersionVector::new();
+    s.update(0, b"k", &none, val("a"), write_cap).await.unwrap();
+    s.update(0, b"k", &none, val("b"), write_cap).await.unwrap();
+    let err = s
+        .update(0, b"k", &none, val("c"), write_cap)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::TooManySiblings { count: 3, max: 2 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("resolved value"), "{err}");
+    assert_eq!(s.get(0, b"k").unwrap().unwrap().siblings().len(), 2);
+
+    // Other replicas' concurrent siblings merge in up to the merge cap, not past it.
+    let concurrent = |actor: u64, n: u64| {
+        let mut o = Object::new();
+        for i in 0..n {
+            let mut w = Object::new();
+            w.update(
+                &none,
+                val(&format!("r{actor}-{i}")),
+                ringkv_shared::ActorId(actor + i),
+            )
+            .unwrap();
+            o.merge(&w);
+        }
+        o
+    };
+    s.merge(0, b"k", &concurrent(100, 2)).await.unwrap();
+    assert_eq!(s.get(0, b"k").unwrap().unwrap().siblings().len(), 4);
+    let before = s.get(0, b"k").unwrap();
+    let err = s.merge(0, b"k", &concurrent(200, 1)).await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::TooManySiblings { count: 5, max: 4 }),
+        "{err}"
+    );
+    assert_eq!(s.get(0, b"k").unwrap(), before, "the stored copy stays");
+    assert_eq!(s.stats().merges_refused, 1);
+
+    // The application resolves: a write with the read's context leaves one sibling, though
+    // the object held more than a write may leave.
+    let read = before.unwrap();
+    let resolved = s
+        .update(0, b"k", read.clock(), val("resolved"), write_cap)
+        .await
+        .unwrap();
+    assert_eq!(resolved.siblings().len(), 1);
+    // Now the merge that was refused fits.
+    s.merge(0, b"k", &concurrent(200, 1)).await.unwrap();
+    assert_eq!(s.get(0, b"k").unwrap().unwrap().siblings().len(), 2);
+}
+
+/// A partition scan stops at its byte budget but always returns at least one object, so a
+/// handoff of large objects moves in frames that fit, one object at a time if need be.
+#[tokio::test]
+async fn partition_scans_are_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    let cap = ringkv_shared::Limits::default().write_cap();
+    for i in 0..10u8 {
+        let big = Some(Bytes::from(vec![i; 10_000]));
+        s.update(0, &[i], &VersionVector::new(), big, cap)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.scan_partition(0, None, 256, usize::MAX).unwrap().len(),
+        10
+    );
+    assert_eq!(s.scan_partition(0, None, 256, 35_000).unwrap().len(), 3);
+    assert_eq!(
+        s.scan_partition(0, None, 256, 1).unwrap().len(),
+        1,
+        "at least one"
+    );
+    let rest = s.scan_partition(0, Some(&[8]), 256, 1).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(&rest[0].0[..], &[9]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +305,7 @@ async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
                 &i.to_be_bytes(),
                 &VersionVector::new(),
                 val("x"),
-                1 << 20,
+                ringkv_shared::Limits::default().write_cap(),
             )
             .await
         }));
@@ -243,7 +371,13 @@ async fn unchanged_merge_is_not_rewritten() {
     )
     .unwrap();
     let o = s
-        .update(0, b"k", &VersionVector::new(), val("v"), 1 << 20)
+        .update(
+            0,
+            b"k",
+            &VersionVector::new(),
+            val("v"),
+            ringkv_shared::Limits::default().write_cap(),
+        )
         .await
         .unwrap();
     let seqno = s.db.seqno();
@@ -279,11 +413,25 @@ async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succee
     let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
     let none = VersionVector::new();
     s.commit.fail_next_fsyncs(2);
-    s.update(0, b"before", &none, val("v"), 1 << 20)
-        .await
-        .unwrap();
+    s.update(
+        0,
+        b"before",
+        &none,
+        val("v"),
+        ringkv_shared::Limits::default().write_cap(),
+    )
+    .await
+    .unwrap();
     within_5s("the fsync failed", || s.commit.healthy().is_err()).await;
-    let refused = s.update(0, b"during", &none, val("v"), 1 << 20).await;
+    let refused = s
+        .update(
+            0,
+            b"during",
+            &none,
+            val("v"),
+            ringkv_shared::Limits::default().write_cap(),
+        )
+        .await;
     assert!(
         matches!(refused, Err(StorageError::Sync { .. })),
         "{refused:?}"
@@ -294,9 +442,15 @@ async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succee
     );
     // The syncer keeps trying every interval; the third fsync succeeds.
     within_5s("an fsync succeeded again", || s.commit.healthy().is_ok()).await;
-    s.update(0, b"after", &none, val("v"), 1 << 20)
-        .await
-        .unwrap();
+    s.update(
+        0,
+        b"after",
+        &none,
+        val("v"),
+        ringkv_shared::Limits::default().write_cap(),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -305,12 +459,28 @@ async fn under_sync_a_failed_fsync_fails_the_write_and_poisons_the_store() {
     let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
     let none = VersionVector::new();
     s.commit.fail_next_fsyncs(1);
-    let failed = s.update(0, b"k", &none, val("v"), 1 << 20).await;
+    let failed = s
+        .update(
+            0,
+            b"k",
+            &none,
+            val("v"),
+            ringkv_shared::Limits::default().write_cap(),
+        )
+        .await;
     assert!(
         matches!(failed, Err(StorageError::Sync { .. })),
         "{failed:?}"
     );
-    let refused = s.update(0, b"k2", &none, val("v"), 1 << 20).await;
+    let refused = s
+        .update(
+            0,
+            b"k2",
+            &none,
+            val("v"),
+            ringkv_shared::Limits::default().write_cap(),
+        )
+        .await;
     assert!(
         matches!(refused, Err(StorageError::Sync { .. })),
         "{refused:?}"

@@ -10,7 +10,8 @@ use std::ops::Bound;
 use tracing::warn;
 
 impl Store {
-    /// Up to `limit` objects of `partition` in key order, starting after `after` (from the
+    /// Up to `limit` objects of `partition`, and no more than `max_bytes` of them encoded
+    /// (but always at least one), in key order, starting after `after` (from the
     /// start if `None`). Objects that fail their checksum are skipped and reported: the other
     /// old replicas send their copies, and anti-entropy repairs the rest.
     pub fn scan_partition(
@@ -18,6 +19,7 @@ impl Store {
         partition: PartitionId,
         after: Option<&[u8]>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(Bytes, Object)>, StorageError> {
         let start = match after {
             Some(k) => Bound::Excluded(keys::object_key(partition, k)),
@@ -28,6 +30,7 @@ impl Store {
             None => Bound::Unbounded,
         };
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for guard in self.objects.range((start, end)) {
             if out.len() >= limit {
                 break;
@@ -36,6 +39,11 @@ impl Store {
             let Some((_, key)) = keys::split_object_key(&raw_key) else {
                 continue;
             };
+            let size = key.len() + raw.len();
+            if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
             match decode_stored(Some(&raw), partition, key) {
                 Ok(Some(object)) => out.push((Bytes::copy_from_slice(key), object)),
                 Ok(None) => {}
