@@ -241,3 +241,54 @@ async fn a_key_with_too_many_siblings_refuses_writes_until_resolved() -> Result<
     cluster.shutdown().await;
     Ok(())
 }
+
+/// A peer that opens connections without end is refused past `max_connections_per_ip`,
+/// before any handshake; the connections it holds keep working, and a place freed by closing
+/// one is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused_and_places_come_back() -> Result<()> {
+    let limits = ringkv_shared::Limits {
+        max_connections_per_ip: 3,
+        ..Default::default()
+    };
+    let cluster = LocalCluster::builder(1).limits(limits).start().await?;
+    let (addr, tls) = (cluster.addrs()[0], cluster.client_tls());
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(RawConn::open(addr, &tls).await?);
+    }
+    let over = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        RawConn::open(addr, &tls),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the refusal never came"))?;
+    anyhow::ensure!(
+        over.is_err(),
+        "a fourth connection from one address was accepted"
+    );
+    for conn in &held {
+        let reply = conn.request(&Request::Ping).await?;
+        anyhow::ensure!(
+            matches!(reply.body, Response::Pong { .. }),
+            "{:?}",
+            reply.body
+        );
+    }
+    let closed = held.pop().expect("three held");
+    closed.conn.close(0u32.into(), b"done");
+    closed.endpoint.wait_idle().await;
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "a freed place taken again",
+        || async {
+            match RawConn::open(addr, &tls).await {
+                Ok(conn) => conn.request(&Request::Ping).await.is_ok(),
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
+    cluster.shutdown().await;
+    Ok(())
+}

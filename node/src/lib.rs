@@ -20,6 +20,7 @@
 //! The request path, top down (`docs/ARCHITECTURE.md` walks a get and a put through it):
 //!
 //! - `server` — the QUIC accept loop and per-stream framing.
+//! - `connection_slots` — caps on open connections, per node and per IP address.
 //! - `dispatch` — admission against the limits, then one request to its handler.
 //! - `router` — router mode: a whole quorum read or write coordinated here for a client that
 //!   does not track the ring.
@@ -74,6 +75,7 @@ pub use background::WorkerError;
 pub mod certs;
 mod cluster_view;
 pub mod config;
+mod connection_slots;
 mod coordinator;
 mod dispatch;
 #[cfg(feature = "testing")]

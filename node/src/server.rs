@@ -5,6 +5,7 @@
 //! an error reply (and the stream closed); the connection and the node carry on. A peer that
 //! opens a stream and sends nothing is cut off after [`REQUEST_READ_TIMEOUT`].
 
+use crate::connection_slots::ConnectionSlots;
 use crate::dispatch;
 use crate::state::NodeState;
 use ringkv_net::quic::{MemoryBudget, StreamError, read_frame_within, write_frame};
@@ -33,15 +34,29 @@ pub(crate) async fn accept_loop(
     let mut conns = JoinSet::new();
     // What every connection's requests may hold together while read and served.
     let node_budget = MemoryBudget::new(state.limits.max_node_buffer_bytes);
+    let slots = ConnectionSlots::new(
+        state.limits.max_connections,
+        state.limits.max_connections_per_ip,
+    );
     loop {
         let stop = shutdown.clone();
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let state = state.clone();
                 let from = incoming.remote_address();
+                // Before the handshake: a refusal costs one packet.
+                let slot = match slots.take(from.ip()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        warn!(peer = %from, %refusal, "connection refused");
+                        incoming.refuse();
+                        continue;
+                    }
+                };
+                let state = state.clone();
                 let budget = node_budget.clone();
                 conns.spawn(async move {
+                    let _slot = slot;
                     match incoming.await {
                         Ok(conn) => serve_connection(state, conn, budget, stop).await,
                         // Includes TLS failures: a peer without a CA-signed certificate.

@@ -35,7 +35,14 @@ pub struct Limits {
     /// waits (QUIC flow control then stops its sender). Default 32 MiB; at least
     /// `max_frame_bytes`.
     pub max_connection_buffer_bytes: usize,
-    /// The same, for all connections of a node together. Default 256 MiB; at least
+    /// Open connections a node accepts in total; more are refused before their handshake.
+    /// Default 4096.
+    pub max_connections: usize,
+    /// Open connections a node accepts from one IP address (a client process keeps one per
+    /// node; every node keeps one to each other). Default 256.
+    pub max_connections_per_ip: usize,
+    /// Request bytes all connections of a node may hold together while their frames are read
+    /// and served (as `max_connection_buffer_bytes`, node-wide). Default 256 MiB; at least
     /// `max_connection_buffer_bytes`.
     pub max_node_buffer_bytes: usize,
 }
@@ -51,6 +58,8 @@ impl Default for Limits {
             max_streams_per_connection: 1024,
             max_connection_buffer_bytes: 32 << 20,
             max_node_buffer_bytes: 256 << 20,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -146,6 +155,9 @@ impl Limits {
         }
         if self.max_frame_bytes > u32::MAX as usize {
             return Err("max_frame_bytes must fit in 32 bits".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err("max_connections and max_connections_per_ip must be positive".into());
         }
         if self.max_streams_per_connection == 0 {
             return Err("max_streams_per_connection must be positive".into());
