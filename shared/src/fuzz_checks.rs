@@ -43,7 +43,8 @@ fn check_object(data: &[u8]) {
 }
 
 /// Any bytes as a persisted view (or, with a leading 0, a gossip request body): an accepted
-/// view merges into a real one commutatively and idempotently.
+/// view merges into a real one commutatively and idempotently, and the node's checked merge
+/// ([`View::merge_checked`]) is idempotent and takes no ring it cannot verify.
 pub fn gossip(data: &[u8]) {
     let decoded = match data.split_first() {
         Some((0, body)) => match frame::decode_body::<Request>(body) {
@@ -74,6 +75,21 @@ pub fn gossip(data: &[u8]) {
     assert_eq!(a, b, "merge is commutative");
     let mut c = a.clone();
     assert!(!c.merge(&theirs), "merge is idempotent");
+    // The node's path: only what it can verify of the view is merged; whatever is refused,
+    // merging the same view again changes nothing more.
+    for me in [NodeId(1), NodeId(9)] {
+        let mut checked = mine.clone();
+        let _ = checked.merge_checked(&theirs, me, 3);
+        let once = checked.clone();
+        let _ = checked.merge_checked(&theirs, me, 3);
+        assert_eq!(checked, once, "a checked merge is idempotent");
+        assert!(
+            checked.ring == mine.ring
+                || checked.ring == theirs.ring
+                    && crate::planner::is_planned_step(&mine.ring, &theirs.ring, 3),
+            "a checked merge takes no ring it cannot verify"
+        );
+    }
     if let Some(t) = &a.transition {
         let _ = t.remaining(&a.ring);
     }

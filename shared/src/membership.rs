@@ -470,9 +470,15 @@ impl View {
         if let (Some(mine), Some(record)) = (self.members.get(&me), theirs.members.get_mut(&me))
             && record.addr != mine.addr
         {
-            about_me = true;
-            record.addr = mine.addr;
-            record.version = record.version.max(mine.version).saturating_add(1);
+            if record.wins_over(mine) {
+                // Their record would win: keep its status, put this node's address back, one
+                // version higher so that the correction spreads back to every node.
+                about_me = true;
+                record.addr = mine.addr;
+                record.version = record.version.saturating_add(1);
+            } else {
+                *record = mine.clone();
+            }
         }
         if about_me {
             refused.push(Unverified::AboutMe);
