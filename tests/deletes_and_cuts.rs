@@ -75,6 +75,7 @@ async fn a_delete_stays_deleted_when_a_replica_returns_with_the_old_value() -> R
         // Longer than the tests' 3 s request deadline: no copy of a write can still be in
         // flight when the tombstone is reaped.
         tombstone_grace_ms: 3500,
+        allow_short_tombstone_grace: true,
         reap_interval_ms: 100,
         ..BackgroundConfig::default()
     };
@@ -115,6 +116,7 @@ async fn a_late_hint_with_the_old_value_does_not_bring_a_deleted_key_back() -> R
         // Longer than the tests' 3 s request deadline: no copy of a write can still be in
         // flight when the tombstone is reaped.
         tombstone_grace_ms: 3500,
+        allow_short_tombstone_grace: true,
         reap_interval_ms: 100,
         ..BackgroundConfig::default()
     };
@@ -160,6 +162,7 @@ async fn a_late_hint_with_the_old_value_does_not_bring_a_deleted_key_back() -> R
 async fn a_tombstone_is_not_reaped_while_a_replica_is_down() -> Result<()> {
     let background = BackgroundConfig {
         tombstone_grace_ms: 0,
+        allow_short_tombstone_grace: true,
         reap_interval_ms: 50,
         ..BackgroundConfig::default()
     };

@@ -49,6 +49,7 @@ fn background() -> BackgroundConfig {
         gossip_interval_ms: 100,
         handoff_batch_keys: 32,
         tombstone_grace_ms: 0,
+        allow_short_tombstone_grace: true,
         // Reaps and hint rounds run when the test says so.
         reap_interval_ms: 3_600_000,
         hint_interval_ms: 3_600_000,

@@ -156,8 +156,13 @@ pub struct BackgroundConfig {
     /// only once every replica holds it and no node holds a hint for the key). Must exceed the
     /// longest request deadline in use: a coordinator keeps sending a write's copies to slow
     /// replicas until its deadline, and a copy of an old value landing after the reap would
-    /// bring the key back. Nodes cap deadlines at 60 s; the default grace is a day.
+    /// bring the key back. Nodes cap deadlines at 60 s, and a grace under twice that is
+    /// refused unless `allow_short_tombstone_grace` is set; the default grace is a day.
     pub tombstone_grace_ms: u64,
+    /// Accept a `tombstone_grace_ms` under twice the request-deadline cap. Only for tests and
+    /// simulations that reap within seconds and keep their own deadlines shorter than the
+    /// grace; in production a late copy of an old value could bring a reaped delete back.
+    pub allow_short_tombstone_grace: bool,
     /// How often tombstones are considered for reaping, in milliseconds.
     pub reap_interval_ms: u64,
     /// How often the node gossips its cluster view with a random peer, in milliseconds.
@@ -185,6 +190,17 @@ impl BackgroundConfig {
                 return Err(invalid(field, "must be positive"));
             }
         }
+        let floor = 2 * u64::from(ringkv_shared::proto::MAX_TIMEOUT_MS);
+        if self.tombstone_grace_ms < floor && !self.allow_short_tombstone_grace {
+            return Err(invalid(
+                "background.tombstone_grace_ms",
+                format!(
+                    "is {} ms, at least {floor} ms needed (twice the {} ms request-deadline cap): a copy of an old value that lands after a short grace brings a reaped delete back (`allow_short_tombstone_grace = true` is for tests)",
+                    self.tombstone_grace_ms,
+                    ringkv_shared::proto::MAX_TIMEOUT_MS
+                ),
+            ));
+        }
         let most = ringkv_shared::limits::MAX_KEYS_PER_BATCH;
         if !(1..=most).contains(&self.handoff_batch_keys) {
             return Err(invalid(
@@ -205,6 +221,7 @@ impl Default for BackgroundConfig {
             ae_interval_ms: 1000,
             ae_max_keys_per_round: 2000,
             tombstone_grace_ms: 24 * 3600 * 1000,
+            allow_short_tombstone_grace: false,
             reap_interval_ms: 10_000,
             gossip_interval_ms: 1000,
             handoff_batch_keys: 256,
@@ -588,6 +605,24 @@ addr = "127.0.0.1:7001"
         let e =
             NodeConfig::parse(&(base() + "[storage]\ndurability = \"fast\"\n"), "t").unwrap_err();
         assert!(e.to_string().contains("durability"), "{e}");
+    }
+
+    #[test]
+    fn a_tombstone_grace_shorter_than_twice_the_deadline_cap_is_refused() {
+        let with = |extra: &str| {
+            NodeConfig::parse(&(base() + "[background]\n" + extra), "t")
+                .unwrap()
+                .validate_settings()
+        };
+        let e = with("tombstone_grace_ms = 60000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("background.tombstone_grace_ms") && e.contains("120000"),
+            "{e}"
+        );
+        assert!(with("tombstone_grace_ms = 120000\n").is_ok());
+        assert!(with("tombstone_grace_ms = 0\nallow_short_tombstone_grace = true\n").is_ok());
     }
 
     #[test]

@@ -168,6 +168,8 @@ impl SimCluster {
                 gossip_interval_ms: 250,
                 reap_interval_ms: 2_000,
                 tombstone_grace_ms: scenario.tombstone_grace_ms,
+                // The scenario keeps its own rule: grace above every client deadline.
+                allow_short_tombstone_grace: true,
                 ..BackgroundConfig::default()
             },
             router: Default::default(),

@@ -120,7 +120,7 @@ pub struct FaultCluster {
 
 /// Background settings that let faults heal within a test's time.
 pub const FAST_BACKGROUND: &str = "[background]\nhint_interval_ms = 200\nae_interval_ms = 300\n\
-     gossip_interval_ms = 250\nreap_interval_ms = 500\n";
+     gossip_interval_ms = 250\nreap_interval_ms = 500\nallow_short_tombstone_grace = true\n";
 
 impl FaultCluster {
     /// Starts `nodes` nodes (on 127.0.0.2, ... under nftables).
