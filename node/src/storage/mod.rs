@@ -73,6 +73,12 @@ pub const STORAGE_FORMAT: u8 = 1;
 
 const LOCK_STRIPES: usize = 1024;
 
+/// A coordinated write's default cap, for the storage tests.
+#[cfg(test)]
+pub(crate) fn test_cap() -> ringkv_shared::limits::ObjectCap {
+    ringkv_shared::Limits::default().write_cap()
+}
+
 /// Storage counters, for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {

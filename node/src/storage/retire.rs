@@ -98,26 +98,14 @@ mod tests {
             let p = i % 2;
             let value = Some(Bytes::from(format!("v{i}")));
             store
-                .update(
-                    p,
-                    key.as_bytes(),
-                    &none,
-                    value,
-                    ringkv_shared::Limits::default().write_cap(),
-                )
+                .update(p, key.as_bytes(), &none, value, crate::storage::test_cap())
                 .await
                 .unwrap();
         }
         // A tombstone in the partition that goes.
         let obj = store.get(0, b"k0").unwrap().unwrap();
         store
-            .update(
-                0,
-                b"k0",
-                obj.clock(),
-                None,
-                ringkv_shared::Limits::default().write_cap(),
-            )
+            .update(0, b"k0", obj.clock(), None, crate::storage::test_cap())
             .await
             .unwrap();
         assert_eq!(store.tombstone_count().unwrap(), 1);
@@ -162,7 +150,7 @@ mod tests {
                 b"new",
                 &none,
                 Some(Bytes::from_static(b"n")),
-                ringkv_shared::Limits::default().write_cap(),
+                crate::storage::test_cap(),
             )
             .await
             .unwrap();

@@ -26,7 +26,7 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
                 &[i],
                 &VersionVector::new(),
                 val("v"),
-                ringkv_shared::Limits::default().write_cap(),
+                crate::storage::test_cap(),
             )
             .await
             .unwrap();
@@ -55,7 +55,7 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
             &[k],
             &VersionVector::new(),
             val("v"),
-            ringkv_shared::Limits::default().write_cap(),
+            crate::storage::test_cap(),
         )
         .unwrap()
         .1
@@ -94,7 +94,7 @@ async fn update_merge_get_and_reopen() {
                 b"k",
                 &VersionVector::new(),
                 val("v1"),
-                ringkv_shared::Limits::default().write_cap(),
+                crate::storage::test_cap(),
             )
             .await
             .unwrap();
@@ -133,7 +133,7 @@ async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
             b"k",
             &VersionVector::new(),
             val("v"),
-            ringkv_shared::Limits::default().write_cap(),
+            crate::storage::test_cap(),
         )
         .await
         .unwrap();
@@ -269,7 +269,7 @@ async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy(
 async fn partition_scans_are_bounded_by_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
-    let cap = ringkv_shared::Limits::default().write_cap();
+    let cap = crate::storage::test_cap();
     for i in 0..10u8 {
         let big = Some(Bytes::from(vec![i; 10_000]));
         s.update(0, &[i], &VersionVector::new(), big, cap)
@@ -305,7 +305,7 @@ async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
                 &i.to_be_bytes(),
                 &VersionVector::new(),
                 val("x"),
-                ringkv_shared::Limits::default().write_cap(),
+                crate::storage::test_cap(),
             )
             .await
         }));
@@ -376,7 +376,7 @@ async fn unchanged_merge_is_not_rewritten() {
             b"k",
             &VersionVector::new(),
             val("v"),
-            ringkv_shared::Limits::default().write_cap(),
+            crate::storage::test_cap(),
         )
         .await
         .unwrap();
@@ -413,24 +413,12 @@ async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succee
     let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
     let none = VersionVector::new();
     s.commit.fail_next_fsyncs(2);
-    s.update(
-        0,
-        b"before",
-        &none,
-        val("v"),
-        ringkv_shared::Limits::default().write_cap(),
-    )
-    .await
-    .unwrap();
+    s.update(0, b"before", &none, val("v"), crate::storage::test_cap())
+        .await
+        .unwrap();
     within_5s("the fsync failed", || s.commit.healthy().is_err()).await;
     let refused = s
-        .update(
-            0,
-            b"during",
-            &none,
-            val("v"),
-            ringkv_shared::Limits::default().write_cap(),
-        )
+        .update(0, b"during", &none, val("v"), crate::storage::test_cap())
         .await;
     assert!(
         matches!(refused, Err(StorageError::Sync { .. })),
@@ -442,15 +430,9 @@ async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succee
     );
     // The syncer keeps trying every interval; the third fsync succeeds.
     within_5s("an fsync succeeded again", || s.commit.healthy().is_ok()).await;
-    s.update(
-        0,
-        b"after",
-        &none,
-        val("v"),
-        ringkv_shared::Limits::default().write_cap(),
-    )
-    .await
-    .unwrap();
+    s.update(0, b"after", &none, val("v"), crate::storage::test_cap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -460,26 +442,14 @@ async fn under_sync_a_failed_fsync_fails_the_write_and_poisons_the_store() {
     let none = VersionVector::new();
     s.commit.fail_next_fsyncs(1);
     let failed = s
-        .update(
-            0,
-            b"k",
-            &none,
-            val("v"),
-            ringkv_shared::Limits::default().write_cap(),
-        )
+        .update(0, b"k", &none, val("v"), crate::storage::test_cap())
         .await;
     assert!(
         matches!(failed, Err(StorageError::Sync { .. })),
         "{failed:?}"
     );
     let refused = s
-        .update(
-            0,
-            b"k2",
-            &none,
-            val("v"),
-            ringkv_shared::Limits::default().write_cap(),
-        )
+        .update(0, b"k2", &none, val("v"), crate::storage::test_cap())
         .await;
     assert!(
         matches!(refused, Err(StorageError::Sync { .. })),
