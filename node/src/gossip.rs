@@ -5,6 +5,7 @@
 //! transitions and completes them when this node is the claimant.
 
 use crate::background::every;
+use crate::ring_vouches::Vouch;
 use crate::state::NodeState;
 use ringkv_net::transport::{Transport, TransportError};
 use ringkv_shared::membership::{ForeignCluster, Status, Unverified, View};
@@ -12,7 +13,6 @@ use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::roles::Role;
 use ringkv_shared::{Member, ReplyError};
 use ringkv_shared::{NodeId, Ring};
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,56 +131,31 @@ fn merge_from_peer(
     Ok(())
 }
 
-/// A ring this node could not verify and the members of that ring that sent it.
-pub(crate) struct Vouches {
-    ring: Ring,
-    by: BTreeSet<NodeId>,
-}
-
-/// Counts `sender` for `ring`, a ring this node could not verify, and takes the ring once
-/// two of its members other than this node sent it (all of them, if it has fewer): one
-/// forging node cannot move this node to a ring of its own making. Only the highest such
-/// ring is tracked.
+/// Counts `sender` for `ring`, a ring this node could not verify (see `ring_vouches`), and
+/// takes the ring once enough of its members sent it.
 fn vouch(state: &NodeState, ring: Ring, sender: Option<NodeId>) {
-    let Some(sender) = sender.filter(|s| *s != state.id && ring.member(*s).is_some()) else {
-        debug!(
-            epoch = ring.epoch(),
-            "an unverified ring from a sender that is not its member"
-        );
-        return;
-    };
-    let mut vouches = state.ring_vouches.lock().unwrap_or_else(|p| p.into_inner());
-    let same = vouches.as_ref().is_some_and(|v| v.ring == ring);
-    let higher = vouches
-        .as_ref()
-        .is_none_or(|v| ring.epoch() > v.ring.epoch());
-    if !same && !higher {
-        return;
-    }
-    if !same {
-        *vouches = Some(Vouches {
-            ring: ring.clone(),
-            by: BTreeSet::new(),
-        });
-    }
-    let Some(v) = vouches.as_mut() else { return };
-    v.by.insert(sender);
-    let others = ring.members().filter(|m| m.id != state.id).count();
-    let needed = others.min(2);
-    if v.by.len() < needed {
-        info!(epoch = ring.epoch(), vouched = ?v.by, "a ring this node cannot verify; waiting for another member to send it");
-        return;
-    }
-    let ring = v.ring.clone();
-    let by = std::mem::take(&mut v.by);
-    *vouches = None;
-    drop(vouches);
-    if state.update_view(|view| view.adopt_ring(&ring)) {
-        info!(
-            epoch = ring.epoch(),
-            ?by,
-            "took a ring this node could not verify: members vouched for it"
-        );
+    let epoch = ring.epoch();
+    let decided = state
+        .ring_vouches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .vouch(state.id, ring, sender);
+    match decided {
+        Vouch::NotCounted | Vouch::Superseded => {
+            debug!(epoch, ?sender, "an unverified ring not counted")
+        }
+        Vouch::Waiting { by } => {
+            info!(epoch, vouched = ?by, "a ring this node cannot verify; waiting for another member to send it")
+        }
+        Vouch::Take { ring, by } => {
+            if state.update_view(|view| view.adopt_ring(&ring)) {
+                info!(
+                    epoch,
+                    ?by,
+                    "took a ring this node could not verify: members vouched for it"
+                );
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@
 //!
 //! - `server` — the QUIC accept loop and per-stream framing.
 //! - `connection_slots` — caps on open connections, per node and per IP address.
+//! - `ring_vouches` — rings a node cannot verify alone, taken once two members sent them.
 //! - `dispatch` — admission against the limits, then one request to its handler.
 //! - `router` — router mode: a whole quorum read or write coordinated here for a client that
 //!   does not track the ring.
@@ -90,6 +91,7 @@ mod node_transport;
 mod partition_handoff;
 mod reaper;
 mod replica;
+mod ring_vouches;
 mod router;
 mod server;
 mod state;

@@ -285,7 +285,7 @@ fn node_state(
         view: std::sync::Mutex::new(view),
         seeds: config.seeds.clone(),
         noticed_transition: std::sync::atomic::AtomicU64::new(0),
-        ring_vouches: std::sync::Mutex::new(None),
+        ring_vouches: std::sync::Mutex::default(),
         gossip_rounds: std::sync::atomic::AtomicU64::new(0),
         sending: std::sync::Mutex::new(Default::default()),
         in_flight: Default::default(),

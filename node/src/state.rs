@@ -31,7 +31,7 @@ pub(crate) struct NodeState {
     pub(crate) noticed_transition: std::sync::atomic::AtomicU64,
     /// A ring gossip brought that this node could not verify, and the members that sent it
     /// (see `gossip::vouch`).
-    pub(crate) ring_vouches: std::sync::Mutex<Option<crate::gossip::Vouches>>,
+    pub(crate) ring_vouches: std::sync::Mutex<crate::ring_vouches::RingVouches>,
     /// This node's outgoing handoff transfers under way.
     pub(crate) sending: std::sync::Mutex<
         std::collections::BTreeMap<
