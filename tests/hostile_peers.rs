@@ -421,6 +421,60 @@ async fn streams_that_declare_huge_frames_and_send_nothing_pin_no_memory() -> Re
     Ok(())
 }
 
+/// A reader that asks for large replies and never reads them does not pin the node's memory:
+/// past `REPLY_WRITE_TIMEOUT` the node resets those streams (freeing the replies) though the
+/// connection stays open, and counts them; normal clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_nobody_reads_are_reset_after_the_write_deadline() -> Result<()> {
+    let cluster = RealCluster::start(3, "")?;
+    let client = cluster.client().await?;
+    let value = Bytes::from(vec![7u8; 512 << 10]);
+    let w3 = CallOptions::default().quorum(3);
+    client
+        .put_with("big", value.clone(), &Context::empty(), w3)
+        .await?;
+    let app = cluster.tls_for(&Role::Client, "slow-reader")?;
+    let conn = RawConn::open_slow_reader(cluster.addrs[0], &app).await?;
+    let frame = ringkv_shared::frame::encode(
+        &Request::Read {
+            key: Bytes::from_static(b"big"),
+        },
+        1 << 20,
+    )?;
+    let before = cluster.stats(0).await?.slow_readers_reset;
+    let mut unread = Vec::new();
+    for _ in 0..200 {
+        let (mut send, recv) = conn.conn.open_bi().await?;
+        send.write_all(&frame).await?;
+        let _ = send.finish();
+        unread.push((send, recv));
+    }
+    // 100 MiB of replies cannot all pass the connection's flow-control window: most of them
+    // wait on the node until the deadline resets them.
+    let deadline =
+        std::time::Instant::now() + ringkv_node::REPLY_WRITE_TIMEOUT + Duration::from_secs(20);
+    let reset = loop {
+        let reset = cluster.stats(0).await?.slow_readers_reset - before;
+        if reset >= 100 {
+            break reset;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("only {reset} of 200 unread replies were reset past the write deadline");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("{reset} of 200 unread 512 KiB replies reset past the write deadline");
+    let read = client.get_with("big", w3).await?;
+    assert_eq!(
+        read.values,
+        vec![value],
+        "normal clients are served meanwhile"
+    );
+    drop(unread);
+    drop(conn);
+    Ok(())
+}
+
 /// When the certificate node `addr` presents to a new connection expires.
 async fn served_expiry(
     addr: std::net::SocketAddr,

@@ -105,3 +105,4 @@ pub use config::NodeConfig;
 #[cfg(feature = "sim")]
 pub use node::StoreProbe;
 pub use node::{Node, NodeError, NodeHandle};
+pub use server::{REPLY_WRITE_TIMEOUT, REQUEST_READ_TIMEOUT};

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub(crate) ae_bytes_sent: Counter,
     pub(crate) ae_bytes_received: Counter,
     pub(crate) tombstones_reaped: Counter,
+    pub(crate) slow_readers_reset: Counter,
     pub(crate) objects: Gauge,
     pub(crate) hints_pending: Gauge,
     pub(crate) tombstones_pending: Gauge,
@@ -69,6 +70,7 @@ impl Default for Metrics {
             ae_bytes_sent: Counter::default(),
             ae_bytes_received: Counter::default(),
             tombstones_reaped: Counter::default(),
+            slow_readers_reset: Counter::default(),
             objects: Gauge::default(),
             hints_pending: Gauge::default(),
             tombstones_pending: Gauge::default(),
@@ -131,6 +133,11 @@ impl Default for Metrics {
             "tombstones_reaped",
             "Tombstones removed for good",
             m.tombstones_reaped.clone(),
+        );
+        registry.register(
+            "slow_readers_reset",
+            "Streams reset because the peer did not take its reply within the write deadline",
+            m.slow_readers_reset.clone(),
         );
         registry.register("objects", "Objects stored (approximate)", m.objects.clone());
         registry.register(

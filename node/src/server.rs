@@ -142,6 +142,7 @@ async fn serve_stream(
         tokio::time::timeout(REPLY_WRITE_TIMEOUT, write_frame(&mut send, &reply, max)).await;
     let Ok(written) = written else {
         debug!("the peer did not read its reply in time; resetting the stream");
+        crate::metrics::Metrics::add(&state.metrics.slow_readers_reset, 1);
         let _ = send.reset(0u32.into());
         return;
     };

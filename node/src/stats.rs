@@ -37,5 +37,6 @@ pub(crate) fn collect(state: &NodeState) -> NodeStats {
         tombstones_reaped: Metrics::get(&m.tombstones_reaped),
         tombstones_pending: state.store.tombstone_count().unwrap_or(u64::MAX),
         requests: m.requests_total(),
+        slow_readers_reset: Metrics::get(&m.slow_readers_reset),
     }
 }

@@ -479,6 +479,10 @@ pub struct NodeStats {
     pub tombstones_pending: u64,
     /// Requests served, all operations together (load balance across nodes).
     pub requests: u64,
+    /// Streams reset because the peer did not take its reply within the write deadline (a
+    /// slow or hostile reader; the reply's memory is freed).
+    #[serde(default)]
+    pub slow_readers_reset: u64,
 }
 
 /// The envelope of every reply: the answering node's ring epoch and the body. A client that

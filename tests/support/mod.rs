@@ -42,6 +42,23 @@ impl RawConn {
         Ok(Self { endpoint, conn })
     }
 
+    /// A connection that advertises small receive windows (64 KiB per stream, 1 MiB in all),
+    /// so that replies it does not read stay on the node: a slow reader.
+    pub async fn open_slow_reader(addr: SocketAddr, tls: &TlsIdentity) -> Result<Self> {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let mut config = client_config(tls, &Limits::default())?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .stream_receive_window(quinn::VarInt::from_u32(64 << 10))
+            .receive_window(quinn::VarInt::from_u32(1 << 20));
+        config.transport_config(std::sync::Arc::new(transport));
+        endpoint.set_default_client_config(config);
+        let conn = endpoint
+            .connect(addr, ringkv_net::quic::SERVER_NAME)?
+            .await?;
+        Ok(Self { endpoint, conn })
+    }
+
     /// Sends raw bytes on a new stream; returns the reply frame, or `None` if the node reset
     /// or closed the stream without one.
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<Option<Reply>> {
