@@ -29,21 +29,17 @@ const BATCH: usize = 128;
 
 // ---- serving ---------------------------------------------------------------------------
 
-/// Refuses a request made by another ring than this node's.
-fn same_ring(state: &NodeState, theirs: u64) -> Result<(), Response> {
+/// The refusal of a request made by another ring than this node's, if it was.
+fn other_ring(state: &NodeState, theirs: u64) -> Option<Response> {
     let mine = state.ring.load().epoch();
-    if theirs == mine {
-        Ok(())
-    } else {
-        Err(Response::Error(ringkv_shared::ReplyError::StaleRing {
-            theirs,
-            mine,
-        }))
-    }
+    (theirs != mine).then_some(Response::Error(ringkv_shared::ReplyError::StaleRing {
+        theirs,
+        mine,
+    }))
 }
 
 pub(crate) fn roots(state: &NodeState, epoch: u64, partitions: Vec<u32>) -> Response {
-    if let Err(refused) = same_ring(state, epoch) {
+    if let Some(refused) = other_ring(state, epoch) {
         return refused;
     }
     let q = state.ring.load().partition_count();
@@ -105,7 +101,7 @@ pub(crate) async fn write_many(
     epoch: u64,
     items: Vec<(Bytes, Object)>,
 ) -> Response {
-    if let Err(refused) = same_ring(state, epoch) {
+    if let Some(refused) = other_ring(state, epoch) {
         return refused;
     }
     let ring = state.ring.load_full();
