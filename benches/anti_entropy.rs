@@ -142,7 +142,6 @@ async fn main() -> Result<()> {
                         k.as_bytes(),
                         o.clock(),
                         Some(Bytes::from(vec![9u8; VALUE])),
-                        ringkv_shared::Limits::default().write_cap(),
                     )
                     .await?;
             }

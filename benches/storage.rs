@@ -68,7 +68,6 @@ fn puts(c: &mut Criterion) {
                                             &key,
                                             &VersionVector::new(),
                                             Some(value.clone()),
-                                            ringkv_shared::Limits::default().write_cap(),
                                         )
                                         .await
                                         .expect("put");

@@ -131,7 +131,6 @@ async fn one_percent_divergence_costs_a_small_multiple_of_one_percent_of_the_dat
                 k.as_bytes(),
                 current.clock(),
                 Some(Bytes::from(vec![9u8; 1024])),
-                ringkv_shared::Limits::default().write_cap(),
             )
             .await?;
     }

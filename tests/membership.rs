@@ -13,6 +13,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::{admin, client, eventually, settled, stage_join};
 
+/// A cluster of `nodes` that gossips every 200 ms, so views settle within a test.
+async fn gossiping_fast(nodes: usize) -> Result<LocalCluster> {
+    let background = ringkv_node::config::BackgroundConfig {
+        gossip_interval_ms: 200,
+        ..Default::default()
+    };
+    Ok(LocalCluster::builder(nodes)
+        .background(background)
+        .start()
+        .await?)
+}
+
 /// Writes `w-0`, `w-1`, ... with W=2 until `stop`, recording each acknowledged key; any error
 /// is returned (the application must see none during a ring change).
 async fn writer(c: Client, stop: Arc<AtomicBool>) -> Result<Vec<String>> {
@@ -267,14 +279,7 @@ async fn operator_mistakes_are_refused_and_change_nothing() -> Result<()> {
 /// finds the cluster again through its seeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_cached_nodes_are_all_gone_goes_back_to_its_seeds() -> Result<()> {
-    let background = ringkv_node::config::BackgroundConfig {
-        gossip_interval_ms: 200,
-        ..Default::default()
-    };
-    let mut cluster = LocalCluster::builder(3)
-        .background(background)
-        .start()
-        .await?;
+    let mut cluster = gossiping_fast(3).await?;
     let writer = client(&cluster, Mode::Direct).await?;
     for i in 0..100 {
         writer
@@ -377,14 +382,7 @@ async fn two_clusters_sharing_a_ca_never_merge() -> Result<()> {
 /// away) on its own; it takes it once two of that ring's members sent it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_founder_takes_the_ring_its_peers_vouch_for() -> Result<()> {
-    let background = ringkv_node::config::BackgroundConfig {
-        gossip_interval_ms: 200,
-        ..Default::default()
-    };
-    let mut cluster = LocalCluster::builder(3)
-        .background(background)
-        .start()
-        .await?;
+    let mut cluster = gossiping_fast(3).await?;
     for epoch in [2, 3] {
         let joiner = cluster.add_node().await?;
         stage_join(&cluster, joiner).await?;

@@ -80,7 +80,7 @@ pub(crate) fn read_many(state: &NodeState, mut keys: Vec<Bytes>) -> Response {
         }
         match state.store.get(p, &key) {
             Ok(Some(o)) => {
-                let object_size = key.len() + o.value_bytes() + 32 * (1 + o.siblings().len());
+                let object_size = framed_size(&key, &o);
                 if !out.is_empty() && size + object_size > budget {
                     // The rest would not fit one reply: the caller asks again next round.
                     break;
@@ -124,6 +124,12 @@ pub(crate) async fn write_many(
     }
     Metrics::add(&state.metrics.ae_keys_repaired, repaired);
     Response::Written
+}
+
+/// About what `key` and `object` take in a frame: the bytes, and a few dozen per sibling for
+/// its dot and clock entry. Batches and replies are cut by it.
+fn framed_size(key: &[u8], object: &Object) -> usize {
+    key.len() + object.value_bytes() + 32 * (1 + object.siblings().len())
 }
 
 fn invalid(reason: String) -> Response {
@@ -298,7 +304,7 @@ pub(crate) async fn exchange(
                     keys.next();
                     continue;
                 };
-                let size = key.len() + o.value_bytes() + 32 * (1 + o.siblings().len());
+                let size = framed_size(key, &o);
                 if !items.is_empty() && (items.len() >= BATCH || bytes + size > max_bytes) {
                     break;
                 }

@@ -55,14 +55,10 @@ pub(crate) async fn put(
     // node's fsync; the write is acknowledged only when both this node's fsync and W-1 other
     // copies are done (a crash before the fsync acknowledged nothing, and the next incarnation
     // gets a new actor, so the dot cannot be reused).
-    let (object, ticket) =
-        match state
-            .store
-            .update_staged(partition, &key, &context, value, state.limits.write_cap())
-        {
-            Ok(staged) => staged,
-            Err(e) => return Response::Error(state.storage_error(e)),
-        };
+    let (object, ticket) = match state.store.update_staged(partition, &key, &context, value) {
+        Ok(staged) => staged,
+        Err(e) => return Response::Error(state.storage_error(e)),
+    };
     let clock = object.clock().clone();
     let (keeper, hint_key, hint_object) = (state.clone(), key.clone(), object.clone());
     let on_settled = move |unplaced: Vec<NodeId>| {

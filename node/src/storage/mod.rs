@@ -73,12 +73,6 @@ pub const STORAGE_FORMAT: u8 = 1;
 
 const LOCK_STRIPES: usize = 1024;
 
-/// A coordinated write's default cap, for the storage tests.
-#[cfg(test)]
-pub(crate) fn test_cap() -> ringkv_shared::limits::ObjectCap {
-    ringkv_shared::Limits::default().write_cap()
-}
-
 /// Storage counters, for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -109,6 +103,8 @@ pub struct StoreOptions {
     /// thread), and every change is logged until a simulated fsync covers it, so that
     /// [`Store::simulate_crash`] can undo what a power cut would lose.
     pub simulated_disk: bool,
+    /// The most a coordinated write may leave an object with (`Limits::write_cap`).
+    pub write_cap: ringkv_shared::limits::ObjectCap,
     /// The most a merge may leave an object with (`Limits::merge_cap`); a merge past it is
     /// refused and the stored copy kept.
     pub merge_cap: ringkv_shared::limits::ObjectCap,
@@ -123,6 +119,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             group_commit_gather: DEFAULT_GROUP_COMMIT_GATHER,
             simulated_disk: false,
+            write_cap: ringkv_shared::Limits::default().write_cap(),
             merge_cap: ringkv_shared::Limits::default().merge_cap(),
         }
     }
@@ -150,6 +147,7 @@ pub struct Store {
     /// The simulated disk's unsynced tail (`None` on a real disk).
     disk: Option<std::sync::Arc<unsynced::Unsynced>>,
     path: PathBuf,
+    write_cap: ringkv_shared::limits::ObjectCap,
     merge_cap: ringkv_shared::limits::ObjectCap,
     /// Merges refused because the result would exceed `merge_cap`.
     merges_refused: std::sync::atomic::AtomicU64,

@@ -4,7 +4,6 @@
 use super::read_merge_write::{Target, merge_into, read_object};
 use super::{StorageError, Store, Ticket, keys};
 use bytes::Bytes;
-use ringkv_shared::limits::ObjectCap;
 use ringkv_shared::{Object, PartitionId, VersionVector};
 
 impl Store {
@@ -46,17 +45,16 @@ impl Store {
 
     /// Applies a client write coordinated here: drops siblings covered by `context`, stamps
     /// `value` (or a tombstone) with this node's next dot, and returns the new object once it is
-    /// as durable as the policy requires. Refused if the result would exceed `cap`
-    /// (`Limits::write_cap`: bytes and siblings).
+    /// as durable as the policy requires. Refused if the result would exceed the store's write
+    /// cap (`Limits::write_cap`: bytes and siblings).
     pub async fn update(
         &self,
         partition: PartitionId,
         key: &[u8],
         context: &VersionVector,
         value: Option<Bytes>,
-        cap: ObjectCap,
     ) -> Result<Object, StorageError> {
-        let (object, ticket) = self.update_staged(partition, key, context, value, cap)?;
+        let (object, ticket) = self.update_staged(partition, key, context, value)?;
         self.durable(ticket).await?;
         Ok(object)
     }
@@ -72,21 +70,21 @@ impl Store {
         key: &[u8],
         context: &VersionVector,
         value: Option<Bytes>,
-        cap: ObjectCap,
     ) -> Result<(Object, Ticket), StorageError> {
         let actor = self.actor;
         let at = Target::object(partition, key);
-        let (object, _, ticket) = self.stage(&self.objects, &at, Some(cap), |current| {
-            // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
-            // and stamping without them could reuse one.
-            let mut obj = current?.unwrap_or_default();
-            obj.update(context, value, actor)
-                .map_err(|e| StorageError::Version {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    reason: e.to_string(),
-                })?;
-            Ok(obj)
-        })?;
+        let (object, _, ticket) =
+            self.stage(&self.objects, &at, Some(self.write_cap), |current| {
+                // A corrupt object is not overwritten by a coordinated write: its dots are unknown,
+                // and stamping without them could reuse one.
+                let mut obj = current?.unwrap_or_default();
+                obj.update(context, value, actor)
+                    .map_err(|e| StorageError::Version {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(obj)
+            })?;
         Ok((object, ticket))
     }
 

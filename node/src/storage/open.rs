@@ -146,6 +146,7 @@ impl Store {
             commit,
             disk,
             path: dir.to_owned(),
+            write_cap: opts.write_cap,
             merge_cap: opts.merge_cap,
             merges_refused: std::sync::atomic::AtomicU64::new(0),
         })

@@ -97,17 +97,11 @@ mod tests {
             let key = format!("k{i}");
             let p = i % 2;
             let value = Some(Bytes::from(format!("v{i}")));
-            store
-                .update(p, key.as_bytes(), &none, value, crate::storage::test_cap())
-                .await
-                .unwrap();
+            store.update(p, key.as_bytes(), &none, value).await.unwrap();
         }
         // A tombstone in the partition that goes.
         let obj = store.get(0, b"k0").unwrap().unwrap();
-        store
-            .update(0, b"k0", obj.clock(), None, crate::storage::test_cap())
-            .await
-            .unwrap();
+        store.update(0, b"k0", obj.clock(), None).await.unwrap();
         assert_eq!(store.tombstone_count().unwrap(), 1);
         let kept_root = store.tree_roots(&[1])[0];
         assert_ne!(store.tree_roots(&[0])[0], 0);
@@ -145,13 +139,7 @@ mod tests {
         // What arrives afterwards (a handoff giving the partition back) is kept, and survives
         // a restart: the mark says the copy is trustworthy.
         store
-            .update(
-                0,
-                b"new",
-                &none,
-                Some(Bytes::from_static(b"n")),
-                crate::storage::test_cap(),
-            )
+            .update(0, b"new", &none, Some(Bytes::from_static(b"n")))
             .await
             .unwrap();
         store.close().unwrap();

@@ -21,15 +21,9 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
     // One write at a time: each fsync covers one write, so none waits the (huge) gather.
     tokio::time::timeout(Duration::from_secs(30), async {
         for i in 0..4u8 {
-            s.update(
-                0,
-                &[i],
-                &VersionVector::new(),
-                val("v"),
-                crate::storage::test_cap(),
-            )
-            .await
-            .unwrap();
+            s.update(0, &[i], &VersionVector::new(), val("v"))
+                .await
+                .unwrap();
         }
     })
     .await
@@ -50,15 +44,9 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
     };
     let s = Arc::new(Store::open(dir.path(), NodeId(1), &opts).unwrap());
     let stage = |k: u8| {
-        s.update_staged(
-            0,
-            &[k],
-            &VersionVector::new(),
-            val("v"),
-            crate::storage::test_cap(),
-        )
-        .unwrap()
-        .1
+        s.update_staged(0, &[k], &VersionVector::new(), val("v"))
+            .unwrap()
+            .1
     };
     let (t1, t2) = (stage(1), stage(2));
     s.durable(t1).await.unwrap();
@@ -89,13 +77,7 @@ async fn update_merge_get_and_reopen() {
     let actor = {
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
         let o = s
-            .update(
-                3,
-                b"k",
-                &VersionVector::new(),
-                val("v1"),
-                crate::storage::test_cap(),
-            )
+            .update(3, b"k", &VersionVector::new(), val("v1"))
             .await
             .unwrap();
         assert_eq!(o.values().count(), 1);
@@ -128,15 +110,9 @@ async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
     };
     let first = {
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-        s.update(
-            0,
-            b"k",
-            &VersionVector::new(),
-            val("v"),
-            crate::storage::test_cap(),
-        )
-        .await
-        .unwrap();
+        s.update(0, b"k", &VersionVector::new(), val("v"))
+            .await
+            .unwrap();
         s.db.persist(fjall::PersistMode::SyncAll).unwrap();
         s.actor()
         // Dropped without close(): a crash.
@@ -173,17 +149,20 @@ async fn a_wiped_directory_gets_a_new_actor() {
 #[tokio::test]
 async fn oversized_objects_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
+    let opts = StoreOptions {
+        write_cap: ObjectCap {
+            bytes: 100,
+            siblings: 10,
+        },
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
     let err = s
         .update(
             0,
             b"k",
             &VersionVector::new(),
             Some(Bytes::from(vec![0u8; 200])),
-            ObjectCap {
-                bytes: 100,
-                siblings: 10,
-            },
         )
         .await
         .unwrap_err();
@@ -201,22 +180,20 @@ async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy(
         bytes: 1 << 20,
         siblings: 4,
     };
-    let opts = StoreOptions {
-        merge_cap,
-        ..StoreOptions::default()
-    };
-    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
     let write_cap = ObjectCap {
         bytes: 1 << 20,
         siblings: 2,
     };
+    let opts = StoreOptions {
+        write_cap,
+        merge_cap,
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
     let none = VersionVector::new();
-    s.update(0, b"k", &none, val("a"), write_cap).await.unwrap();
-    s.update(0, b"k", &none, val("b"), write_cap).await.unwrap();
-    let err = s
-        .update(0, b"k", &none, val("c"), write_cap)
-        .await
-        .unwrap_err();
+    s.update(0, b"k", &none, val("a")).await.unwrap();
+    s.update(0, b"k", &none, val("b")).await.unwrap();
+    let err = s.update(0, b"k", &none, val("c")).await.unwrap_err();
     assert!(
         matches!(err, StorageError::TooManySiblings { count: 3, max: 2 }),
         "{err}"
@@ -254,7 +231,7 @@ async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy(
     // the object held more than a write may leave.
     let read = before.unwrap();
     let resolved = s
-        .update(0, b"k", read.clock(), val("resolved"), write_cap)
+        .update(0, b"k", read.clock(), val("resolved"))
         .await
         .unwrap();
     assert_eq!(resolved.siblings().len(), 1);
@@ -269,12 +246,9 @@ async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy(
 async fn partition_scans_are_bounded_by_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
-    let cap = crate::storage::test_cap();
     for i in 0..10u8 {
         let big = Some(Bytes::from(vec![i; 10_000]));
-        s.update(0, &[i], &VersionVector::new(), big, cap)
-            .await
-            .unwrap();
+        s.update(0, &[i], &VersionVector::new(), big).await.unwrap();
     }
     assert_eq!(
         s.scan_partition(0, None, 256, usize::MAX).unwrap().len(),
@@ -300,14 +274,8 @@ async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
     for i in 0..64u32 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.update(
-                0,
-                &i.to_be_bytes(),
-                &VersionVector::new(),
-                val("x"),
-                crate::storage::test_cap(),
-            )
-            .await
+            s.update(0, &i.to_be_bytes(), &VersionVector::new(), val("x"))
+                .await
         }));
     }
     for t in tasks {
@@ -371,13 +339,7 @@ async fn unchanged_merge_is_not_rewritten() {
     )
     .unwrap();
     let o = s
-        .update(
-            0,
-            b"k",
-            &VersionVector::new(),
-            val("v"),
-            crate::storage::test_cap(),
-        )
+        .update(0, b"k", &VersionVector::new(), val("v"))
         .await
         .unwrap();
     let seqno = s.db.seqno();
@@ -413,13 +375,9 @@ async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succee
     let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
     let none = VersionVector::new();
     s.commit.fail_next_fsyncs(2);
-    s.update(0, b"before", &none, val("v"), crate::storage::test_cap())
-        .await
-        .unwrap();
+    s.update(0, b"before", &none, val("v")).await.unwrap();
     within_5s("the fsync failed", || s.commit.healthy().is_err()).await;
-    let refused = s
-        .update(0, b"during", &none, val("v"), crate::storage::test_cap())
-        .await;
+    let refused = s.update(0, b"during", &none, val("v")).await;
     assert!(
         matches!(refused, Err(StorageError::Sync { .. })),
         "{refused:?}"
@@ -430,9 +388,7 @@ async fn under_buffered_writes_are_refused_after_a_failed_fsync_until_one_succee
     );
     // The syncer keeps trying every interval; the third fsync succeeds.
     within_5s("an fsync succeeded again", || s.commit.healthy().is_ok()).await;
-    s.update(0, b"after", &none, val("v"), crate::storage::test_cap())
-        .await
-        .unwrap();
+    s.update(0, b"after", &none, val("v")).await.unwrap();
 }
 
 #[tokio::test]
@@ -441,16 +397,12 @@ async fn under_sync_a_failed_fsync_fails_the_write_and_poisons_the_store() {
     let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
     let none = VersionVector::new();
     s.commit.fail_next_fsyncs(1);
-    let failed = s
-        .update(0, b"k", &none, val("v"), crate::storage::test_cap())
-        .await;
+    let failed = s.update(0, b"k", &none, val("v")).await;
     assert!(
         matches!(failed, Err(StorageError::Sync { .. })),
         "{failed:?}"
     );
-    let refused = s
-        .update(0, b"k2", &none, val("v"), crate::storage::test_cap())
-        .await;
+    let refused = s.update(0, b"k2", &none, val("v")).await;
     assert!(
         matches!(refused, Err(StorageError::Sync { .. })),
         "{refused:?}"

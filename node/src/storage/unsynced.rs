@@ -332,17 +332,14 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let none = VersionVector::new();
             let store = Store::open(dir.path(), NodeId(1), &options(Durability::Sync)).unwrap();
-            let acked = store
-                .update(0, b"acked", &none, value("1"), crate::storage::test_cap())
-                .await
-                .unwrap();
+            let acked = store.update(0, b"acked", &none, value("1")).await.unwrap();
             // Deleted and acknowledged: the tombstone is on the disk too.
             store
-                .update(0, b"acked", acked.clock(), None, crate::storage::test_cap())
+                .update(0, b"acked", acked.clock(), None)
                 .await
                 .unwrap();
             let (_, _ticket) = store
-                .update_staged(0, b"staged", &none, value("2"), crate::storage::test_cap())
+                .update_staged(0, b"staged", &none, value("2"))
                 .unwrap();
             assert!(store.get(0, b"staged").unwrap().is_some());
             let owners = || (1..=3).map(NodeId);
@@ -357,9 +354,7 @@ mod tests {
             let actor = store.actor();
 
             assert_eq!(store.simulate_crash(true).unwrap(), 1);
-            let late = store
-                .update(0, b"late", &none, value("3"), crate::storage::test_cap())
-                .await;
+            let late = store.update(0, b"late", &none, value("3")).await;
             assert!(late.is_err(), "a dead node's store refuses writes");
             drop(store);
 
@@ -385,15 +380,9 @@ mod tests {
             let none = VersionVector::new();
             let opts = options(Durability::Buffered);
             let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-            store
-                .update(0, b"old", &none, value("1"), crate::storage::test_cap())
-                .await
-                .unwrap();
+            store.update(0, b"old", &none, value("1")).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            store
-                .update(0, b"recent", &none, value("2"), crate::storage::test_cap())
-                .await
-                .unwrap();
+            store.update(0, b"recent", &none, value("2")).await.unwrap();
             assert_eq!(store.simulate_crash(true).unwrap(), 1);
             drop(store);
             let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
@@ -411,15 +400,10 @@ mod tests {
             let opts = options(Durability::Sync);
             let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
             let (_, _ticket) = store
-                .update_staged(0, b"staged", &none, value("2"), crate::storage::test_cap())
+                .update_staged(0, b"staged", &none, value("2"))
                 .unwrap();
             assert_eq!(store.simulate_crash(false).unwrap(), 0);
-            assert!(
-                store
-                    .update(0, b"late", &none, value("3"), crate::storage::test_cap())
-                    .await
-                    .is_err()
-            );
+            assert!(store.update(0, b"late", &none, value("3")).await.is_err());
             drop(store);
             let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
             assert!(store.get(0, b"staged").unwrap().is_some());
