@@ -262,7 +262,8 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
 
 /// Views a node certificate's holder forges from the cluster's real view `real`: rings it
 /// cannot have been given (an overflowing epoch, another node's address, every partition
-/// its own), a transition the planner would not make, and another address for node 1.
+/// its own), a transition the planner would not make, another address for node 1, and
+/// acknowledgements of node 3.
 fn forged_views(real: &View, forger: NodeId) -> Vec<(&'static str, View)> {
     let ring = &real.ring;
     let members: Vec<Member> = ring.members().cloned().collect();
@@ -290,6 +291,13 @@ fn forged_views(real: &View, forger: NodeId) -> Vec<(&'static str, View)> {
         done: Default::default(),
         hints_handed_over: Default::default(),
     });
+    // n3 "swept for good" (so no stale copy could be on it, and a tombstone could be
+    // reaped without it) and "saw" a transition far ahead.
+    let mut speaking_for_n3 = real.clone();
+    speaking_for_n3
+        .swept
+        .insert(NodeId(3), ringkv_shared::membership::SWEPT_FOR_GOOD);
+    speaking_for_n3.seen.insert(NodeId(3), u64::MAX);
     let mut readdressed = real.clone();
     if let Some(r) = readdressed.members.get_mut(&NodeId(1)) {
         r.addr = "127.0.0.1:9".parse().expect("address");
@@ -310,13 +318,15 @@ fn forged_views(real: &View, forger: NodeId) -> Vec<(&'static str, View)> {
         ),
         ("a transition the planner would not make", transition),
         ("another address for n1", readdressed),
+        ("n3's acknowledgements", speaking_for_n3),
     ]
 }
 
 /// A node certificate is the most a stolen credential can be: it may gossip. It still cannot
 /// move the ring (no epoch jump, no owner table or address of its choosing, no transition the
 /// planner would not make; one node's word is never enough for a ring a node cannot verify)
-/// and cannot say where another node listens: that node's own record wins back.
+/// and cannot say where another node listens (that node's own record wins back) or what
+/// another node acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_certificate_cannot_move_the_ring_or_speak_for_another_node() -> Result<()> {
     let cluster = RealCluster::start(3, "")?;
@@ -345,6 +355,15 @@ async fn a_node_certificate_cannot_move_the_ring_or_speak_for_another_node() -> 
                         i + 1
                     );
                     assert!(theirs.transition.is_none(), "node {} took {what}", i + 1);
+                    if forger != NodeId(3) {
+                        let forged = Some(&u64::MAX);
+                        assert!(
+                            theirs.swept.get(&NodeId(3)) != forged
+                                && theirs.seen.get(&NodeId(3)) != forged,
+                            "node {} took {what} from {forger}",
+                            i + 1
+                        );
+                    }
                 }
             }
         }
@@ -560,5 +579,47 @@ async fn certificates_reload_on_sighup_and_a_wrong_one_is_refused() -> Result<()
         .get_with("k", CallOptions::default().quorum(3))
         .await?;
     assert_eq!(read.values, vec![Bytes::from_static(b"v")]);
+    Ok(())
+}
+
+/// A node called as one id must hold that id's certificate: a node reached at the address
+/// another member's record names (a forged or stale address) is refused before anything is
+/// sent, so nothing it answers is taken as that member's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_as_another_member_is_refused() -> Result<()> {
+    use ringkv_net::transport::{Transport, TransportError};
+    let cluster = RealCluster::start(3, "")?;
+    let tls = cluster.tls_for(&Role::Node(NodeId(1)), "n1")?;
+    let limits = ringkv_shared::limits::Limits::default();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(ringkv_net::quic::client_config(&tls, &limits)?);
+    let wire = ringkv_net::quic::QuicTransport::new(
+        endpoint,
+        ringkv_net::quic::client_config(&tls, &limits)?,
+        ringkv_net::quic::TransportOptions {
+            connect_timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+    );
+    let n2_addr = cluster.addrs[1];
+    let as_n2 = Member {
+        id: NodeId(2),
+        addr: n2_addr,
+    };
+    let reply = wire.call(&as_n2, Request::Ping).await?;
+    assert_eq!(reply, Response::Pong { node: NodeId(2) });
+    let as_n3 = Member {
+        id: NodeId(3),
+        addr: n2_addr,
+    };
+    match wire.call(&as_n3, Request::Ping).await {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(
+                reason.contains("node n2") && reason.contains("node n3"),
+                "{reason}"
+            );
+        }
+        other => bail!("n2 answered as n3: {other:?}"),
+    }
     Ok(())
 }

@@ -115,7 +115,8 @@ fn merge_from_peer(
 ) -> Result<(), ForeignCluster> {
     let refused = state.update_view(|v| {
         v.same_cluster(theirs)?;
-        Ok(v.merge_checked(theirs, state.id, state.replication).1)
+        Ok(v.merge_checked(theirs, state.id, sender, state.replication)
+            .1)
     })?;
     for part in refused {
         match part {
@@ -206,6 +207,9 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
     }
     let view = state.view();
     let peers = view.gossip_peers(me);
+    if !switched && tell_own_changes(state, &view, &peers).await {
+        return;
+    }
     if switched {
         // Everyone should route by the new ring at once, not after a few rounds; the nodes
         // just removed too, so that they drop their data and report it (`sweep`).
@@ -259,6 +263,32 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
             }
         }
     }
+}
+
+/// Pushes this node's view to every live peer when its own acknowledgements changed since it
+/// last did (and at its first round): peers take a node's acknowledgements only from that
+/// node ([`View::merge_checked`]), so they must not wait for random gossip to bring them.
+/// A peer that is down then learns them from this node's later rounds. Returns whether it
+/// pushed.
+async fn tell_own_changes(state: &Arc<NodeState>, view: &View, peers: &[Member]) -> bool {
+    let own = view.own_acknowledgements(state.id);
+    let changed = {
+        let mut told = state.told_peers.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = *told != Some(own);
+        *told = Some(own);
+        changed
+    };
+    if !changed {
+        return false;
+    }
+    let live: Vec<Member> = peers
+        .iter()
+        .filter(|m| !state.wire.is_down(m.id))
+        .cloned()
+        .collect();
+    debug!(node = %state.id, peers = live.len(), "telling every live peer this node's own acknowledgements");
+    broadcast(state, &live).await;
+    !live.is_empty()
 }
 
 /// Pushes this node's view to every peer at once (after an operator's change or a ring

@@ -285,6 +285,7 @@ fn node_state(
         view: std::sync::Mutex::new(view),
         seeds: config.seeds.clone(),
         noticed_transition: std::sync::atomic::AtomicU64::new(0),
+        told_peers: std::sync::Mutex::new(None),
         ring_vouches: std::sync::Mutex::default(),
         gossip_rounds: std::sync::atomic::AtomicU64::new(0),
         sending: std::sync::Mutex::new(Default::default()),

@@ -29,6 +29,9 @@ pub(crate) struct NodeState {
     pub(crate) gossip_rounds: std::sync::atomic::AtomicU64,
     /// The transition target epoch noticed at the last gossip round (0 if none).
     pub(crate) noticed_transition: std::sync::atomic::AtomicU64,
+    /// This node's own acknowledgements as last told to every peer (`None` before the
+    /// first round): peers take them from no one else (see `gossip::tell_own_changes`).
+    pub(crate) told_peers: std::sync::Mutex<Option<ringkv_shared::membership::OwnAcknowledgements>>,
     /// A ring gossip brought that this node could not verify, and the members that sent it
     /// (see `gossip::vouch`).
     pub(crate) ring_vouches: std::sync::Mutex<crate::ring_vouches::RingVouches>,

@@ -217,6 +217,17 @@ pub enum Unverified {
     AboutMe,
 }
 
+/// A node's own acknowledgements in a view ([`View::own_acknowledgements`]), compared to
+/// know when to tell its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnAcknowledgements {
+    seen: Option<u64>,
+    swept: Option<u64>,
+    transition: Option<u64>,
+    transfers_done: usize,
+    hints_handed_over: bool,
+}
+
 /// A view from another cluster, refused before it is merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -411,13 +422,27 @@ impl View {
     ///   the ring;
     /// - what `other` says about `me`: acknowledgements (`seen`, `swept`, hints handed over)
     ///   only `me` makes, and another address for `me` (this view's record then wins, with a
-    ///   higher version, so that the correct address spreads back).
+    ///   higher version, so that the correct address spreads back);
+    /// - acknowledgements of any node but `sender` (the node whose certificate sent `other`,
+    ///   `None` for an operator or a peer not known yet): `seen`, `swept`, transfers done
+    ///   (made by their sending node) and hints handed over. A node speaks only for itself;
+    ///   a node's own acknowledgements reach every other node directly (a node tells all its
+    ///   peers when one of its own changes), never by hearsay that a stolen certificate could
+    ///   forge to start a handoff early, switch the ring before data moved, or reap a
+    ///   tombstone a replica still needs.
     ///
     /// A node that fell more than a step behind (wiped, or down across a whole change it was
     /// not part of) cannot verify the cluster's ring alone; [`View::adopt_ring`] takes it once
     /// enough members vouch for it (the node's gossip layer counts them).
-    pub fn merge_checked(&mut self, other: &View, me: NodeId, n: u8) -> (bool, Vec<Unverified>) {
+    pub fn merge_checked(
+        &mut self,
+        other: &View,
+        me: NodeId,
+        sender: Option<NodeId>,
+        n: u8,
+    ) -> (bool, Vec<Unverified>) {
         let mut theirs = other.clone();
+        self.keep_only_senders_acknowledgements(&mut theirs, sender);
         let mut refused = Vec::new();
         if ring_wins(&theirs.ring, &self.ring) && !self.can_adopt(&theirs.ring, n) {
             refused.push(Unverified::Ring(Box::new(theirs.ring.clone())));
@@ -484,6 +509,46 @@ impl View {
             refused.push(Unverified::AboutMe);
         }
         (self.merge(&theirs), refused)
+    }
+
+    /// Replaces, in `theirs`, every acknowledgement of a node other than `sender` with this
+    /// view's (see [`View::merge_checked`]).
+    fn keep_only_senders_acknowledgements(&self, theirs: &mut View, sender: Option<NodeId>) {
+        let others = |id: &NodeId| Some(*id) != sender;
+        for (theirs_map, mine_map) in [
+            (&mut theirs.seen, &self.seen),
+            (&mut theirs.swept, &self.swept),
+        ] {
+            theirs_map.retain(|id, _| !others(id));
+            theirs_map.extend(mine_map.iter().filter(|(id, _)| others(id)));
+        }
+        if let Some(t) = &mut theirs.transition {
+            let mine = self
+                .transition
+                .as_ref()
+                .filter(|m| m.target == t.target && m.n == t.n);
+            t.done.retain(|tr| !others(&tr.from));
+            t.hints_handed_over.retain(|id| !others(id));
+            if let Some(m) = mine {
+                t.done.extend(m.done.iter().filter(|tr| others(&tr.from)));
+                t.hints_handed_over
+                    .extend(m.hints_handed_over.iter().filter(|id| others(id)));
+            }
+        }
+    }
+
+    /// What `me` itself has acknowledged in this view: `seen`, `swept`, the transfers it sent
+    /// and whether it handed over its hints. When this changes, `me` tells every peer directly
+    /// (peers take a node's acknowledgements from no one else; see [`View::merge_checked`]).
+    pub fn own_acknowledgements(&self, me: NodeId) -> OwnAcknowledgements {
+        let t = self.transition.as_ref();
+        OwnAcknowledgements {
+            seen: self.seen.get(&me).copied(),
+            swept: self.swept.get(&me).copied(),
+            transition: t.map(|t| t.target.epoch()),
+            transfers_done: t.map_or(0, |t| t.done.iter().filter(|tr| tr.from == me).count()),
+            hints_handed_over: t.is_some_and(|t| t.hints_handed_over.contains(&me)),
+        }
     }
 
     /// Whether this view can take `ring` on its own (see [`View::merge_checked`]).
@@ -1086,7 +1151,7 @@ mod tests {
             forged_ring(2, moved),
         ] {
             let mut v = mine.clone();
-            let (changed, refused) = v.merge_checked(&theirs, me, 3);
+            let (changed, refused) = v.merge_checked(&theirs, me, Some(NodeId(2)), 3);
             assert!(!changed, "{:?}", v.ring);
             assert!(matches!(refused[..], [Unverified::Ring(_)]), "{refused:?}");
             assert_eq!(v.ring, mine.ring);
@@ -1103,10 +1168,10 @@ mod tests {
         let t = fake.transition.as_mut().unwrap();
         t.target = Ring::from_owners(2, list(&t.target), vec![NodeId(4); 64]).unwrap();
         let mut v = joined.clone();
-        let (_, refused) = v.merge_checked(&fake, me, 3);
+        let (_, refused) = v.merge_checked(&fake, me, Some(NodeId(2)), 3);
         assert_eq!(refused, vec![Unverified::Transition { epoch: 2 }]);
         assert_eq!(v.transition, None);
-        let (_, refused) = v.merge_checked(&real, me, 3);
+        let (_, refused) = v.merge_checked(&real, me, Some(NodeId(2)), 3);
         assert!(refused.is_empty(), "{refused:?}");
         assert_eq!(v.transition, real.transition);
         // The ring that transition leads to is taken, as is a planned step from one's own ring
@@ -1115,7 +1180,7 @@ mod tests {
         done.ring = real.transition.clone().unwrap().target;
         done.transition = None;
         for mut v in [v.clone(), joined.clone()] {
-            let (_, refused) = v.merge_checked(&done, me, 3);
+            let (_, refused) = v.merge_checked(&done, me, Some(NodeId(2)), 3);
             assert!(refused.is_empty(), "{refused:?}");
             assert_eq!(v.ring, done.ring);
         }
@@ -1132,7 +1197,7 @@ mod tests {
         record.addr = SocketAddr::from(([10, 6, 6, 6], 7001));
         record.version = 40;
         let mut v = real.clone();
-        let (_, refused) = v.merge_checked(&lies, me, 3);
+        let (_, refused) = v.merge_checked(&lies, me, Some(NodeId(2)), 3);
         assert_eq!(refused, vec![Unverified::AboutMe], "the address");
         assert_eq!((v.seen.get(&me), v.swept.get(&me)), (None, None));
         assert!(
@@ -1148,17 +1213,82 @@ mod tests {
             record.version > 40,
             "this node's own record wins back everywhere"
         );
-        // What a peer says about itself and others is still merged.
+        // What a peer acknowledges for itself is merged; what it says another node
+        // acknowledged is not (that node tells this one itself).
         let mut other = real.clone();
         other.mark_seen(NodeId(2));
         let mut v = real.clone();
-        assert!(v.merge_checked(&other, me, 3).0);
+        assert!(v.merge_checked(&other, me, Some(NodeId(2)), 3).0);
         assert_eq!(v.seen.get(&NodeId(2)), Some(&2));
-        // A newcomer takes the cluster's ring: it has nothing to check it against.
+        let mut v = real.clone();
+        let (changed, _) = v.merge_checked(&other, me, Some(NodeId(3)), 3);
+        assert!(!changed, "n3 cannot say that n2 saw the transition");
+        assert_eq!(v.seen.get(&NodeId(2)), None);
+        let (changed, _) = v.merge_checked(&other, me, None, 3);
+        assert!(!changed, "nor can an operator or a peer not known yet");
+        // A newcomer takes the cluster's ring from a seed (a peer not known yet): it has
+        // nothing to check it against.
         let mut fresh = View::newcomer(member(9), 64).unwrap();
-        let (_, refused) = fresh.merge_checked(&mine, NodeId(9), 3);
+        let (_, refused) = fresh.merge_checked(&mine, NodeId(9), None, 3);
         assert!(refused.is_empty());
         assert_eq!(fresh.ring, mine.ring);
+    }
+
+    #[test]
+    fn a_node_acknowledges_only_its_own_transfers_and_hints() {
+        let me = NodeId(1);
+        let mut v = cluster(3);
+        v.announce(NodeId(4), member(4).addr);
+        v.stage_join(NodeId(4)).unwrap();
+        v.commit(3).unwrap();
+        let t = v.transition.clone().unwrap();
+        let remaining = t.remaining(&v.ring);
+        let by = |id: u32| {
+            remaining
+                .iter()
+                .copied()
+                .filter(move |tr| tr.from == NodeId(id))
+        };
+        assert!(
+            by(2).next().is_some() && by(3).next().is_some(),
+            "{remaining:?}"
+        );
+        // n2 says every transfer is done and every node handed its hints over.
+        let mut claims = v.clone();
+        for tr in &remaining {
+            claims.mark_done(*tr);
+        }
+        for id in 1..=4 {
+            claims.mark_hints_handed_over(NodeId(id));
+        }
+        let mut mine = v.clone();
+        mine.merge_checked(&claims, me, Some(NodeId(2)), 3);
+        let got = mine.transition.as_ref().unwrap();
+        assert_eq!(
+            got.done,
+            by(2).collect::<BTreeSet<_>>(),
+            "only n2's own transfers"
+        );
+        assert_eq!(
+            got.hints_handed_over,
+            BTreeSet::from([NodeId(2)]),
+            "only n2's own hints"
+        );
+        // What this node already holds of n3's stays when n2 leaves it out.
+        let mut from_n3 = v.clone();
+        for tr in by(3) {
+            from_n3.mark_done(tr);
+        }
+        mine.merge_checked(&from_n3, me, Some(NodeId(3)), 3);
+        mine.merge_checked(&v, me, Some(NodeId(2)), 3);
+        assert_eq!(
+            mine.transition.as_ref().unwrap().done,
+            by(2).chain(by(3)).collect::<BTreeSet<_>>()
+        );
+        assert!(
+            mine.own_acknowledgements(NodeId(3)) != v.own_acknowledgements(NodeId(3)),
+            "a node's own acknowledgements tell when it changed them"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! failure detection.
 
 use super::SERVER_NAME;
+use super::peer::peer_role;
 use super::stream::{StreamError, read_frame, write_frame};
 use crate::transport::{Transport, TransportError};
 use dashmap::DashMap;
@@ -9,6 +10,7 @@ use ringkv_shared::ids::NodeId;
 use ringkv_shared::limits::Limits;
 use ringkv_shared::proto::{Reply, Request, Response};
 use ringkv_shared::ring::Member;
+use ringkv_shared::roles::Role;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,19 +167,22 @@ impl QuicTransport {
         false
     }
 
-    /// Calls an address directly (for seeds, whose node ids are not known yet).
+    /// Calls an address directly (for seeds, whose node ids are not known yet). The peer
+    /// must hold a node certificate (of any node id).
     pub async fn call_addr(
         &self,
         addr: SocketAddr,
         request: Request,
     ) -> Result<Response, TransportError> {
-        self.connect_and_exchange(addr, &request).await
+        self.connect_and_exchange(addr, None, &request).await
     }
 
-    /// Connects (or reuses the connection) and exchanges one request.
+    /// Connects (or reuses the connection), checks that the peer's certificate names node
+    /// `expect` (or, if `None`, some node), and exchanges one request.
     async fn connect_and_exchange(
         &self,
         addr: SocketAddr,
+        expect: Option<NodeId>,
         request: &Request,
     ) -> Result<Response, TransportError> {
         if self.is_blocked(addr) {
@@ -187,6 +192,7 @@ impl QuicTransport {
             });
         }
         let conn = self.connection(addr).await?;
+        check_server(&peer_role(&conn), addr, expect)?;
         self.exchange(&conn, addr, request).await
     }
 
@@ -318,6 +324,28 @@ impl QuicTransport {
     }
 }
 
+/// Refuses a server whose certificate does not name the node it was called as (`expect`),
+/// or no node at all: the CA also signs application and operator certificates, and a node's
+/// certificate speaks for that node only. Nothing is sent to such a server.
+fn check_server(
+    role: &Role,
+    addr: SocketAddr,
+    expect: Option<NodeId>,
+) -> Result<(), TransportError> {
+    match (role, expect) {
+        (Role::Node(id), Some(want)) if *id == want => Ok(()),
+        (Role::Node(_), None) => Ok(()),
+        (found, want) => Err(TransportError::Refused {
+            addr,
+            reason: format!(
+                "its certificate names {}, not {}",
+                found.name(),
+                want.map_or("a node".to_string(), |id| Role::Node(id).name())
+            ),
+        }),
+    }
+}
+
 /// The handshake failure described by a connection error, if it is one (QUIC carries TLS
 /// alerts as transport error codes 0x100..=0x1ff).
 fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
@@ -333,7 +361,9 @@ fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
 
 impl Transport for QuicTransport {
     async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
-        let result = self.connect_and_exchange(to.addr, &request).await;
+        let result = self
+            .connect_and_exchange(to.addr, Some(to.id), &request)
+            .await;
         match &result {
             Ok(_) => self.mark_up(to.id),
             Err(
@@ -360,5 +390,30 @@ impl Transport for QuicTransport {
             .down
             .get(&node)
             .is_some_and(|d| d.until > Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_must_be_the_node_it_was_called_as() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let (n1, n2) = (NodeId(1), NodeId(2));
+        assert!(check_server(&Role::Node(n1), addr, Some(n1)).is_ok());
+        assert!(check_server(&Role::Node(n2), addr, None).is_ok());
+        for (role, expect) in [
+            (Role::Node(n2), Some(n1)),
+            (Role::Client, Some(n1)),
+            (Role::Admin, None),
+            (Role::Client, None),
+        ] {
+            let err = check_server(&role, addr, expect).unwrap_err();
+            assert!(
+                matches!(&err, TransportError::Refused { reason, .. } if reason.contains(&role.name())),
+                "{err}"
+            );
+        }
     }
 }
