@@ -89,6 +89,24 @@ pub fn gossip(data: &[u8]) {
                     && crate::planner::is_planned_step(&mine.ring, &theirs.ring, 3),
             "a checked merge takes no ring it cannot verify"
         );
+        // The sender (n2) speaks for itself only: no third node's acknowledgement rises.
+        let third = |id: &NodeId| *id != me && *id != NodeId(2);
+        for (after, before) in [(&checked.seen, &mine.seen), (&checked.swept, &mine.swept)] {
+            for id in after.keys().chain(before.keys()).filter(|id| third(id)) {
+                assert!(
+                    after.get(id) <= before.get(id),
+                    "a peer raised {id}'s acknowledgement"
+                );
+            }
+        }
+        if let Some(t) = &checked.transition {
+            // `mine` holds no transition: whatever was taken came from n2's view.
+            assert!(
+                t.done.iter().all(|tr| !third(&tr.from))
+                    && t.hints_handed_over.iter().all(|id| !third(id)),
+                "a peer acknowledged a transfer or a hand-over for another node"
+            );
+        }
     }
     if let Some(t) = &a.transition {
         let _ = t.remaining(&a.ring);
