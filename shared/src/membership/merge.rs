@@ -1,0 +1,236 @@
+//! Merging views: the plain join gossip converges by, and the checked merge a node runs on
+//! what a peer sent (only what it can verify, only the sender's own acknowledgements).
+
+use super::*;
+
+impl View {
+    /// Merges `other` into this view. Returns whether this view changed.
+    ///
+    /// Callers first refuse a view of another cluster ([`View::same_cluster`]); this view
+    /// learns the cluster id if it has none. (Given two ids, the merge keeps the higher, so
+    /// that it stays commutative even when misused.)
+    pub fn merge(&mut self, other: &View) -> bool {
+        let before = self.clone();
+        self.cluster = self.cluster.max(other.cluster);
+        for (id, theirs) in &other.members {
+            match self.members.get_mut(id) {
+                Some(mine) if !theirs.wins_over(mine) => {}
+                Some(mine) => *mine = theirs.clone(),
+                None => {
+                    self.members.insert(*id, theirs.clone());
+                }
+            }
+        }
+        if ring_wins(&other.ring, &self.ring) {
+            self.ring = other.ring.clone();
+        }
+        if (
+            other.staged.version,
+            &other.staged.joins,
+            &other.staged.leaves,
+        ) > (self.staged.version, &self.staged.joins, &self.staged.leaves)
+        {
+            self.staged = other.staged.clone();
+        }
+        self.transition = match (self.transition.take(), &other.transition) {
+            (None, None) => None,
+            (Some(t), None) => Some(t),
+            (None, Some(t)) => Some(t.clone()),
+            (Some(mut a), Some(b)) => {
+                if a.target == b.target && a.n == b.n {
+                    a.done.extend(b.done.iter().copied());
+                    a.hints_handed_over
+                        .extend(b.hints_handed_over.iter().copied());
+                    Some(a)
+                } else if transition_key(b) > transition_key(&a) {
+                    Some(b.clone())
+                } else {
+                    Some(a)
+                }
+            }
+        };
+        for (id, epoch) in &other.seen {
+            let e = self.seen.entry(*id).or_default();
+            *e = (*e).max(*epoch);
+        }
+        for (id, epoch) in &other.swept {
+            let e = self.swept.entry(*id).or_default();
+            *e = (*e).max(*epoch);
+        }
+        self.normalize();
+        *self != before
+    }
+
+    /// Merges what this node can verify of `other` (a view a peer sent; this node is `me`,
+    /// its cluster's replication factor `n`), and returns whether this view changed and what
+    /// it did not take. The caller has refused another cluster's view first.
+    ///
+    /// Not taken, because a node holding a valid certificate could forge it:
+    /// - a **ring** that wins over this view's, unless this view has none yet (a newcomer's
+    ///   epoch-0 ring), or it is the target of the transition this view holds (verified when
+    ///   taken), or it is one planned step from this view's ring ([`is_planned_step`]);
+    /// - a **transition** this view does not hold, unless its target is one planned step from
+    ///   the ring;
+    /// - what `other` says about `me`: acknowledgements (`seen`, `swept`, hints handed over)
+    ///   only `me` makes, and another address for `me` (this view's record then wins, with a
+    ///   higher version, so that the correct address spreads back);
+    /// - acknowledgements of any node but `sender` (the node whose certificate sent `other`,
+    ///   `None` for an operator or a peer not known yet): `seen`, `swept`, transfers done
+    ///   (made by their sending node) and hints handed over. A node speaks only for itself;
+    ///   a node's own acknowledgements reach every other node directly (a node tells all its
+    ///   peers when one of its own changes), never by hearsay that a stolen certificate could
+    ///   forge to start a handoff early, switch the ring before data moved, or reap a
+    ///   tombstone a replica still needs.
+    ///
+    /// A node that fell more than a step behind (wiped, or down across a whole change it was
+    /// not part of) cannot verify the cluster's ring alone; [`View::adopt_ring`] takes it once
+    /// enough members vouch for it (the node's gossip layer counts them).
+    pub fn merge_checked(
+        &mut self,
+        other: &View,
+        me: NodeId,
+        sender: Option<NodeId>,
+        n: u8,
+    ) -> (bool, Vec<Unverified>) {
+        let mut theirs = other.clone();
+        self.keep_only_senders_acknowledgements(&mut theirs, sender);
+        let mut refused = Vec::new();
+        if ring_wins(&theirs.ring, &self.ring) && !self.can_adopt(&theirs.ring, n) {
+            refused.push(Unverified::Ring(Box::new(theirs.ring.clone())));
+            theirs.ring = self.ring.clone();
+        }
+        let ring_after = if ring_wins(&theirs.ring, &self.ring) {
+            theirs.ring.clone()
+        } else {
+            self.ring.clone()
+        };
+        if let Some(t) = &theirs.transition {
+            let held = self
+                .transition
+                .as_ref()
+                .is_some_and(|mine| mine.target == t.target && mine.n == t.n);
+            if !held
+                && t.target.epoch() > ring_after.epoch()
+                && !is_planned_step(&ring_after, &t.target, t.n.into())
+            {
+                refused.push(Unverified::Transition {
+                    epoch: t.target.epoch(),
+                });
+                theirs.transition = None;
+            }
+        }
+        // This node's acknowledgements are its own to make. Peers legitimately remember
+        // higher ones (made before this node's data directory was wiped), so leaving theirs
+        // out is not reported.
+        for (theirs_map, mine_map) in [
+            (&mut theirs.seen, &self.seen),
+            (&mut theirs.swept, &self.swept),
+        ] {
+            match mine_map.get(&me) {
+                Some(v) => theirs_map.insert(me, *v),
+                None => theirs_map.remove(&me),
+            };
+        }
+        if let Some(t) = &mut theirs.transition {
+            let mine_too = self
+                .transition
+                .as_ref()
+                .is_some_and(|m| m.target == t.target && m.hints_handed_over.contains(&me));
+            if !mine_too {
+                // Also remembered legitimately past a wipe or a power cut; this node marks it
+                // again once its hints are handed over.
+                t.hints_handed_over.remove(&me);
+            }
+        }
+        let mut about_me = false;
+        if let (Some(mine), Some(record)) = (self.members.get(&me), theirs.members.get_mut(&me))
+            && record.addr != mine.addr
+        {
+            if record.wins_over(mine) {
+                // Their record would win: keep its status, put this node's address back, one
+                // version higher so that the correction spreads back to every node.
+                about_me = true;
+                record.addr = mine.addr;
+                record.version = record.version.saturating_add(1);
+            } else {
+                *record = mine.clone();
+            }
+        }
+        if about_me {
+            refused.push(Unverified::AboutMe);
+        }
+        (self.merge(&theirs), refused)
+    }
+
+    /// Replaces, in `theirs`, every acknowledgement of a node other than `sender` with this
+    /// view's (see [`View::merge_checked`]).
+    fn keep_only_senders_acknowledgements(&self, theirs: &mut View, sender: Option<NodeId>) {
+        let others = |id: &NodeId| Some(*id) != sender;
+        for (theirs_map, mine_map) in [
+            (&mut theirs.seen, &self.seen),
+            (&mut theirs.swept, &self.swept),
+        ] {
+            theirs_map.retain(|id, _| !others(id));
+            theirs_map.extend(mine_map.iter().filter(|(id, _)| others(id)));
+        }
+        if let Some(t) = &mut theirs.transition {
+            let mine = self
+                .transition
+                .as_ref()
+                .filter(|m| m.target == t.target && m.n == t.n);
+            t.done.retain(|tr| !others(&tr.from));
+            t.hints_handed_over.retain(|id| !others(id));
+            if let Some(m) = mine {
+                t.done.extend(m.done.iter().filter(|tr| others(&tr.from)));
+                t.hints_handed_over
+                    .extend(m.hints_handed_over.iter().filter(|id| others(id)));
+            }
+        }
+    }
+
+    /// What `me` itself has acknowledged in this view: `seen`, `swept`, the transfers it sent
+    /// and whether it handed over its hints. When this changes, `me` tells every peer directly
+    /// (peers take a node's acknowledgements from no one else; see [`View::merge_checked`]).
+    pub fn own_acknowledgements(&self, me: NodeId) -> OwnAcknowledgements {
+        let t = self.transition.as_ref();
+        OwnAcknowledgements {
+            seen: self.seen.get(&me).copied(),
+            swept: self.swept.get(&me).copied(),
+            transition: t.map(|t| t.target.epoch()),
+            transfers_done: t.map_or(0, |t| t.done.iter().filter(|tr| tr.from == me).count()),
+            hints_handed_over: t.is_some_and(|t| t.hints_handed_over.contains(&me)),
+        }
+    }
+
+    /// Whether this view can take `ring` on its own (see [`View::merge_checked`]).
+    fn can_adopt(&self, ring: &Ring, n: u8) -> bool {
+        self.ring.epoch() == 0
+            || self
+                .transition
+                .as_ref()
+                .is_some_and(|t| t.target == *ring || is_planned_step(&self.ring, ring, t.n.into()))
+            || is_planned_step(&self.ring, ring, n.into())
+    }
+
+    /// Takes `ring` if it wins over this view's, without verifying it: for a ring enough
+    /// members vouched for (see [`View::merge_checked`]). Returns whether the ring changed.
+    pub fn adopt_ring(&mut self, ring: &Ring) -> bool {
+        if !ring_wins(ring, &self.ring) {
+            return false;
+        }
+        self.ring = ring.clone();
+        self.normalize();
+        true
+    }
+
+    /// Drops a transition the ring has already reached (or passed).
+    fn normalize(&mut self) {
+        if self
+            .transition
+            .as_ref()
+            .is_some_and(|t| t.target.epoch() <= self.ring.epoch())
+        {
+            self.transition = None;
+        }
+    }
+}

@@ -1,0 +1,475 @@
+use super::*;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn member(i: u32) -> Member {
+    Member {
+        id: NodeId(i),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+    }
+}
+
+fn cluster(n: u32) -> View {
+    View::bootstrap(Ring::balanced(64, (1..=n).map(member).collect()).unwrap())
+}
+
+/// A view after a random sequence of the operations nodes and operators apply.
+fn arb_view() -> impl Strategy<Value = View> {
+    proptest::collection::vec((0u8..9, 1u32..7), 0..12).prop_map(|ops| {
+        let mut v = cluster(3);
+        for (op, i) in ops {
+            let id = NodeId(i);
+            match op {
+                0 => v.announce(id, member(i).addr),
+                1 => {
+                    let _ = v.stage_join(id);
+                }
+                2 => {
+                    let _ = v.stage_leave(id, 3);
+                }
+                3 => {
+                    let _ = v.commit(3);
+                }
+                4 => {
+                    v.mark_seen(id);
+                }
+                5 => {
+                    if let Some(t) = v
+                        .transition
+                        .as_ref()
+                        .and_then(|t| t.remaining(&v.ring).first().copied())
+                    {
+                        v.mark_done(t);
+                    }
+                    v.mark_hints_handed_over(id);
+                }
+                6 => {
+                    v.complete_if_done();
+                }
+                7 => {
+                    let epoch = v.ring.epoch();
+                    v.mark_swept(id, epoch);
+                }
+                _ => v.set_status(id, Status::Leaving),
+            }
+        }
+        v
+    })
+}
+
+fn merged(a: &View, b: &View) -> View {
+    let mut m = a.clone();
+    m.merge(b);
+    m
+}
+
+proptest! {
+    #[test]
+    fn merge_is_commutative_associative_idempotent(a in arb_view(), b in arb_view(), c in arb_view()) {
+        prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        prop_assert_eq!(merged(&a, &a), a.clone());
+        let ab = merged(&a, &b);
+        prop_assert!(!merged(&ab, &a).merge(&b));
+    }
+}
+
+#[test]
+fn a_join_runs_from_staging_to_the_new_ring() {
+    let mut v = cluster(3);
+    v.announce(NodeId(4), member(4).addr);
+    assert_eq!(v.status(NodeId(4)), Some(Status::Joining));
+    assert_eq!(v.commit(3).unwrap_err(), ChangeError::NothingStaged);
+    v.stage_join(NodeId(4)).unwrap();
+    let planned = v.planned_with(3).unwrap();
+    assert_eq!(planned.epoch(), 2);
+    let t = v.commit(3).unwrap().clone();
+    assert!(v.staged.is_empty());
+    assert!(matches!(
+        v.stage_join(NodeId(5)),
+        Err(ChangeError::UnknownNode { .. })
+    ));
+    v.announce(NodeId(5), member(5).addr);
+    v.stage_join(NodeId(5)).unwrap();
+    assert!(matches!(v.commit(3), Err(ChangeError::Busy { epoch: 2 })));
+    assert!(!v.complete_if_done(), "transfers are outstanding");
+    assert!(!v.all_seen());
+    for i in 1..=4 {
+        v.mark_seen(NodeId(i));
+    }
+    assert!(v.all_seen());
+    for tr in t.transfers(&v.ring) {
+        v.mark_done(tr);
+    }
+    assert!(v.complete_if_done());
+    assert_eq!(v.ring.epoch(), 2);
+    assert_eq!(v.status(NodeId(4)), Some(Status::Up));
+    assert!(v.transition.is_none());
+}
+
+#[test]
+fn bad_changes_are_refused_and_change_nothing() {
+    let mut v = cluster(3);
+    let before = v.clone();
+    assert!(matches!(
+        v.stage_leave(NodeId(2), 3),
+        Err(ChangeError::Plan(PlanError::TooFewNodes { nodes: 2, n: 3 }))
+    ));
+    assert_eq!(v.staged.joins, before.staged.joins);
+    assert_eq!(v.staged.leaves, before.staged.leaves);
+    assert!(matches!(
+        v.stage_join(NodeId(1)),
+        Err(ChangeError::BadStatus { .. })
+    ));
+    assert!(matches!(
+        v.stage_leave(NodeId(9), 3),
+        Err(ChangeError::UnknownNode { .. })
+    ));
+    assert_eq!(v.commit(3).unwrap_err(), ChangeError::NothingStaged);
+    assert_eq!(v.ring, before.ring);
+}
+
+#[test]
+fn a_leave_removes_the_node_when_done() {
+    let mut v = cluster(4);
+    v.stage_leave(NodeId(4), 3).unwrap();
+    let t = v.commit(3).unwrap().clone();
+    assert_eq!(v.status(NodeId(4)), Some(Status::Leaving));
+    for tr in t.transfers(&v.ring) {
+        v.mark_done(tr);
+    }
+    assert!(
+        !v.complete_if_done(),
+        "the leaver has not handed over its hints"
+    );
+    assert!(v.mark_hints_handed_over(NodeId(4)));
+    assert!(v.complete_if_done());
+    assert_eq!(v.status(NodeId(4)), Some(Status::Removed));
+    assert!(v.ring.member(NodeId(4)).is_none());
+    assert!(!v.gossip_peers(NodeId(1)).iter().any(|m| m.id == NodeId(4)));
+}
+
+#[test]
+fn reaping_waits_until_every_former_owner_swept() {
+    let mut v = cluster(4);
+    assert_eq!(v.not_swept().len(), 4, "nobody reported the first ring");
+    for i in 1..=4 {
+        v.mark_swept(NodeId(i), 1);
+    }
+    assert!(v.not_swept().is_empty());
+    v.announce(NodeId(5), member(5).addr);
+    assert!(
+        v.not_swept().is_empty(),
+        "a joining node never owned anything"
+    );
+    v.stage_leave(NodeId(4), 3).unwrap();
+    let t = v.commit(3).unwrap().clone();
+    for tr in t.transfers(&v.ring) {
+        v.mark_done(tr);
+    }
+    v.mark_hints_handed_over(NodeId(4));
+    assert!(v.complete_if_done());
+    assert_eq!(v.status(NodeId(4)), Some(Status::Removed));
+    let mut missing = v.not_swept();
+    missing.sort();
+    assert_eq!(missing, vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)]);
+    for i in 1..=3 {
+        v.mark_swept(NodeId(i), 2);
+    }
+    assert_eq!(
+        v.not_swept(),
+        vec![NodeId(4)],
+        "the leaver has not dropped its copies"
+    );
+    v.mark_swept(NodeId(4), 2);
+    assert_eq!(
+        v.not_swept(),
+        vec![NodeId(4)],
+        "a removed node must report that it holds nothing"
+    );
+    v.mark_swept(NodeId(4), SWEPT_FOR_GOOD);
+    assert!(v.not_swept().is_empty());
+    // Sweeps only grow, and merge by the maximum.
+    let mut other = v.clone();
+    assert!(!other.mark_swept(NodeId(1), 1));
+    other.mark_swept(NodeId(1), 7);
+    v.merge(&other);
+    assert_eq!(v.swept[&NodeId(1)], 7);
+}
+
+#[test]
+fn founding_nodes_agree_on_the_cluster_id_and_other_clusters_are_refused() {
+    let ring = Ring::balanced(64, (1..=3).map(member).collect()).unwrap();
+    let (a, b) = (
+        View::found("prod", ring.clone()),
+        View::found("prod", ring.clone()),
+    );
+    assert_eq!(a.cluster, b.cluster, "every founder derives the same id");
+    assert!(a.cluster.is_some());
+    // Same hosts, another name; same name, other hosts or another partition count.
+    let staging = View::found("staging", ring.clone());
+    let elsewhere = View::found(
+        "prod",
+        Ring::balanced(64, (2..=4).map(member).collect()).unwrap(),
+    );
+    let smaller = View::found(
+        "prod",
+        Ring::balanced(32, (1..=3).map(member).collect()).unwrap(),
+    );
+    for other in [&staging, &elsewhere, &smaller] {
+        assert_ne!(other.cluster, a.cluster);
+        let refused = a.same_cluster(other).unwrap_err();
+        assert_eq!(
+            (refused.ours, refused.theirs),
+            (a.cluster.unwrap(), other.cluster.unwrap())
+        );
+        let message = refused.to_string();
+        assert!(
+            message.contains(&a.cluster.unwrap().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains(&other.cluster.unwrap().to_string()),
+            "{message}"
+        );
+    }
+    // A newcomer belongs to any cluster until it merges one, then to that one only.
+    let mut fresh = View::newcomer(member(9), 64).unwrap();
+    assert_eq!(fresh.cluster, None);
+    assert!(fresh.same_cluster(&a).is_ok() && a.same_cluster(&fresh).is_ok());
+    fresh.merge(&a);
+    assert_eq!(fresh.cluster, a.cluster);
+    assert!(fresh.same_cluster(&staging).is_err());
+    // The id survives the round trip through disk and wire.
+    let decoded = crate::encoding::decode_view(&crate::encoding::encode_view(&fresh)).unwrap();
+    assert_eq!(decoded.cluster, a.cluster);
+}
+
+#[test]
+fn a_forging_peer_cannot_move_the_ring_or_speak_for_this_node() {
+    let me = NodeId(1);
+    let mine = cluster(3);
+    let owners = |r: &Ring| {
+        (0..r.partition_count())
+            .map(|p| r.owner(p))
+            .collect::<Vec<_>>()
+    };
+    let list = |r: &Ring| r.members().cloned().collect::<Vec<_>>();
+    let forged_ring = |epoch: u64, list: Vec<Member>| {
+        let mut v = mine.clone();
+        v.ring = Ring::from_owners(epoch, list, owners(&mine.ring)).unwrap();
+        v
+    };
+    // The overflow attack, and n3 moved to an address of the sender's choosing.
+    let mut moved = list(&mine.ring);
+    moved[2].addr = SocketAddr::from(([10, 6, 6, 6], 7003));
+    for theirs in [
+        forged_ring(u64::MAX, list(&mine.ring)),
+        forged_ring(2, moved),
+    ] {
+        let mut v = mine.clone();
+        let (changed, refused) = v.merge_checked(&theirs, me, Some(NodeId(2)), 3);
+        assert!(!changed, "{:?}", v.ring);
+        assert!(matches!(refused[..], [Unverified::Ring(_)]), "{refused:?}");
+        assert_eq!(v.ring, mine.ring);
+        // Members vouching is the gossip layer's call; taking it is explicit.
+        assert!(v.clone().adopt_ring(&theirs.ring));
+    }
+    // A transition whose target the planner would not make is refused; a real one is taken.
+    let mut joined = mine.clone();
+    joined.announce(NodeId(4), member(4).addr);
+    let mut real = joined.clone();
+    real.stage_join(NodeId(4)).unwrap();
+    real.commit(3).unwrap();
+    let mut fake = real.clone();
+    let t = fake.transition.as_mut().unwrap();
+    t.target = Ring::from_owners(2, list(&t.target), vec![NodeId(4); 64]).unwrap();
+    let mut v = joined.clone();
+    let (_, refused) = v.merge_checked(&fake, me, Some(NodeId(2)), 3);
+    assert_eq!(refused, vec![Unverified::Transition { epoch: 2 }]);
+    assert_eq!(v.transition, None);
+    let (_, refused) = v.merge_checked(&real, me, Some(NodeId(2)), 3);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(v.transition, real.transition);
+    // The ring that transition leads to is taken, as is a planned step from one's own ring
+    // (a node that missed the transition but not the ring before it).
+    let mut done = real.clone();
+    done.ring = real.transition.clone().unwrap().target;
+    done.transition = None;
+    for mut v in [v.clone(), joined.clone()] {
+        let (_, refused) = v.merge_checked(&done, me, Some(NodeId(2)), 3);
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(v.ring, done.ring);
+    }
+    // Acknowledgements only this node makes, and this node's address.
+    let mut lies = real.clone();
+    lies.seen.insert(me, 2);
+    lies.swept.insert(me, 9);
+    lies.transition
+        .as_mut()
+        .unwrap()
+        .hints_handed_over
+        .insert(me);
+    let record = lies.members.get_mut(&me).unwrap();
+    record.addr = SocketAddr::from(([10, 6, 6, 6], 7001));
+    record.version = 40;
+    let mut v = real.clone();
+    let (_, refused) = v.merge_checked(&lies, me, Some(NodeId(2)), 3);
+    assert_eq!(refused, vec![Unverified::AboutMe], "the address");
+    assert_eq!((v.seen.get(&me), v.swept.get(&me)), (None, None));
+    assert!(
+        !v.transition
+            .as_ref()
+            .unwrap()
+            .hints_handed_over
+            .contains(&me)
+    );
+    let record = &v.members[&me];
+    assert_eq!(record.addr, member(1).addr);
+    assert!(
+        record.version > 40,
+        "this node's own record wins back everywhere"
+    );
+    // What a peer acknowledges for itself is merged; what it says another node
+    // acknowledged is not (that node tells this one itself).
+    let mut other = real.clone();
+    other.mark_seen(NodeId(2));
+    let mut v = real.clone();
+    assert!(v.merge_checked(&other, me, Some(NodeId(2)), 3).0);
+    assert_eq!(v.seen.get(&NodeId(2)), Some(&2));
+    let mut v = real.clone();
+    let (changed, _) = v.merge_checked(&other, me, Some(NodeId(3)), 3);
+    assert!(!changed, "n3 cannot say that n2 saw the transition");
+    assert_eq!(v.seen.get(&NodeId(2)), None);
+    let (changed, _) = v.merge_checked(&other, me, None, 3);
+    assert!(!changed, "nor can an operator or a peer not known yet");
+    // A newcomer takes the cluster's ring from a seed (a peer not known yet): it has
+    // nothing to check it against.
+    let mut fresh = View::newcomer(member(9), 64).unwrap();
+    let (_, refused) = fresh.merge_checked(&mine, NodeId(9), None, 3);
+    assert!(refused.is_empty());
+    assert_eq!(fresh.ring, mine.ring);
+}
+
+#[test]
+fn a_node_acknowledges_only_its_own_transfers_and_hints() {
+    let me = NodeId(1);
+    let mut v = cluster(3);
+    v.announce(NodeId(4), member(4).addr);
+    v.stage_join(NodeId(4)).unwrap();
+    v.commit(3).unwrap();
+    let t = v.transition.clone().unwrap();
+    let remaining = t.remaining(&v.ring);
+    let by = |id: u32| {
+        remaining
+            .iter()
+            .copied()
+            .filter(move |tr| tr.from == NodeId(id))
+    };
+    assert!(
+        by(2).next().is_some() && by(3).next().is_some(),
+        "{remaining:?}"
+    );
+    // n2 says every transfer is done and every node handed its hints over.
+    let mut claims = v.clone();
+    for tr in &remaining {
+        claims.mark_done(*tr);
+    }
+    for id in 1..=4 {
+        claims.mark_hints_handed_over(NodeId(id));
+    }
+    let mut mine = v.clone();
+    mine.merge_checked(&claims, me, Some(NodeId(2)), 3);
+    let got = mine.transition.as_ref().unwrap();
+    assert_eq!(
+        got.done,
+        by(2).collect::<BTreeSet<_>>(),
+        "only n2's own transfers"
+    );
+    assert_eq!(
+        got.hints_handed_over,
+        BTreeSet::from([NodeId(2)]),
+        "only n2's own hints"
+    );
+    // What this node already holds of n3's stays when n2 leaves it out.
+    let mut from_n3 = v.clone();
+    for tr in by(3) {
+        from_n3.mark_done(tr);
+    }
+    mine.merge_checked(&from_n3, me, Some(NodeId(3)), 3);
+    mine.merge_checked(&v, me, Some(NodeId(2)), 3);
+    assert_eq!(
+        mine.transition.as_ref().unwrap().done,
+        by(2).chain(by(3)).collect::<BTreeSet<_>>()
+    );
+    assert!(
+        mine.own_acknowledgements(NodeId(3)) != v.own_acknowledgements(NodeId(3)),
+        "a node's own acknowledgements tell when it changed them"
+    );
+}
+
+#[test]
+fn newcomers_adopt_the_clusters_ring() {
+    let mut fresh = View::newcomer(member(9), 64).unwrap();
+    let c = cluster(3);
+    assert!(fresh.merge(&c));
+    assert_eq!(fresh.ring, c.ring);
+    assert_eq!(fresh.status(NodeId(9)), Some(Status::Joining));
+    let mut back = c.clone();
+    back.merge(&fresh);
+    assert_eq!(
+        back.ring, c.ring,
+        "an epoch-0 ring never replaces the cluster's"
+    );
+    assert_eq!(back.status(NodeId(9)), Some(Status::Joining));
+}
+
+/// Rounds of push-pull gossip (each node exchanges with one random peer per round) until
+/// every node holds the view one node changed.
+fn rounds_to_converge(nodes: u32, seed: u64) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let base = cluster(nodes);
+    let mut views = vec![base.clone(); nodes as usize];
+    let mut changed = base;
+    changed.announce(NodeId(nodes + 1), member(nodes + 1).addr);
+    changed.stage_join(NodeId(nodes + 1)).unwrap();
+    changed.commit(3).unwrap();
+    views[0] = changed.clone();
+    for round in 1..=100 {
+        for i in 0..views.len() {
+            let mut j = rng.random_range(0..views.len() - 1);
+            if j >= i {
+                j += 1;
+            }
+            let (a, b) = (views[i].clone(), views[j].clone());
+            views[i].merge(&b);
+            views[j].merge(&a);
+        }
+        if views.iter().all(|v| v == &changed) {
+            return round;
+        }
+    }
+    panic!("no convergence in 100 rounds (seed {seed})");
+}
+
+#[test]
+fn gossip_converges_in_logarithmic_rounds() {
+    let seed: u64 = std::env::var("RINGKV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let rounds: Vec<usize> = (seed..seed + 20)
+        .map(|s| rounds_to_converge(100, s))
+        .collect();
+    let worst = rounds.iter().copied().max().unwrap_or(0);
+    let mean = rounds.iter().sum::<usize>() as f64 / rounds.len() as f64;
+    println!("100 nodes: mean {mean:.1}, worst {worst} rounds over 20 seeds from {seed}");
+    // Push-pull epidemics with every node starting an exchange each round reach n nodes
+    // in O(log n) rounds: about log3(100) + ln ln(100), 5 to 6 for 100 nodes.
+    assert!(
+        worst <= 10,
+        "took {worst} rounds (seeds {seed}..{})",
+        seed + 20
+    );
+    assert!(rounds_to_converge(5, seed) <= 6);
+}
