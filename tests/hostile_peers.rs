@@ -623,3 +623,65 @@ async fn a_node_answering_as_another_member_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// A client that asks a node for read repairs without end cannot make it run reads without
+/// end. While an owner hangs, every repair waits out its deadline; past
+/// `MAX_REPAIRS_IN_FLIGHT` running at once the node refuses more (`unavailable`, counted in
+/// `repairs_refused`), keeps serving reads, and takes repairs again once they are over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairs_asked_without_end_are_bounded_while_an_owner_hangs() -> Result<()> {
+    const ASKED: usize = 2 * ringkv_node::MAX_REPAIRS_IN_FLIGHT;
+    let cluster = RealCluster::start(3, "")?;
+    let client = cluster.client().await?;
+    let w3 = CallOptions::default().quorum(3);
+    client.put_with("k", "v", &Context::empty(), w3).await?;
+    let app = cluster.tls_for(&Role::Client, "repairer")?;
+    let conn = std::sync::Arc::new(RawConn::open(cluster.addrs[0], &app).await?);
+    let before = cluster.stats(0).await?.repairs_refused;
+    cluster.signal(2, "STOP")?;
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..ASKED {
+        let conn = conn.clone();
+        asks.spawn(async move {
+            let key = Bytes::from(format!("key-{i}"));
+            conn.request(&Request::Repair { key }).await
+        });
+    }
+    let (mut taken, mut refused) = (0usize, 0usize);
+    while let Some(reply) = asks.join_next().await {
+        match reply??.body {
+            Response::Written => taken += 1,
+            Response::Error(ReplyError::Unavailable { .. }) => refused += 1,
+            other => bail!("a repair was answered {other:?}"),
+        }
+    }
+    let read = client.get_with("k", CallOptions::default().quorum(2)).await;
+    cluster.signal(2, "CONT")?;
+    println!("{ASKED} repairs asked while an owner hung: {taken} taken, {refused} refused");
+    anyhow::ensure!(
+        taken <= ringkv_node::MAX_REPAIRS_IN_FLIGHT + ASKED / 4 && refused >= ASKED / 4,
+        "{taken} taken and {refused} refused of {ASKED}: repairs are not bounded"
+    );
+    let counted = cluster.stats(0).await?.repairs_refused - before;
+    anyhow::ensure!(
+        counted == refused as u64,
+        "{counted} counted, {refused} refused"
+    );
+    anyhow::ensure!(
+        read?.values == vec![Bytes::from_static(b"v")],
+        "reads are served meanwhile"
+    );
+    // Once the running repairs are over (each within two deadlines), new ones are taken.
+    support::eventually(Duration::from_secs(20), "a repair taken again", || async {
+        matches!(
+            conn.request(&Request::Repair {
+                key: Bytes::from_static(b"k")
+            })
+            .await
+            .map(|r| r.body),
+            Ok(Response::Written)
+        )
+    })
+    .await?;
+    Ok(())
+}

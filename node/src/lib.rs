@@ -105,4 +105,5 @@ pub use config::NodeConfig;
 #[cfg(feature = "sim")]
 pub use node::StoreProbe;
 pub use node::{Node, NodeError, NodeHandle};
+pub use router::MAX_REPAIRS_IN_FLIGHT;
 pub use server::{REPLY_WRITE_TIMEOUT, REQUEST_READ_TIMEOUT};

@@ -36,6 +36,7 @@ pub(crate) struct Metrics {
     pub(crate) ae_bytes_received: Counter,
     pub(crate) tombstones_reaped: Counter,
     pub(crate) slow_readers_reset: Counter,
+    pub(crate) repairs_refused: Counter,
     pub(crate) objects: Gauge,
     pub(crate) hints_pending: Gauge,
     pub(crate) tombstones_pending: Gauge,
@@ -71,6 +72,7 @@ impl Default for Metrics {
             ae_bytes_received: Counter::default(),
             tombstones_reaped: Counter::default(),
             slow_readers_reset: Counter::default(),
+            repairs_refused: Counter::default(),
             objects: Gauge::default(),
             hints_pending: Gauge::default(),
             tombstones_pending: Gauge::default(),
@@ -138,6 +140,11 @@ impl Default for Metrics {
             "slow_readers_reset",
             "Streams reset because the peer did not take its reply within the write deadline",
             m.slow_readers_reset.clone(),
+        );
+        registry.register(
+            "repairs_refused",
+            "Read repairs asked for while the most a node runs at once were running",
+            m.repairs_refused.clone(),
         );
         registry.register("objects", "Objects stored (approximate)", m.objects.clone());
         registry.register(

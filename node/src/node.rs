@@ -286,6 +286,9 @@ fn node_state(
         seeds: config.seeds.clone(),
         noticed_transition: std::sync::atomic::AtomicU64::new(0),
         told_peers: std::sync::Mutex::new(None),
+        repairs: Arc::new(tokio::sync::Semaphore::new(
+            crate::router::MAX_REPAIRS_IN_FLIGHT,
+        )),
         ring_vouches: std::sync::Mutex::default(),
         gossip_rounds: std::sync::atomic::AtomicU64::new(0),
         sending: std::sync::Mutex::new(Default::default()),

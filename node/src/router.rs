@@ -43,8 +43,14 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
 }
 
 /// Read repair a client asked for ([`ringkv_shared::proto::Request::Repair`]): this owner
-/// reads `key` from every replica, in the background, and writes the merge to those that
-/// answer with less. Answers at once; the client does not wait for the repair.
+/// reads `key` from every owner, in the background, and writes the merge to those that
+/// answer with less ([`fanout::repair_owners`]). Answers at once; the client does not wait
+/// for the repair.
+///
+/// At most [`MAX_REPAIRS_IN_FLIGHT`] run at once, each until its last read and write is
+/// over: a request past that is refused (`Unavailable`, counted in `repairs_refused`) and
+/// anti-entropy repairs the key, so a client that sends repairs without end cannot make a
+/// node start reads without end.
 pub(crate) fn repair(state: &Arc<NodeState>, key: Bytes) -> Response {
     let ring = state.ring.load_full();
     let preference = ring.preference_members(&key);
@@ -55,22 +61,26 @@ pub(crate) fn repair(state: &Arc<NodeState>, key: Bytes) -> Response {
             partition: ring.partition_of(&key),
         });
     }
-    let plan = fanout::ReadPlan {
-        key,
-        preference,
-        n,
-        // The first answer lets the read return; the repair waits for every answer until the
-        // deadline and writes the merge to each owner that had less.
-        required: 1,
-        timeout: REPAIR_TIMEOUT,
-        repair: fanout::Repair::Write,
+    let Ok(running) = state.repairs.clone().try_acquire_owned() else {
+        crate::metrics::Metrics::add(&state.metrics.repairs_refused, 1);
+        return Response::Error(ReplyError::Unavailable {
+            reason: format!(
+                "{MAX_REPAIRS_IN_FLIGHT} read repairs are running here; anti-entropy will repair this key"
+            ),
+        });
     };
     let peers = NodeTransport(state.clone());
+    let mut owners = preference;
+    owners.truncate(n);
     tokio::spawn(async move {
-        let _ = fanout::read(&peers, plan).await;
+        let _running = running;
+        fanout::repair_owners(&peers, key, &owners, REPAIR_TIMEOUT).await;
     });
     Response::Written
 }
+
+/// The most read repairs a node runs at once for clients.
+pub const MAX_REPAIRS_IN_FLIGHT: usize = 256;
 
 /// How long an owner asked to repair a key waits for the replicas' answers.
 const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

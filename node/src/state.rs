@@ -35,6 +35,8 @@ pub(crate) struct NodeState {
     /// A ring gossip brought that this node could not verify, and the members that sent it
     /// (see `gossip::vouch`).
     pub(crate) ring_vouches: std::sync::Mutex<crate::ring_vouches::RingVouches>,
+    /// Read repairs clients may have running here at once (see `router::repair`).
+    pub(crate) repairs: Arc<tokio::sync::Semaphore>,
     /// This node's outgoing handoff transfers under way.
     pub(crate) sending: std::sync::Mutex<
         std::collections::BTreeMap<

@@ -38,5 +38,6 @@ pub(crate) fn collect(state: &NodeState) -> NodeStats {
         tombstones_pending: state.store.tombstone_count().unwrap_or(u64::MAX),
         requests: m.requests_total(),
         slow_readers_reset: Metrics::get(&m.slow_readers_reset),
+        repairs_refused: Metrics::get(&m.repairs_refused),
     }
 }

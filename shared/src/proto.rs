@@ -483,6 +483,11 @@ pub struct NodeStats {
     /// slow or hostile reader; the reply's memory is freed).
     #[serde(default)]
     pub slow_readers_reset: u64,
+    /// Read repairs clients asked for that were refused because
+    /// `router::MAX_REPAIRS_IN_FLIGHT` were already running here (anti-entropy repairs those
+    /// keys instead).
+    #[serde(default)]
+    pub repairs_refused: u64,
 }
 
 /// The envelope of every reply: the answering node's ring epoch and the body. A client that

@@ -29,16 +29,19 @@
 //!   for the ones that fail, described by a [`Replication`].
 //! - `delegate` — [`first_reachable`] and [`delegate_put`]: hand one request to the first
 //!   node that can be reached (direct-mode writes, router mode).
+//! - `repair` — [`repair_owners`]: the read repair an owner runs when a client asks, to its end.
 //! - `calls` — the shared call machinery: a task per call, [`classify`], draining stragglers.
 
 mod calls;
 mod delegate;
 mod read;
+mod repair;
 mod replicate;
 
 pub use calls::classify;
 pub use delegate::{delegate_put, first_reachable};
 pub use read::{ReadOutcome, ReadPlan, Repair, read, read_hedged, read_targets, read_with_hedger};
+pub use repair::repair_owners;
 pub use replicate::{Replication, replicate};
 
 #[cfg(test)]

@@ -222,6 +222,42 @@ fn holding(object: &Object, behaviour: &[(u32, Behaviour)], holders: &[u32]) -> 
     sim
 }
 
+/// The repair an owner runs for a client waits for every owner, writes the merge to the stale
+/// ones only, and is over (writes included) when it returns; a silent owner is waited for no
+/// longer than the timeout.
+#[tokio::test(start_paused = true)]
+async fn an_owner_asked_to_repair_writes_the_merge_to_stale_owners_and_then_returns() {
+    let sim = Sim::with(&[
+        (1, Behaviour::Answer { delay_ms: 1 }),
+        (2, Behaviour::Answer { delay_ms: 30 }),
+        (3, Behaviour::Silent),
+        (4, Behaviour::Answer { delay_ms: 1 }),
+    ]);
+    let newer = written("v1");
+    sim.store(1, newer.clone());
+    sim.store(4, newer.clone());
+    let start = Instant::now();
+    let owners = members(4)[..3].to_vec();
+    let repaired = repair_owners(&sim, Bytes::from_static(b"k"), &owners, TIMEOUT).await;
+    assert_eq!(
+        repaired,
+        vec![NodeId(2)],
+        "only the owner that answered with less"
+    );
+    assert_eq!(*sim.writes.lock().unwrap(), vec![NodeId(2)]);
+    assert_eq!(
+        sim.stored.lock().unwrap()[&NodeId(2)],
+        newer,
+        "written before returning"
+    );
+    assert!(
+        !sim.reads.lock().unwrap().contains(&NodeId(4)),
+        "a stand-in is never asked"
+    );
+    // The silent owner is waited for until the timeout; the write then takes its 30 ms.
+    assert_eq!(start.elapsed(), TIMEOUT + Duration::from_millis(30));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hedged_read_asks_r_nodes_and_a_third_only_when_one_is_slow() {
     let newer = written("v1");
