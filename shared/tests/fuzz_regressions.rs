@@ -113,4 +113,28 @@ fn write_seed_corpus() {
     let mut body = vec![0u8];
     body.extend_from_slice(&gossip[4..]);
     std::fs::write(dir.join("gossip/seed-1"), body).unwrap();
+    // A view that carries acknowledgements of n2 (the sender in the checks) and n3 (a third
+    // node, whose acknowledgements a checked merge must not take from n2).
+    let mut acked = view_for_acks(&members);
+    for node in [NodeId(2), NodeId(3)] {
+        acked.mark_seen(node);
+        acked.mark_swept(node, acked.ring.epoch());
+        let transition = acked.transition.clone().unwrap();
+        for transfer in transition.transfers(&acked.ring) {
+            if transfer.from == node {
+                acked.mark_done(transfer);
+            }
+        }
+    }
+    std::fs::write(dir.join("gossip/seed-2"), encode_view(&acked)).unwrap();
+}
+
+/// The seed view with a committed join of n4 (see [`write_seed_corpus`]).
+fn view_for_acks(members: &[ringkv_shared::Member]) -> ringkv_shared::membership::View {
+    use ringkv_shared::{NodeId, Ring, membership::View};
+    let mut view = View::bootstrap(Ring::balanced(64, members.to_vec()).unwrap());
+    view.announce(NodeId(4), "127.0.0.1:7004".parse().unwrap());
+    view.stage_join(NodeId(4)).unwrap();
+    view.commit(3).unwrap();
+    view
 }
