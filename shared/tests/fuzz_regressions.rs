@@ -132,9 +132,9 @@ fn write_seed_corpus() {
 /// The seed view with a committed join of n4 (see [`write_seed_corpus`]).
 fn view_for_acks(members: &[ringkv_shared::Member]) -> ringkv_shared::membership::View {
     use ringkv_shared::{NodeId, Ring, membership::View};
-    let mut view = View::bootstrap(Ring::balanced(64, members.to_vec()).unwrap());
-    view.announce(NodeId(4), "127.0.0.1:7004".parse().unwrap());
-    view.stage_join(NodeId(4)).unwrap();
-    view.commit(3).unwrap();
+    let mut view = View::bootstrap(Ring::balanced(64, members.to_vec()).expect("a valid ring"));
+    view.announce(NodeId(4), "127.0.0.1:7004".parse().expect("an address"));
+    view.stage_join(NodeId(4)).expect("n4 can join");
+    view.commit(3).expect("the join commits");
     view
 }
