@@ -239,15 +239,7 @@ pub async fn read_hedged<T: Transport>(
                     return;
                 }
                 debug!(stale = ?stale, "read repair");
-                let request = match repair {
-                    Repair::AskOwner => Request::Repair { key },
-                    _ => Request::Write {
-                        key,
-                        object: quorum.merged().clone(),
-                        hint_for: None,
-                    },
-                };
-                let targets: Vec<Member> = match repair {
+                let calls = match repair {
                     // One owner: one that answered with the merge if any did (it holds the
                     // newest), else one that answered. It reads every replica itself.
                     Repair::AskOwner => {
@@ -260,14 +252,10 @@ pub async fn read_hedged<T: Transport>(
                         by_fitness
                             .sort_by_key(|m| (stale.contains(&m.id), !answered.contains(&m.id)));
                         by_fitness.truncate(1);
-                        by_fitness
+                        spawn_calls(&t, &by_fitness, &Request::Repair { key })
                     }
-                    _ => preference
-                        .into_iter()
-                        .filter(|m| stale.contains(&m.id))
-                        .collect(),
+                    _ => super::repair::write_merge(&t, key, &quorum, &preference, &stale),
                 };
-                let calls = spawn_calls(&t, &targets, &request);
                 detach(calls, Instant::now() + timeout);
             }
             .instrument(debug_span!("read_repair")),

@@ -2,7 +2,7 @@
 //! ([`Request::Repair`]): unlike the repair a read starts in the background, the caller knows
 //! when it is over, so a node can bound how many it runs at once.
 
-use super::calls::{drive, expect_object, spawn_calls};
+use super::calls::{Calls, drive, expect_object, spawn_calls};
 use crate::transport::Transport;
 use bytes::Bytes;
 use ringkv_shared::ids::NodeId;
@@ -28,10 +28,9 @@ pub async fn repair_owners<T: Transport>(
         .filter(|m| !transport.is_down(m.id))
         .cloned()
         .collect();
-    let owners = owners.as_slice();
     let ids: Vec<NodeId> = owners.iter().map(|m| m.id).collect();
     let mut quorum = ReadQuorum::new(1, ids.clone(), ids);
-    let mut reads = spawn_calls(transport, owners, &Request::Read { key: key.clone() });
+    let mut reads = spawn_calls(transport, &owners, &Request::Read { key: key.clone() });
     // Every answer counts, so drive until the calls run out or the deadline passes.
     drive(
         &mut reads,
@@ -47,7 +46,27 @@ pub async fn repair_owners<T: Transport>(
     if stale.is_empty() {
         return stale;
     }
-    let targets: Vec<Member> = owners
+    let mut writes = write_merge(transport, key, &quorum, &owners, &stale);
+    drive(
+        &mut writes,
+        Instant::now() + timeout,
+        Progress::Pending,
+        |_, _| Progress::Pending,
+    )
+    .await;
+    stale
+}
+
+/// Writes the merge `quorum` holds to the members of `among` that are in `stale`, one call
+/// each: read repair's write, whether the caller waits for it or lets it finish alone.
+pub(super) fn write_merge<T: Transport>(
+    transport: &T,
+    key: Bytes,
+    quorum: &ReadQuorum,
+    among: &[Member],
+    stale: &[NodeId],
+) -> Calls {
+    let targets: Vec<Member> = among
         .iter()
         .filter(|m| stale.contains(&m.id))
         .cloned()
@@ -57,13 +76,5 @@ pub async fn repair_owners<T: Transport>(
         object: quorum.merged().clone(),
         hint_for: None,
     };
-    let mut writes = spawn_calls(transport, &targets, &write);
-    drive(
-        &mut writes,
-        Instant::now() + timeout,
-        Progress::Pending,
-        |_, _| Progress::Pending,
-    )
-    .await;
-    stale
+    spawn_calls(transport, &targets, &write)
 }
