@@ -290,6 +290,7 @@ fn forged_views(real: &View, forger: NodeId) -> Vec<(&'static str, View)> {
         n: 3,
         done: Default::default(),
         hints_handed_over: Default::default(),
+        authority: None,
     });
     // n3 "swept for good" (so no stale copy could be on it, and a tombstone could be
     // reaped without it) and "saw" a transition far ahead.
@@ -683,5 +684,173 @@ async fn repairs_asked_without_end_are_bounded_while_an_owner_hangs() -> Result<
         )
     })
     .await?;
+    Ok(())
+}
+
+/// A ring change counts only with an operator's signature. A join staged by the operator and
+/// planned, then gossiped as a committed transition (or as the ring it leads to) by holders
+/// of two node certificates, a member's (n2) and the newcomer's (n4, a member of the target
+/// ring, so that the two could vouch for it together): unsigned, signed with a node's key,
+/// an application's, another cluster's operator's, or the real operator's signature over
+/// another change. No node takes any of them. `ringkv commit` with an application or node
+/// certificate refuses to sign; an unsigned commit and one signed by a node's key are refused
+/// by the node; the operator's `ringkv commit` then goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_change_needs_an_operators_signature() -> Result<()> {
+    let mut cluster = RealCluster::start(3, "")?;
+    let client = cluster.client().await?;
+    let w3 = CallOptions::default().quorum(3);
+    client
+        .put_with("victim", "acknowledged", &Context::empty(), w3)
+        .await?;
+    let newcomer = cluster.add_node("")?;
+    let n4 = NodeId(newcomer as u32 + 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cluster.status(0).await?.view.members.contains_key(&n4) {
+        if std::time::Instant::now() > deadline {
+            bail!("n1 never heard of {n4}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.admin(0, &["join", &n4.0.to_string()])?;
+    let real = cluster.status(0).await?.view;
+    let target = real.planned_with(3)?;
+    let epoch = real.ring.epoch();
+
+    let n2 = cluster.tls_for(&Role::Node(NodeId(2)), "n2")?;
+    let n4_tls = cluster.tls_for(&Role::Node(n4), "n4")?;
+    let app = cluster.tls_for(&Role::Client, "hostile-app")?;
+    let stranger_ca = ringkv_node::certs::DevCa::generate()?;
+    let stranger = stranger_ca.issue(&Role::Admin, "ops")?;
+    let stranger = ringkv_net::quic::TlsIdentity {
+        ca_pem: stranger_ca.cert_pem().as_bytes().to_vec(),
+        cert_pem: stranger.cert_pem.into_bytes(),
+        key_pem: stranger.key_pem.into_bytes(),
+    };
+    let operator = ringkv_net::quic::OperatorKey::from_identity(&cluster.tls)?;
+    let sign = |tls| support::sign_with_any_key(tls, real.cluster, &target, 3);
+    let signatures = [
+        ("unsigned", None),
+        ("signed with n2's node key", Some(sign(&n2)?)),
+        ("signed with an application key", Some(sign(&app)?)),
+        (
+            "signed by another cluster's operator",
+            Some(sign(&stranger)?),
+        ),
+        (
+            "the operator's signature over the current ring",
+            Some(operator.sign(real.cluster, &real.ring, 3)?),
+        ),
+        (
+            "the operator's signature for n = 2",
+            Some(operator.sign(real.cluster, &target, 2)?),
+        ),
+    ];
+    let nodes = cluster.addrs.len();
+    for (what, authority) in &signatures {
+        let mut as_transition = real.clone();
+        as_transition.staged = Default::default();
+        as_transition.transition = Some(ringkv_shared::membership::Transition {
+            target: target.clone(),
+            n: 3,
+            done: Default::default(),
+            hints_handed_over: Default::default(),
+            authority: authority.clone(),
+        });
+        let mut as_ring = real.clone();
+        as_ring.staged = Default::default();
+        as_ring.ring = target.clone();
+        as_ring.ring_authority = authority.clone();
+        for view in [as_transition, as_ring] {
+            for tls in [&n2, &n4_tls] {
+                for i in 0..nodes {
+                    let conn = RawConn::open(cluster.addrs[i], tls).await?;
+                    let reply = conn
+                        .request(&Request::Gossip {
+                            view: Box::new(view.clone()),
+                        })
+                        .await?;
+                    if let Response::View(theirs) = &reply.body {
+                        assert!(
+                            theirs.ring.epoch() <= epoch,
+                            "node {} took a ring {what}",
+                            i + 1
+                        );
+                        assert!(
+                            theirs.transition.is_none(),
+                            "node {} took a transition {what}",
+                            i + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // What the forgers sent must not come back through the nodes' own gossip either.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < watch_until {
+        for i in 0..nodes {
+            let view = cluster.status(i).await?.view;
+            assert!(view.transition.is_none(), "node {} has a transition", i + 1);
+            assert!(view.ring.epoch() <= epoch, "node {} moved its ring", i + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The admin path: the CLI signs only with an admin certificate, and a node commits only
+    // what an operator signed.
+    for (tls, name) in [(&app, "hostile-app"), (&n2, "n2")] {
+        let err = cluster
+            .admin_as(0, tls, name, &["commit"])
+            .expect_err("only an admin certificate signs");
+        let err = err.to_string();
+        assert!(err.contains("signed with an admin certificate"), "{err}");
+    }
+    let refused = |reply: &Response| match reply {
+        Response::Error(ReplyError::InvalidInput { reason }) => Ok(reason.clone()),
+        other => Err(anyhow::anyhow!("expected a refusal, got {other:?}")),
+    };
+    let admin_conn = RawConn::open(cluster.addrs[0], &cluster.tls).await?;
+    let reply = admin_conn
+        .request(&Request::Admin(AdminRequest::Commit))
+        .await?;
+    let reason = refused(&reply.body)?;
+    assert!(reason.contains("must be signed by an operator"), "{reason}");
+    for (what, authority) in &signatures[1..] {
+        let reply = admin_conn
+            .request(&Request::Admin(AdminRequest::CommitSigned {
+                target: Box::new(target.clone()),
+                authority: authority.clone().expect("signed"),
+            }))
+            .await?;
+        let reason = refused(&reply.body)?;
+        assert!(reason.contains("refused the commit"), "{what}: {reason}");
+    }
+    let view = cluster.status(0).await?.view;
+    assert!(view.transition.is_none() && view.ring == real.ring);
+    assert_eq!(view.staged, real.staged, "the staged join is still there");
+
+    // The operator commits; the join runs to the end and the acknowledged value is intact.
+    cluster.admin(0, &["commit"])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut behind = Vec::new();
+        for i in 0..nodes {
+            let view = cluster.status(i).await?.view;
+            if view.ring != target || view.transition.is_some() {
+                behind.push(i + 1);
+            }
+        }
+        if behind.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("nodes {behind:?} never reached the operator's ring");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fresh = cluster.client().await?;
+    let read = fresh.get_with("victim", w3).await?;
+    assert_eq!(read.values, vec![Bytes::from_static(b"acknowledged")]);
     Ok(())
 }

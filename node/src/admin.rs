@@ -6,7 +6,7 @@ use crate::state::NodeState;
 use ringkv_shared::ReplyError;
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Response};
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Serves an operator's request.
 pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Response {
@@ -76,14 +76,37 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
             };
         }
         AdminRequest::Commit => {
-            match state.update_view(|v| v.commit(n).map(|t| t.target.epoch())) {
+            return invalid(
+                "a ring change must be signed by an operator: commit with `ringkv commit` from this release (it signs the plan with the key of its --cert, an admin certificate)"
+                    .to_string(),
+            );
+        }
+        AdminRequest::CommitSigned { target, authority } => {
+            let verifier = state.ring_changes.load();
+            let committed = state.update_view(|v| {
+                ringkv_shared::authority::verify_change(
+                    verifier.as_ref().as_ref(),
+                    v.cluster,
+                    &target,
+                    n,
+                    Some(&authority),
+                )
+                .map_err(|e| format!("refused the commit: {e}"))?;
+                v.commit(n, &target, authority)
+                    .map(|t| t.target.epoch())
+                    .map_err(|e| e.to_string())
+            });
+            match committed {
                 Ok(epoch) => {
                     info!(node = %state.id, epoch, "ring change committed; handoffs start once every node has seen it");
                     format!(
                         "committed: data moves to the new owners, then the ring becomes epoch {epoch}; follow with `ringkv handoffs`"
                     )
                 }
-                Err(e) => return invalid(e.to_string()),
+                Err(e) => {
+                    warn!(node = %state.id, reason = %e, "refused a ring change commit");
+                    return invalid(e);
+                }
             }
         }
         AdminRequest::Clear => {

@@ -242,7 +242,9 @@ mod tests {
             p.contains("ring epoch 1 -> 2: 16 of 64 partitions change owner"),
             "{p}"
         );
-        view.commit(3).unwrap();
+        ringkv_shared::authority::SimulatedOperator::new(1)
+            .commit(&mut view, 3)
+            .unwrap();
         let sending = [(
             ts[0],
             Progress {

@@ -272,4 +272,88 @@ mod tests {
             Err(CertError::Name { .. })
         ));
     }
+
+    #[test]
+    fn only_an_operator_of_this_cluster_signs_a_ring_change() {
+        use ringkv_net::quic::{CaVerifier, OperatorKey, SigningError, TlsIdentity};
+        use ringkv_shared::authority::{AuthorityError, verify_change};
+        use ringkv_shared::{ClusterId, Member, NodeId, Ring};
+        use rustls::pki_types::pem::PemObject;
+        let tls = |ca: &DevCa, role: &Role, name: &str| {
+            let leaf = ca.issue(role, name).unwrap();
+            TlsIdentity {
+                ca_pem: ca.cert_pem().as_bytes().to_vec(),
+                cert_pem: leaf.cert_pem.into_bytes(),
+                key_pem: leaf.key_pem.into_bytes(),
+            }
+        };
+        let ca = DevCa::generate().unwrap();
+        let admin = tls(&ca, &Role::Admin, "ops");
+        let nodes = CaVerifier::new(&admin).unwrap();
+        let members = (1..=3)
+            .map(|i| Member {
+                id: NodeId(i),
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            })
+            .collect::<Vec<_>>();
+        let ring = Ring::balanced(16, members).unwrap();
+        let cluster = Some(ClusterId(7));
+        let signed = OperatorKey::from_identity(&admin)
+            .unwrap()
+            .sign(cluster, &ring, 3)
+            .unwrap();
+        assert_eq!(
+            verify_change(&nodes, cluster, &ring, 3, Some(&signed)),
+            Ok(())
+        );
+        // Over another change (cluster, n, ring), or with a bit flipped: refused.
+        assert!(matches!(
+            verify_change(&nodes, Some(ClusterId(8)), &ring, 3, Some(&signed)),
+            Err(AuthorityError::BadSignature { .. })
+        ));
+        let later = Ring::from_owners(
+            ring.epoch() + 1,
+            ring.members().cloned().collect(),
+            (0..ring.partition_count()).map(|p| ring.owner(p)).collect(),
+        )
+        .unwrap();
+        assert!(matches!(
+            verify_change(&nodes, cluster, &later, 3, Some(&signed)),
+            Err(AuthorityError::BadSignature { .. })
+        ));
+        let mut flipped = signed.clone();
+        let last = flipped.signature.len() - 1;
+        flipped.signature[last] ^= 1;
+        assert!(matches!(
+            verify_change(&nodes, cluster, &ring, 3, Some(&flipped)),
+            Err(AuthorityError::BadSignature { .. })
+        ));
+        // A node's or an application's key cannot sign (the CLI says so), and a signature
+        // made with one anyway (the certificate swapped in afterwards) is refused.
+        for (role, name) in [(Role::Node(NodeId(2)), "n2"), (Role::Client, "app")] {
+            let other = tls(&ca, &role, name);
+            assert!(matches!(
+                OperatorKey::from_identity(&other),
+                Err(SigningError::NotAnOperator { .. })
+            ));
+            let mut forged = signed.clone();
+            forged.signer = rustls::pki_types::CertificateDer::from_pem_slice(&other.cert_pem)
+                .unwrap()
+                .to_vec();
+            assert!(matches!(
+                verify_change(&nodes, cluster, &ring, 3, Some(&forged)),
+                Err(AuthorityError::NotAnOperator { .. })
+            ));
+        }
+        // An operator of another CA is nobody here.
+        let stranger = tls(&DevCa::generate().unwrap(), &Role::Admin, "ops");
+        let theirs = OperatorKey::from_identity(&stranger)
+            .unwrap()
+            .sign(cluster, &ring, 3)
+            .unwrap();
+        assert!(matches!(
+            verify_change(&nodes, cluster, &ring, 3, Some(&theirs)),
+            Err(AuthorityError::Certificate { .. })
+        ));
+    }
 }

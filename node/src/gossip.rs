@@ -8,6 +8,7 @@ use crate::background::every;
 use crate::ring_vouches::Vouch;
 use crate::state::NodeState;
 use ringkv_net::transport::{Transport, TransportError};
+use ringkv_shared::authority::{Authority, verify_change};
 use ringkv_shared::membership::{ForeignCluster, Status, Unverified, View};
 use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::roles::Role;
@@ -115,14 +116,21 @@ fn merge_from_peer(
 ) -> Result<(), ForeignCluster> {
     let refused = state.update_view(|v| {
         v.same_cluster(theirs)?;
-        Ok(v.merge_checked(theirs, state.id, sender, state.replication)
-            .1)
+        let verifier = state.ring_changes.load();
+        Ok(v.merge_checked(
+            theirs,
+            state.id,
+            sender,
+            state.replication,
+            verifier.as_ref().as_ref(),
+        )
+        .1)
     })?;
     for part in refused {
         match part {
-            Unverified::Ring(ring) => vouch(state, *ring, sender),
-            Unverified::Transition { epoch } => {
-                warn!(sender = ?sender, epoch, "refused a ring change that is not a planned step from this node's ring")
+            Unverified::Ring(ring, authority) => vouch(state, *ring, authority, sender),
+            Unverified::Transition { epoch, reason } => {
+                warn!(sender = ?sender, epoch, %reason, "refused a ring change from a peer")
             }
             Unverified::AboutMe => {
                 warn!(sender = ?sender, "refused another address for this node in a peer's view")
@@ -132,10 +140,24 @@ fn merge_from_peer(
     Ok(())
 }
 
-/// Counts `sender` for `ring`, a ring this node could not verify (see `ring_vouches`), and
-/// takes the ring once enough of its members sent it.
-fn vouch(state: &NodeState, ring: Ring, sender: Option<NodeId>) {
+/// Counts `sender` for `ring`, a ring this node could not verify as a step from its own (see
+/// `ring_vouches`), and takes the ring once enough of its members sent it. Only a ring an
+/// operator signed counts: members vouch that the cluster reached it, the signature that an
+/// operator made it, so that two stolen node certificates cannot make a ring of their own.
+fn vouch(state: &NodeState, ring: Ring, authority: Option<Authority>, sender: Option<NodeId>) {
     let epoch = ring.epoch();
+    let cluster = state.view().cluster;
+    let verifier = state.ring_changes.load();
+    if let Err(e) = verify_change(
+        verifier.as_ref().as_ref(),
+        cluster,
+        &ring,
+        state.replication,
+        authority.as_ref(),
+    ) {
+        warn!(epoch, ?sender, reason = %e, "refused a ring from a peer");
+        return;
+    }
     let decided = state
         .ring_vouches
         .lock()
@@ -149,7 +171,7 @@ fn vouch(state: &NodeState, ring: Ring, sender: Option<NodeId>) {
             info!(epoch, vouched = ?by, "a ring this node cannot verify; waiting for another member to send it")
         }
         Vouch::Take { ring, by } => {
-            if state.update_view(|view| view.adopt_ring(&ring)) {
+            if state.update_view(|view| view.adopt_ring(&ring, authority)) {
                 info!(
                     epoch,
                     ?by,

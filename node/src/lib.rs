@@ -39,6 +39,7 @@
 //! - `cluster_view` — the persisted cluster view, installed for the request path.
 //! - `gossip` — gossip rounds, the answer to a peer's gossip, broadcasts.
 //! - `admin` — operators' requests (`join`, `leave`, `plan`, `commit`, ...).
+//! - [`operator`] — what an operator's tools do with its key: sign a ring change, commit it.
 //! - `partition_handoff` — sending and receiving partition transfers during a ring change.
 //! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
 //! - `in_flight` — the writes a node coordinates, by the ring and transition they began under.
@@ -88,6 +89,7 @@ mod metrics;
 mod metrics_http;
 pub mod node;
 mod node_transport;
+pub mod operator;
 mod partition_handoff;
 mod reaper;
 mod replica;
@@ -102,6 +104,8 @@ mod sweep;
 pub mod testing;
 
 pub use config::NodeConfig;
+#[cfg(feature = "sim")]
+pub use node::SIMULATED_OPERATOR_KEY;
 #[cfg(feature = "sim")]
 pub use node::StoreProbe;
 pub use node::{Node, NodeError, NodeHandle};

@@ -105,6 +105,11 @@ fn check_own_certificate(
     Ok(expires)
 }
 
+/// The key of the operator nodes on the simulated network trust (feature `sim`): the
+/// simulator signs ring changes with [`ringkv_shared::authority::SimulatedOperator`] and it.
+#[cfg(feature = "sim")]
+pub const SIMULATED_OPERATOR_KEY: u64 = 0x0FE0_2A70_5EED;
+
 impl Node {
     /// Starts a node: validates `config`, opens storage, binds `config.listen` and serves.
     pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
@@ -150,7 +155,8 @@ impl Node {
                 ..TransportOptions::default()
             },
         );
-        let state = node_state(&config, store, Wire::Quic(quic), addr)?;
+        let ring_changes = Box::new(ringkv_net::quic::CaVerifier::new(&tls)?);
+        let state = node_state(&config, store, Wire::Quic(quic), addr, ring_changes)?;
         if let Some(at) = expires {
             state.metrics.certificate_expires_at(at);
         }
@@ -212,7 +218,10 @@ impl Node {
         let store = Store::open(&config.data_dir, id, &options)?;
         let addr = link.addr();
         let net = link.net().clone();
-        let state = node_state(&config, store, Wire::Sim(link), addr)?;
+        let ring_changes = Box::new(ringkv_shared::authority::SimulatedOperator::new(
+            SIMULATED_OPERATOR_KEY,
+        ));
+        let state = node_state(&config, store, Wire::Sim(link), addr, ring_changes)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let serving = state.clone();
         net.listen(
@@ -244,6 +253,7 @@ fn node_state(
     store: Store,
     wire: Wire,
     addr: SocketAddr,
+    ring_changes: Box<dyn ringkv_shared::authority::ChangeVerifier>,
 ) -> Result<Arc<NodeState>, NodeError> {
     let id = config.node_id();
     let me = ringkv_shared::Member { id, addr };
@@ -283,6 +293,7 @@ fn node_state(
         ring: ArcSwap::from_pointee(ring),
         transition: arc_swap::ArcSwapOption::new(transition),
         view: std::sync::Mutex::new(view),
+        ring_changes: ArcSwap::from_pointee(ring_changes),
         seeds: config.seeds.clone(),
         noticed_transition: std::sync::atomic::AtomicU64::new(0),
         told_peers: std::sync::Mutex::new(None),
@@ -442,7 +453,11 @@ impl NodeHandle {
         let expires = check_own_certificate(&self.config, &tls)?;
         let server = ringkv_net::quic::server_config(&tls, &self.config.limits)?;
         let client = ringkv_net::quic::client_config(&tls, &self.config.limits)?;
+        let ring_changes = ringkv_net::quic::CaVerifier::new(&tls)?;
         endpoint.set_server_config(Some(server));
+        self.state
+            .ring_changes
+            .store(Arc::new(Box::new(ring_changes)));
         if let Wire::Quic(quic) = &self.state.wire {
             quic.set_client_config(client);
         }

@@ -23,6 +23,9 @@ pub(crate) struct NodeState {
     pub(crate) transition: arc_swap::ArcSwapOption<ringkv_shared::membership::Transition>,
     /// The cluster view; [`NodeState::update_view`] persists and installs changes.
     pub(crate) view: std::sync::Mutex<ringkv_shared::membership::View>,
+    /// Checks operators' signatures over ring changes, from admin requests and gossip
+    /// (the cluster CA; swapped when certificates reload).
+    pub(crate) ring_changes: ArcSwap<Box<dyn ringkv_shared::authority::ChangeVerifier>>,
     /// Addresses to gossip with while no other live member is known.
     pub(crate) seeds: Vec<std::net::SocketAddr>,
     /// Gossip rounds run (every tenth also talks to a seed).

@@ -79,9 +79,21 @@ pub fn gossip(data: &[u8]) {
     // merging the same view again changes nothing more.
     for me in [NodeId(1), NodeId(9)] {
         let mut checked = mine.clone();
-        let _ = checked.merge_checked(&theirs, me, Some(NodeId(2)), 3);
+        let _ = checked.merge_checked(
+            &theirs,
+            me,
+            Some(NodeId(2)),
+            3,
+            &crate::authority::SimulatedOperator::new(0x5EED),
+        );
         let once = checked.clone();
-        let _ = checked.merge_checked(&theirs, me, Some(NodeId(2)), 3);
+        let _ = checked.merge_checked(
+            &theirs,
+            me,
+            Some(NodeId(2)),
+            3,
+            &crate::authority::SimulatedOperator::new(0x5EED),
+        );
         assert_eq!(checked, once, "a checked merge is idempotent");
         assert!(
             checked.ring == mine.ring

@@ -31,7 +31,9 @@
 //! - [`sloppy`] — sloppy-quorum write placement: stand-ins and hints, a state machine.
 //! - [`hedge`] — when a hedged read asks another replica: fixed, or a percentile of recent reads.
 //! - [`roles`] — the role a certificate names and the requests each role may send.
+//! - [`authority`] — ring changes signed by an operator, and the check nodes make.
 
+pub mod authority;
 pub mod dual_write;
 pub mod dvv;
 pub mod encoding;

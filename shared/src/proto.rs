@@ -236,10 +236,21 @@ pub enum AdminRequest {
     },
     /// The ring the staged changes lead to, and the transfers it needs.
     Plan,
-    /// Commit the staged changes: data starts moving.
+    /// Commit the staged changes without an operator's signature: always refused (kept so
+    /// that an older `ringkv` gets a message saying what to do).
     Commit,
     /// Forget the staged changes.
     Clear,
+    /// Commit the staged changes, as planned and signed by an operator: data starts moving.
+    /// Refused if the signature does not verify, or the staged changes no longer lead to
+    /// `target`.
+    CommitSigned {
+        /// The ring the operator saw in `ringkv plan` and signed.
+        target: Box<crate::ring::Ring>,
+        /// The operator's signature ([`crate::authority::change_message`] of the node's
+        /// cluster, `target` and the cluster's replication factor).
+        authority: crate::authority::Authority,
+    },
 }
 
 /// A node's answer to an [`AdminRequest`].

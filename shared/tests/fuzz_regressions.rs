@@ -72,7 +72,9 @@ fn write_seed_corpus() {
     let mut view = View::bootstrap(Ring::balanced(64, members.clone()).unwrap());
     view.announce(NodeId(4), "127.0.0.1:7004".parse().unwrap());
     view.stage_join(NodeId(4)).unwrap();
-    view.commit(3).unwrap();
+    ringkv_shared::authority::SimulatedOperator::new(0x5EED)
+        .commit(&mut view, 3)
+        .unwrap();
     let requests = [
         Request::Ping,
         Request::Read {
@@ -135,6 +137,8 @@ fn view_for_acks(members: &[ringkv_shared::Member]) -> ringkv_shared::membership
     let mut view = View::bootstrap(Ring::balanced(64, members.to_vec()).expect("a valid ring"));
     view.announce(NodeId(4), "127.0.0.1:7004".parse().expect("an address"));
     view.stage_join(NodeId(4)).expect("n4 can join");
-    view.commit(3).expect("the join commits");
+    ringkv_shared::authority::SimulatedOperator::new(0x5EED)
+        .commit(&mut view, 3)
+        .expect("the join commits");
     view
 }

@@ -257,7 +257,14 @@ impl<'a> Nemesis<'a> {
             return;
         };
         let staged = node.admin(request).await;
-        let committed = node.admin(AdminRequest::Commit).await;
+        let operator =
+            ringkv_shared::authority::SimulatedOperator::new(ringkv_node::SIMULATED_OPERATOR_KEY);
+        let committed = ringkv_node::operator::signed_commit(
+            |r| async { Ok::<_, std::convert::Infallible>(node.admin(r).await) },
+            &operator,
+        )
+        .await
+        .unwrap_or_else(|never| match never {});
         let short = |r: &ringkv_shared::proto::Response| {
             let mut s = format!("{r:?}");
             s.truncate(160);

@@ -432,8 +432,21 @@ impl FaultCluster {
     }
 
     /// Sends an operator's request to node `i`; its message, or the error it answered.
+    ///
+    /// `AdminRequest::Commit` is sent as `ringkv commit` sends it: the plan, signed with the
+    /// harness's operator certificate.
     pub async fn admin(&self, i: usize, request: AdminRequest) -> Result<String> {
-        match self.request(i, &Request::Admin(request)).await? {
+        let reply = if matches!(request, AdminRequest::Commit) {
+            let key = ringkv_net::quic::OperatorKey::from_identity(&self.tls)?;
+            ringkv_node::operator::signed_commit(
+                |r| async move { self.request(i, &Request::Admin(r)).await },
+                &key,
+            )
+            .await?
+        } else {
+            self.request(i, &Request::Admin(request)).await?
+        };
+        match reply {
             Response::Admin(AdminReply::Done { message }) => Ok(message),
             Response::Admin(other) => Ok(format!("{other:?}")),
             Response::Error(e) => bail!("node index {i}: {e}"),

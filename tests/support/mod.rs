@@ -135,8 +135,22 @@ where
 }
 
 /// Sends an operator's request to node `index`; its message, or the error it answered.
+///
+/// `AdminRequest::Commit` is sent as `ringkv commit` sends it: the plan, signed with the
+/// harness's operator certificate ([`ringkv_node::operator::signed_commit`]).
 pub async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) -> Result<String> {
-    match cluster.node(index).expect("node runs").admin(request).await {
+    let node = cluster.node(index).expect("node runs");
+    let reply = if matches!(request, AdminRequest::Commit) {
+        let key = ringkv_net::quic::OperatorKey::from_identity(&cluster.client_tls())?;
+        ringkv_node::operator::signed_commit(
+            |r| async { Ok::<_, anyhow::Error>(node.admin(r).await) },
+            &key,
+        )
+        .await?
+    } else {
+        node.admin(request).await
+    };
+    match reply {
         Response::Admin(AdminReply::Done { message }) => Ok(message),
         Response::Admin(other) => Ok(format!("{other:?}")),
         Response::Error(e) => bail!("{e}"),
@@ -285,4 +299,29 @@ pub fn spawn_node(config: &std::path::Path, log: &std::path::Path) -> Result<Chi
         .stderr(log)
         .spawn()?;
     Ok(ChildGuard(Some(child)))
+}
+
+/// A "signature" over a ring change made with any certificate's key, as a hostile holder of
+/// a node or application certificate would make one (the admin CLI refuses to sign with
+/// anything but an admin certificate; this does not ask).
+pub fn sign_with_any_key(
+    tls: &TlsIdentity,
+    cluster: Option<ringkv_shared::ClusterId>,
+    target: &ringkv_shared::Ring,
+    n: u8,
+) -> Result<ringkv_shared::authority::Authority> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)?;
+    let key = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    let signer = key
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .context("an ECDSA P-256 key")?;
+    let message = ringkv_shared::authority::change_message(cluster, target, n);
+    Ok(ringkv_shared::authority::Authority {
+        n,
+        scheme: u16::from(signer.scheme()),
+        signer: CertificateDer::from_pem_slice(&tls.cert_pem)?.to_vec(),
+        signature: signer.sign(&message)?,
+    })
 }

@@ -67,11 +67,43 @@ impl RealCluster {
     /// Runs the `ringkv` admin CLI against node `i` with the cluster's client certificate;
     /// returns its standard output, or fails with its standard error.
     pub fn admin(&self, i: usize, args: &[&str]) -> Result<String> {
+        let (cert, key) = (
+            self.dir().join("admin.pem"),
+            self.dir().join("admin-key.pem"),
+        );
+        self.admin_with(i, &cert, &key, args)
+    }
+
+    /// [`RealCluster::admin`] with the certificate `tls` instead of the operator's (its
+    /// files are written under the cluster's directory as `<name>.pem`, `<name>-key.pem`).
+    pub fn admin_as(
+        &self,
+        i: usize,
+        tls: &TlsIdentity,
+        name: &str,
+        args: &[&str],
+    ) -> Result<String> {
+        let (cert, key) = (
+            self.dir().join(format!("{name}.pem")),
+            self.dir().join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert, &tls.cert_pem)?;
+        std::fs::write(&key, &tls.key_pem)?;
+        self.admin_with(i, &cert, &key, args)
+    }
+
+    fn admin_with(
+        &self,
+        i: usize,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        args: &[&str],
+    ) -> Result<String> {
         let out = std::process::Command::new(super::admin_binary()?)
             .env("RINGKV_NODE", self.addrs[i].to_string())
             .env("RINGKV_CA", self.dir().join("ca.pem"))
-            .env("RINGKV_CERT", self.dir().join("admin.pem"))
-            .env("RINGKV_KEY", self.dir().join("admin-key.pem"))
+            .env("RINGKV_CERT", cert)
+            .env("RINGKV_KEY", key)
             .args(args)
             .output()?;
         if !out.status.success() {

@@ -77,7 +77,7 @@ impl TlsIdentity {
         })
     }
 
-    fn roots(&self) -> Result<RootCertStore, TlsError> {
+    pub(crate) fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
             let cert = cert.map_err(|e| pem_err("CA certificate", e))?;
@@ -95,7 +95,7 @@ impl TlsIdentity {
         Ok(roots)
     }
 
-    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    pub(crate) fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| pem_err("certificate", e))?;
@@ -108,7 +108,7 @@ impl TlsIdentity {
         Ok(chain)
     }
 
-    fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+    pub(crate) fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
         PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| pem_err("private key", e))
     }
 }
@@ -126,7 +126,7 @@ fn config_err(e: impl std::fmt::Display) -> TlsError {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

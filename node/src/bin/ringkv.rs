@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use ringkv_net::quic::{QuicTransport, TlsIdentity, TransportOptions, client_config};
+use ringkv_net::quic::{OperatorKey, QuicTransport, TlsIdentity, TransportOptions, client_config};
 use ringkv_node::admin_report;
 use ringkv_shared::handoff::{Progress, Transfer};
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Request, Response};
@@ -54,7 +54,8 @@ enum Command {
     },
     /// Show what the staged changes would move.
     Plan,
-    /// Commit the staged changes: data moves, then the new ring takes over.
+    /// Commit the staged changes, signed with the key of --cert/--key (an admin
+    /// certificate): data moves, then the new ring takes over.
     Commit,
     /// Forget the staged changes.
     Clear,
@@ -78,6 +79,8 @@ async fn main() {
 struct Admin {
     transport: QuicTransport,
     node: SocketAddr,
+    /// The operator's TLS material (its key signs ring changes).
+    tls: TlsIdentity,
 }
 
 impl Admin {
@@ -94,22 +97,23 @@ impl Admin {
         Ok(Admin {
             transport,
             node: cli.node,
+            tls,
         })
     }
 
     async fn call_at(&self, addr: SocketAddr, request: AdminRequest) -> Result<AdminReply> {
-        let reply = tokio::time::timeout(
+        admin_reply(self.call_raw(addr, request).await?)
+    }
+
+    /// Sends `request` to `addr`; the node's answer as it is, refusals included.
+    async fn call_raw(&self, addr: SocketAddr, request: AdminRequest) -> Result<Response> {
+        tokio::time::timeout(
             Duration::from_secs(10),
             self.transport.call_addr(addr, Request::Admin(request)),
         )
         .await
         .with_context(|| format!("{addr} did not answer within 10 s"))?
-        .with_context(|| format!("cannot reach {addr}"))?;
-        match reply {
-            Response::Admin(a) => Ok(a),
-            Response::Error(e) => bail!("{e}"),
-            other => bail!("unexpected reply {}", other.kind()),
-        }
+        .with_context(|| format!("cannot reach {addr}"))
     }
 
     async fn call(&self, request: AdminRequest) -> Result<AdminReply> {
@@ -178,11 +182,31 @@ async fn run(cli: Cli) -> Result<()> {
             }
             other => bail!("unexpected answer {other:?}"),
         },
-        Command::Commit => done(admin.call(AdminRequest::Commit).await?)?,
+        Command::Commit => {
+            // Signed before anything is sent: a certificate that cannot sign fails here,
+            // with a message about the certificate, not the cluster.
+            let key = OperatorKey::from_identity(&admin.tls)
+                .with_context(|| format!("signing the ring change with {}", cli.cert.display()))?;
+            let reply = ringkv_node::operator::signed_commit(
+                |request| async { admin.call_raw(admin.node, request).await },
+                &key,
+            )
+            .await?;
+            done(admin_reply(reply)?)?
+        }
         Command::Clear => done(admin.call(AdminRequest::Clear).await?)?,
         Command::Handoffs { watch } => handoffs(&admin, *watch).await?,
     }
     Ok(())
+}
+
+/// A node's answer to an admin request: its reply, or its refusal as an error.
+fn admin_reply(reply: Response) -> Result<AdminReply> {
+    match reply {
+        Response::Admin(a) => Ok(a),
+        Response::Error(e) => bail!("{e}"),
+        other => bail!("unexpected reply {}", other.kind()),
+    }
 }
 
 fn done(reply: AdminReply) -> Result<()> {

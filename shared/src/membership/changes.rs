@@ -110,19 +110,33 @@ impl View {
         out
     }
 
-    /// Commits the staged changes: the planned ring becomes the transition's target, leavers
-    /// are marked leaving and the staged set is cleared. Data starts moving at once.
-    pub fn commit(&mut self, n: u8) -> Result<&Transition, ChangeError> {
-        let target = self.planned_with(n)?;
+    /// Commits the staged changes as `authority` signed them: the planned ring becomes the
+    /// transition's target, leavers are marked leaving and the staged set is cleared. Data
+    /// starts moving at once.
+    ///
+    /// `target` is the ring the operator signed; if the staged changes lead elsewhere now,
+    /// nothing is committed ([`ChangeError::PlanChanged`]). The caller has verified the
+    /// signature ([`crate::authority::verify_change`]).
+    pub fn commit(
+        &mut self,
+        n: u8,
+        target: &Ring,
+        authority: Authority,
+    ) -> Result<&Transition, ChangeError> {
+        let planned = self.planned_with(n)?;
+        if planned != *target {
+            return Err(ChangeError::PlanChanged);
+        }
         for id in self.staged.leaves.clone() {
             self.set_status(id, Status::Leaving);
         }
         self.clear_staged();
         self.transition = Some(Transition {
-            target,
+            target: planned,
             n,
             done: BTreeSet::new(),
             hints_handed_over: BTreeSet::new(),
+            authority: Some(authority),
         });
         Ok(self.transition.as_ref().expect("just set"))
     }
@@ -233,6 +247,7 @@ impl View {
             return false;
         }
         let target = t.target.clone();
+        let authority = t.authority.clone();
         let old: Vec<NodeId> = self.ring.members().map(|m| m.id).collect();
         for m in target.members() {
             self.set_status(m.id, Status::Up);
@@ -243,6 +258,7 @@ impl View {
             }
         }
         self.ring = target;
+        self.ring_authority = authority;
         self.transition = None;
         true
     }

@@ -2,6 +2,7 @@
 //! what a peer sent (only what it can verify, only the sender's own acknowledgements).
 
 use super::*;
+use crate::authority::{ChangeVerifier, verify_change};
 
 impl View {
     /// Merges `other` into this view. Returns whether this view changed.
@@ -23,6 +24,9 @@ impl View {
         }
         if ring_wins(&other.ring, &self.ring) {
             self.ring = other.ring.clone();
+            self.ring_authority = other.ring_authority.clone();
+        } else if other.ring == self.ring && other.ring_authority > self.ring_authority {
+            self.ring_authority = other.ring_authority.clone();
         }
         if (
             other.staged.version,
@@ -41,6 +45,7 @@ impl View {
                     a.done.extend(b.done.iter().copied());
                     a.hints_handed_over
                         .extend(b.hints_handed_over.iter().copied());
+                    a.authority = a.authority.max(b.authority.clone());
                     Some(a)
                 } else if transition_key(b) > transition_key(&a) {
                     Some(b.clone())
@@ -66,11 +71,14 @@ impl View {
     /// it did not take. The caller has refused another cluster's view first.
     ///
     /// Not taken, because a node holding a valid certificate could forge it:
-    /// - a **ring** that wins over this view's, unless this view has none yet (a newcomer's
-    ///   epoch-0 ring), or it is the target of the transition this view holds (verified when
-    ///   taken), or it is one planned step from this view's ring ([`is_planned_step`]);
+    /// - a **ring** that wins over this view's, unless it is the target of the transition this
+    ///   view holds (verified when taken), or it is one planned step from this view's ring
+    ///   ([`is_planned_step`]) and carries an operator's signature that `verifier` accepts;
+    ///   a newcomer (epoch-0 ring) takes a founding (epoch-1) ring, or a signed one;
     /// - a **transition** this view does not hold, unless its target is one planned step from
-    ///   the ring;
+    ///   the ring and it carries an operator's signature `verifier` accepts
+    ///   ([`crate::authority`]); nor a signature other than the one this view holds for its
+    ///   own transition or ring;
     /// - what `other` says about `me`: acknowledgements (`seen`, `swept`, hints handed over)
     ///   only `me` makes, and another address for `me` (this view's record then wins, with a
     ///   higher version, so that the correct address spreads back);
@@ -84,39 +92,76 @@ impl View {
     ///
     /// A node that fell more than a step behind (wiped, or down across a whole change it was
     /// not part of) cannot verify the cluster's ring alone; [`View::adopt_ring`] takes it once
-    /// enough members vouch for it (the node's gossip layer counts them).
+    /// enough members vouch for it and its operator's signature verifies (the node's gossip
+    /// layer checks both).
     pub fn merge_checked(
         &mut self,
         other: &View,
         me: NodeId,
         sender: Option<NodeId>,
         n: u8,
+        verifier: &dyn ChangeVerifier,
     ) -> (bool, Vec<Unverified>) {
         let mut theirs = other.clone();
         self.keep_only_senders_acknowledgements(&mut theirs, sender);
+        let cluster = self.cluster.or(other.cluster);
         let mut refused = Vec::new();
-        if ring_wins(&theirs.ring, &self.ring) && !self.can_adopt(&theirs.ring, n) {
-            refused.push(Unverified::Ring(Box::new(theirs.ring.clone())));
-            theirs.ring = self.ring.clone();
+        if ring_wins(&theirs.ring, &self.ring) {
+            match self.adoptable(
+                &theirs.ring,
+                theirs.ring_authority.as_ref(),
+                n,
+                cluster,
+                verifier,
+            ) {
+                Some(authority) => theirs.ring_authority = authority,
+                None => {
+                    refused.push(Unverified::Ring(
+                        Box::new(theirs.ring.clone()),
+                        theirs.ring_authority.clone(),
+                    ));
+                    theirs.ring = self.ring.clone();
+                    theirs.ring_authority = self.ring_authority.clone();
+                }
+            }
+        } else if theirs.ring == self.ring {
+            // The same ring: its signature is this view's, unless this view has none and
+            // theirs verifies.
+            let keep_theirs = self.ring_authority.is_none()
+                && theirs.ring_authority.as_ref().is_some_and(|a| {
+                    verify_change(verifier, cluster, &self.ring, a.n, Some(a)).is_ok()
+                });
+            if !keep_theirs {
+                theirs.ring_authority = self.ring_authority.clone();
+            }
         }
         let ring_after = if ring_wins(&theirs.ring, &self.ring) {
             theirs.ring.clone()
         } else {
             self.ring.clone()
         };
-        if let Some(t) = &theirs.transition {
+        if let Some(t) = &mut theirs.transition {
             let held = self
                 .transition
                 .as_ref()
-                .is_some_and(|mine| mine.target == t.target && mine.n == t.n);
-            if !held
-                && t.target.epoch() > ring_after.epoch()
-                && !is_planned_step(&ring_after, &t.target, t.n.into())
-            {
-                refused.push(Unverified::Transition {
-                    epoch: t.target.epoch(),
-                });
-                theirs.transition = None;
+                .filter(|mine| mine.target == t.target && mine.n == t.n);
+            if let Some(mine) = held {
+                t.authority = mine.authority.clone();
+            } else if t.target.epoch() > ring_after.epoch() {
+                let why = if !is_planned_step(&ring_after, &t.target, t.n.into()) {
+                    Some("not a planned step from this node's ring".to_string())
+                } else {
+                    verify_change(verifier, cluster, &t.target, t.n, t.authority.as_ref())
+                        .err()
+                        .map(|e| e.to_string())
+                };
+                if let Some(reason) = why {
+                    refused.push(Unverified::Transition {
+                        epoch: t.target.epoch(),
+                        reason,
+                    });
+                    theirs.transition = None;
+                }
             }
         }
         // This node's acknowledgements are its own to make. Peers legitimately remember
@@ -202,23 +247,46 @@ impl View {
         }
     }
 
-    /// Whether this view can take `ring` on its own (see [`View::merge_checked`]).
-    fn can_adopt(&self, ring: &Ring, n: u8) -> bool {
-        self.ring.epoch() == 0
-            || self
-                .transition
-                .as_ref()
-                .is_some_and(|t| t.target == *ring || is_planned_step(&self.ring, ring, t.n.into()))
-            || is_planned_step(&self.ring, ring, n.into())
+    /// Whether this view can take `ring` (signed by `authority`, if at all) on its own (see
+    /// [`View::merge_checked`]): `Some` with the signature to keep with it, `None` if not.
+    fn adoptable(
+        &self,
+        ring: &Ring,
+        authority: Option<&Authority>,
+        n: u8,
+        cluster: Option<ClusterId>,
+        verifier: &dyn ChangeVerifier,
+    ) -> Option<Option<Authority>> {
+        let held = self.transition.as_ref();
+        if let Some(t) = held.filter(|t| t.target == *ring) {
+            return Some(t.authority.clone());
+        }
+        let signed = authority
+            .filter(|a| verify_change(verifier, cluster, ring, a.n, Some(a)).is_ok())
+            .cloned();
+        if self.ring.epoch() == 0 {
+            // A newcomer: the founding ring is the config's (no one signs it), any later one
+            // an operator's.
+            return match (ring.epoch(), signed) {
+                (_, Some(a)) => Some(Some(a)),
+                (1, None) => Some(None),
+                _ => None,
+            };
+        }
+        let a = signed?;
+        (a.n == n && is_planned_step(&self.ring, ring, n.into())).then_some(Some(a))
     }
 
-    /// Takes `ring` if it wins over this view's, without verifying it: for a ring enough
-    /// members vouched for (see [`View::merge_checked`]). Returns whether the ring changed.
-    pub fn adopt_ring(&mut self, ring: &Ring) -> bool {
+    /// Takes `ring`, signed by `authority`, if it wins over this view's, without checking
+    /// that it is a step from this view's ring: for a ring enough members vouched for (see
+    /// [`View::merge_checked`]) whose signature the caller verified. Returns whether the
+    /// ring changed.
+    pub fn adopt_ring(&mut self, ring: &Ring, authority: Option<Authority>) -> bool {
         if !ring_wins(ring, &self.ring) {
             return false;
         }
         self.ring = ring.clone();
+        self.ring_authority = authority;
         self.normalize();
         true
     }

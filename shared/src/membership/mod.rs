@@ -24,6 +24,7 @@
 //!   acknowledgements that end a transition;
 //! - `tests.rs`: unit and property tests.
 
+use crate::authority::Authority;
 use crate::handoff::Transfer;
 use crate::ids::{ClusterId, NodeId};
 use crate::planner::{PlanError, is_planned_step, plan};
@@ -114,6 +115,10 @@ pub struct Transition {
     /// it would be a write lost.
     #[serde(default)]
     pub hints_handed_over: BTreeSet<NodeId>,
+    /// The operator's signature over the change ([`crate::authority`]): a node takes a
+    /// transition from a peer only with one that verifies.
+    #[serde(default)]
+    pub authority: Option<Authority>,
 }
 
 impl Transition {
@@ -183,6 +188,12 @@ pub enum ChangeError {
     /// The planner refused the change.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The signed target is not the ring the staged changes lead to now (someone staged or
+    /// cleared a change since the plan was signed).
+    #[error(
+        "the plan changed since it was signed (it now leads to another ring); run `ringkv plan` and commit again"
+    )]
+    PlanChanged,
 }
 
 /// A node's view of the cluster. See the module docs.
@@ -209,18 +220,27 @@ pub struct View {
     /// has met no cluster yet (and for views written before cluster ids existed).
     #[serde(default)]
     pub cluster: Option<ClusterId>,
+    /// The operator's signature over the current ring (the one its transition carried);
+    /// `None` for a founding ring, a ring taken because members vouched for it, and rings
+    /// made before signatures existed. Lets a node that missed the transition take the ring.
+    #[serde(default)]
+    pub ring_authority: Option<Authority>,
 }
 
 /// What [`View::merge_checked`] did not take from a peer's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unverified {
-    /// A ring this node cannot verify: no transition it holds leads there, and it is not one
-    /// planned step from this node's ring.
-    Ring(Box<Ring>),
-    /// A committed transition whose target is not one planned step from the ring.
+    /// A ring this node cannot take on its own: no transition it holds leads there, and it
+    /// is not one planned step from this node's ring with an operator's signature. With the
+    /// signature it came with, if any.
+    Ring(Box<Ring>, Option<Authority>),
+    /// A committed transition whose target is not one planned step from the ring, or whose
+    /// operator's signature does not verify.
     Transition {
         /// Its target epoch.
         epoch: u64,
+        /// Why.
+        reason: String,
     },
     /// Another address for this node (only this node says where it listens). Its
     /// acknowledgements are left out too, silently: peers also remember them from before a
@@ -284,6 +304,7 @@ impl View {
             seen: BTreeMap::new(),
             swept: BTreeMap::new(),
             cluster,
+            ring_authority: None,
         }
     }
 
@@ -309,6 +330,7 @@ impl View {
             seen: BTreeMap::new(),
             swept: BTreeMap::new(),
             cluster: None,
+            ring_authority: None,
         })
     }
 

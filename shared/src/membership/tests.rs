@@ -1,6 +1,10 @@
 use super::*;
+use crate::authority::SimulatedOperator;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// The operator who signs every change in these tests.
+const OP: SimulatedOperator = SimulatedOperator::new(0x5EED);
 
 fn member(i: u32) -> Member {
     Member {
@@ -28,7 +32,7 @@ fn arb_view() -> impl Strategy<Value = View> {
                     let _ = v.stage_leave(id, 3);
                 }
                 3 => {
-                    let _ = v.commit(3);
+                    let _ = OP.commit(&mut v, 3);
                 }
                 4 => {
                     v.mark_seen(id);
@@ -79,11 +83,14 @@ fn a_join_runs_from_staging_to_the_new_ring() {
     let mut v = cluster(3);
     v.announce(NodeId(4), member(4).addr);
     assert_eq!(v.status(NodeId(4)), Some(Status::Joining));
-    assert_eq!(v.commit(3).unwrap_err(), ChangeError::NothingStaged);
+    assert_eq!(
+        OP.commit(&mut v, 3).unwrap_err(),
+        ChangeError::NothingStaged
+    );
     v.stage_join(NodeId(4)).unwrap();
     let planned = v.planned_with(3).unwrap();
     assert_eq!(planned.epoch(), 2);
-    let t = v.commit(3).unwrap().clone();
+    let t = OP.commit(&mut v, 3).unwrap();
     assert!(v.staged.is_empty());
     assert!(matches!(
         v.stage_join(NodeId(5)),
@@ -91,7 +98,10 @@ fn a_join_runs_from_staging_to_the_new_ring() {
     ));
     v.announce(NodeId(5), member(5).addr);
     v.stage_join(NodeId(5)).unwrap();
-    assert!(matches!(v.commit(3), Err(ChangeError::Busy { epoch: 2 })));
+    assert!(matches!(
+        OP.commit(&mut v, 3),
+        Err(ChangeError::Busy { epoch: 2 })
+    ));
     assert!(!v.complete_if_done(), "transfers are outstanding");
     assert!(!v.all_seen());
     for i in 1..=4 {
@@ -125,7 +135,10 @@ fn bad_changes_are_refused_and_change_nothing() {
         v.stage_leave(NodeId(9), 3),
         Err(ChangeError::UnknownNode { .. })
     ));
-    assert_eq!(v.commit(3).unwrap_err(), ChangeError::NothingStaged);
+    assert_eq!(
+        OP.commit(&mut v, 3).unwrap_err(),
+        ChangeError::NothingStaged
+    );
     assert_eq!(v.ring, before.ring);
 }
 
@@ -133,7 +146,7 @@ fn bad_changes_are_refused_and_change_nothing() {
 fn a_leave_removes_the_node_when_done() {
     let mut v = cluster(4);
     v.stage_leave(NodeId(4), 3).unwrap();
-    let t = v.commit(3).unwrap().clone();
+    let t = OP.commit(&mut v, 3).unwrap();
     assert_eq!(v.status(NodeId(4)), Some(Status::Leaving));
     for tr in t.transfers(&v.ring) {
         v.mark_done(tr);
@@ -163,7 +176,7 @@ fn reaping_waits_until_every_former_owner_swept() {
         "a joining node never owned anything"
     );
     v.stage_leave(NodeId(4), 3).unwrap();
-    let t = v.commit(3).unwrap().clone();
+    let t = OP.commit(&mut v, 3).unwrap();
     for tr in t.transfers(&v.ring) {
         v.mark_done(tr);
     }
@@ -268,39 +281,99 @@ fn a_forging_peer_cannot_move_the_ring_or_speak_for_this_node() {
         forged_ring(2, moved),
     ] {
         let mut v = mine.clone();
-        let (changed, refused) = v.merge_checked(&theirs, me, Some(NodeId(2)), 3);
+        let (changed, refused) = v.merge_checked(&theirs, me, Some(NodeId(2)), 3, &OP);
         assert!(!changed, "{:?}", v.ring);
-        assert!(matches!(refused[..], [Unverified::Ring(_)]), "{refused:?}");
+        assert!(matches!(refused[..], [Unverified::Ring(..)]), "{refused:?}");
         assert_eq!(v.ring, mine.ring);
         // Members vouching is the gossip layer's call; taking it is explicit.
-        assert!(v.clone().adopt_ring(&theirs.ring));
+        assert!(v.clone().adopt_ring(&theirs.ring, None));
     }
     // A transition whose target the planner would not make is refused; a real one is taken.
     let mut joined = mine.clone();
     joined.announce(NodeId(4), member(4).addr);
     let mut real = joined.clone();
     real.stage_join(NodeId(4)).unwrap();
-    real.commit(3).unwrap();
+    OP.commit(&mut real, 3).unwrap();
     let mut fake = real.clone();
     let t = fake.transition.as_mut().unwrap();
     t.target = Ring::from_owners(2, list(&t.target), vec![NodeId(4); 64]).unwrap();
     let mut v = joined.clone();
-    let (_, refused) = v.merge_checked(&fake, me, Some(NodeId(2)), 3);
-    assert_eq!(refused, vec![Unverified::Transition { epoch: 2 }]);
+    let (_, refused) = v.merge_checked(&fake, me, Some(NodeId(2)), 3, &OP);
+    assert!(
+        matches!(&refused[..], [Unverified::Transition { epoch: 2, reason }] if reason.contains("planned step")),
+        "{refused:?}"
+    );
     assert_eq!(v.transition, None);
-    let (_, refused) = v.merge_checked(&real, me, Some(NodeId(2)), 3);
+    // The planner's own step, but not signed by the operator: unsigned, signed with another
+    // key, signed for another n, or a signature lifted from another change.
+    let other_key = SimulatedOperator::new(1);
+    let step = real.transition.clone().unwrap();
+    let mut forgeries = Vec::new();
+    for authority in [
+        None,
+        Some(other_key.sign(real.cluster, &step.target, 3)),
+        Some(OP.sign(real.cluster, &step.target, 2)),
+        Some(OP.sign(real.cluster, &mine.ring, 3)),
+    ] {
+        let mut forged = real.clone();
+        forged.transition.as_mut().unwrap().authority = authority;
+        forgeries.push(forged);
+    }
+    for forged in &forgeries {
+        let mut v = joined.clone();
+        let (changed, refused) = v.merge_checked(forged, me, Some(NodeId(2)), 3, &OP);
+        assert!(
+            matches!(&refused[..], [Unverified::Transition { epoch: 2, .. }]),
+            "{refused:?}"
+        );
+        assert_eq!(
+            (v.transition.clone(), v.ring.clone()),
+            (None, joined.ring.clone())
+        );
+        let _ = changed;
+    }
+    let (_, refused) = v.merge_checked(&real, me, Some(NodeId(2)), 3, &OP);
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(v.transition, real.transition);
     // The ring that transition leads to is taken, as is a planned step from one's own ring
     // (a node that missed the transition but not the ring before it).
     let mut done = real.clone();
-    done.ring = real.transition.clone().unwrap().target;
+    done.ring = step.target.clone();
+    done.ring_authority = step.authority.clone();
     done.transition = None;
     for mut v in [v.clone(), joined.clone()] {
-        let (_, refused) = v.merge_checked(&done, me, Some(NodeId(2)), 3);
+        let (_, refused) = v.merge_checked(&done, me, Some(NodeId(2)), 3, &OP);
         assert!(refused.is_empty(), "{refused:?}");
         assert_eq!(v.ring, done.ring);
+        assert_eq!(
+            v.ring_authority, step.authority,
+            "the signature comes with it"
+        );
     }
+    // The same ring without the operator's signature, or with a forged one, is not taken
+    // by a node that missed the transition (members vouching for it is the gossip layer's).
+    for authority in forgeries
+        .iter()
+        .map(|f| f.transition.clone().unwrap().authority)
+    {
+        let mut unsigned = done.clone();
+        unsigned.ring_authority = authority;
+        let mut v = joined.clone();
+        let (_, refused) = v.merge_checked(&unsigned, me, Some(NodeId(2)), 3, &OP);
+        assert!(matches!(refused[..], [Unverified::Ring(..)]), "{refused:?}");
+        assert_eq!(v.ring, joined.ring);
+    }
+    // A node that holds the transition takes its target, signed or not: it verified the
+    // signature when it took the transition, and keeps that one.
+    let mut holder = v.clone();
+    let mut unsigned = done.clone();
+    unsigned.ring_authority = None;
+    let (_, refused) = holder.merge_checked(&unsigned, me, Some(NodeId(2)), 3, &OP);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(
+        (holder.ring.clone(), holder.ring_authority.clone()),
+        (done.ring.clone(), step.authority.clone())
+    );
     // Acknowledgements only this node makes, and this node's address.
     let mut lies = real.clone();
     lies.seen.insert(me, 2);
@@ -314,7 +387,7 @@ fn a_forging_peer_cannot_move_the_ring_or_speak_for_this_node() {
     record.addr = SocketAddr::from(([10, 6, 6, 6], 7001));
     record.version = 40;
     let mut v = real.clone();
-    let (_, refused) = v.merge_checked(&lies, me, Some(NodeId(2)), 3);
+    let (_, refused) = v.merge_checked(&lies, me, Some(NodeId(2)), 3, &OP);
     assert_eq!(refused, vec![Unverified::AboutMe], "the address");
     assert_eq!((v.seen.get(&me), v.swept.get(&me)), (None, None));
     assert!(
@@ -335,20 +408,33 @@ fn a_forging_peer_cannot_move_the_ring_or_speak_for_this_node() {
     let mut other = real.clone();
     other.mark_seen(NodeId(2));
     let mut v = real.clone();
-    assert!(v.merge_checked(&other, me, Some(NodeId(2)), 3).0);
+    assert!(v.merge_checked(&other, me, Some(NodeId(2)), 3, &OP).0);
     assert_eq!(v.seen.get(&NodeId(2)), Some(&2));
     let mut v = real.clone();
-    let (changed, _) = v.merge_checked(&other, me, Some(NodeId(3)), 3);
+    let (changed, _) = v.merge_checked(&other, me, Some(NodeId(3)), 3, &OP);
     assert!(!changed, "n3 cannot say that n2 saw the transition");
     assert_eq!(v.seen.get(&NodeId(2)), None);
-    let (changed, _) = v.merge_checked(&other, me, None, 3);
+    let (changed, _) = v.merge_checked(&other, me, None, 3, &OP);
     assert!(!changed, "nor can an operator or a peer not known yet");
     // A newcomer takes the cluster's ring from a seed (a peer not known yet): it has
     // nothing to check it against.
     let mut fresh = View::newcomer(member(9), 64).unwrap();
-    let (_, refused) = fresh.merge_checked(&mine, NodeId(9), None, 3);
+    let (_, refused) = fresh.merge_checked(&mine, NodeId(9), None, 3, &OP);
     assert!(refused.is_empty());
     assert_eq!(fresh.ring, mine.ring);
+    // Past the founding ring, it needs the operator's signature too.
+    for (authority, taken) in [
+        (None, false),
+        (forgeries[1].transition.clone().unwrap().authority, false),
+        (step.authority.clone(), true),
+    ] {
+        let mut later = done.clone();
+        later.ring_authority = authority;
+        let mut fresh = View::newcomer(member(9), 64).unwrap();
+        let (_, refused) = fresh.merge_checked(&later, NodeId(9), None, 3, &OP);
+        assert_eq!(fresh.ring == done.ring, taken, "{refused:?}");
+        assert_eq!(refused.is_empty(), taken, "{refused:?}");
+    }
 }
 
 #[test]
@@ -357,7 +443,7 @@ fn a_node_acknowledges_only_its_own_transfers_and_hints() {
     let mut v = cluster(3);
     v.announce(NodeId(4), member(4).addr);
     v.stage_join(NodeId(4)).unwrap();
-    v.commit(3).unwrap();
+    OP.commit(&mut v, 3).unwrap();
     let t = v.transition.clone().unwrap();
     let remaining = t.remaining(&v.ring);
     let by = |id: u32| {
@@ -379,7 +465,7 @@ fn a_node_acknowledges_only_its_own_transfers_and_hints() {
         claims.mark_hints_handed_over(NodeId(id));
     }
     let mut mine = v.clone();
-    mine.merge_checked(&claims, me, Some(NodeId(2)), 3);
+    mine.merge_checked(&claims, me, Some(NodeId(2)), 3, &OP);
     let got = mine.transition.as_ref().unwrap();
     assert_eq!(
         got.done,
@@ -396,8 +482,8 @@ fn a_node_acknowledges_only_its_own_transfers_and_hints() {
     for tr in by(3) {
         from_n3.mark_done(tr);
     }
-    mine.merge_checked(&from_n3, me, Some(NodeId(3)), 3);
-    mine.merge_checked(&v, me, Some(NodeId(2)), 3);
+    mine.merge_checked(&from_n3, me, Some(NodeId(3)), 3, &OP);
+    mine.merge_checked(&v, me, Some(NodeId(2)), 3, &OP);
     assert_eq!(
         mine.transition.as_ref().unwrap().done,
         by(2).chain(by(3)).collect::<BTreeSet<_>>()
@@ -433,7 +519,7 @@ fn rounds_to_converge(nodes: u32, seed: u64) -> usize {
     let mut changed = base;
     changed.announce(NodeId(nodes + 1), member(nodes + 1).addr);
     changed.stage_join(NodeId(nodes + 1)).unwrap();
-    changed.commit(3).unwrap();
+    OP.commit(&mut changed, 3).unwrap();
     views[0] = changed.clone();
     for round in 1..=100 {
         for i in 0..views.len() {
