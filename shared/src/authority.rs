@@ -13,7 +13,6 @@
 //! [`SimulatedOperator`], a keyed digest, because it tests the protocol, not the cryptography.
 
 use crate::ids::ClusterId;
-use crate::membership::{ChangeError, Transition, View};
 use crate::ring::Ring;
 use serde::{Deserialize, Serialize};
 
@@ -145,14 +144,6 @@ impl SimulatedOperator {
             signer: b"simulated operator".to_vec(),
             signature: self.digest(&change_message(cluster, target, n)),
         }
-    }
-
-    /// Plans `view`'s staged changes at factor `n`, signs the plan and commits it: what the
-    /// admin CLI does with a real key, for the simulator and tests.
-    pub fn commit(&self, view: &mut View, n: u8) -> Result<Transition, ChangeError> {
-        let target = view.planned_with(n)?;
-        let authority = self.sign(view.cluster, &target, n);
-        view.commit(n, &target, authority).cloned()
     }
 }
 

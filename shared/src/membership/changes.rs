@@ -263,3 +263,13 @@ impl View {
         true
     }
 }
+
+impl crate::authority::SimulatedOperator {
+    /// Plans `view`'s staged changes at factor `n`, signs the plan and commits it: what the
+    /// admin CLI does with a real key, for the simulator and tests.
+    pub fn commit(&self, view: &mut View, n: u8) -> Result<Transition, ChangeError> {
+        let target = view.planned_with(n)?;
+        let authority = self.sign(view.cluster, &target, n);
+        view.commit(n, &target, authority).cloned()
+    }
+}
