@@ -210,6 +210,7 @@ async fn a_wiped_node_never_reuses_a_dot() -> Result<()> {
         context,
         value: Some(Bytes::from_static(value.as_bytes())),
         quorum: q,
+        return_body: false,
     };
     // Every write is coordinated by n1, whatever the key's preference list.
     let raw = RawConn::open(addr, &cluster.client_tls()).await?;

@@ -198,6 +198,7 @@ async fn a_client_certificate_can_do_nothing_reserved_for_nodes_or_operators() -
                     required: 2,
                     timeout_ms: 3_000,
                 },
+                return_body: false,
             })
             .await?;
         match reply.body {

@@ -267,3 +267,50 @@ async fn an_invariant_violating_sibling_is_an_error_naming_the_key() -> Result<(
     cluster.shutdown().await;
     Ok(())
 }
+
+/// `modify` returns the key as its write left it, siblings written meanwhile included: here
+/// another instance adds "y" between this modify's read and its write (R=W=3, so the
+/// coordinator holds it). Writing the returned value back with the returned context loses
+/// nothing and leaves one version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modify_returns_what_was_written_beside_it() -> Result<()> {
+    use ringkv::CallOptions;
+    let cluster = LocalCluster::start(3).await?;
+    let (a, b) = (
+        client(&cluster, Mode::Direct).await?,
+        client(&cluster, Mode::Direct).await?,
+    );
+    let all = CallOptions::default().quorum(3);
+    let add = |item: &'static str| {
+        move |s: &mut ORSet<String>, me: ringkv::crdt::ActorId| s.add(item.into(), me)
+    };
+    a.modify_with("cart:race", all, add("x")).await?;
+    let runtime = tokio::runtime::Handle::current();
+    let written = a
+        .modify_with("cart:race", all, |s: &mut ORSet<String>, me| {
+            let meanwhile = tokio::task::block_in_place(|| {
+                runtime.block_on(b.modify_with("cart:race", all, add("y")))
+            });
+            assert!(meanwhile.is_ok(), "b's add: {meanwhile:?}");
+            s.add("z".into(), me);
+        })
+        .await?;
+    let items: Vec<&String> = written.value.iter().collect();
+    assert_eq!(items, ["x", "y", "z"], "the value after the write");
+    a.put_with(
+        "cart:race",
+        ringkv::typed::encode_value(&written.value)?,
+        &written.context,
+        all,
+    )
+    .await?;
+    let read = b.get_merged_with::<ORSet<String>>("cart:race", all).await?;
+    let items: Vec<&String> = read.value.iter().collect();
+    assert_eq!(items, ["x", "y", "z"]);
+    assert_eq!(
+        read.siblings, 1,
+        "the returned context covers every sibling"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}

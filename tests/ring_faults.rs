@@ -598,5 +598,6 @@ fn w3_put(key: &str, value: &'static [u8]) -> Request {
             required: 3,
             timeout_ms: 8_000,
         },
+        return_body: false,
     }
 }

@@ -167,12 +167,14 @@ async fn a_node_enforces_limits_even_when_the_client_does_not() -> Result<()> {
             context: VersionVector::new(),
             value: Some(Bytes::from_static(b"v")),
             quorum: q,
+            return_body: false,
         },
         Request::RoutePut {
             key: Bytes::from_static(b"k"),
             context: VersionVector::new(),
             value: Some(Bytes::from(vec![0u8; (1 << 20) + 1])),
             quorum: q,
+            return_body: false,
         },
         Request::Read { key: Bytes::new() },
         Request::RouteGet {

@@ -16,6 +16,7 @@
 #![allow(missing_docs)]
 
 mod cluster;
+mod cpu;
 mod report;
 mod workload;
 
@@ -171,6 +172,101 @@ async fn counters(client: &Client) -> Counters {
     }
 }
 
+/// Each node's requests served between two counter readings, per operation of the phase.
+fn per_node_per_op(before: &[u64], after: &[u64], ops: u64) -> Vec<f64> {
+    after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(*b) as f64 / ops.max(1) as f64)
+        .collect()
+}
+
+fn us_per(spent: Duration, count: u64) -> f64 {
+    spent.as_secs_f64() * 1e6 / count.max(1) as f64
+}
+
+/// CPU time and work summed over the phases of one mode.
+#[derive(Default)]
+struct Tally {
+    nodes: Option<Duration>,
+    harness: Option<Duration>,
+    ops: u64,
+    requests: u64,
+    /// Requests served per node, summed over phases.
+    per_node: Vec<u64>,
+}
+
+/// [`Tally`] per mode: what the run prints as CPU per operation and per node request.
+#[derive(Default)]
+struct Spent {
+    direct: Tally,
+    router: Tally,
+}
+
+impl Spent {
+    fn tally(&mut self, mode: Mode) -> &mut Tally {
+        match mode {
+            Mode::Direct => &mut self.direct,
+            Mode::Router => &mut self.router,
+        }
+    }
+
+    fn add(
+        &mut self,
+        mode: Mode,
+        (nodes, harness): (Option<Duration>, Option<Duration>),
+        ops: u64,
+        requests: u64,
+        before: &[u64],
+        after: &[u64],
+    ) {
+        let t = self.tally(mode);
+        let sum = |acc: Option<Duration>, d: Option<Duration>| Some(acc.unwrap_or_default() + d?);
+        t.nodes = sum(t.nodes, nodes);
+        t.harness = sum(t.harness, harness);
+        t.ops += ops;
+        t.requests += requests;
+        t.per_node.resize(after.len().max(t.per_node.len()), 0);
+        for (i, (a, b)) in after.iter().zip(before).enumerate() {
+            t.per_node[i] += a.saturating_sub(*b);
+        }
+    }
+
+    /// "direct: CPU per operation 421 µs (nodes 300, harness 121); node CPU per request 61 µs;
+    /// node requests per operation per node: mean 1.63, max 1.64, min 1.62"
+    fn line(&mut self, mode: Mode) -> String {
+        let t = self.tally(mode);
+        let fmt =
+            |d: Option<Duration>, n: u64| d.map_or("-".into(), |d| format!("{:.0}", us_per(d, n)));
+        let total = t.nodes.zip(t.harness).map(|(a, b)| a + b);
+        let shares = per_node_per_op(&vec![0; t.per_node.len()], &t.per_node, t.ops);
+        let (mean, max, min) = (
+            shares.iter().sum::<f64>() / shares.len().max(1) as f64,
+            shares.iter().copied().fold(0.0, f64::max),
+            shares.iter().copied().fold(f64::INFINITY, f64::min),
+        );
+        format!(
+            "{}: CPU per operation {} µs (nodes {}, harness {}); node CPU per node request {} µs; node requests per operation per node: mean {mean:.2}, max {max:.2}, min {:.2}",
+            format!("{mode:?}").to_lowercase(),
+            fmt(total, t.ops),
+            fmt(t.nodes, t.ops),
+            fmt(t.harness, t.ops),
+            fmt(t.nodes, t.requests),
+            if min.is_finite() { min } else { 0.0 },
+        )
+    }
+
+    fn json(&mut self, mode: Mode) -> serde_json::Value {
+        let t = self.tally(mode);
+        serde_json::json!({
+            "nodes_us_per_op": t.nodes.map(|d| us_per(d, t.ops)),
+            "harness_us_per_op": t.harness.map(|d| us_per(d, t.ops)),
+            "node_us_per_request": t.nodes.map(|d| us_per(d, t.requests)),
+            "node_requests_per_op_by_node": per_node_per_op(&vec![0; t.per_node.len()], &t.per_node, t.ops),
+        })
+    }
+}
+
 /// Share of nodes whose request count is more than 15% from the mean (Dynamo's imbalance).
 fn imbalance(before: &[u64], after: &[u64]) -> f64 {
     let d: Vec<f64> = after
@@ -266,6 +362,11 @@ async fn main() -> Result<()> {
     // Node requests per operation (direct, router) and writes per fsync, summed over phases.
     let (mut d_requests, mut r_requests, mut d_all_ops, mut r_all_ops) = (0u64, 0u64, 0u64, 0u64);
     let (mut writes, mut fsyncs) = (0u64, 0u64);
+    // CPU time per mode: started nodes together, and this harness (the client library).
+    let pids: Vec<u32> = _cluster.as_ref().map_or_else(Vec::new, |c| {
+        (0..args.nodes).filter_map(|i| c.pid(i)).collect()
+    });
+    let mut cpu = Spent::default();
     let expected = args.pairs * 2 * args.duration * 3000;
     let b = bar(expected, "measuring");
     for pair in 0..args.pairs {
@@ -276,6 +377,7 @@ async fn main() -> Result<()> {
                 &router
             };
             let before = counters(client).await;
+            let cpu_before = cpu::CpuSample::now(&pids);
             b.set_message(format!("{mode:?} {}/{}", pair + 1, args.pairs).to_lowercase());
             let run = workload::run(
                 client,
@@ -289,6 +391,7 @@ async fn main() -> Result<()> {
                 &b,
             )
             .await?;
+            let cpu_spent = cpu::CpuSample::now(&pids).since(&cpu_before);
             let after = counters(client).await;
             let imb = imbalance(&before.requests, &after.requests);
             let served: u64 =
@@ -303,7 +406,21 @@ async fn main() -> Result<()> {
                 "read": Latencies::of(&run.reads), "update": Latencies::of(&run.updates),
                 "errors": run.errors, "imbalance": imb, "requests_per_node_before": before.requests, "requests_per_node_after": after.requests,
                 "node_requests_per_op": served as f64 / run.all_ops.max(1) as f64,
+                "node_requests_per_op_by_node": per_node_per_op(&before.requests, &after.requests, run.all_ops),
+                "cpu_us_per_op": {
+                    "nodes": cpu_spent.0.map(|d| us_per(d, run.all_ops)),
+                    "harness": cpu_spent.1.map(|d| us_per(d, run.all_ops)),
+                },
+                "node_cpu_us_per_request": cpu_spent.0.map(|d| us_per(d, served)),
             }));
+            cpu.add(
+                mode,
+                cpu_spent,
+                run.all_ops,
+                served,
+                &before.requests,
+                &after.requests,
+            );
             for (a, v) in versions.iter_mut().zip(run.versions) {
                 *a += v;
             }
@@ -375,6 +492,9 @@ async fn main() -> Result<()> {
         per_op(r_requests, r_all_ops),
         writes_per_fsync.map_or("no fsyncs".into(), |w| format!("{w:.2}"))
     );
+    for mode in [Mode::Direct, Mode::Router] {
+        println!("{}", cpu.line(mode));
+    }
     println!("failed operations: direct {d_err}, router {r_err}");
     if let Some(c) = &_cluster {
         let rss: Vec<String> = c
@@ -398,6 +518,7 @@ async fn main() -> Result<()> {
         "mean_imbalance": mean_imbalance,
         "node_requests_per_op": {"direct": per_op(d_requests, d_all_ops), "router": per_op(r_requests, r_all_ops)},
         "writes_per_fsync": writes_per_fsync,
+        "cpu": {"direct": cpu.json(Mode::Direct), "router": cpu.json(Mode::Router)},
     });
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
     report::plot(

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use ringkv_net::Wire;
 use ringkv_net::fanout;
 use ringkv_net::transport::{Transport, TransportError};
-use ringkv_shared::proto::{NodeStats, Quorum, Request, Response};
+use ringkv_shared::proto::{NodeStats, PutReply, Quorum, Request, Response};
 use ringkv_shared::{Limits, Member, NodeId, ReplyError, Ring};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -153,7 +153,14 @@ impl Client {
     }
 
     /// Writes `value` for `key`, replacing the versions `context` covers. Returns once W
-    /// replicas hold the write, with the context after it.
+    /// replicas hold the write, with the context to write the key next with.
+    ///
+    /// The returned context covers `context` and this write, and **no version this caller has
+    /// not seen**: a loop that writes, then writes again with the returned context, needs no
+    /// read in between and never drops a value another writer stored meanwhile (that value
+    /// stays a sibling, seen on the next read). It is not the stored object's whole context:
+    /// that would also cover concurrent siblings, and writing with it would overwrite them
+    /// unseen. To get those siblings back with the write, use [`Client::put_returning`].
     pub async fn put_with(
         &self,
         key: impl Into<Bytes>,
@@ -161,8 +168,41 @@ impl Client {
         context: &Context,
         opts: CallOptions,
     ) -> Result<Context, ClientError> {
-        self.write(key.into(), Some(value.into()), context, opts)
-            .await
+        let reply = self
+            .write(key.into(), Some(value.into()), context, opts, false)
+            .await?;
+        Ok(Context::from_clock(&reply.next))
+    }
+
+    /// Writes like [`Client::put_with`] and returns what the coordinating replica holds for
+    /// the key after the write (Riak's `return_body`): this write's value and every sibling
+    /// written concurrently that the coordinator has, with the context covering all of them.
+    /// A read-modify-write loop on a hot key can merge those values and write again with that
+    /// context, without a read per write.
+    ///
+    /// This is one replica's state, not a quorum read: other replicas may hold siblings the
+    /// coordinator has not seen yet; they are kept (the context does not cover them).
+    /// [`Versions::answers`] is empty.
+    pub async fn put_returning(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        context: &Context,
+        opts: CallOptions,
+    ) -> Result<Versions, ClientError> {
+        let value = value.into();
+        let reply = self
+            .write(key.into(), Some(value.clone()), context, opts, true)
+            .await?;
+        Ok(match reply.body {
+            Some(body) => Versions::from_object(&body, Vec::new()),
+            // A coordinator that left the body out: what this writer knows is its own write.
+            None => Versions {
+                values: vec![value],
+                context: Context::from_clock(&reply.next),
+                answers: Vec::new(),
+            },
+        })
     }
 
     /// Deletes `key` with the default W: writes a tombstone replacing what `context` covers.
@@ -181,18 +221,21 @@ impl Client {
         context: &Context,
         opts: CallOptions,
     ) -> Result<Context, ClientError> {
-        self.write(key.into(), None, context, opts).await
+        let reply = self.write(key.into(), None, context, opts, false).await?;
+        Ok(Context::from_clock(&reply.next))
     }
 
-    /// A put made by [`Client::modify`]: unlike a plain put it keeps the key's other lanes.
+    /// A put made by [`Client::modify`]: unlike a plain put it keeps the key's other lanes,
+    /// and it asks for the stored object back.
     pub(crate) async fn put_lane(
         &self,
         key: Bytes,
         value: Bytes,
         context: &Context,
         opts: CallOptions,
-    ) -> Result<Context, ClientError> {
-        self.write_inner(key, Some(value), context, opts).await
+    ) -> Result<PutReply, ClientError> {
+        self.write_inner(key, Some(value), context, opts, true)
+            .await
     }
 
     async fn write(
@@ -201,11 +244,13 @@ impl Client {
         value: Option<Bytes>,
         context: &Context,
         opts: CallOptions,
-    ) -> Result<Context, ClientError> {
+        return_body: bool,
+    ) -> Result<PutReply, ClientError> {
         // A plain put or delete replaces what mergeable updates through this client wrote:
         // their lanes must not merge the old state back in.
         self.inner.lanes.forget(&key);
-        self.write_inner(key, value, context, opts).await
+        self.write_inner(key, value, context, opts, return_body)
+            .await
     }
 
     async fn write_inner(
@@ -214,7 +259,8 @@ impl Client {
         value: Option<Bytes>,
         context: &Context,
         opts: CallOptions,
-    ) -> Result<Context, ClientError> {
+        return_body: bool,
+    ) -> Result<PutReply, ClientError> {
         let q = settle(&self.inner.defaults, &opts, self.inner.defaults.w)?;
         self.check(&key, value.as_deref())?;
         let clock = context
@@ -237,16 +283,16 @@ impl Client {
                             let len = replicas.len();
                             replicas.rotate_left(turn % len);
                         }
-                        fanout::delegate_put(
-                            &self.inner.transport,
-                            key.clone(),
-                            clock.clone(),
-                            value.clone(),
-                            &replicas,
-                            q,
-                        )
-                        .await
-                        .map_err(ClientError::from)
+                        let put = fanout::DelegatedPut {
+                            key: key.clone(),
+                            context: clock.clone(),
+                            value: value.clone(),
+                            quorum: q,
+                            return_body,
+                        };
+                        fanout::delegate_put(&self.inner.transport, put, &replicas)
+                            .await
+                            .map_err(ClientError::from)
                     }
                     Mode::Router => {
                         let req = Request::RoutePut {
@@ -254,9 +300,10 @@ impl Client {
                             context: clock.clone(),
                             value: value.clone(),
                             quorum: q,
+                            return_body,
                         };
                         match self.route(req, q).await {
-                            Ok(Response::Put { clock }) => Ok(clock),
+                            Ok(Response::Put(reply)) => Ok(reply),
                             Ok(other) => Err(unexpected(other)),
                             Err(e) => Err(e),
                         }
@@ -264,9 +311,9 @@ impl Client {
                 }
             };
             // Retried only when the write certainly was not applied anywhere.
-            let clock = self.with_ring_retries(false, write).await?;
+            let reply = self.with_ring_retries(false, write).await?;
             self.after_reply();
-            Ok(Context::from_clock(&clock))
+            Ok(reply)
         }
         .instrument(span)
         .await

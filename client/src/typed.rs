@@ -48,19 +48,7 @@ impl Client {
     {
         let key = key.into();
         let read = self.get_with(key.clone(), opts).await?;
-        let mut value = T::default();
-        for sibling in &read.values {
-            let unusable = |why: String| ClientError::Codec {
-                reason: format!("key {}: a sibling is unusable: {why}", label(&key)),
-            };
-            let decoded = match decode_value::<T>(sibling) {
-                Ok(v) => v,
-                Err(ClientError::Codec { reason }) => return Err(unusable(reason)),
-                Err(other) => return Err(other),
-            };
-            decoded.validate().map_err(unusable)?;
-            value.merge(&decoded);
-        }
+        let value = merge_siblings(&key, &read.values)?;
         Ok(Merged {
             value,
             siblings: read.values.len(),
@@ -71,7 +59,14 @@ impl Client {
 
     /// Read-merge-write: reads every sibling of `key`, merges them, applies `change`, and
     /// writes the result back with the read's context, so the siblings collapse into one.
-    /// Returns the value written and its context.
+    ///
+    /// Returns the key's value after the write as the coordinating replica holds it: the value
+    /// written, merged with every sibling written concurrently that the coordinator has (the
+    /// write asks for them back, Riak's `return_body`), and the context covering all of them.
+    /// Writing [`Merged::value`] back with [`Merged::context`] therefore loses nothing. (When
+    /// a concurrent sibling there does not decode as `T`, the value is the one written and the
+    /// context covers only it and what the read saw.) [`Merged::siblings`] and
+    /// [`Merged::answers`] describe the read.
     ///
     /// **No acknowledged update is lost, whatever the read returned.** `change` gets an
     /// [`ActorId`] that only this call is using, together with a state that holds every update
@@ -147,13 +142,25 @@ impl Client {
         let encoded = update.encode()?;
         // On any error `update` is dropped with its lane: the actor is never used again,
         // whether or not the write landed somewhere.
-        let context = self
-            .put_lane(key, encoded.clone(), &read.context, opts)
+        let reply = self
+            .put_lane(key.clone(), encoded.clone(), &read.context, opts)
             .await?;
-        let clock = context
-            .to_clock()
-            .map_err(|reason| ClientError::Codec { reason })?;
-        let value = update.written(&self.inner.lanes, encoded, clock);
+        let written = update.written(&self.inner.lanes, encoded, reply.clock);
+        let stored = reply.body.map(|body| {
+            let values: Vec<Bytes> = body.values().cloned().collect();
+            (merge_siblings::<T>(&key, &values), body)
+        });
+        let (value, context) = match stored {
+            Some((Ok(mut value), body)) => {
+                value.merge(&written);
+                (value, Context::from_clock(body.clock()))
+            }
+            Some((Err(e), _)) => {
+                tracing::debug!(key = %label(&key), error = %e, "a concurrent sibling is unusable: returning the value written");
+                (written, Context::from_clock(&reply.next))
+            }
+            None => (written, Context::from_clock(&reply.next)),
+        };
         Ok(Merged {
             value,
             context,
@@ -161,6 +168,28 @@ impl Client {
             answers: read.answers,
         })
     }
+}
+
+/// Every sibling of `key` decoded, checked and merged into one `T` (the default when there is
+/// none). A sibling that does not decode or breaks `T`'s invariants is an error naming the key.
+fn merge_siblings<T>(key: &[u8], siblings: &[Bytes]) -> Result<T, ClientError>
+where
+    T: Merge + Default + DeserializeOwned,
+{
+    let mut value = T::default();
+    for sibling in siblings {
+        let unusable = |why: String| ClientError::Codec {
+            reason: format!("key {}: a sibling is unusable: {why}", label(key)),
+        };
+        let decoded = match decode_value::<T>(sibling) {
+            Ok(v) => v,
+            Err(ClientError::Codec { reason }) => return Err(unusable(reason)),
+            Err(other) => return Err(other),
+        };
+        decoded.validate().map_err(unusable)?;
+        value.merge(&decoded);
+    }
+    Ok(value)
 }
 
 /// A read error before a modify: nothing was written.

@@ -12,20 +12,22 @@ use bytes::Bytes;
 use ringkv_net::fanout;
 use ringkv_net::transport::Transport;
 use ringkv_shared::dual_write::DualWrite;
-use ringkv_shared::proto::{Quorum, Request, Response};
+use ringkv_shared::proto::{PutReply, Quorum, Request, Response};
 use ringkv_shared::{NodeId, Object, PartitionId, ReplyError, VersionVector};
 use std::sync::Arc;
 use tracing::{error, warn};
 
 /// Coordinates a client write here: stamp, store, and replicate with a sloppy quorum until
 /// `quorum.required` nodes (this one included) hold the new object. Copies that found no
-/// other home are kept here as hints for their owners.
+/// other home are kept here as hints for their owners. The reply carries the context for the
+/// writer's next write and, with `return_body`, the object stored here after the write.
 pub(crate) async fn put(
     state: &Arc<NodeState>,
     key: Bytes,
     context: VersionVector,
     value: Option<Bytes>,
     quorum: Quorum,
+    return_body: bool,
 ) -> Response {
     if let Err(reason) = quorum.validate() {
         return Response::Error(ReplyError::InvalidInput { reason });
@@ -59,7 +61,11 @@ pub(crate) async fn put(
         Ok(staged) => staged,
         Err(e) => return Response::Error(state.storage_error(e)),
     };
-    let clock = object.clock().clone();
+    let reply = PutReply {
+        clock: object.clock().clone(),
+        next: object.context_after_write(&context, state.store.actor()),
+        body: return_body.then(|| object.clone()),
+    };
     let (keeper, hint_key, hint_object) = (state.clone(), key.clone(), object.clone());
     let on_settled = move |unplaced: Vec<NodeId>| {
         keep_hints(
@@ -116,7 +122,7 @@ pub(crate) async fn put(
             return match place_by_newer_ring(state, &ring, &refusers, key_copy, object_copy, quorum)
                 .await
             {
-                Ok(()) => Response::Put { clock },
+                Ok(()) => Response::Put(reply),
                 Err(e) => Response::Error(e),
             };
         }
@@ -132,7 +138,7 @@ pub(crate) async fn put(
             return Response::Error(e);
         }
     }
-    Response::Put { clock }
+    Response::Put(reply)
 }
 
 /// What a write's replication does once every copy settled: keep a hint here for each owner

@@ -92,6 +92,7 @@ pub(crate) async fn put(
     context: VersionVector,
     value: Option<Bytes>,
     quorum: Quorum,
+    return_body: bool,
 ) -> Response {
     if let Err(reason) = quorum.validate() {
         return Response::Error(ReplyError::InvalidInput { reason });
@@ -102,20 +103,18 @@ pub(crate) async fn put(
         .replicas(ring.partition_of(&key), quorum.n.into())
         .to_vec();
     if replicas.contains(&state.id) {
-        return coordinator::put(state, key, context, value, quorum).await;
+        return coordinator::put(state, key, context, value, quorum, return_body).await;
     }
     let members = ring.members_of(&replicas);
-    match fanout::delegate_put(
-        &NodeTransport(state.clone()),
+    let write = fanout::DelegatedPut {
         key,
         context,
         value,
-        &members,
         quorum,
-    )
-    .await
-    {
-        Ok(clock) => Response::Put { clock },
+        return_body,
+    };
+    match fanout::delegate_put(&NodeTransport(state.clone()), write, &members).await {
+        Ok(reply) => Response::Put(reply),
         Err(e) => Response::Error(e),
     }
 }

@@ -13,8 +13,10 @@ use crate::encoding::from_msgpack;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The protocol version this build speaks. 2: anti-entropy and handoff requests carry the
-/// sender's epoch; the ring-change write error; read replies name their answers.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// sender's epoch; the ring-change write error; read replies name their answers. 3: a write
+/// may ask for the stored object back, and its reply carries the context for a follow-up
+/// write.
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Bytes in the length prefix.
 pub const HEADER_BYTES: usize = 4;

@@ -158,6 +158,33 @@ impl Object {
         Ok(dot)
     }
 
+    /// The context to hand back to the client whose write made this object: the write was
+    /// stamped by `actor` (so its dot is `actor`'s highest) with the client's `context`.
+    ///
+    /// It is `context` plus the write's own dot, so a follow-up write with it replaces that
+    /// write and everything the client had read, **and no sibling the client has not seen**.
+    /// This object's own clock would not do: it also covers the siblings written concurrently
+    /// that this replica holds, and a follow-up write with it would silently drop them.
+    ///
+    /// A version vector cannot leave a gap, so when a concurrent sibling has an earlier dot of
+    /// the same `actor` (two clients writing through one coordinator), adding the write's dot
+    /// would cover it too. Then this returns `context` alone: the follow-up write keeps the
+    /// first write as a sibling of itself (visible on the next read) rather than lose the
+    /// other client's value.
+    pub fn context_after_write(&self, context: &VersionVector, actor: ActorId) -> VersionVector {
+        let dot = Dot {
+            actor,
+            counter: self.clock.get(actor),
+        };
+        let mut next = context.clone();
+        next.observe(dot);
+        let covers_unseen = self
+            .siblings
+            .iter()
+            .any(|s| s.dot != dot && !context.covers(s.dot) && next.covers(s.dot));
+        if covers_unseen { context.clone() } else { next }
+    }
+
     /// Merges `other` into `self`: the state a replica holds after seeing both.
     ///
     /// A sibling survives if the other side still has it, or has not seen its write.
@@ -438,6 +465,49 @@ mod tests {
                 prop_assert!(dots.contains(&d));
             }
             prop_assert!(dots.contains(&new));
+        }
+
+        #[test]
+        fn a_follow_up_write_with_the_returned_context_loses_nothing_unseen(
+            r in arb_replicas(),
+            at in 0usize..3,
+            by in 0usize..3,
+        ) {
+            // A client reads replica `at` and writes through coordinator `by`, which may hold
+            // siblings the client never saw (some stamped by `by`'s own actor). It then writes
+            // again, through any replica, with the context the first write returned.
+            let actors = [A, B, C];
+            let read = r[at].clone();
+            let mut coordinator = r[by].clone();
+            let first = coordinator
+                .update(read.clock(), Some(Bytes::from_static(b"first")), actors[by])
+                .unwrap();
+            let next = coordinator.context_after_write(read.clock(), actors[by]);
+            prop_assert!(next.descends(read.clock()));
+            let mut anywhere = Object::merged(&coordinator, &Object::merged(&r[0], &r[1]));
+            anywhere.merge(&r[2]);
+            let unseen: Vec<Dot> = anywhere
+                .siblings()
+                .iter()
+                .map(|s| s.dot)
+                .filter(|d| *d != first && !read.clock().covers(*d))
+                .collect();
+            let second = anywhere
+                .update(&next, Some(Bytes::from_static(b"second")), actors[at])
+                .unwrap();
+            let dots: Vec<Dot> = anywhere.siblings().iter().map(|s| s.dot).collect();
+            // Every value the client never saw survives its follow-up write.
+            for d in unseen {
+                prop_assert!(dots.contains(&d), "lost {d:?} the client never saw");
+            }
+            prop_assert!(dots.contains(&second));
+            // The follow-up replaces the first write unless the vector could not name it
+            // without covering an unseen sibling of the same actor.
+            if next.covers(first) {
+                prop_assert!(!dots.contains(&first));
+            } else {
+                prop_assert_eq!(&next, read.clock());
+            }
         }
 
         #[test]

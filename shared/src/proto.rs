@@ -109,6 +109,9 @@ pub enum Request {
         value: Option<Bytes>,
         /// N, W and the deadline.
         quorum: Quorum,
+        /// Whether the reply carries the stored object after the write
+        /// ([`PutReply::body`], Riak's `return_body`).
+        return_body: bool,
     },
     /// The node's counters; answered with [`Response::Stats`].
     Stats,
@@ -183,6 +186,9 @@ pub enum Request {
         value: Option<Bytes>,
         /// N, W and the deadline.
         quorum: Quorum,
+        /// Whether the reply carries the stored object after the write
+        /// ([`PutReply::body`], Riak's `return_body`).
+        return_body: bool,
     },
     /// Gossip: the sender's view of the cluster; answered with [`Response::View`], the
     /// receiver's view after merging (push-pull).
@@ -425,16 +431,28 @@ pub enum Response {
     /// Keys and their objects.
     Objects(Vec<(Bytes, Object)>),
     /// A coordinated write met its quorum.
-    Put {
-        /// The object's causal context after the write, for a follow-up write.
-        clock: VersionVector,
-    },
+    Put(PutReply),
     /// Answer to [`Request::Gossip`]: the receiver's view after the merge.
     View(Box<View>),
     /// Answer to [`Request::Admin`].
     Admin(AdminReply),
     /// The request failed.
     Error(ReplyError),
+}
+
+/// What a coordinated write answers once it met its quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutReply {
+    /// The coordinator's object clock after the write: it covers the write, what its context
+    /// covered, and every sibling the coordinator holds, seen by the writer or not. Only safe to
+    /// write back with together with [`PutReply::body`].
+    pub clock: VersionVector,
+    /// The context for the writer's next write of the key without reading it again: the
+    /// write's context plus the write itself, covering no sibling the writer has not seen
+    /// ([`Object::context_after_write`]).
+    pub next: VersionVector,
+    /// The stored object after the write, when the request asked for it.
+    pub body: Option<Object>,
 }
 
 impl Response {
@@ -533,6 +551,7 @@ mod tests {
             context: VersionVector::new(),
             value: Some(Bytes::from(vec![b'v'; v])),
             quorum,
+            return_body: false,
         };
         assert!(put(4, 8).check_limits(&limits).is_ok());
         assert!(put(5, 8).check_limits(&limits).is_err(), "long key");

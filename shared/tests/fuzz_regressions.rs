@@ -94,6 +94,7 @@ fn write_seed_corpus() {
                 required: 2,
                 timeout_ms: 1000,
             },
+            return_body: false,
         },
         Request::Gossip {
             view: Box::new(view.clone()),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ringkv_shared::dvv::VersionVector;
 use ringkv_shared::error::{ReplicaError, ReplyError};
 use ringkv_shared::ids::NodeId;
-use ringkv_shared::proto::{Quorum, Request, Response};
+use ringkv_shared::proto::{PutReply, Quorum, Request, Response};
 use ringkv_shared::ring::Member;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -82,18 +82,37 @@ pub async fn first_reachable<T: Transport>(
     })
 }
 
+/// A client write for an owner to coordinate (see [`delegate_put`]).
+#[derive(Clone, Debug)]
+pub struct DelegatedPut {
+    /// The user key.
+    pub key: Bytes,
+    /// The causal context the writer read.
+    pub context: VersionVector,
+    /// The new value, or `None` for a delete.
+    pub value: Option<Bytes>,
+    /// N, W and the deadline.
+    pub quorum: Quorum,
+    /// Whether the reply carries the stored object ([`PutReply::body`]).
+    pub return_body: bool,
+}
+
 /// Has one of the key's owners (`replicas`, the first N of its preference list, in the order
 /// to try them) coordinate a write: the first that is not known down stamps the dot, stores
-/// and replicates until `quorum.required` nodes hold it (failover as in [`first_reachable`]). Returns the object's
-/// causal context after the write.
+/// and replicates until `quorum.required` nodes hold it (failover as in [`first_reachable`]).
+/// Returns the coordinator's answer: the contexts after the write and, if asked, the object.
 pub async fn delegate_put<T: Transport>(
     transport: &T,
-    key: Bytes,
-    context: VersionVector,
-    value: Option<Bytes>,
+    write: DelegatedPut,
     replicas: &[Member],
-    quorum: Quorum,
-) -> Result<VersionVector, ReplyError> {
+) -> Result<PutReply, ReplyError> {
+    let DelegatedPut {
+        key,
+        context,
+        value,
+        quorum,
+        return_body,
+    } = write;
     let deadline = Instant::now() + quorum.timeout();
     // Healthy owners first, in the order given; known-down ones last, as a final resort.
     let mut order: Vec<&Member> = replicas
@@ -115,11 +134,12 @@ pub async fn delegate_put<T: Transport>(
                 ..quorum
             }
             .for_coordinator(),
+            return_body,
         },
     )
     .await?;
     match response {
-        Response::Put { clock } => Ok(clock),
+        Response::Put(reply) => Ok(reply),
         other => Err(ReplyError::OutcomeUnknown {
             node: replicas.first().map_or(NodeId(0), |m| m.id),
             reason: format!("unexpected reply {}", other.kind()),

@@ -39,7 +39,7 @@ mod repair;
 mod replicate;
 
 pub use calls::classify;
-pub use delegate::{delegate_put, first_reachable};
+pub use delegate::{DelegatedPut, delegate_put, first_reachable};
 pub use read::{ReadOutcome, ReadPlan, Repair, read, read_hedged, read_targets, read_with_hedger};
 pub use repair::repair_owners;
 pub use replicate::{Replication, replicate};

@@ -8,7 +8,7 @@ use ringkv_shared::dvv::VersionVector;
 use ringkv_shared::error::{ReplicaError, ReplyError};
 use ringkv_shared::ids::{ActorId, NodeId};
 use ringkv_shared::object::Object;
-use ringkv_shared::proto::{Quorum, Request, Response};
+use ringkv_shared::proto::{PutReply, Quorum, Request, Response};
 use ringkv_shared::ring::Member;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,9 +87,11 @@ impl Transport for Sim {
                     }
                     Request::Put { .. } => {
                         self.puts.lock().unwrap().push(to.id);
-                        Response::Put {
+                        Response::Put(PutReply {
                             clock: VersionVector::new(),
-                        }
+                            next: VersionVector::new(),
+                            body: None,
+                        })
                     }
                     _ => Response::Pong { node: to.id },
                 })
@@ -440,6 +442,17 @@ async fn with_no_standin_left_the_coordinator_keeps_the_hint() {
     assert_eq!(settled.lock().unwrap().clone(), Some(vec![NodeId(3)]));
 }
 
+/// A blind delete of `k`, for an owner to coordinate.
+fn delete_of_k(quorum: Quorum) -> DelegatedPut {
+    DelegatedPut {
+        key: Bytes::from_static(b"k"),
+        context: VersionVector::new(),
+        value: None,
+        quorum,
+        return_body: false,
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn delegate_put_fails_over_only_when_nothing_was_applied() {
     let q = Quorum {
@@ -449,31 +462,17 @@ async fn delegate_put_fails_over_only_when_nothing_was_applied() {
     };
     // First replica unreachable (certainly not applied): the next one coordinates.
     let sim = Sim::with(&[(1, Behaviour::Unreachable)]);
-    delegate_put(
-        &sim,
-        Bytes::from_static(b"k"),
-        VersionVector::new(),
-        None,
-        &members(3),
-        q,
-    )
-    .await
-    .unwrap();
+    delegate_put(&sim, delete_of_k(q), &members(3))
+        .await
+        .unwrap();
     assert_eq!(*sim.puts.lock().unwrap(), vec![NodeId(2)]);
 
     // First replica silent: the outcome is unknown, and no second coordinator is tried
     // (that could apply the write twice).
     let sim = Sim::with(&[(1, Behaviour::Silent)]);
-    let err = delegate_put(
-        &sim,
-        Bytes::from_static(b"k"),
-        VersionVector::new(),
-        None,
-        &members(3),
-        q,
-    )
-    .await
-    .unwrap_err();
+    let err = delegate_put(&sim, delete_of_k(q), &members(3))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -492,16 +491,9 @@ async fn delegate_put_fails_over_only_when_nothing_was_applied() {
         (2, Behaviour::Unreachable),
         (3, Behaviour::Unreachable),
     ]);
-    let err = delegate_put(
-        &sim,
-        Bytes::from_static(b"k"),
-        VersionVector::new(),
-        None,
-        &members(3),
-        q,
-    )
-    .await
-    .unwrap_err();
+    let err = delegate_put(&sim, delete_of_k(q), &members(3))
+        .await
+        .unwrap_err();
     let ReplyError::QuorumFailed {
         succeeded: 0,
         errors,
