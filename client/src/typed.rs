@@ -146,10 +146,10 @@ impl Client {
             .put_lane(key.clone(), encoded.clone(), &read.context, opts)
             .await?;
         let written = update.written(&self.inner.lanes, encoded, reply.clock);
-        let stored = reply.body.map(|body| {
-            let values: Vec<Bytes> = body.values().cloned().collect();
-            (merge_siblings::<T>(&key, &values), body)
-        });
+        let stored = reply
+            .body
+            .as_ref()
+            .map(|body| (merge_siblings::<T>(&key, body.values()), body));
         let (value, context) = match stored {
             Some((Ok(mut value), body)) => {
                 value.merge(&written);
@@ -172,7 +172,10 @@ impl Client {
 
 /// Every sibling of `key` decoded, checked and merged into one `T` (the default when there is
 /// none). A sibling that does not decode or breaks `T`'s invariants is an error naming the key.
-fn merge_siblings<T>(key: &[u8], siblings: &[Bytes]) -> Result<T, ClientError>
+fn merge_siblings<'a, T>(
+    key: &[u8],
+    siblings: impl IntoIterator<Item = &'a Bytes>,
+) -> Result<T, ClientError>
 where
     T: Merge + Default + DeserializeOwned,
 {
