@@ -4,7 +4,8 @@
 //! - **unique keys**: a key written once with its own name as value, later perhaps deleted
 //!   with the context of a read that saw it (`ringkv_node::testing::unique_history`);
 //! - **plain sets**: read, union the siblings, add an element, write back with the read's
-//!   context (`ringkv_node::testing::history`, the fault suite's set workload);
+//!   context (`ringkv_node::testing::history`, the fault suite's set workload); half of them
+//!   then add two more elements without reading, on the contexts the writes returned (G16);
 //! - **mergeable sets**: `Client::modify` adding an element to an `ORSet`;
 //! - **counters**: `Client::modify` incrementing a `PNCounter` by one.
 //!
@@ -15,7 +16,7 @@
 use crate::cluster::Disks;
 use bytes::Bytes;
 use ringkv_client::crdt::{ORSet, PNCounter};
-use ringkv_client::{Client, ClientError, Context};
+use ringkv_client::{CallOptions, Client, ClientError, Context};
 use ringkv_net::sim::SimNet;
 use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
 use ringkv_node::testing::unique_history::{KeyOp, value_of};
@@ -116,7 +117,7 @@ impl Task {
             match roll % 10 {
                 0..=2 => self.insert(i, &mut mine).await,
                 3 => self.delete(&mut mine, roll >> 16).await,
-                4 | 5 => self.set_add(shared, i).await,
+                4 | 5 => self.set_add(shared, i, roll & (1 << 40) != 0).await,
                 6 | 7 => self.modify_add(shared, i).await,
                 _ => self.increment(shared).await,
             }
@@ -188,7 +189,9 @@ impl Task {
         lock(&self.records).unique[at].delete = Some(delete);
     }
 
-    async fn set_add(&self, k: usize, i: u64) {
+    /// Adds an element by a read and a write; with `chain`, then two more without reading
+    /// (see [`Task::set_chain`]).
+    async fn set_add(&self, k: usize, i: u64, chain: bool) {
         let key = format!("s-{k}");
         let element = format!("{}-{i}", self.name);
         let read = self.client.get(key.clone()).await;
@@ -210,8 +213,58 @@ impl Task {
         let o = outcome(&r);
         self.log(format_args!("set-add {key} {element} -> {o:?} {}", err(&r)));
         lock(&self.records).sets.push(Op {
+            key: key.clone(),
+            element: element.clone(),
+            outcome: o,
+        });
+        if let (true, Ok(next)) = (chain, r) {
+            self.set_chain(key, set, next, &element).await;
+        }
+    }
+
+    /// G16: after a write, writes twice more without a read. First `<element>b` with the
+    /// context the write returned (covering the read's versions and the write's own), then
+    /// `<element>c` into the union of the versions `put_returning` handed back, with the
+    /// context it returned. Neither may drop an element another writer added meanwhile.
+    async fn set_chain(
+        &self,
+        key: String,
+        mut set: std::collections::BTreeSet<String>,
+        next: Context,
+        element: &str,
+    ) {
+        let b = format!("{element}b");
+        set.insert(b.clone());
+        let r = self
+            .client
+            .put_returning(
+                key.clone(),
+                Bytes::from(encode_set(&set)),
+                &next,
+                CallOptions::default(),
+            )
+            .await;
+        let o = outcome(&r);
+        self.log(format_args!("set-chain {key} {b} -> {o:?} {}", err(&r)));
+        lock(&self.records).sets.push(Op {
+            key: key.clone(),
+            element: b,
+            outcome: o,
+        });
+        let Ok(body) = r else { return };
+        let mut set: std::collections::BTreeSet<String> =
+            body.values.iter().flat_map(|v| parse_set(v)).collect();
+        let c = format!("{element}c");
+        set.insert(c.clone());
+        let r = self
+            .client
+            .put(key.clone(), Bytes::from(encode_set(&set)), &body.context)
+            .await;
+        let o = outcome(&r);
+        self.log(format_args!("set-chain {key} {c} -> {o:?} {}", err(&r)));
+        lock(&self.records).sets.push(Op {
             key,
-            element,
+            element: c,
             outcome: o,
         });
     }
