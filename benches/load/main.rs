@@ -5,19 +5,27 @@
 //! cargo bench --bench load                                   # 3 nodes, workload A, defaults below
 //! cargo bench --bench load -- --nodes 5 --workload c --keys 20000 --duration 10
 //! cargo bench --bench load -- --seed-node 127.0.0.1:7001 --certs examples/cluster/certs --cert-name app
+//! cargo bench --bench load -- --etcd off                     # ringkv only
 //! ```
+//!
+//! When an `etcd` binary is found (Debian's `etcd-server`, or `ETCD_BIN`), each pair of phases
+//! gets a third phase against a 3-member etcd cluster the harness starts on loopback, driven by
+//! the same closed loop, and the run ends with ringkv's ratios to etcd (see `etcd.rs` for
+//! what the comparison favours).
 //!
 //! An update reads the key and writes with that read's context, as applications do; its
 //! latency is the write's. Blind writes would each be kept as a sibling.
 //!
 //! Defaults: 100,000 keys of 1 KiB, zipfian (theta 0.99), 32 operations in flight, N=3 R=2 W=2,
-//! `sync` durability, 3 pairs of 10 s phases (direct, router, direct, router, ...) after 2 s of
-//! warm-up each. Prints the table, writes `results.json` and `latency.svg` under `--out`.
+//! `sync` durability, 3 pairs of 10 s phases (direct, router[, etcd], direct, ...) after 2 s
+//! of warm-up each. Prints the table, writes `results.json` and `latency.svg` under `--out`.
 #![allow(missing_docs)]
 
 mod cluster;
 mod cpu;
+mod etcd;
 mod report;
+mod tally;
 mod workload;
 
 use anyhow::{Context as _, Result};
@@ -25,13 +33,13 @@ use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use report::{Latencies, ModeFigures};
-use ringkv::{CallOptions, Client, Context, Mode, TlsIdentity};
+use ringkv::{Client, Mode, TlsIdentity};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use workload::{KeyDist, Keys, Workload, key};
+use tally::{System, Tally, per_node_per_op, us_per};
+use workload::{KeyDist, Keys, Workload};
 
 /// The allocator a service linking the client would likely use; as the node's.
 #[global_allocator]
@@ -104,10 +112,25 @@ struct Args {
     skip_load: bool,
     #[arg(long, default_value = "target/ringkv-load")]
     out: PathBuf,
+    /// Measure etcd beside ringkv in the same run: `auto` when an `etcd` binary is found
+    /// (`ETCD_BIN` or `PATH`; Debian's `etcd-server`), `on` (fail without one), `off`.
+    #[arg(long, value_enum, default_value = "auto")]
+    etcd: PeerChoice,
+    /// Members of the etcd cluster the harness starts.
+    #[arg(long, default_value_t = 3)]
+    etcd_members: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     #[serde(skip)]
     bench: bool,
+}
+
+/// Whether to measure a peer system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+enum PeerChoice {
+    Auto,
+    On,
+    Off,
 }
 
 async fn connect(
@@ -172,101 +195,6 @@ async fn counters(client: &Client) -> Counters {
     }
 }
 
-/// Each node's requests served between two counter readings, per operation of the phase.
-fn per_node_per_op(before: &[u64], after: &[u64], ops: u64) -> Vec<f64> {
-    after
-        .iter()
-        .zip(before)
-        .map(|(a, b)| a.saturating_sub(*b) as f64 / ops.max(1) as f64)
-        .collect()
-}
-
-fn us_per(spent: Duration, count: u64) -> f64 {
-    spent.as_secs_f64() * 1e6 / count.max(1) as f64
-}
-
-/// CPU time and work summed over the phases of one mode.
-#[derive(Default)]
-struct Tally {
-    nodes: Option<Duration>,
-    harness: Option<Duration>,
-    ops: u64,
-    requests: u64,
-    /// Requests served per node, summed over phases.
-    per_node: Vec<u64>,
-}
-
-/// [`Tally`] per mode: what the run prints as CPU per operation and per node request.
-#[derive(Default)]
-struct Spent {
-    direct: Tally,
-    router: Tally,
-}
-
-impl Spent {
-    fn tally(&mut self, mode: Mode) -> &mut Tally {
-        match mode {
-            Mode::Direct => &mut self.direct,
-            Mode::Router => &mut self.router,
-        }
-    }
-
-    fn add(
-        &mut self,
-        mode: Mode,
-        (nodes, harness): (Option<Duration>, Option<Duration>),
-        ops: u64,
-        requests: u64,
-        before: &[u64],
-        after: &[u64],
-    ) {
-        let t = self.tally(mode);
-        let sum = |acc: Option<Duration>, d: Option<Duration>| Some(acc.unwrap_or_default() + d?);
-        t.nodes = sum(t.nodes, nodes);
-        t.harness = sum(t.harness, harness);
-        t.ops += ops;
-        t.requests += requests;
-        t.per_node.resize(after.len().max(t.per_node.len()), 0);
-        for (i, (a, b)) in after.iter().zip(before).enumerate() {
-            t.per_node[i] += a.saturating_sub(*b);
-        }
-    }
-
-    /// "direct: CPU per operation 421 µs (nodes 300, harness 121); node CPU per request 61 µs;
-    /// node requests per operation per node: mean 1.63, max 1.64, min 1.62"
-    fn line(&mut self, mode: Mode) -> String {
-        let t = self.tally(mode);
-        let fmt =
-            |d: Option<Duration>, n: u64| d.map_or("-".into(), |d| format!("{:.0}", us_per(d, n)));
-        let total = t.nodes.zip(t.harness).map(|(a, b)| a + b);
-        let shares = per_node_per_op(&vec![0; t.per_node.len()], &t.per_node, t.ops);
-        let (mean, max, min) = (
-            shares.iter().sum::<f64>() / shares.len().max(1) as f64,
-            shares.iter().copied().fold(0.0, f64::max),
-            shares.iter().copied().fold(f64::INFINITY, f64::min),
-        );
-        format!(
-            "{}: CPU per operation {} µs (nodes {}, harness {}); node CPU per node request {} µs; node requests per operation per node: mean {mean:.2}, max {max:.2}, min {:.2}",
-            format!("{mode:?}").to_lowercase(),
-            fmt(total, t.ops),
-            fmt(t.nodes, t.ops),
-            fmt(t.harness, t.ops),
-            fmt(t.nodes, t.requests),
-            if min.is_finite() { min } else { 0.0 },
-        )
-    }
-
-    fn json(&mut self, mode: Mode) -> serde_json::Value {
-        let t = self.tally(mode);
-        serde_json::json!({
-            "nodes_us_per_op": t.nodes.map(|d| us_per(d, t.ops)),
-            "harness_us_per_op": t.harness.map(|d| us_per(d, t.ops)),
-            "node_us_per_request": t.nodes.map(|d| us_per(d, t.requests)),
-            "node_requests_per_op_by_node": per_node_per_op(&vec![0; t.per_node.len()], &t.per_node, t.ops),
-        })
-    }
-}
-
 /// Share of nodes whose request count is more than 15% from the mean (Dynamo's imbalance).
 fn imbalance(before: &[u64], after: &[u64]) -> f64 {
     let d: Vec<f64> = after
@@ -284,10 +212,35 @@ fn imbalance(before: &[u64], after: &[u64]) -> f64 {
         / d.len() as f64
 }
 
+/// The started etcd cluster and a client of it, or `None` (with the reason printed) when the
+/// run does not measure etcd.
+async fn start_etcd(args: &Args) -> Result<Option<(etcd::EtcdCluster, etcd::EtcdClient)>> {
+    if args.etcd == PeerChoice::Off {
+        return Ok(None);
+    }
+    let Some(bin) = etcd::binary() else {
+        if args.etcd == PeerChoice::On {
+            anyhow::bail!("--etcd on: no etcd binary (install etcd-server, or set ETCD_BIN)");
+        }
+        println!(
+            "etcd not found (install Debian's etcd-server, or set ETCD_BIN): measuring ringkv only"
+        );
+        return Ok(None);
+    };
+    println!(
+        "starting {} etcd members ({})...",
+        args.etcd_members,
+        bin.display()
+    );
+    let cluster = etcd::EtcdCluster::start(&bin, args.etcd_members)?;
+    let client = cluster.connect(Duration::from_secs(60)).await?;
+    Ok(Some((cluster, client)))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let (_cluster, seeds, tls) = if args.seed_nodes.is_empty() {
+    let (cluster, seeds, tls) = if args.seed_nodes.is_empty() {
         let threads = args
             .node_threads
             .unwrap_or_else(|| cluster::threads_per_node(args.nodes));
@@ -321,142 +274,122 @@ async fn main() -> Result<()> {
     };
     let direct = connect(&seeds, &tls, &args, Mode::Direct).await?;
     let router = connect(&seeds, &tls, &args, Mode::Router).await?;
+    let etcd = start_etcd(&args).await?;
     let value = Bytes::from(vec![0x5a; args.value_size]);
 
     if !args.skip_load {
         let b = bar(args.keys, "loading keys");
-        let mut tasks = tokio::task::JoinSet::new();
-        for w in 0..args.in_flight as u64 {
-            let (c, v, b, keys, step) = (
-                direct.clone(),
-                value.clone(),
-                b.clone(),
-                args.keys,
-                args.in_flight as u64,
-            );
-            tasks.spawn(async move {
-                let mut i = w;
-                while i < keys {
-                    c.put_with(key(i), v.clone(), &Context::empty(), CallOptions::default())
-                        .await?;
-                    b.inc(1);
-                    i += step;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            r??;
-        }
+        workload::load(&direct, args.keys, &value, args.in_flight, &b).await?;
+        b.finish();
+    }
+    if let Some((_, client)) = &etcd {
+        let b = bar(args.keys, "loading etcd");
+        workload::load(client, args.keys, &value, args.in_flight, &b).await?;
         b.finish();
     }
 
     let keys = Arc::new(Keys::new(args.keys, args.distribution)?);
-    let hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
-    let (mut d_reads, mut d_updates, mut r_reads, mut r_updates) =
-        (hist()?, hist()?, hist()?, hist()?);
-    let (mut d_ops, mut r_ops, mut d_err, mut r_err) = (0u64, 0u64, 0u64, 0u64);
+    let mut systems = vec![System::Direct, System::Router];
+    if etcd.is_some() {
+        systems.push(System::Etcd);
+    }
+    let mut tallies: Vec<Tally> = systems
+        .iter()
+        .map(|s| Tally::new(*s))
+        .collect::<Result<_>>()?;
     let mut versions = [0u64; 5];
     let mut phases = Vec::new();
     let mut imbalances = Vec::new();
-    // Node requests per operation (direct, router) and writes per fsync, summed over phases.
-    let (mut d_requests, mut r_requests, mut d_all_ops, mut r_all_ops) = (0u64, 0u64, 0u64, 0u64);
+    // Writes per fsync over ringkv's phases.
     let (mut writes, mut fsyncs) = (0u64, 0u64);
-    // CPU time per mode: started nodes together, and this harness (the client library).
-    let pids: Vec<u32> = _cluster.as_ref().map_or_else(Vec::new, |c| {
+    // CPU time: the started ringkv nodes, the etcd members, and this harness (the client).
+    let node_pids: Vec<u32> = cluster.as_ref().map_or_else(Vec::new, |c| {
         (0..args.nodes).filter_map(|i| c.pid(i)).collect()
     });
-    let mut cpu = Spent::default();
-    let expected = args.pairs * 2 * args.duration * 3000;
+    let etcd_pids = etcd.as_ref().map_or_else(Vec::new, |(c, _)| c.pids());
+    let expected = args.pairs * systems.len() as u64 * args.duration * 3000;
     let b = bar(expected, "measuring");
     for pair in 0..args.pairs {
-        for mode in [Mode::Direct, Mode::Router] {
-            let client = if mode == Mode::Direct {
-                &direct
-            } else {
-                &router
+        for (i, tally) in tallies.iter_mut().enumerate() {
+            let system = tally.system;
+            let client = match system {
+                System::Direct => Some(&direct),
+                System::Router => Some(&router),
+                System::Etcd => None,
             };
-            let before = counters(client).await;
-            let cpu_before = cpu::CpuSample::now(&pids);
-            b.set_message(format!("{mode:?} {}/{}", pair + 1, args.pairs).to_lowercase());
-            let run = workload::run(
-                client,
-                args.workload,
-                &keys,
-                &value,
-                args.in_flight,
-                Duration::from_secs(args.warmup),
-                Duration::from_secs(args.duration),
-                pair * 2 + u64::from(mode == Mode::Router),
-                &b,
-            )
-            .await?;
-            let cpu_spent = cpu::CpuSample::now(&pids).since(&cpu_before);
-            let after = counters(client).await;
-            let imb = imbalance(&before.requests, &after.requests);
-            let served: u64 =
-                after.requests.iter().sum::<u64>() - before.requests.iter().sum::<u64>();
-            writes += after.writes.saturating_sub(before.writes);
-            fsyncs += after.fsyncs.saturating_sub(before.fsyncs);
-            imbalances.push(imb);
+            let before = match client {
+                Some(c) => Some(counters(c).await),
+                None => None,
+            };
+            let pids = if system.is_ringkv() {
+                &node_pids
+            } else {
+                &etcd_pids
+            };
+            let cpu_before = cpu::CpuSample::now(pids);
+            b.set_message(format!("{} {}/{}", system.name(), pair + 1, args.pairs));
+            let phase = workload::Phase {
+                workload: args.workload,
+                keys: &keys,
+                value: &value,
+                in_flight: args.in_flight,
+                warmup: Duration::from_secs(args.warmup),
+                duration: Duration::from_secs(args.duration),
+                seed: pair * systems.len() as u64 + i as u64,
+                bar: &b,
+            };
+            let run = match (system, &etcd) {
+                (System::Direct, _) => workload::run(&direct, &phase).await?,
+                (System::Router, _) => workload::run(&router, &phase).await?,
+                (System::Etcd, Some((_, e))) => workload::run(e, &phase).await?,
+                (System::Etcd, None) => continue,
+            };
+            let cpu_spent = cpu::CpuSample::now(pids).since(&cpu_before);
+            let after = match client {
+                Some(c) => Some(counters(c).await),
+                None => None,
+            };
+            let (req_before, req_after) = match (&before, &after) {
+                (Some(b), Some(a)) => (b.requests.clone(), a.requests.clone()),
+                _ => (Vec::new(), Vec::new()),
+            };
+            if let (Some(b), Some(a)) = (&before, &after) {
+                writes += a.writes.saturating_sub(b.writes);
+                fsyncs += a.fsyncs.saturating_sub(b.fsyncs);
+                imbalances.push(imbalance(&b.requests, &a.requests));
+            }
+            let served: u64 = req_after
+                .iter()
+                .zip(&req_before)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .sum();
             let ops = run.reads.len() + run.updates.len();
             phases.push(serde_json::json!({
-                "pair": pair + 1, "mode": format!("{mode:?}").to_lowercase(),
+                "pair": pair + 1, "system": system.name(),
                 "ops_per_sec": ops as f64 / run.elapsed.as_secs_f64(),
-                "read": Latencies::of(&run.reads), "update": Latencies::of(&run.updates),
-                "errors": run.errors, "imbalance": imb, "requests_per_node_before": before.requests, "requests_per_node_after": after.requests,
+                "read": report::Latencies::of(&run.reads), "update": report::Latencies::of(&run.updates),
+                "errors": run.errors,
+                "requests_per_node_before": req_before, "requests_per_node_after": req_after,
                 "node_requests_per_op": served as f64 / run.all_ops.max(1) as f64,
-                "node_requests_per_op_by_node": per_node_per_op(&before.requests, &after.requests, run.all_ops),
+                "node_requests_per_op_by_node": per_node_per_op(&req_before, &req_after, run.all_ops),
                 "cpu_us_per_op": {
-                    "nodes": cpu_spent.0.map(|d| us_per(d, run.all_ops)),
+                    "servers": cpu_spent.0.map(|d| us_per(d, run.all_ops)),
                     "harness": cpu_spent.1.map(|d| us_per(d, run.all_ops)),
                 },
-                "node_cpu_us_per_request": cpu_spent.0.map(|d| us_per(d, served)),
             }));
-            cpu.add(
-                mode,
-                cpu_spent,
-                run.all_ops,
-                served,
-                &before.requests,
-                &after.requests,
-            );
-            for (a, v) in versions.iter_mut().zip(run.versions) {
-                *a += v;
+            if system.is_ringkv() {
+                for (a, v) in versions.iter_mut().zip(run.versions) {
+                    *a += v;
+                }
             }
-            if mode == Mode::Direct {
-                d_reads.add(&run.reads)?;
-                d_updates.add(&run.updates)?;
-                d_ops += ops;
-                d_err += run.errors;
-                d_requests += served;
-                d_all_ops += run.all_ops;
-            } else {
-                r_reads.add(&run.reads)?;
-                r_updates.add(&run.updates)?;
-                r_ops += ops;
-                r_err += run.errors;
-                r_requests += served;
-                r_all_ops += run.all_ops;
-            }
+            tally.add(&run, cpu_spent, &req_before, &req_after)?;
         }
     }
     b.finish();
     let secs = (args.pairs * args.duration) as f64;
-    let figures =
-        |mode: &str, reads: &Histogram<u64>, updates: &Histogram<u64>, ops: u64, errors: u64| {
-            ModeFigures {
-                mode: mode.into(),
-                ops_per_sec: ops as f64 / secs,
-                read: Latencies::of(reads),
-                update: Latencies::of(updates),
-                errors,
-            }
-        };
-    let direct_fig = figures("direct", &d_reads, &d_updates, d_ops, d_err);
-    let router_fig = figures("router", &r_reads, &r_updates, r_ops, r_err);
+    let figures: Vec<report::ModeFigures> = tallies.iter().map(|t| t.figures(secs)).collect();
     println!(
-        "\nworkload {:?}, {:?} keys ({}), {} B values, {} in flight, N={} R={} W={}, {} x {} s per mode",
+        "\nworkload {:?}, {:?} keys ({}), {} B values, {} in flight, N={} R={} W={}, {} x {} s per system",
         args.workload,
         args.distribution,
         args.keys,
@@ -468,11 +401,14 @@ async fn main() -> Result<()> {
         args.pairs,
         args.duration
     );
-    report::print_table(&direct_fig, &router_fig);
+    report::print_table(&figures[0], &figures[1]);
+    if let Some(peer) = figures.get(2) {
+        report::print_peer(&[&figures[0], &figures[1]], peer);
+    }
     let reads_total: u64 = versions.iter().sum();
     let share = |i: usize| 100.0 * versions[i] as f64 / reads_total.max(1) as f64;
     println!(
-        "\nreads by versions returned: 1: {:.3}%  2: {:.3}%  3: {:.3}%  4+: {:.3}%  (not found: {:.3}%)",
+        "\nringkv reads by versions returned: 1: {:.3}%  2: {:.3}%  3: {:.3}%  4+: {:.3}%  (not found: {:.3}%)",
         share(1),
         share(2),
         share(3),
@@ -484,25 +420,30 @@ async fn main() -> Result<()> {
         "load imbalance (share of nodes >15% from the mean request count): {:.1}% on average over phases",
         100.0 * mean_imbalance
     );
-    let per_op = |requests: u64, ops: u64| requests as f64 / ops.max(1) as f64;
     let writes_per_fsync = (fsyncs > 0).then(|| writes as f64 / fsyncs as f64);
     println!(
         "node requests per operation (an update's read included): direct {:.2}, router {:.2}; writes per fsync: {}",
-        per_op(d_requests, d_all_ops),
-        per_op(r_requests, r_all_ops),
+        tallies[0].requests_per_op(),
+        tallies[1].requests_per_op(),
         writes_per_fsync.map_or("no fsyncs".into(), |w| format!("{w:.2}"))
     );
-    for mode in [Mode::Direct, Mode::Router] {
-        println!("{}", cpu.line(mode));
+    for t in &tallies {
+        println!("{}", t.cpu_line());
     }
-    println!("failed operations: direct {d_err}, router {r_err}");
-    if let Some(c) = &_cluster {
-        let rss: Vec<String> = c
-            .resident_bytes()
-            .iter()
-            .map(|b| format!("{} MiB", b >> 20))
-            .collect();
-        println!("node resident memory: {}", rss.join(", "));
+    let errors: Vec<String> = tallies
+        .iter()
+        .map(|t| format!("{} {}", t.system.name(), t.errors))
+        .collect();
+    println!("failed operations: {}", errors.join(", "));
+    let mib = |bytes: Vec<u64>| -> String {
+        let v: Vec<String> = bytes.iter().map(|b| format!("{} MiB", b >> 20)).collect();
+        v.join(", ")
+    };
+    if let Some(c) = &cluster {
+        println!("node resident memory: {}", mib(c.resident_bytes()));
+    }
+    if let Some((c, _)) = &etcd {
+        println!("etcd resident memory: {}", mib(c.resident_bytes()));
     }
 
     let dir = args.out.join(format!(
@@ -512,24 +453,27 @@ async fn main() -> Result<()> {
             .as_secs()
     ));
     std::fs::create_dir_all(&dir)?;
+    let cpu: serde_json::Map<String, serde_json::Value> = tallies
+        .iter()
+        .map(|t| (t.system.name().to_string(), t.cpu_json()))
+        .collect();
     let json = serde_json::json!({
-        "args": &args, "direct": direct_fig, "router": router_fig, "phases": phases,
+        "args": &args, "systems": figures, "phases": phases,
         "versions": {"not_found": versions[0], "one": versions[1], "two": versions[2], "three": versions[3], "four_or_more": versions[4]},
         "mean_imbalance": mean_imbalance,
-        "node_requests_per_op": {"direct": per_op(d_requests, d_all_ops), "router": per_op(r_requests, r_all_ops)},
+        "node_requests_per_op": {"direct": tallies[0].requests_per_op(), "router": tallies[1].requests_per_op()},
         "writes_per_fsync": writes_per_fsync,
-        "cpu": {"direct": cpu.json(Mode::Direct), "router": cpu.json(Mode::Router)},
+        "cpu": cpu,
     });
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
-    report::plot(
-        &dir.join("latency.svg"),
-        &[
-            ("direct read", &d_reads),
-            ("router read", &r_reads),
-            ("direct write", &d_updates),
-            ("router write", &r_updates),
-        ],
-    )?;
+    let mut series: Vec<(String, &Histogram<u64>)> = Vec::new();
+    for t in &tallies {
+        series.push((format!("{} read", t.system.name()), &t.reads));
+        series.push((format!("{} write", t.system.name()), &t.updates));
+    }
+    let series: Vec<(&str, &Histogram<u64>)> =
+        series.iter().map(|(n, h)| (n.as_str(), *h)).collect();
+    report::plot(&dir.join("latency.svg"), &series)?;
     println!(
         "\nwrote {} and {}",
         dir.join("results.json").display(),

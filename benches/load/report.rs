@@ -15,6 +15,8 @@ pub struct ModeFigures {
     pub read: Latencies,
     pub update: Latencies,
     pub errors: u64,
+    /// All processes' CPU time per operation (servers and harness), in µs.
+    pub cpu_us_per_op: Option<f64>,
 }
 
 /// Latencies in microseconds.
@@ -104,6 +106,59 @@ pub fn print_table(direct: &ModeFigures, router: &ModeFigures) {
             m.update.count
         );
     }
+}
+
+/// Prints ringkv's modes beside the peer, with ringkv direct's ratios to it: higher is better
+/// for ringkv in every ratio (ops/s over the peer's; the peer's latency and CPU over ringkv's).
+pub fn print_peer(systems: &[&ModeFigures], peer: &ModeFigures) {
+    println!(
+        "\n{:<16} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "system",
+        "ops/s",
+        "read p50",
+        "read p99",
+        "read 99.9",
+        "upd. p50",
+        "upd. p99",
+        "upd. 99.9",
+        "CPU/op"
+    );
+    let cpu = |m: &ModeFigures| {
+        m.cpu_us_per_op
+            .map_or("-".into(), |us| format!("{us:.0} µs"))
+    };
+    for m in systems.iter().copied().chain([peer]) {
+        println!(
+            "{:<16} {:>9.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            m.mode,
+            m.ops_per_sec,
+            ms(m.read.p50 as f64),
+            ms(m.read.p99 as f64),
+            ms(m.read.p999 as f64),
+            ms(m.update.p50 as f64),
+            ms(m.update.p99 as f64),
+            ms(m.update.p999 as f64),
+            cpu(m)
+        );
+    }
+    for m in systems {
+        println!(
+            "{:<16} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            format!("{} vs {}", m.mode, peer.mode),
+            ratio(m.ops_per_sec, peer.ops_per_sec),
+            ratio(peer.read.p50 as f64, m.read.p50 as f64),
+            ratio(peer.read.p99 as f64, m.read.p99 as f64),
+            ratio(peer.read.p999 as f64, m.read.p999 as f64),
+            ratio(peer.update.p50 as f64, m.update.p50 as f64),
+            ratio(peer.update.p99 as f64, m.update.p99 as f64),
+            ratio(peer.update.p999 as f64, m.update.p999 as f64),
+            match (peer.cpu_us_per_op, m.cpu_us_per_op) {
+                (Some(p), Some(r)) => ratio(p, r),
+                _ => "-".into(),
+            }
+        );
+    }
+    println!("(ratios: ops/s over the peer's; the peer's latency and CPU over this system's)");
 }
 
 /// Writes an SVG of latency by percentile (x: 0%, 90%, 99%, 99.9%) for each mode and op.

@@ -6,8 +6,89 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Zipf};
-use ringkv::{Client, ClientError, Context};
+use ringkv::{Client, Context};
+use std::future::Future;
 use std::time::{Duration, Instant};
+
+/// What the closed loop drives: ringkv's client in either mode, or a peer system's client.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// What an update's read hands its write (ringkv: the read's context).
+    type Token: Default + Send;
+    /// The client worker `w` uses (a peer's client may pin workers to members).
+    fn worker(&self, w: usize) -> Self;
+    /// Reads `key`: how many versions it returned (0: not found), and the token to write with.
+    fn read(&self, key: String) -> impl Future<Output = Result<(usize, Self::Token)>> + Send;
+    /// Writes `value` for `key` with the token of a read before it.
+    fn write(
+        &self,
+        key: String,
+        value: Bytes,
+        token: Self::Token,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl Store for Client {
+    type Token = Context;
+
+    fn worker(&self, _w: usize) -> Self {
+        self.clone()
+    }
+
+    async fn read(&self, key: String) -> Result<(usize, Context)> {
+        let v = self.get(key).await?;
+        Ok((v.values.len(), v.context))
+    }
+
+    async fn write(&self, key: String, value: Bytes, token: Context) -> Result<()> {
+        self.put(key, value, &token).await?;
+        Ok(())
+    }
+}
+
+impl Store for crate::etcd::EtcdClient {
+    /// etcd keeps one version: a write replaces it, whatever was read.
+    type Token = ();
+
+    fn worker(&self, w: usize) -> Self {
+        self.for_worker(w)
+    }
+
+    async fn read(&self, key: String) -> Result<(usize, ())> {
+        Ok((self.get(&key).await?, ()))
+    }
+
+    async fn write(&self, key: String, value: Bytes, _token: ()) -> Result<()> {
+        self.put(&key, &value).await
+    }
+}
+
+/// Writes every key once with `value`, `in_flight` writes at a time.
+pub async fn load<S: Store>(
+    store: &S,
+    keys: u64,
+    value: &Bytes,
+    in_flight: usize,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let step = in_flight.max(1) as u64;
+    for w in 0..step {
+        let (s, v, b) = (store.worker(w as usize), value.clone(), bar.clone());
+        tasks.spawn(async move {
+            let mut i = w;
+            while i < keys {
+                s.write(key(i), v.clone(), S::Token::default()).await?;
+                b.inc(1);
+                i += step;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
 
 /// YCSB's core workloads (plus W, all updates).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -88,26 +169,45 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Runs `workload` closed-loop with `in_flight` operations for `duration` (after `warmup`,
-/// which is not recorded). Latencies in microseconds.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    client: &Client,
-    workload: Workload,
-    keys: &std::sync::Arc<Keys>,
-    value: &Bytes,
-    in_flight: usize,
-    warmup: Duration,
-    duration: Duration,
-    seed: u64,
-    bar: &ProgressBar,
-) -> Result<Run> {
+/// One measured phase's settings.
+#[derive(Clone, Copy)]
+pub struct Phase<'a> {
+    pub workload: Workload,
+    pub keys: &'a std::sync::Arc<Keys>,
+    pub value: &'a Bytes,
+    pub in_flight: usize,
+    /// Run, unrecorded, before measuring.
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Seeds the workers' key choices.
+    pub seed: u64,
+    pub bar: &'a ProgressBar,
+}
+
+/// Runs the phase's workload closed-loop on `store` with `in_flight` operations for
+/// `duration` (after `warmup`, which is not recorded). Latencies in microseconds.
+pub async fn run<S: Store>(store: &S, phase: &Phase<'_>) -> Result<Run> {
+    let Phase {
+        workload,
+        keys,
+        value,
+        in_flight,
+        warmup,
+        duration,
+        seed,
+        bar,
+    } = *phase;
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..in_flight as u64 {
-        let (client, keys, value, bar) = (client.clone(), keys.clone(), value.clone(), bar.clone());
+        let (store, keys, value, bar) = (
+            store.worker(w as usize),
+            keys.clone(),
+            value.clone(),
+            bar.clone(),
+        );
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(w));
             let (mut reads, mut updates) = (histogram(), histogram());
@@ -124,11 +224,11 @@ pub async fn run(
                 // An update writes with the context of a read of the key just before, as
                 // applications do (a blind write would be kept as one more sibling); the
                 // update's latency is the put's.
-                let context = if read {
-                    Context::empty()
+                let token = if read {
+                    S::Token::default()
                 } else {
-                    match client.get(k.clone()).await {
-                        Ok(v) => v.context,
+                    match store.read(k.clone()).await {
+                        Ok((_, token)) => token,
                         Err(_) => {
                             errors += u64::from(Instant::now() >= measure_from);
                             continue;
@@ -136,10 +236,10 @@ pub async fn run(
                     }
                 };
                 let t = Instant::now();
-                let result: Result<Option<usize>, ClientError> = if read {
-                    client.get(k).await.map(|v| Some(v.values.len()))
+                let result: Result<Option<usize>> = if read {
+                    store.read(k).await.map(|(n, _)| Some(n))
                 } else {
-                    client.put(k, value.clone(), &context).await.map(|_| None)
+                    store.write(k, value.clone(), token).await.map(|_| None)
                 };
                 let micros = t.elapsed().as_micros().max(1) as u64;
                 all_ops += u64::from(result.is_ok());
