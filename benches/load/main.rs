@@ -338,26 +338,25 @@ async fn main() -> Result<()> {
                 seed: pair * systems.len() as u64 + i as u64,
                 bar: &b,
             };
-            let run = match (system, &etcd) {
-                (System::Direct, _) => workload::run(&direct, &phase).await?,
-                (System::Router, _) => workload::run(&router, &phase).await?,
-                (System::Etcd, Some((_, e))) => workload::run(e, &phase).await?,
-                (System::Etcd, None) => continue,
+            let run = match (client, &etcd) {
+                (Some(c), _) => workload::run(c, &phase).await?,
+                (None, Some((_, e))) => workload::run(e, &phase).await?,
+                (None, None) => continue,
             };
             let cpu_spent = cpu::CpuSample::now(pids).since(&cpu_before);
             let after = match client {
                 Some(c) => Some(counters(c).await),
                 None => None,
             };
-            let (req_before, req_after) = match (&before, &after) {
-                (Some(b), Some(a)) => (b.requests.clone(), a.requests.clone()),
+            let (req_before, req_after) = match (before, after) {
+                (Some(b), Some(a)) => {
+                    writes += a.writes.saturating_sub(b.writes);
+                    fsyncs += a.fsyncs.saturating_sub(b.fsyncs);
+                    imbalances.push(imbalance(&b.requests, &a.requests));
+                    (b.requests, a.requests)
+                }
                 _ => (Vec::new(), Vec::new()),
             };
-            if let (Some(b), Some(a)) = (&before, &after) {
-                writes += a.writes.saturating_sub(b.writes);
-                fsyncs += a.fsyncs.saturating_sub(b.fsyncs);
-                imbalances.push(imbalance(&b.requests, &a.requests));
-            }
             let served: u64 = req_after
                 .iter()
                 .zip(&req_before)

@@ -21,7 +21,7 @@ use ringkv_net::sim::SimNet;
 use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
 use ringkv_node::testing::unique_history::{KeyOp, value_of};
 use ringkv_shared::quorum::{Answer, Role};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -203,20 +203,13 @@ impl Task {
             return;
         };
         check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
-        let mut set: std::collections::BTreeSet<String> =
-            read.values.iter().flat_map(|v| parse_set(v)).collect();
+        let mut set: BTreeSet<String> = read.values.iter().flat_map(|v| parse_set(v)).collect();
         set.insert(element.clone());
         let r = self
             .client
             .put(key.clone(), Bytes::from(encode_set(&set)), &read.context)
             .await;
-        let o = outcome(&r);
-        self.log(format_args!("set-add {key} {element} -> {o:?} {}", err(&r)));
-        lock(&self.records).sets.push(Op {
-            key: key.clone(),
-            element: element.clone(),
-            outcome: o,
-        });
+        self.record_set_write("set-add", &key, &element, &r);
         if let (true, Ok(next)) = (chain, r) {
             self.set_chain(key, set, next, &element).await;
         }
@@ -229,7 +222,7 @@ impl Task {
     async fn set_chain(
         &self,
         key: String,
-        mut set: std::collections::BTreeSet<String>,
+        mut set: BTreeSet<String>,
         next: Context,
         element: &str,
     ) {
@@ -244,27 +237,31 @@ impl Task {
                 CallOptions::default(),
             )
             .await;
-        let o = outcome(&r);
-        self.log(format_args!("set-chain {key} {b} -> {o:?} {}", err(&r)));
-        lock(&self.records).sets.push(Op {
-            key: key.clone(),
-            element: b,
-            outcome: o,
-        });
+        self.record_set_write("set-chain", &key, &b, &r);
         let Ok(body) = r else { return };
-        let mut set: std::collections::BTreeSet<String> =
-            body.values.iter().flat_map(|v| parse_set(v)).collect();
+        let mut set: BTreeSet<String> = body.values.iter().flat_map(|v| parse_set(v)).collect();
         let c = format!("{element}c");
         set.insert(c.clone());
         let r = self
             .client
             .put(key.clone(), Bytes::from(encode_set(&set)), &body.context)
             .await;
-        let o = outcome(&r);
-        self.log(format_args!("set-chain {key} {c} -> {o:?} {}", err(&r)));
+        self.record_set_write("set-chain", &key, &c, &r);
+    }
+
+    /// Logs a plain-set write that added `element` and records it for the set checker.
+    fn record_set_write<T>(
+        &self,
+        what: &str,
+        key: &str,
+        element: &str,
+        r: &Result<T, ClientError>,
+    ) {
+        let o = outcome(r);
+        self.log(format_args!("{what} {key} {element} -> {o:?} {}", err(r)));
         lock(&self.records).sets.push(Op {
-            key,
-            element: c,
+            key: key.to_string(),
+            element: element.to_string(),
             outcome: o,
         });
     }
