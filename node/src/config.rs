@@ -558,6 +558,7 @@ impl NodeConfig {
             cache_bytes: self.storage.cache_mb << 20,
             group_commit_gather: Duration::from_micros(self.storage.group_commit_gather_us),
             simulated_disk: false,
+            memory: None,
             write_cap: self.limits.write_cap(),
             merge_cap: self.limits.merge_cap(),
         }

@@ -203,16 +203,20 @@ impl Node {
     /// dispatch and background workers as [`Node::start`], with requests arriving from the
     /// link's [`ringkv_net::sim::SimNet`] instead of a QUIC endpoint. TLS files are not read;
     /// the metrics listener is not started. The storage is on a simulated disk (fsyncs take
-    /// simulated time; [`Store::simulate_crash`] undoes what they did not cover).
+    /// simulated time; [`Store::simulate_crash`] undoes what they did not cover): on `memory`
+    /// when given (the caller keeps it across restarts; the data directory is not touched),
+    /// otherwise fjall in the data directory.
     #[cfg(feature = "sim")]
     pub fn start_sim(
         config: NodeConfig,
         link: ringkv_net::sim::SimLink,
+        memory: Option<crate::storage::MemoryDisk>,
     ) -> Result<NodeHandle, NodeError> {
         config.validate_settings()?;
         let id = config.node_id();
         let options = crate::storage::StoreOptions {
             simulated_disk: true,
+            memory,
             ..config.store_options()
         };
         let store = Store::open(&config.data_dir, id, &options)?;

@@ -1,12 +1,13 @@
 //! [`SimCluster`]: real nodes ([`ringkv_node::Node::start_sim`]) on one [`SimNet`], with
 //! crashes, restarts, wiped disks and new nodes.
 //!
-//! Storage is the real fjall store in a temporary directory (on `/dev/shm` when it exists, so
-//! no disk is touched) on a simulated disk (`StoreOptions::simulated_disk`): fsyncs take seeded
-//! simulated time on the run's runtime instead of a syncer thread whose wake-ups the seed would
-//! not order, and fjall's own threads only flush and compact, which changes no result. Every
-//! change is logged until a simulated fsync covers it, which is how a power cut knows what to
-//! take away.
+//! Storage is the real store on a simulated disk (`StoreOptions::simulated_disk`): fsyncs take
+//! seeded simulated time on the run's runtime instead of a syncer thread whose wake-ups the
+//! seed would not order, and every change is logged until a simulated fsync covers it, which
+//! is how a power cut knows what to take away. Under the store is, per the scenario's
+//! `storage`, a [`MemoryDisk`] per node that the cluster keeps across the node's restarts (the
+//! default), or fjall in a temporary directory (on `/dev/shm` when it exists, so no disk is
+//! touched), whose own threads only flush and compact, which changes no result.
 //!
 //! A crash drops the node's tasks and its handlers. A **process crash** keeps everything it
 //! wrote (the OS buffers survive). A **power cut** ([`ringkv_node::storage::Store::simulate_crash`])
@@ -19,6 +20,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use ringkv_net::sim::SimNet;
 use ringkv_node::config::{BackgroundConfig, MemberConfig, StorageConfig, TlsPaths};
+use ringkv_node::storage::MemoryDisk;
 use ringkv_node::{Node, NodeConfig, NodeHandle, StoreProbe};
 use ringkv_shared::NodeId;
 use ringkv_shared::roles::Role;
@@ -26,7 +28,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Storage};
 
 /// The simulated address of node `index` (never bound: nothing leaves the process).
 pub fn node_addr(index: usize) -> SocketAddr {
@@ -92,7 +94,10 @@ impl Disks {
 /// Nodes on one simulated network.
 pub struct SimCluster {
     net: SimNet,
-    dir: tempfile::TempDir,
+    /// The nodes' directories, when they run on fjall.
+    dir: Option<tempfile::TempDir>,
+    /// Each node's memory disk, when they run on memory (a wipe replaces it).
+    memory: Vec<Option<MemoryDisk>>,
     configs: Vec<NodeConfig>,
     nodes: Vec<Option<NodeHandle>>,
     disks: Disks,
@@ -101,15 +106,20 @@ pub struct SimCluster {
 impl SimCluster {
     /// Starts `nodes` nodes that form the initial ring.
     pub fn start(net: SimNet, scenario: &Scenario, nodes: usize) -> Result<Self> {
-        let base = std::path::Path::new("/dev/shm");
-        let dir = if base.is_dir() {
-            tempfile::Builder::new()
-                .prefix("ringkv-sim-")
-                .tempdir_in(base)
-        } else {
-            tempfile::Builder::new().prefix("ringkv-sim-").tempdir()
-        }
-        .context("cannot make the simulation's data directory")?;
+        let dir = match scenario.storage {
+            Storage::Memory => None,
+            Storage::Fjall => {
+                let base = std::path::Path::new("/dev/shm");
+                let dir = if base.is_dir() {
+                    tempfile::Builder::new()
+                        .prefix("ringkv-sim-")
+                        .tempdir_in(base)
+                } else {
+                    tempfile::Builder::new().prefix("ringkv-sim-").tempdir()
+                };
+                Some(dir.context("cannot make the simulation's data directory")?)
+            }
+        };
         let members: Vec<MemberConfig> = (0..nodes)
             .map(|i| MemberConfig {
                 id: i as u32 + 1,
@@ -119,14 +129,13 @@ impl SimCluster {
         let mut cluster = Self {
             net,
             dir,
+            memory: Vec::new(),
             configs: Vec::new(),
             nodes: Vec::new(),
             disks: Disks::default(),
         };
         for i in 0..nodes {
-            let config = cluster.config(scenario, i, members.clone(), vec![]);
-            cluster.configs.push(config);
-            cluster.nodes.push(None);
+            cluster.add_config(scenario, i, members.clone(), vec![]);
         }
         for i in 0..nodes {
             cluster.boot(i)?;
@@ -134,19 +143,27 @@ impl SimCluster {
         Ok(cluster)
     }
 
-    fn config(
-        &self,
+    /// Adds node `index`'s config (and its empty memory disk, when the nodes run on memory).
+    fn add_config(
+        &mut self,
         scenario: &Scenario,
         index: usize,
         members: Vec<MemberConfig>,
         seeds: Vec<SocketAddr>,
-    ) -> NodeConfig {
+    ) {
         let name = format!("n{}", index + 1);
-        NodeConfig {
+        let data_dir = match &self.dir {
+            Some(dir) => dir.path().join(&name),
+            // Names the store in messages; nothing is written there.
+            None => std::path::PathBuf::from(format!("memory/{name}")),
+        };
+        self.memory.push(self.dir.is_none().then(MemoryDisk::new));
+        self.nodes.push(None);
+        self.configs.push(NodeConfig {
             id: index as u32 + 1,
             listen: node_addr(index),
             metrics_listen: None,
-            data_dir: self.dir.path().join(&name),
+            data_dir,
             partitions: scenario.partitions,
             replication: 3,
             storage: StorageConfig {
@@ -177,13 +194,13 @@ impl SimCluster {
             seeds,
             worker_threads: None,
             cluster: String::new(),
-        }
+        });
     }
 
     fn boot(&mut self, index: usize) -> Result<()> {
         let config = self.configs[index].clone();
         let link = self.net.link(config.listen, Role::Node(NodeId(config.id)));
-        let handle = Node::start_sim(config, link)
+        let handle = Node::start_sim(config, link, self.memory[index].clone())
             .map_err(|e| anyhow!("node n{} did not start: {e}", index + 1))?;
         self.disks.set(index, Some(handle.store_probe()));
         self.nodes[index] = Some(handle);
@@ -242,11 +259,13 @@ impl SimCluster {
         Ok(())
     }
 
-    /// Deletes a crashed node's data directory (a disk replaced).
+    /// Deletes a crashed node's data (a disk replaced).
     pub fn wipe(&mut self, index: usize) -> Result<()> {
         let dir = &self.configs[index].data_dir;
         self.net.record(format_args!("wipe n{}", index + 1));
-        if dir.exists() {
+        if let Some(disk) = &mut self.memory[index] {
+            *disk = MemoryDisk::new();
+        } else if dir.exists() {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("cannot wipe {}", dir.display()))?;
         }
@@ -271,9 +290,7 @@ impl SimCluster {
     /// joined). Returns its index.
     pub fn add_node(&mut self, scenario: &Scenario) -> Result<usize> {
         let index = self.configs.len();
-        let config = self.config(scenario, index, vec![], vec![node_addr(0)]);
-        self.configs.push(config);
-        self.nodes.push(None);
+        self.add_config(scenario, index, vec![], vec![node_addr(0)]);
         self.boot(index)?;
         Ok(index)
     }

@@ -37,5 +37,5 @@ pub mod scenario;
 pub mod sweep;
 pub mod workload;
 
-pub use run::{RunReport, run_seed};
+pub use run::{RunReport, run_seed, run_seed_keeping};
 pub use scenario::Scenario;

@@ -8,7 +8,7 @@ use crate::scenario::Scenario;
 use crate::workload::{Records, SharedRecords, Task};
 use anyhow::{Context as _, Result};
 use ringkv_client::Client;
-use ringkv_net::sim::{Faults, SimNet};
+use ringkv_net::sim::{Faults, KEPT, SimNet};
 use ringkv_node::storage::Durability;
 use ringkv_shared::roles::Role;
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,8 @@ pub struct RunReport {
     pub simulated: Duration,
     /// What the checkers found (empty: the run passed).
     pub violations: Vec<String>,
-    /// The last events of the log, for a failure report.
+    /// The last events of the log as text, for a failure report: empty for a run that kept
+    /// no text and passed (see [`run_seed`]).
     pub recent: Vec<String>,
 }
 
@@ -45,8 +46,28 @@ impl RunReport {
 }
 
 /// Runs `seed` on a fresh current-thread runtime with paused time (which makes it
-/// deterministic) and returns its report.
+/// deterministic) and returns its report. The event log is hashed, not kept as text; if the
+/// run fails, the seed runs again with the text kept for the report (it replays exactly: a
+/// rerun whose hash differs is itself reported as a violation).
 pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<RunReport> {
+    let mut first = run_seed_keeping(seed, scenario, 0)?;
+    if first.passed() {
+        return Ok(first);
+    }
+    let again = run_seed_keeping(seed, scenario, KEPT)?;
+    if (again.hash, again.events) != (first.hash, first.events) {
+        first.violations.push(format!(
+            "determinism: the rerun that kept the event log gave hash {:016x} after {} events, the first run {:016x} after {}",
+            again.hash, again.events, first.hash, first.events
+        ));
+    }
+    first.recent = again.recent;
+    Ok(first)
+}
+
+/// [`run_seed`] once, keeping the last `keep` events of the log as text (at most [`KEPT`]);
+/// the hash is the same whatever `keep` is.
+pub fn run_seed_keeping(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -54,7 +75,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<RunReport> {
         .context("cannot build the simulation runtime")?;
     runtime.block_on(async {
         let _ambient = ringkv_net::ambient::simulate_this_thread(seed, EPOCH_MS);
-        run(seed, scenario).await
+        run(seed, scenario, keep).await
     })
 }
 
@@ -67,7 +88,7 @@ async fn client(net: &SimNet, index: usize, scenario: &Scenario, seeds: usize) -
         .with_context(|| format!("client {index} could not start"))
 }
 
-async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
+async fn run(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
     let started = Instant::now();
     let calm = Faults {
         max_delay: Duration::from_micros(scenario.max_delay_us.max(100)),
@@ -75,6 +96,7 @@ async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
         ..Faults::default()
     };
     let net = SimNet::new(seed, calm.clone());
+    net.keep_events(keep);
     let span = (scenario.max_nodes - scenario.min_nodes + 1) as u64;
     let nodes = scenario.min_nodes + (net.random_u64() % span) as usize;
     net.record(format_args!(
@@ -153,6 +175,6 @@ async fn run(seed: u64, scenario: &Scenario) -> Result<RunReport> {
         ops: records.ops,
         simulated: started.elapsed(),
         violations,
-        recent: net.recent(100_000),
+        recent: net.recent(KEPT),
     })
 }

@@ -5,7 +5,7 @@
 //! explore fresh seeds locally; a failing seed prints the command that replays it.
 
 use ringkv_sim::sweep::SweepOptions;
-use ringkv_sim::{Scenario, report, run_seed};
+use ringkv_sim::{Scenario, report, run_seed, run_seed_keeping};
 use std::path::PathBuf;
 
 fn sim_dir() -> PathBuf {
@@ -25,15 +25,21 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
+/// The same seed twice gives the same history, whether or not the run keeps its events as
+/// text (a sweep does not; a failure report reruns the seed to keep them).
 #[test]
 fn one_seed_replays_byte_for_byte() {
     let scenario = ci_scenario();
+    let all = ringkv_net::sim::KEPT;
     for seed in [7, 1_000_003] {
-        let a = run_seed(seed, &scenario).expect("run");
-        let b = run_seed(seed, &scenario).expect("run");
+        let a = run_seed_keeping(seed, &scenario, all).expect("run");
+        let b = run_seed_keeping(seed, &scenario, all).expect("run");
         assert!(
-            a.events > 1_000 && a.ops > 50,
-            "seed {seed} did too little: {a:?}"
+            a.events > 1_000 && a.ops > 50 && a.recent.len() as u64 == a.events,
+            "seed {seed} did too little, or kept too little of it: {} events, {} kept, {} ops",
+            a.events,
+            a.recent.len(),
+            a.ops
         );
         assert_eq!(
             (a.hash, a.events, a.ops),
@@ -41,6 +47,13 @@ fn one_seed_replays_byte_for_byte() {
             "seed {seed} gave two histories; first difference:\n{}",
             first_difference(&a.recent, &b.recent)
         );
+        let quiet = run_seed(seed, &scenario).expect("run");
+        assert_eq!(
+            (quiet.hash, quiet.events, quiet.ops),
+            (a.hash, a.events, a.ops),
+            "seed {seed}: keeping no text changed the history"
+        );
+        assert!(quiet.recent.is_empty(), "a passing sweep run keeps no text");
     }
 }
 

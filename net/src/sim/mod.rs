@@ -18,7 +18,7 @@
 
 mod log;
 
-pub use log::EventLog;
+pub use log::{EventLog, KEPT};
 
 use crate::transport::{Transport, TransportError};
 use rand::rngs::StdRng;
@@ -28,6 +28,7 @@ use ringkv_shared::proto::{Reply, Request, Response};
 use ringkv_shared::ring::Member;
 use ringkv_shared::roles::Role;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -172,6 +173,12 @@ impl SimNet {
         self.lock().faults.clone()
     }
 
+    /// Keeps the last `n` events as text from now on, for [`SimNet::recent`] (at most
+    /// [`KEPT`]; none by default). The hash is the same either way.
+    pub fn keep_events(&self, n: usize) {
+        self.lock().log.keep(n);
+    }
+
     /// Adds a line to the event log (workloads and the nemesis record what they do).
     pub fn record(&self, line: std::fmt::Arguments<'_>) {
         self.lock().log.record(line);
@@ -236,13 +243,44 @@ impl SimNet {
         let duplicate = may_arrive_twice(request)
             && faults.duplicate > 0.0
             && rng.random_bool(faults.duplicate.min(1.0));
-        inner.log.record(format_args!(
-            "msg {id} {from} -> {to} {kind}{what} reach={reachable} lost={request_lost}/{reply_lost} dup={duplicate} delay={}/{}us",
-            there.as_micros(),
-            back.as_micros(),
-            kind = request.kind(),
-            what = Label(request),
-        ));
+        let kind = request.kind();
+        let (key, hint_for) = label(request);
+        let (there_us, back_us) = (there.as_micros(), back.as_micros());
+        inner.log.record_with(
+            |h| {
+                h.update(b"msg");
+                h.update(&id.to_le_bytes());
+                hash_addr(h, from);
+                hash_addr(h, to);
+                h.update(kind.as_bytes());
+                h.update(&[
+                    u8::from(reachable),
+                    u8::from(request_lost),
+                    u8::from(reply_lost),
+                    u8::from(duplicate),
+                ]);
+                h.update(&there_us.to_le_bytes());
+                h.update(&back_us.to_le_bytes());
+                h.update(&hint_for.map_or(0, |n| u64::from(n.0) + 1).to_le_bytes());
+                if let Some(key) = key {
+                    h.update(&(key.len() as u64).to_le_bytes());
+                    h.update(key);
+                }
+            },
+            |out| {
+                let _ = write!(out, "msg {id} {from} -> {to} {kind}");
+                if let Some(key) = key {
+                    let _ = write!(out, " {}", String::from_utf8_lossy(key));
+                }
+                if let Some(owner) = hint_for {
+                    let _ = write!(out, " hint-for={owner}");
+                }
+                let _ = write!(
+                    out,
+                    " reach={reachable} lost={request_lost}/{reply_lost} dup={duplicate} delay={there_us}/{back_us}us"
+                );
+            },
+        );
         Plan {
             id,
             reachable,
@@ -292,27 +330,26 @@ fn may_arrive_twice(request: &Request) -> bool {
 }
 
 /// The key (and hint owner) of a request, for the event log.
-struct Label<'a>(&'a Request);
-
-impl std::fmt::Display for Label<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let key = match self.0 {
-            Request::Write {
-                key,
-                hint_for: Some(owner),
-                ..
-            } => return write!(f, " {} hint-for={owner}", String::from_utf8_lossy(key)),
-            Request::Read { key }
-            | Request::Write { key, .. }
-            | Request::Put { key, .. }
-            | Request::HintsFor { key }
-            | Request::Reap { key, .. }
-            | Request::RouteGet { key, .. }
-            | Request::RoutePut { key, .. } => key,
-            _ => return Ok(()),
-        };
-        write!(f, " {}", String::from_utf8_lossy(key))
+fn label(request: &Request) -> (Option<&[u8]>, Option<NodeId>) {
+    match request {
+        Request::Write { key, hint_for, .. } => (Some(key), *hint_for),
+        Request::Read { key }
+        | Request::Put { key, .. }
+        | Request::HintsFor { key }
+        | Request::Reap { key, .. }
+        | Request::RouteGet { key, .. }
+        | Request::RoutePut { key, .. } => (Some(key), None),
+        _ => (None, None),
     }
+}
+
+/// Feeds an address to the event log's hash.
+fn hash_addr(h: &mut xxhash_rust::xxh3::Xxh3, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => h.update(&a.ip().octets()),
+        SocketAddr::V6(a) => h.update(&a.ip().octets()),
+    }
+    h.update(&addr.port().to_le_bytes());
 }
 
 struct LinkInner {
@@ -394,7 +431,17 @@ impl SimLink {
             return Err(lost("reply lost"));
         }
         tokio::time::sleep(plan.back).await;
-        net.record(format_args!("reply {} {}", plan.id, reply.body.kind()));
+        let kind = reply.body.kind();
+        net.lock().log.record_with(
+            |h| {
+                h.update(b"reply");
+                h.update(&plan.id.to_le_bytes());
+                h.update(kind.as_bytes());
+            },
+            |out| {
+                let _ = write!(out, "reply {} {kind}", plan.id);
+            },
+        );
         self.inner
             .highest_epoch
             .fetch_max(reply.epoch, Ordering::Relaxed);

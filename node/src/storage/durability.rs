@@ -8,7 +8,8 @@
 //! that one fsync covers more writes: fsyncs are expensive in CPU as well as time (on a virtual
 //! disk each one exits to the hypervisor), and fewer of them leave more for requests.
 
-use fjall::{Database, PersistMode};
+use super::engine::Engine;
+use fjall::PersistMode;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -69,7 +70,7 @@ impl GroupCommit {
     /// covered more than one write, the next waits this long first (zero: never waits). On a
     /// simulated `disk`, each wait runs a simulated fsync on the caller's runtime instead.
     pub(crate) fn start(
-        db: Database,
+        db: Engine,
         mode: Durability,
         interval: Duration,
         gather: Duration,
@@ -205,7 +206,7 @@ impl Drop for GroupCommit {
 }
 
 /// One fsync of the database's journal.
-fn persist(db: &Database, shared: &Shared) -> Result<(), fjall::Error> {
+fn persist(db: &Engine, shared: &Shared) -> Result<(), fjall::Error> {
     #[cfg(test)]
     if shared
         .failing
@@ -221,7 +222,7 @@ fn persist(db: &Database, shared: &Shared) -> Result<(), fjall::Error> {
 }
 
 fn sync_loop(
-    db: &Database,
+    db: &Engine,
     shared: &Shared,
     tx: &watch::Sender<Synced>,
     mode: Durability,

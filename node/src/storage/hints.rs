@@ -79,14 +79,11 @@ impl Store {
             None => std::ops::Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for guard in self
-            .hints
-            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
-        {
+        for entry in self.hints.range(start, std::ops::Bound::Unbounded) {
             if out.len() >= limit {
                 break;
             }
-            let (raw_key, raw) = guard.into_inner()?;
+            let (raw_key, raw) = entry?;
             let Some((owner, partition, key)) = keys::split_hint_key(&raw_key) else {
                 warn!("removing a hint with a malformed key");
                 self.remove_hint_key(&raw_key)?;

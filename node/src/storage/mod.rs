@@ -1,4 +1,5 @@
-//! A node's storage: objects, and node metadata, in one fjall database.
+//! A node's storage: objects, and node metadata, in one fjall database (or, in the simulator,
+//! in a [`MemoryDisk`]).
 //!
 //! Keyspaces:
 //! - `objects`: partition (u32, big-endian) ++ user key → [`ringkv_shared::encoding::encode_object`] bytes
@@ -37,15 +38,19 @@
 //! - `read_merge_write` — the one write path all of them use: stripe lock, merge, one batch,
 //!   durability ticket.
 //! - `durability` — the [`Durability`] policies and group commit.
+//! - `engine` — the ordered key-value engine the rest is written against: fjall, or memory.
+//! - `memory` — [`MemoryDisk`]: tables in memory that outlive a node's restarts (simulator).
 //! - `unsynced` — the simulator's disk: the changes a power cut would undo.
 //! - `trees` — the in-memory anti-entropy hash trees, one per partition.
 //! - `keys` — the byte layout of storage keys.
 //! - `error` — [`StorageError`].
 
 mod durability;
+mod engine;
 mod error;
 mod hints;
 mod keys;
+mod memory;
 mod objects;
 mod open;
 mod read_merge_write;
@@ -58,9 +63,10 @@ mod unsynced;
 pub use durability::{Durability, Ticket};
 pub use error::StorageError;
 pub use hints::Hint;
+pub use memory::MemoryDisk;
 
 use durability::GroupCommit;
-use fjall::{Database, Keyspace};
+use engine::{Engine, Table};
 use read_merge_write::decode_stored;
 use ringkv_shared::ActorId;
 use std::path::PathBuf;
@@ -103,6 +109,10 @@ pub struct StoreOptions {
     /// thread), and every change is logged until a simulated fsync covers it, so that
     /// [`Store::simulate_crash`] can undo what a power cut would lose.
     pub simulated_disk: bool,
+    /// Keep the data on this memory disk instead of fjall in the directory (the simulator:
+    /// the caller keeps the disk across the node's restarts). Nothing is written to the
+    /// directory, which only names the store.
+    pub memory: Option<MemoryDisk>,
     /// The most a coordinated write may leave an object with (`Limits::write_cap`).
     pub write_cap: ringkv_shared::limits::ObjectCap,
     /// The most a merge may leave an object with (`Limits::merge_cap`); a merge past it is
@@ -119,6 +129,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             group_commit_gather: DEFAULT_GROUP_COMMIT_GATHER,
             simulated_disk: false,
+            memory: None,
             write_cap: ringkv_shared::Limits::default().write_cap(),
             merge_cap: ringkv_shared::Limits::default().merge_cap(),
         }
@@ -132,14 +143,14 @@ pub const DEFAULT_GROUP_COMMIT_GATHER: Duration = Duration::from_micros(500);
 
 /// One node's storage.
 pub struct Store {
-    db: Database,
-    objects: Keyspace,
-    hints: Keyspace,
+    db: Engine,
+    objects: Table,
+    hints: Table,
     /// Hint keys held, maintained under the stripe locks: reads skip the hints keyspace
     /// entirely while it is zero (the common case).
     hint_keys: std::sync::atomic::AtomicU64,
-    tombstones: Keyspace,
-    meta: Keyspace,
+    tombstones: Table,
+    meta: Table,
     trees: trees::Trees,
     actor: ActorId,
     locks: Box<[Mutex<()>]>,

@@ -114,8 +114,8 @@ impl Store {
     ) -> Result<Vec<(Bytes, u64)>, StorageError> {
         let wanted: std::collections::BTreeSet<u16> = leaves.iter().copied().collect();
         let mut out = Vec::new();
-        for guard in self.objects.prefix(partition.to_be_bytes()) {
-            let (raw_key, raw) = guard.into_inner()?;
+        for entry in self.objects.prefix(partition.to_be_bytes()) {
+            let (raw_key, raw) = entry?;
             let Some((_, key)) = keys::split_object_key(&raw_key) else {
                 continue;
             };

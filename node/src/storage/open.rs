@@ -2,11 +2,12 @@
 //! count), the storage incarnation, the clean-shutdown marker.
 
 use super::durability::GroupCommit;
+use super::engine::Engine;
 use super::unsynced::Unsynced;
 use super::{
     Durability, LOCK_STRIPES, STORAGE_FORMAT, StorageError, Store, StoreOptions, StoreStats, trees,
 };
-use fjall::{Database, KeyspaceCreateOptions};
+use fjall::Database;
 use ringkv_shared::{ActorId, NodeId};
 use std::path::Path;
 use std::sync::Mutex;
@@ -21,17 +22,24 @@ impl Store {
     /// Opens (or creates) the storage of node `node` in `dir`.
     ///
     /// A directory created by another node id, or by a newer storage format, is refused
-    /// rather than served. A new directory draws a fresh random [`ActorId`].
+    /// rather than served. A new directory draws a fresh random [`ActorId`]. With
+    /// [`StoreOptions::memory`], the memory disk stands for the directory and nothing is
+    /// written under `dir`.
     pub fn open(dir: &Path, node: NodeId, opts: &StoreOptions) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Directory {
-            path: dir.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let db = Database::builder(dir).cache_size(opts.cache_bytes).open()?;
-        let objects = db.keyspace("objects", KeyspaceCreateOptions::default)?;
-        let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
-        let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let db = match &opts.memory {
+            Some(disk) => Engine::Memory(std::sync::Arc::new(disk.hold()?)),
+            None => {
+                std::fs::create_dir_all(dir).map_err(|e| StorageError::Directory {
+                    path: dir.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                Engine::Fjall(Database::builder(dir).cache_size(opts.cache_bytes).open()?)
+            }
+        };
+        let objects = db.table("objects")?;
+        let hints = db.table("hints")?;
+        let tombstones = db.table("tombstones")?;
+        let meta = db.table("meta")?;
         let foreign = |reason: String| StorageError::Foreign {
             path: dir.to_owned(),
             reason,
@@ -81,14 +89,10 @@ impl Store {
             existing => {
                 let actor = ActorId(ringkv_net::ambient::random_u64());
                 let mut batch = db.batch();
-                batch.insert(&meta, "format", [STORAGE_FORMAT].as_slice());
-                batch.insert(&meta, "node_id", node.0.to_be_bytes().as_slice());
-                batch.insert(&meta, "actor", actor.0.to_be_bytes().as_slice());
-                batch.insert(
-                    &meta,
-                    "partitions",
-                    opts.partitions.to_be_bytes().as_slice(),
-                );
+                batch.insert(&meta, b"format", [STORAGE_FORMAT]);
+                batch.insert(&meta, b"node_id", node.0.to_be_bytes());
+                batch.insert(&meta, b"actor", actor.0.to_be_bytes());
+                batch.insert(&meta, b"partitions", opts.partitions.to_be_bytes());
                 batch.commit()?;
                 db.persist(fjall::PersistMode::SyncAll)?;
                 if existing.is_some() {
@@ -109,8 +113,8 @@ impl Store {
         }
         let trees = trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
         let mut hint_keys = 0u64;
-        for guard in hints.iter() {
-            guard.key()?;
+        for entry in hints.iter() {
+            entry?;
             hint_keys += 1;
         }
         // The operating system writes dirty pages back within seconds on its own; under

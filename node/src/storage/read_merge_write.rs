@@ -2,9 +2,9 @@
 //! result with its tombstone record and hash-tree entry in one batch (skipped when nothing
 //! changed), and hand back the durability ticket to wait for.
 
+use super::engine::Table;
 use super::keys::Space;
 use super::{LOCK_STRIPES, StorageError, Store, Ticket, is_tombstone, keys, now_ms};
-use fjall::Keyspace;
 use ringkv_shared::encoding::{decode_object, encode_object};
 use ringkv_shared::limits::ObjectCap;
 use ringkv_shared::{NodeId, Object, PartitionId};
@@ -60,7 +60,7 @@ pub(super) fn merge_into(
 }
 
 pub(super) fn read_object(
-    keyspace: &Keyspace,
+    keyspace: &Table,
     raw_key: &[u8],
     partition: PartitionId,
     key: &[u8],
@@ -108,7 +108,7 @@ impl Store {
 
     pub(super) async fn read_modify_write(
         &self,
-        keyspace: &Keyspace,
+        keyspace: &Table,
         at: &Target<'_>,
         cap: Option<ObjectCap>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
@@ -130,7 +130,7 @@ impl Store {
     /// [`StoreStats::merges_refused`]: super::StoreStats::merges_refused
     pub(super) fn stage(
         &self,
-        keyspace: &Keyspace,
+        keyspace: &Table,
         at: &Target<'_>,
         cap: Option<ObjectCap>,
         f: impl FnOnce(Result<Option<Object>, StorageError>) -> Result<Object, StorageError>,
@@ -168,20 +168,16 @@ impl Store {
                 };
                 self.note_change(space, storage_key)?;
                 let mut batch = self.db.batch();
-                batch.insert(keyspace, storage_key.as_slice(), encoded);
+                batch.insert(keyspace, storage_key, encoded);
                 if at.in_tree {
                     let was_tombstone = unchanged_from.as_ref().is_some_and(is_tombstone);
                     if is_tombstone(&next) != was_tombstone {
                         self.note_change(Space::Tombstones, storage_key)?;
                     }
                     if is_tombstone(&next) && !was_tombstone {
-                        batch.insert(
-                            &self.tombstones,
-                            storage_key.as_slice(),
-                            now_ms().to_be_bytes().as_slice(),
-                        );
+                        batch.insert(&self.tombstones, storage_key, now_ms().to_be_bytes());
                     } else if !is_tombstone(&next) && was_tombstone {
-                        batch.remove(&self.tombstones, storage_key.as_slice());
+                        batch.remove(&self.tombstones, storage_key);
                     }
                 }
                 batch.commit()?;

@@ -44,7 +44,7 @@ impl Store {
                 .objects
                 .prefix(partition.to_be_bytes())
                 .take(1024)
-                .map(|g| g.key().map(|k| k.to_vec()))
+                .map(|e| e.map(|(k, _)| k.to_vec()))
                 .collect::<Result<_, _>>()?;
             if raw_keys.is_empty() {
                 break;

@@ -26,11 +26,11 @@ impl Store {
     ) -> Result<Vec<(PartitionId, Bytes, u64)>, StorageError> {
         let now = now_ms();
         let mut out = Vec::new();
-        for guard in self.tombstones.iter() {
+        for entry in self.tombstones.iter() {
             if out.len() >= limit {
                 break;
             }
-            let (raw_key, raw) = guard.into_inner()?;
+            let (raw_key, raw) = entry?;
             let Some((p, key)) = keys::split_object_key(&raw_key) else {
                 continue;
             };
@@ -47,8 +47,8 @@ impl Store {
     /// Tombstones this node tracks (pure-tombstone objects not yet reaped).
     pub fn tombstone_count(&self) -> Result<u64, StorageError> {
         let mut n = 0;
-        for guard in self.tombstones.iter() {
-            guard.key()?;
+        for entry in self.tombstones.iter() {
+            entry?;
             n += 1;
         }
         Ok(n)

@@ -31,11 +31,11 @@ impl Store {
         };
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for guard in self.objects.range((start, end)) {
+        for entry in self.objects.range(start, end) {
             if out.len() >= limit {
                 break;
             }
-            let (raw_key, raw) = guard.into_inner()?;
+            let (raw_key, raw) = entry?;
             let Some((_, key)) = keys::split_object_key(&raw_key) else {
                 continue;
             };
@@ -98,7 +98,7 @@ impl Store {
         let names: Vec<Vec<u8>> = self
             .meta
             .prefix(prefix)
-            .map(|g| g.key().map(|k| k.to_vec()))
+            .map(|e| e.map(|(k, _)| k.to_vec()))
             .collect::<Result<_, _>>()?;
         for n in names {
             self.note_change(Space::Meta, &n)?;

@@ -4,7 +4,7 @@
 //! right after its batch commits) never blocks readers of other keys. The trees are rebuilt
 //! from a scan of the objects keyspace when the store opens; they are not persisted.
 
-use fjall::Keyspace;
+use super::engine::Table;
 use ringkv_shared::PartitionId;
 use ringkv_shared::merkle::{LEAVES, entry_hash, leaf_of, root};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,17 +18,15 @@ pub(crate) struct Trees {
 
 impl Trees {
     /// Builds the trees from every stored object.
-    pub(crate) fn build(objects: &Keyspace, partitions: u32) -> Result<Self, String> {
+    pub(super) fn build(objects: &Table, partitions: u32) -> Result<Self, String> {
         let trees = Trees {
             partitions,
             leaves: (0..partitions as usize * LEAVES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
         };
-        for guard in objects.iter() {
-            let (raw_key, raw) = guard
-                .into_inner()
-                .map_err(|e| format!("scanning objects: {e}"))?;
+        for entry in objects.iter() {
+            let (raw_key, raw) = entry.map_err(|e| format!("scanning objects: {e}"))?;
             let (p, key) = split_object_key(&raw_key).ok_or("an object key is malformed")?;
             if p >= partitions {
                 return Err(format!(

@@ -12,10 +12,11 @@
 //! fjall itself keeps everything (it runs on a RAM disk and is never cut off), so this log is
 //! the only place that knows what a power cut loses.
 
+use super::engine::Table;
 use super::keys::{self, Space};
 use super::read_merge_write::decode_stored;
 use super::{StorageError, Store};
-use fjall::{Keyspace, Slice};
+use fjall::Slice;
 use ringkv_shared::{NodeId, Object, PartitionId};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -184,7 +185,7 @@ fn fsync_latency() -> Duration {
 }
 
 impl Store {
-    fn keyspace(&self, space: Space) -> &Keyspace {
+    fn keyspace(&self, space: Space) -> &Table {
         match space {
             Space::Objects => &self.objects,
             Space::Hints => &self.hints,
