@@ -1,5 +1,6 @@
 //! The simulator in CI: one seed replays exactly, the regression seeds pass, and 1,000 seeds
-//! of the CI scenario pass, plus 200 of the hints-only and 40 of the reaping scenario.
+//! of the CI scenario pass, plus 100 of it on fjall, 200 of the hints-only and 40 of the
+//! reaping scenario.
 //!
 //! `RINGKV_SIM_SEEDS` (count) and `RINGKV_SIM_START` (first seed) change the sweep, e.g. to
 //! explore fresh seeds locally; a failing seed prints the command that replays it.
@@ -127,6 +128,12 @@ fn sweep(scenario_file: &str, count: u64) {
 #[test]
 fn a_thousand_seeds_of_the_ci_scenario_pass() {
     sweep("scenarios/ci.toml", 1_000);
+}
+
+/// The same faults with the nodes on fjall (the others run on memory disks).
+#[test]
+fn a_hundred_seeds_of_the_ci_scenario_on_fjall_pass() {
+    sweep("scenarios/fjall.toml", 100);
 }
 
 /// Hinted handoff alone (no anti-entropy) puts every acknowledged write on W owners.

@@ -1,4 +1,5 @@
-//! Storage: merges, incarnations, durability, hints and tombstones against a real fjall directory.
+//! Storage: merges, incarnations, durability, hints and tombstones against a real fjall
+//! directory, and (where a test runs on [`engines`]) on a memory disk too.
 
 use super::*;
 use bytes::Bytes;
@@ -8,6 +9,54 @@ use std::sync::Arc;
 
 fn val(s: &str) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// The engines a test that says so runs on: fjall in its directory, then a memory disk.
+fn engines() -> [Option<MemoryDisk>; 2] {
+    [None, Some(MemoryDisk::new())]
+}
+
+#[tokio::test]
+async fn a_store_on_a_memory_disk_writes_nothing_to_its_directory_and_is_open_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n1");
+    let disk = MemoryDisk::new();
+    let opts = StoreOptions {
+        memory: Some(disk.clone()),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(&path, NodeId(1), &opts).unwrap();
+    s.update(0, b"k", &VersionVector::new(), val("v"))
+        .await
+        .unwrap();
+    assert!(!path.exists(), "the memory disk stands for the directory");
+    let locked = Store::open(&path, NodeId(1), &opts).unwrap_err();
+    assert!(
+        matches!(
+            locked,
+            StorageError::Engine {
+                source: fjall::Error::Locked
+            }
+        ),
+        "{locked}"
+    );
+    let actor = s.actor();
+    drop(s);
+    let s = Store::open(&path, NodeId(1), &opts).unwrap();
+    assert!(s.get(0, b"k").unwrap().is_some(), "the disk kept the data");
+    assert_ne!(s.actor(), actor, "dropped without close: a new incarnation");
+    let wiped = StoreOptions {
+        memory: Some(MemoryDisk::new()),
+        ..StoreOptions::default()
+    };
+    assert!(
+        Store::open(&path, NodeId(1), &wiped)
+            .unwrap()
+            .get(0, b"k")
+            .unwrap()
+            .is_none(),
+        "another disk is another store"
+    );
 }
 
 #[tokio::test]
@@ -72,69 +121,95 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
 
 #[tokio::test]
 async fn update_merge_get_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions::default();
-    let actor = {
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            memory: memory.clone(),
+            ..StoreOptions::default()
+        };
+        let actor = {
+            let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+            let o = s
+                .update(3, b"k", &VersionVector::new(), val("v1"))
+                .await
+                .unwrap();
+            assert_eq!(o.values().count(), 1);
+            let mut other = Object::new();
+            other
+                .update(&VersionVector::new(), val("v2"), ActorId(42))
+                .unwrap();
+            let m = s.merge(3, b"k", &other).await.unwrap();
+            assert_eq!(m.values().count(), 2);
+            assert_eq!(s.get(3, b"k").unwrap().unwrap(), m);
+            assert_eq!(
+                s.get(4, b"k").unwrap(),
+                None,
+                "partition is part of the key"
+            );
+            s.close().unwrap();
+            s.actor()
+        };
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-        let o = s
-            .update(3, b"k", &VersionVector::new(), val("v1"))
-            .await
-            .unwrap();
-        assert_eq!(o.values().count(), 1);
-        let mut other = Object::new();
-        other
-            .update(&VersionVector::new(), val("v2"), ActorId(42))
-            .unwrap();
-        let m = s.merge(3, b"k", &other).await.unwrap();
-        assert_eq!(m.values().count(), 2);
-        assert_eq!(s.get(3, b"k").unwrap().unwrap(), m);
-        assert_eq!(
-            s.get(4, b"k").unwrap(),
-            None,
-            "partition is part of the key"
-        );
-        s.close().unwrap();
-        s.actor()
-    };
-    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-    assert_eq!(s.actor(), actor, "the incarnation survives a restart");
-    assert_eq!(s.get(3, b"k").unwrap().unwrap().values().count(), 2);
+        assert_eq!(s.actor(), actor, "the incarnation survives a restart");
+        assert_eq!(s.get(3, b"k").unwrap().unwrap().values().count(), 2);
+    }
 }
 
 #[tokio::test]
 async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        durability: Durability::None,
-        ..StoreOptions::default()
-    };
-    let first = {
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            durability: Durability::None,
+            memory: memory.clone(),
+            ..StoreOptions::default()
+        };
+        let first = {
+            let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+            s.update(0, b"k", &VersionVector::new(), val("v"))
+                .await
+                .unwrap();
+            s.db.persist(fjall::PersistMode::SyncAll).unwrap();
+            s.actor()
+            // Dropped without close(): a crash.
+        };
         let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-        s.update(0, b"k", &VersionVector::new(), val("v"))
-            .await
-            .unwrap();
-        s.db.persist(fjall::PersistMode::SyncAll).unwrap();
-        s.actor()
-        // Dropped without close(): a crash.
-    };
-    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-    assert_ne!(s.actor(), first, "a crash must not keep the old actor");
-    assert!(s.get(0, b"k").unwrap().is_some());
-    let second = s.actor();
-    s.close().unwrap();
-    drop(s);
-    let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-    assert_eq!(s.actor(), second, "a clean close keeps the actor");
+        assert_ne!(s.actor(), first, "a crash must not keep the old actor");
+        assert!(s.get(0, b"k").unwrap().is_some());
+        let second = s.actor();
+        s.close().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+        assert_eq!(s.actor(), second, "a clean close keeps the actor");
+    }
 }
 
 #[tokio::test]
 async fn a_directory_of_another_node_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
-    s.close().unwrap();
-    drop(s);
-    let err = Store::open(dir.path(), NodeId(2), &StoreOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("belongs to node n1"), "{err}");
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            dir.path(),
+            NodeId(1),
+            &StoreOptions {
+                memory: memory.clone(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        s.close().unwrap();
+        drop(s);
+        let err = Store::open(
+            dir.path(),
+            NodeId(2),
+            &StoreOptions {
+                memory: memory.clone(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("belongs to node n1"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -244,25 +319,35 @@ async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy(
 /// handoff of large objects moves in frames that fit, one object at a time if need be.
 #[tokio::test]
 async fn partition_scans_are_bounded_by_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
-    for i in 0..10u8 {
-        let big = Some(Bytes::from(vec![i; 10_000]));
-        s.update(0, &[i], &VersionVector::new(), big).await.unwrap();
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            dir.path(),
+            NodeId(1),
+            &StoreOptions {
+                memory: memory.clone(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for i in 0..10u8 {
+            let big = Some(Bytes::from(vec![i; 10_000]));
+            s.update(0, &[i], &VersionVector::new(), big).await.unwrap();
+        }
+        assert_eq!(
+            s.scan_partition(0, None, 256, usize::MAX).unwrap().len(),
+            10
+        );
+        assert_eq!(s.scan_partition(0, None, 256, 35_000).unwrap().len(), 3);
+        assert_eq!(
+            s.scan_partition(0, None, 256, 1).unwrap().len(),
+            1,
+            "at least one"
+        );
+        let rest = s.scan_partition(0, Some(&[8]), 256, 1).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(&rest[0].0[..], &[9]);
     }
-    assert_eq!(
-        s.scan_partition(0, None, 256, usize::MAX).unwrap().len(),
-        10
-    );
-    assert_eq!(s.scan_partition(0, None, 256, 35_000).unwrap().len(), 3);
-    assert_eq!(
-        s.scan_partition(0, None, 256, 1).unwrap().len(),
-        1,
-        "at least one"
-    );
-    let rest = s.scan_partition(0, Some(&[8]), 256, 1).unwrap();
-    assert_eq!(rest.len(), 1);
-    assert_eq!(&rest[0].0[..], &[9]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,42 +373,60 @@ async fn concurrent_sync_writes_share_fsyncs_and_all_land() {
 
 #[tokio::test]
 async fn the_hint_count_follows_the_hints_keyspace_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = Object::new();
-    o.update(&VersionVector::new(), val("v"), ActorId(5))
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Object::new();
+        o.update(&VersionVector::new(), val("v"), ActorId(5))
+            .unwrap();
+        {
+            let s = Store::open(
+                dir.path(),
+                NodeId(1),
+                &StoreOptions {
+                    memory: memory.clone(),
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(s.hints_pending().unwrap(), 0);
+            assert_eq!(
+                s.hints_for_key(0, b"a", [NodeId(2)].into_iter()).unwrap(),
+                None
+            );
+            s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
+            s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
+            s.put_hint(NodeId(3), 0, b"b", &o).await.unwrap();
+            assert_eq!(
+                s.hints_pending().unwrap(),
+                2,
+                "the same key twice is one hint"
+            );
+            assert_eq!(
+                s.hints_for_key(0, b"a", [NodeId(2), NodeId(3)].into_iter())
+                    .unwrap(),
+                Some(o.clone())
+            );
+            let batch: Vec<Hint> = s
+                .hints_after(None, 10)
+                .unwrap()
+                .into_iter()
+                .filter(|h| h.owner == NodeId(2))
+                .collect();
+            assert!(s.remove_hint_if_unchanged(&batch[0]).unwrap());
+            assert_eq!(s.hints_pending().unwrap(), 1);
+            s.close().unwrap();
+        }
+        let s = Store::open(
+            dir.path(),
+            NodeId(1),
+            &StoreOptions {
+                memory: memory.clone(),
+                ..StoreOptions::default()
+            },
+        )
         .unwrap();
-    {
-        let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
-        assert_eq!(s.hints_pending().unwrap(), 0);
-        assert_eq!(
-            s.hints_for_key(0, b"a", [NodeId(2)].into_iter()).unwrap(),
-            None
-        );
-        s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
-        s.put_hint(NodeId(2), 0, b"a", &o).await.unwrap();
-        s.put_hint(NodeId(3), 0, b"b", &o).await.unwrap();
-        assert_eq!(
-            s.hints_pending().unwrap(),
-            2,
-            "the same key twice is one hint"
-        );
-        assert_eq!(
-            s.hints_for_key(0, b"a", [NodeId(2), NodeId(3)].into_iter())
-                .unwrap(),
-            Some(o.clone())
-        );
-        let batch: Vec<Hint> = s
-            .hints_after(None, 10)
-            .unwrap()
-            .into_iter()
-            .filter(|h| h.owner == NodeId(2))
-            .collect();
-        assert!(s.remove_hint_if_unchanged(&batch[0]).unwrap());
-        assert_eq!(s.hints_pending().unwrap(), 1);
-        s.close().unwrap();
+        assert_eq!(s.hints_pending().unwrap(), 1, "counted again at start-up");
     }
-    let s = Store::open(dir.path(), NodeId(1), &StoreOptions::default()).unwrap();
-    assert_eq!(s.hints_pending().unwrap(), 1, "counted again at start-up");
 }
 
 #[tokio::test]

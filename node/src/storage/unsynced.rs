@@ -309,19 +309,27 @@ mod tests {
         );
     }
 
+    /// Each test runs on fjall in a directory and on a memory disk: the simulated disk sits
+    /// above the engine, so a power cut must take the same on both.
     mod store {
-        use super::super::super::{Durability, Store, StoreOptions};
+        use super::super::super::{Durability, MemoryDisk, Store, StoreOptions};
         use bytes::Bytes;
         use ringkv_shared::{NodeId, VersionVector};
 
-        fn options(durability: Durability) -> StoreOptions {
+        fn options(durability: Durability, memory: Option<MemoryDisk>) -> StoreOptions {
             StoreOptions {
                 partitions: 8,
                 durability,
                 buffered_interval: std::time::Duration::from_millis(10),
                 simulated_disk: true,
+                memory,
                 ..StoreOptions::default()
             }
+        }
+
+        /// Both engines: fjall (no memory disk), then a memory disk.
+        fn engines() -> [Option<MemoryDisk>; 2] {
+            [None, Some(MemoryDisk::new())]
         }
 
         fn value(s: &'static str) -> Option<Bytes> {
@@ -330,84 +338,100 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn a_power_cut_loses_what_no_fsync_covered_and_nothing_else() {
-            let dir = tempfile::tempdir().unwrap();
-            let none = VersionVector::new();
-            let store = Store::open(dir.path(), NodeId(1), &options(Durability::Sync)).unwrap();
-            let acked = store.update(0, b"acked", &none, value("1")).await.unwrap();
-            // Deleted and acknowledged: the tombstone is on the disk too.
-            store
-                .update(0, b"acked", acked.clock(), None)
-                .await
+            for memory in engines() {
+                let dir = tempfile::tempdir().unwrap();
+                let none = VersionVector::new();
+                let store = Store::open(
+                    dir.path(),
+                    NodeId(1),
+                    &options(Durability::Sync, memory.clone()),
+                )
                 .unwrap();
-            let (_, _ticket) = store
-                .update_staged(0, b"staged", &none, value("2"))
-                .unwrap();
-            assert!(store.get(0, b"staged").unwrap().is_some());
-            let owners = || (1..=3).map(NodeId);
-            assert!(
+                let acked = store.update(0, b"acked", &none, value("1")).await.unwrap();
+                // Deleted and acknowledged: the tombstone is on the disk too.
                 store
-                    .durable_copy(0, b"staged", owners())
-                    .unwrap()
-                    .is_none(),
-                "not on the disk before its fsync"
-            );
-            assert!(store.durable_copy(0, b"acked", owners()).unwrap().is_some());
-            let actor = store.actor();
+                    .update(0, b"acked", acked.clock(), None)
+                    .await
+                    .unwrap();
+                let (_, _ticket) = store
+                    .update_staged(0, b"staged", &none, value("2"))
+                    .unwrap();
+                assert!(store.get(0, b"staged").unwrap().is_some());
+                let owners = || (1..=3).map(NodeId);
+                assert!(
+                    store
+                        .durable_copy(0, b"staged", owners())
+                        .unwrap()
+                        .is_none(),
+                    "not on the disk before its fsync"
+                );
+                assert!(store.durable_copy(0, b"acked", owners()).unwrap().is_some());
+                let actor = store.actor();
 
-            assert_eq!(store.simulate_crash(true).unwrap(), 1);
-            let late = store.update(0, b"late", &none, value("3")).await;
-            assert!(late.is_err(), "a dead node's store refuses writes");
-            drop(store);
+                assert_eq!(store.simulate_crash(true).unwrap(), 1);
+                let late = store.update(0, b"late", &none, value("3")).await;
+                assert!(late.is_err(), "a dead node's store refuses writes");
+                drop(store);
 
-            let store = Store::open(dir.path(), NodeId(1), &options(Durability::Sync)).unwrap();
-            assert!(
-                store.get(0, b"staged").unwrap().is_none(),
-                "the tail is gone"
-            );
-            assert!(store.get(0, b"late").unwrap().is_none());
-            let tombstone = store.get(0, b"acked").unwrap().unwrap();
-            assert_eq!(
-                tombstone.values().count(),
-                0,
-                "the acknowledged delete survived"
-            );
-            assert_eq!(store.tombstone_count().unwrap(), 1);
-            assert_ne!(store.actor(), actor, "a new incarnation after a crash");
+                let store = Store::open(
+                    dir.path(),
+                    NodeId(1),
+                    &options(Durability::Sync, memory.clone()),
+                )
+                .unwrap();
+                assert!(
+                    store.get(0, b"staged").unwrap().is_none(),
+                    "the tail is gone"
+                );
+                assert!(store.get(0, b"late").unwrap().is_none());
+                let tombstone = store.get(0, b"acked").unwrap().unwrap();
+                assert_eq!(
+                    tombstone.values().count(),
+                    0,
+                    "the acknowledged delete survived"
+                );
+                assert_eq!(store.tombstone_count().unwrap(), 1);
+                assert_ne!(store.actor(), actor, "a new incarnation after a crash");
+            }
         }
 
         #[tokio::test(start_paused = true)]
         async fn under_buffered_a_power_cut_loses_the_last_interval_only() {
-            let dir = tempfile::tempdir().unwrap();
-            let none = VersionVector::new();
-            let opts = options(Durability::Buffered);
-            let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-            store.update(0, b"old", &none, value("1")).await.unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            store.update(0, b"recent", &none, value("2")).await.unwrap();
-            assert_eq!(store.simulate_crash(true).unwrap(), 1);
-            drop(store);
-            let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-            assert!(store.get(0, b"old").unwrap().is_some());
-            assert!(
-                store.get(0, b"recent").unwrap().is_none(),
-                "acknowledged, but within the interval"
-            );
+            for memory in engines() {
+                let dir = tempfile::tempdir().unwrap();
+                let none = VersionVector::new();
+                let opts = options(Durability::Buffered, memory.clone());
+                let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+                store.update(0, b"old", &none, value("1")).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                store.update(0, b"recent", &none, value("2")).await.unwrap();
+                assert_eq!(store.simulate_crash(true).unwrap(), 1);
+                drop(store);
+                let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+                assert!(store.get(0, b"old").unwrap().is_some());
+                assert!(
+                    store.get(0, b"recent").unwrap().is_none(),
+                    "acknowledged, but within the interval"
+                );
+            }
         }
 
         #[tokio::test(start_paused = true)]
         async fn a_process_crash_keeps_everything_and_fences() {
-            let dir = tempfile::tempdir().unwrap();
-            let none = VersionVector::new();
-            let opts = options(Durability::Sync);
-            let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-            let (_, _ticket) = store
-                .update_staged(0, b"staged", &none, value("2"))
-                .unwrap();
-            assert_eq!(store.simulate_crash(false).unwrap(), 0);
-            assert!(store.update(0, b"late", &none, value("3")).await.is_err());
-            drop(store);
-            let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
-            assert!(store.get(0, b"staged").unwrap().is_some());
+            for memory in engines() {
+                let dir = tempfile::tempdir().unwrap();
+                let none = VersionVector::new();
+                let opts = options(Durability::Sync, memory.clone());
+                let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+                let (_, _ticket) = store
+                    .update_staged(0, b"staged", &none, value("2"))
+                    .unwrap();
+                assert_eq!(store.simulate_crash(false).unwrap(), 0);
+                assert!(store.update(0, b"late", &none, value("3")).await.is_err());
+                drop(store);
+                let store = Store::open(dir.path(), NodeId(1), &opts).unwrap();
+                assert!(store.get(0, b"staged").unwrap().is_some());
+            }
         }
     }
 }
