@@ -11,9 +11,11 @@
 //! network's RNG, and `ringkv_net::ambient` for actor ids, gossip targets and replica order);
 //! the wall clock tombstones are aged by following tokio's clock; and no work handed to other
 //! threads (the node's sweep runs inline on the simulated network, `select!`s are `biased`,
-//! durability is `none` so no syncer thread runs). fjall's own flush and compaction threads
-//! remain; they change no result a read returns. Iteration over hash maps does not reach the
-//! event log (the node and client keep ordered maps where order is observable).
+//! fsyncs are simulated on the run's runtime instead of a syncer thread). The nodes' data is
+//! on memory disks by default, so no engine thread runs either; on fjall (`storage =
+//! "fjall"`), its flush and compaction threads remain and change no result a read returns.
+//! Iteration over hash maps does not reach the event log (the node and client keep ordered
+//! maps where order is observable).
 //!
 //! # Layout
 //!
