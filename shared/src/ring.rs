@@ -90,7 +90,9 @@ pub struct Ring {
     members: BTreeMap<NodeId, Member>,
     owners: Vec<NodeId>,
     /// Preference list per partition (every member, in walk order), derived from `owners`.
-    prefs: Vec<Box<[NodeId]>>,
+    /// Shared: a ring is cloned with every view a node gossips, and copying Q lists each time
+    /// was most of a gossip round's allocation.
+    prefs: std::sync::Arc<[Box<[NodeId]>]>,
     shift: u32,
 }
 
@@ -165,7 +167,7 @@ impl Ring {
                 reason: format!("partition owner {stranger} is not a member"),
             });
         }
-        let prefs = preference_lists(&owners, MAX_PREFERENCE);
+        let prefs = preference_lists(&owners, MAX_PREFERENCE).into();
         Ok(Ring {
             epoch,
             members: by_id,
