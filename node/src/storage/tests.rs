@@ -16,6 +16,14 @@ fn engines() -> [Option<MemoryDisk>; 2] {
     [None, Some(MemoryDisk::new())]
 }
 
+/// Default options on `memory` (fjall in the directory if `None`).
+fn on(memory: &Option<MemoryDisk>) -> StoreOptions {
+    StoreOptions {
+        memory: memory.clone(),
+        ..StoreOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn a_store_on_a_memory_disk_writes_nothing_to_its_directory_and_is_open_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,10 +131,7 @@ async fn gathering_never_delays_a_lone_writer_and_concurrent_writers_share_fsync
 async fn update_merge_get_and_reopen() {
     for memory in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
-            memory: memory.clone(),
-            ..StoreOptions::default()
-        };
+        let opts = on(&memory);
         let actor = {
             let s = Store::open(dir.path(), NodeId(1), &opts).unwrap();
             let o = s
@@ -188,26 +193,10 @@ async fn an_unclean_shutdown_starts_a_new_incarnation_and_keeps_the_data() {
 async fn a_directory_of_another_node_is_refused() {
     for memory in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(
-            dir.path(),
-            NodeId(1),
-            &StoreOptions {
-                memory: memory.clone(),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let s = Store::open(dir.path(), NodeId(1), &on(&memory)).unwrap();
         s.close().unwrap();
         drop(s);
-        let err = Store::open(
-            dir.path(),
-            NodeId(2),
-            &StoreOptions {
-                memory: memory.clone(),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap_err();
+        let err = Store::open(dir.path(), NodeId(2), &on(&memory)).unwrap_err();
         assert!(err.to_string().contains("belongs to node n1"), "{err}");
     }
 }
@@ -321,15 +310,7 @@ async fn writes_and_merges_past_their_caps_are_refused_and_keep_the_stored_copy(
 async fn partition_scans_are_bounded_by_bytes() {
     for memory in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(
-            dir.path(),
-            NodeId(1),
-            &StoreOptions {
-                memory: memory.clone(),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let s = Store::open(dir.path(), NodeId(1), &on(&memory)).unwrap();
         for i in 0..10u8 {
             let big = Some(Bytes::from(vec![i; 10_000]));
             s.update(0, &[i], &VersionVector::new(), big).await.unwrap();
@@ -379,15 +360,7 @@ async fn the_hint_count_follows_the_hints_keyspace_across_restarts() {
         o.update(&VersionVector::new(), val("v"), ActorId(5))
             .unwrap();
         {
-            let s = Store::open(
-                dir.path(),
-                NodeId(1),
-                &StoreOptions {
-                    memory: memory.clone(),
-                    ..StoreOptions::default()
-                },
-            )
-            .unwrap();
+            let s = Store::open(dir.path(), NodeId(1), &on(&memory)).unwrap();
             assert_eq!(s.hints_pending().unwrap(), 0);
             assert_eq!(
                 s.hints_for_key(0, b"a", [NodeId(2)].into_iter()).unwrap(),
@@ -416,15 +389,7 @@ async fn the_hint_count_follows_the_hints_keyspace_across_restarts() {
             assert_eq!(s.hints_pending().unwrap(), 1);
             s.close().unwrap();
         }
-        let s = Store::open(
-            dir.path(),
-            NodeId(1),
-            &StoreOptions {
-                memory: memory.clone(),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let s = Store::open(dir.path(), NodeId(1), &on(&memory)).unwrap();
         assert_eq!(s.hints_pending().unwrap(), 1, "counted again at start-up");
     }
 }
