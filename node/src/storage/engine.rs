@@ -8,7 +8,7 @@
 //! Errors stay fjall's ([`fjall::Error`]), so [`super::StorageError`] is the same on both.
 //!
 //! Why a second engine: in the simulator fjall's journal writes, memtable skiplists,
-//! directory set-up and flush threads were a third of the time of a seed; what the simulator
+//! directory set-up and flush threads were half of the CPU time of a seed; what the simulator
 //! checks is the protocol above the store, and the store's own logic (merge, batches,
 //! tombstone records, hash trees, the simulated disk's power cuts) is the same code on both.
 //! fjall itself is covered by the storage, crash and real-process tests, and by a simulator
