@@ -76,7 +76,7 @@ impl MemoryDisk {
     }
 
     /// Applies a batch's writes in order, under one lock.
-    pub(super) fn apply(&self, ops: Vec<Op>) {
+    pub(super) fn apply(&self, ops: impl IntoIterator<Item = Op>) {
         let mut tables = self.lock();
         for op in ops {
             match op {
@@ -126,11 +126,11 @@ impl MemoryTable {
     }
 
     pub(super) fn insert(&self, key: &[u8], value: &[u8]) {
-        self.disk.apply(vec![self.insert_op(key, value)]);
+        self.disk.apply([self.insert_op(key, value)]);
     }
 
     pub(super) fn remove(&self, key: &[u8]) {
-        self.disk.apply(vec![self.remove_op(key)]);
+        self.disk.apply([self.remove_op(key)]);
     }
 
     pub(super) fn insert_op(&self, key: &[u8], value: &[u8]) -> Op {
