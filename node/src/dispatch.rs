@@ -30,6 +30,9 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
         if let Err(reason) = request.check_limits(&state.limits) {
             return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });
         }
+        // Handlers that call other nodes (coordinating, routing, handoff, admin) have futures
+        // of kilobytes; boxed, they do not make every request's future (and the task and box
+        // it is moved into) that large: replica reads and writes are most requests.
         match request {
             Request::Ping => Response::Pong { node: state.id },
             Request::GetRing => Response::Ring((**state.ring.load()).clone()),
@@ -45,7 +48,17 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
                 value,
                 quorum,
                 return_body,
-            } => coordinator::put(state, key, context, value, quorum.capped(), return_body).await,
+            } => {
+                Box::pin(coordinator::put(
+                    state,
+                    key,
+                    context,
+                    value,
+                    quorum.capped(),
+                    return_body,
+                ))
+                .await
+            }
             Request::Stats => Response::Stats(crate::stats::collect(state)),
             Request::AeRoots { epoch, partitions } => anti_entropy::roots(state, epoch, partitions),
             Request::AeLeaves { partition } => anti_entropy::leaves(state, partition),
@@ -54,25 +67,42 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
             }
             Request::ReadMany { keys } => anti_entropy::read_many(state, keys),
             Request::WriteMany { epoch, items } => {
-                anti_entropy::write_many(state, epoch, items).await
+                Box::pin(anti_entropy::write_many(state, epoch, items)).await
             }
             Request::HintsFor { key } => reaper::hints_for(state, key),
-            Request::Reap { key, clock } => reaper::reap(state, key, clock).await,
-            Request::RouteGet { key, quorum } => router::get(state, key, quorum.capped()).await,
+            Request::Reap { key, clock } => Box::pin(reaper::reap(state, key, clock)).await,
+            Request::RouteGet { key, quorum } => {
+                Box::pin(router::get(state, key, quorum.capped())).await
+            }
             Request::RoutePut {
                 key,
                 context,
                 value,
                 quorum,
                 return_body,
-            } => router::put(state, key, context, value, quorum.capped(), return_body).await,
+            } => {
+                Box::pin(router::put(
+                    state,
+                    key,
+                    context,
+                    value,
+                    quorum.capped(),
+                    return_body,
+                ))
+                .await
+            }
             Request::Gossip { view } => crate::gossip::on_gossip(state, role, &view),
             Request::Handoff {
                 epoch,
                 transfer,
                 items,
-            } => crate::partition_handoff::receive(state, epoch, transfer, items).await,
-            Request::Admin(request) => crate::admin::admin(state, request).await,
+            } => {
+                Box::pin(crate::partition_handoff::receive(
+                    state, epoch, transfer, items,
+                ))
+                .await
+            }
+            Request::Admin(request) => Box::pin(crate::admin::admin(state, request)).await,
             Request::Repair { key } => router::repair(state, key),
         }
     }

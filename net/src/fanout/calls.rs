@@ -1,16 +1,19 @@
-//! The call machinery the drivers share: one task per replica call, classified replies,
-//! stragglers drained in the background until the deadline.
+//! The call machinery the drivers share: replica calls polled together in the caller's task,
+//! classified replies, stragglers drained in the background until the deadline.
 
 use crate::transport::{Transport, TransportError};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use ringkv_shared::error::ReplicaError;
 use ringkv_shared::ids::NodeId;
 use ringkv_shared::object::Object;
 use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::quorum::Progress;
 use ringkv_shared::ring::Member;
-use tokio::task::JoinSet;
+use std::future::Future;
+use std::pin::Pin;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, debug_span};
+use tracing::{Instrument, debug_span};
 
 /// Turns a transport result into the quorum engine's vocabulary.
 pub fn classify(result: Result<Response, TransportError>) -> Result<Response, ReplicaError> {
@@ -42,9 +45,65 @@ pub(super) fn split_down<T: Transport>(
     (up, down.into_iter().map(|m| m.id).collect())
 }
 
-pub(super) type Calls = JoinSet<(NodeId, Result<Response, ReplicaError>)>;
+/// The timer passed to [`Calls::next_before`] fired first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Elapsed;
 
-pub(super) fn spawn_call<T: Transport>(
+/// One replica call in flight: the node called and its classified reply.
+type Call = Pin<Box<dyn Future<Output = (NodeId, Result<Response, ReplicaError>)> + Send>>;
+
+/// The replica calls of one operation, in flight together.
+///
+/// The calls are polled by whichever task awaits [`Calls::join_next`], not spawned: a reply
+/// wakes that task directly, with no task to spawn, schedule and join per call. While nobody
+/// awaits, nothing progresses, so an operation that returns before every call answered hands
+/// its `Calls` to a background task ([`detach`]) rather than dropping it. Dropping cancels the
+/// calls still in flight, as aborting spawned ones would.
+#[derive(Default)]
+pub(crate) struct Calls {
+    in_flight: FuturesUnordered<Call>,
+}
+
+impl Calls {
+    /// No calls.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a call.
+    pub(crate) fn push(
+        &mut self,
+        call: impl Future<Output = (NodeId, Result<Response, ReplicaError>)> + Send + 'static,
+    ) {
+        self.in_flight.push(Box::pin(call));
+    }
+
+    /// The next call to finish, or `None` when none is left.
+    pub(crate) async fn join_next(&mut self) -> Option<(NodeId, Result<Response, ReplicaError>)> {
+        self.in_flight.next().await
+    }
+
+    /// The next call to finish before `timer` fires: `Ok(None)` when none is left,
+    /// `Err(Elapsed)` when the timer fired first. One timer serves a whole loop of these,
+    /// where a `timeout_at` per reply would register and cancel one each time.
+    pub(crate) async fn next_before(
+        &mut self,
+        timer: Pin<&mut tokio::time::Sleep>,
+    ) -> Result<Option<(NodeId, Result<Response, ReplicaError>)>, Elapsed> {
+        tokio::select! {
+            biased;
+            next = self.join_next() => Ok(next),
+            () = timer => Err(Elapsed),
+        }
+    }
+
+    /// Whether every call has finished.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+}
+
+pub(super) fn start_call<T: Transport>(
     calls: &mut Calls,
     transport: &T,
     member: &Member,
@@ -54,7 +113,7 @@ pub(super) fn spawn_call<T: Transport>(
     let m = member.clone();
     let req = request.clone();
     let span = debug_span!("replica_call", node = %m.id, op = req.kind());
-    calls.spawn(
+    calls.push(
         async move {
             let r = classify(t.call(&m, req).await);
             (m.id, r)
@@ -63,14 +122,14 @@ pub(super) fn spawn_call<T: Transport>(
     );
 }
 
-pub(super) fn spawn_calls<T: Transport>(
+pub(super) fn start_calls<T: Transport>(
     transport: &T,
     targets: &[Member],
     request: &Request,
 ) -> Calls {
-    let mut set = JoinSet::new();
+    let mut set = Calls::new();
     for m in targets {
-        spawn_call(&mut set, transport, m, request);
+        start_call(&mut set, transport, m, request);
     }
     set
 }
@@ -83,13 +142,11 @@ pub(super) async fn drive(
     mut progress: Progress,
     mut on_reply: impl FnMut(NodeId, Result<Response, ReplicaError>) -> Progress,
 ) -> Progress {
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     while progress == Progress::Pending {
-        match tokio::time::timeout_at(deadline, calls.join_next()).await {
-            Ok(Some(Ok((node, result)))) => progress = on_reply(node, result),
-            Ok(Some(Err(join_error))) => {
-                // A replica call panicked or was cancelled: it simply never answers.
-                debug!(%join_error, "replica call task ended without a reply");
-            }
+        match calls.next_before(timer.as_mut()).await {
+            Ok(Some((node, result))) => progress = on_reply(node, result),
             Ok(None) | Err(_) => break,
         }
     }

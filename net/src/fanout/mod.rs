@@ -30,7 +30,8 @@
 //! - `delegate` — [`first_reachable`] and [`delegate_put`]: hand one request to the first
 //!   node that can be reached (direct-mode writes, router mode).
 //! - `repair` — [`repair_owners`]: the read repair an owner runs when a client asks, to its end.
-//! - `calls` — the shared call machinery: a task per call, [`classify`], draining stragglers.
+//! - `calls` — the shared call machinery: calls polled together in the caller's task (no task
+//!   per call), [`classify`], draining stragglers.
 
 mod calls;
 mod delegate;

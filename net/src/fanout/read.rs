@@ -1,6 +1,6 @@
 //! Quorum reads: who is asked, when a stand-in or a hedge is brought in, read repair.
 
-use super::calls::{Calls, detach, drive, expect_object, spawn_call, spawn_calls, split_down};
+use super::calls::{Calls, detach, drive, expect_object, split_down, start_call, start_calls};
 use crate::transport::Transport;
 use bytes::Bytes;
 use ringkv_shared::error::{ReplicaError, ReplyError};
@@ -165,7 +165,7 @@ pub async fn read_hedged<T: Transport>(
         quorum.record(id, Err(ReplicaError::MarkedDown));
     }
     let request = Request::Read { key: key.clone() };
-    let mut calls = spawn_calls(transport, &up, &request);
+    let mut calls = start_calls(transport, &up, &request);
     let mut progress = quorum.progress();
     let mut hedge_at = hedge.map(|d| Instant::now() + d);
     // A failure before the quorum is decided brings in the next spare, if any; with spares
@@ -173,19 +173,24 @@ pub async fn read_hedged<T: Transport>(
     let mut substitute = |quorum: &mut ReadQuorum, calls: &mut Calls| {
         if let Some(spare) = spares.pop_front() {
             quorum.contact(spare.id);
-            spawn_call(calls, transport, &spare, &request);
+            start_call(calls, transport, &spare, &request);
             true
         } else {
             false
         }
     };
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     while progress != Progress::Met {
         if progress == Progress::Failed && !substitute(&mut quorum, &mut calls) {
             break;
         }
         let wake = hedge_at.map_or(deadline, |h| h.min(deadline));
-        match tokio::time::timeout_at(wake, calls.join_next()).await {
-            Ok(Some(Ok((node, result)))) => {
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+        match calls.next_before(timer.as_mut()).await {
+            Ok(Some((node, result))) => {
                 // Counted as a failure: an error, or a stand-in that holds nothing.
                 let before = quorum.failures();
                 progress = quorum.record(node, result.and_then(expect_object));
@@ -193,9 +198,6 @@ pub async fn read_hedged<T: Transport>(
                 if failed && progress == Progress::Pending {
                     substitute(&mut quorum, &mut calls);
                 }
-            }
-            Ok(Some(Err(join_error))) => {
-                debug!(%join_error, "replica call task ended without a reply")
             }
             Ok(None) => {
                 if !substitute(&mut quorum, &mut calls) {
@@ -252,7 +254,7 @@ pub async fn read_hedged<T: Transport>(
                         by_fitness
                             .sort_by_key(|m| (stale.contains(&m.id), !answered.contains(&m.id)));
                         by_fitness.truncate(1);
-                        spawn_calls(&t, &by_fitness, &Request::Repair { key })
+                        start_calls(&t, &by_fitness, &Request::Repair { key })
                     }
                     _ => super::repair::write_merge(&t, key, &quorum, &preference, &stale),
                 };

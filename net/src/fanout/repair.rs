@@ -2,7 +2,7 @@
 //! ([`Request::Repair`]): unlike the repair a read starts in the background, the caller knows
 //! when it is over, so a node can bound how many it runs at once.
 
-use super::calls::{Calls, drive, expect_object, spawn_calls};
+use super::calls::{Calls, drive, expect_object, start_calls};
 use crate::transport::Transport;
 use bytes::Bytes;
 use ringkv_shared::ids::NodeId;
@@ -30,7 +30,7 @@ pub async fn repair_owners<T: Transport>(
         .collect();
     let ids: Vec<NodeId> = owners.iter().map(|m| m.id).collect();
     let mut quorum = ReadQuorum::new(1, ids.clone(), ids);
-    let mut reads = spawn_calls(transport, &owners, &Request::Read { key: key.clone() });
+    let mut reads = start_calls(transport, &owners, &Request::Read { key: key.clone() });
     // Every answer counts, so drive until the calls run out or the deadline passes.
     drive(
         &mut reads,
@@ -76,5 +76,5 @@ pub(super) fn write_merge<T: Transport>(
         object: quorum.merged().clone(),
         hint_for: None,
     };
-    spawn_calls(transport, &targets, &write)
+    start_calls(transport, &targets, &write)
 }

@@ -12,7 +12,6 @@ use ringkv_shared::quorum::Progress;
 use ringkv_shared::ring::Member;
 use ringkv_shared::sloppy::{Placement, SloppyWrite};
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span};
 
@@ -75,18 +74,17 @@ where
         object,
         members: preference,
     };
-    let mut calls = JoinSet::new();
+    let mut calls = Calls::new();
     sender.send_all(&mut calls, first);
     let mut progress = write.progress();
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     while progress == Progress::Pending {
-        match tokio::time::timeout_at(deadline, calls.join_next()).await {
-            Ok(Some(Ok((node, result)))) => {
+        match calls.next_before(timer.as_mut()).await {
+            Ok(Some((node, result))) => {
                 let (p, more) = write.record(node, result.and_then(expect_written));
                 sender.send_all(&mut calls, more);
                 progress = p;
-            }
-            Ok(Some(Err(join_error))) => {
-                debug!(%join_error, "replica call task ended without a reply")
             }
             Ok(None) | Err(_) => break,
         }
@@ -97,13 +95,14 @@ where
     };
     tokio::spawn(
         async move {
+            let timer = tokio::time::sleep_until(deadline);
+            tokio::pin!(timer);
             while !write.settled() {
-                match tokio::time::timeout_at(deadline, calls.join_next()).await {
-                    Ok(Some(Ok((node, result)))) => {
+                match calls.next_before(timer.as_mut()).await {
+                    Ok(Some((node, result))) => {
                         let (_, more) = write.record(node, result.and_then(expect_written));
                         sender.send_all(&mut calls, more);
                     }
-                    Ok(Some(Err(_))) => {}
                     Ok(None) | Err(_) => break,
                 }
             }
@@ -144,7 +143,7 @@ impl<T: Transport> CopySender<T> {
             };
             let span =
                 debug_span!("replica_call", node = %p.to, op = "write", hint_for = ?p.hint_for);
-            calls.spawn(
+            calls.push(
                 async move {
                     let r = classify(t.call(&member, request).await);
                     (member.id, r)

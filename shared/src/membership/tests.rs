@@ -76,6 +76,18 @@ proptest! {
         let ab = merged(&a, &b);
         prop_assert!(!merged(&ab, &a).merge(&b));
     }
+
+    /// A node skips the merge of a peer's view equal to its own (`gossip::merge_from_peer`):
+    /// the checked merge of an equal view must change nothing and refuse nothing, whoever
+    /// this node and the sender are.
+    #[test]
+    fn the_checked_merge_of_an_equal_view_is_a_no_op(a in arb_view(), me in 1u32..7, sender in proptest::option::of(1u32..7)) {
+        let mut mine = a.clone();
+        let (changed, refused) = mine.merge_checked(&a, NodeId(me), sender.map(NodeId), 3, &OP);
+        prop_assert!(!changed);
+        prop_assert!(refused.is_empty(), "refused {:?}", refused);
+        prop_assert_eq!(mine, a);
+    }
 }
 
 #[test]
