@@ -58,6 +58,9 @@ async fn nodes_export_request_counts_latencies_and_background_counters() -> Resu
             "ringkv_anti_entropy_keys_repaired_total",
             "ringkv_anti_entropy_sent_bytes_total",
             "ringkv_objects",
+            "ringkv_fsyncs_total",
+            "ringkv_merges_refused_total",
+            "ringkv_build_info{version=",
         ] {
             assert!(
                 text.contains(name),
@@ -65,11 +68,120 @@ async fn nodes_export_request_counts_latencies_and_background_counters() -> Resu
             );
         }
     }
+    let text = scrape(
+        cluster
+            .node(0)
+            .context("running")?
+            .metrics_addr()
+            .context("on")?,
+    )
+    .await?;
+    assert_eq!(
+        sample(&text, "ringkv_ring_epoch"),
+        Some(1.0),
+        "the founding ring"
+    );
+    assert_eq!(sample(&text, "ringkv_members{stage=\"up\"}"), Some(3.0));
+    assert_eq!(
+        sample(&text, "ringkv_members{stage=\"joining\"}"),
+        Some(0.0)
+    );
+    assert!(
+        text.contains("# TYPE ringkv_fsyncs counter"),
+        "fsyncs is a counter"
+    );
     assert_eq!(puts, 20.0, "each put was coordinated by exactly one node");
     assert!(
         reads >= 40.0,
         "each get reads at least R=2 replicas: {reads}"
     );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// One HTTP GET on the metrics listener: the status code and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    Ok((code, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_running_and_ready_only_once_the_node_is_in_the_ring() -> Result<()> {
+    let mut cluster = LocalCluster::builder(3).metrics(true).start().await?;
+    let addr = |cluster: &LocalCluster, i: usize| -> Result<std::net::SocketAddr> {
+        cluster
+            .node(i)
+            .context("running")?
+            .metrics_addr()
+            .context("metrics on")
+    };
+    for i in 0..3 {
+        let (code, body) = get(addr(&cluster, i)?, "/health").await?;
+        assert_eq!((code, body.as_str()), (200, "ok\n"), "node {i}");
+        let (code, body) = get(addr(&cluster, i)?, "/ready").await?;
+        assert_eq!(code, 200, "node {i}: {body}");
+        assert!(body.contains(r#""ready":true"#), "node {i}: {body}");
+    }
+
+    // A newcomer runs (healthy) but owns nothing until an operator's join is committed.
+    let new = cluster.add_node().await?;
+    let (code, _) = get(addr(&cluster, new)?, "/health").await?;
+    assert_eq!(code, 200);
+    // Not ready before it hears from the cluster, nor after: it is not in the ring.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = get(addr(&cluster, new)?, "/ready").await?;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains(r#""ready":false"#), "{body}");
+        if body.contains("not in the ring") {
+            break;
+        }
+        assert!(body.contains("no ring known"), "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newcomer never learnt the cluster's ring: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Joined and committed: ready once the ring that includes it is in force.
+    let id = cluster.node_id(new);
+    support::admin(
+        &cluster,
+        0,
+        ringkv_shared::proto::AdminRequest::Join {
+            node: Some(id),
+            addr: None,
+        },
+    )
+    .await?;
+    support::admin(&cluster, 0, ringkv_shared::proto::AdminRequest::Commit).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = get(addr(&cluster, new)?, "/ready").await?;
+        if code == 200 {
+            assert!(body.contains(r#""ready":true"#), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the joined node never became ready: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, _) = get(addr(&cluster, 0)?, "/nothing-here").await?;
+    assert_eq!(code, 404);
     cluster.shutdown().await;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! ```toml
 //! id = 1                          # this node's id; unique in the cluster
 //! listen = "127.0.0.1:7001"       # QUIC address to bind
-//! metrics_listen = "127.0.0.1:9001"  # optional: Prometheus metrics at GET /metrics
+//! metrics_listen = "127.0.0.1:9001"  # optional: HTTP GET /metrics, /health, /ready
 //! data_dir = "/var/lib/ringkv/n1"
 //! cluster = "prod-eu"             # optional: founds the cluster id with `members`
 //! partitions = 1024               # Q: a power of two, fixed at cluster creation
@@ -329,7 +329,8 @@ pub struct NodeConfig {
     pub id: u32,
     /// Address to bind for QUIC.
     pub listen: SocketAddr,
-    /// Address to serve Prometheus metrics on (`GET /metrics`); none if absent.
+    /// Address to serve HTTP on: Prometheus metrics (`GET /metrics`), liveness (`/health`) and
+    /// readiness (`/ready`); none if absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// Where storage lives.

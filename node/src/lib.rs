@@ -56,8 +56,8 @@
 //! - [`config`] — the TOML configuration and its validation, per section.
 //! - [`certs`] — a development CA and node/client certificates (rcgen).
 //! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions.
-//! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint, and the
-//!   `Stats` answer.
+//! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint (with
+//!   `/health` and `/ready`), and the `Stats` answer; `readiness` — what `/ready` answers.
 //! - `fault_filter` (feature `testing`) — a fault filter real node processes follow in the
 //!   fault suite (off unless an environment variable names its file).
 //! - `testing` (feature `testing`) — `LocalCluster` (n nodes in-process on loopback),
@@ -91,6 +91,7 @@ pub mod node;
 mod node_transport;
 pub mod operator;
 mod partition_handoff;
+mod readiness;
 mod reaper;
 mod replica;
 mod ring_vouches;

@@ -38,6 +38,19 @@ struct RunArgs {
     /// Override `storage.durability` (sync, buffered, none).
     #[arg(long, value_parser = parse_durability)]
     durability: Option<Durability>,
+    /// Log format on stderr: `text` (coloured only when stderr is a terminal) or `json` (one
+    /// object per line, for log shippers). The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How the node writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -197,14 +210,23 @@ fn issue(role: &Role, name: &str, leaf: &LeafArgs) -> Result<()> {
     Ok(())
 }
 
+/// Logs go to stderr (stdout carries only the "listening on" line); colours only when stderr
+/// is a terminal, so that files and journald get plain text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
 fn run(args: RunArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
-        )
-        .init();
+    init_logging(args.log_format);
     let path = args
         .config
         .context("no configuration: pass --config FILE (see the README for an example)")?;

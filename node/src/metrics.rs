@@ -1,13 +1,15 @@
 //! The node's metrics, in Prometheus form (`prometheus-client`), served on `metrics_listen`.
 //!
 //! Counters are atomics underneath, cheap on the hot path; the `Stats` request reads the same
-//! values. Gauges (objects, hints and tombstones pending) are sampled when scraped.
+//! values. Gauges (objects, hints and tombstones pending, ring epoch, members by stage) are
+//! sampled when scraped, and so are the counters the store keeps (fsyncs, merges refused).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// The operation a request was.
@@ -40,9 +42,24 @@ pub(crate) struct Metrics {
     pub(crate) objects: Gauge,
     pub(crate) hints_pending: Gauge,
     pub(crate) tombstones_pending: Gauge,
-    pub(crate) fsyncs: Gauge,
-    pub(crate) merges_refused: Gauge,
+    pub(crate) fsyncs: Counter,
+    pub(crate) merges_refused: Counter,
     pub(crate) certificate_expiry: Gauge,
+    pub(crate) ring_epoch: Gauge,
+    pub(crate) members: Family<Stage, Gauge>,
+}
+
+/// A membership stage, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Stage {
+    pub(crate) stage: &'static str,
+}
+
+/// What build a node runs, as the labels of `ringkv_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+    protocol: String,
 }
 
 impl Metrics {
@@ -76,9 +93,11 @@ impl Default for Metrics {
             objects: Gauge::default(),
             hints_pending: Gauge::default(),
             tombstones_pending: Gauge::default(),
-            fsyncs: Gauge::default(),
-            merges_refused: Gauge::default(),
+            fsyncs: Counter::default(),
+            merges_refused: Counter::default(),
             certificate_expiry: Gauge::default(),
+            ring_epoch: Gauge::default(),
+            members: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -167,6 +186,24 @@ impl Default for Metrics {
             "Merges refused since start because the object would exceed the merge cap (bytes or siblings): such a key needs resolving by the application",
             m.merges_refused.clone(),
         );
+        registry.register(
+            "ring_epoch",
+            "Epoch of the ring this node has installed",
+            m.ring_epoch.clone(),
+        );
+        registry.register(
+            "members",
+            "Nodes in this node's view of the cluster, by membership stage",
+            m.members.clone(),
+        );
+        registry.register(
+            "build",
+            "The node's version and wire protocol version",
+            Info::new(Build {
+                version: env!("CARGO_PKG_VERSION"),
+                protocol: ringkv_shared::frame::PROTOCOL_VERSION.to_string(),
+            }),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -174,6 +211,14 @@ impl Default for Metrics {
 impl Metrics {
     pub(crate) fn add(counter: &Counter, n: u64) {
         counter.inc_by(n);
+    }
+
+    /// Brings a counter kept elsewhere (the store's) up to `total`; it never goes back.
+    pub(crate) fn catch_up(counter: &Counter, total: u64) {
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
     }
 
     pub(crate) fn get(counter: &Counter) -> u64 {

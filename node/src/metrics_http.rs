@@ -1,9 +1,16 @@
-//! `GET /metrics` on `metrics_listen`, for Prometheus.
+//! The HTTP listener on `metrics_listen`:
+//!
+//! - `GET /metrics` — Prometheus metrics (OpenMetrics text);
+//! - `GET /health` — `200 ok` while the process runs (liveness);
+//! - `GET /ready` — `200` when the node may be sent traffic, `503` otherwise, with a JSON body
+//!   saying why (`readiness`): storage answers, a ring is known, this node is in it.
 
+use crate::readiness::{Readiness, readiness};
 use crate::state::NodeState;
-use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
+use axum::{Json, Router};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -20,7 +27,26 @@ async fn metrics(
     )
 }
 
-/// Serves metrics on `listener` until `stop` turns true.
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(state): State<Arc<NodeState>>) -> (StatusCode, Json<Readiness>) {
+    let storage = state
+        .store
+        .meta_get(crate::cluster_view::VIEW_RECORD)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let answer = readiness(&state.view(), state.id, storage);
+    let code = if answer.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(answer))
+}
+
+/// Serves metrics, health and readiness on `listener` until `stop` turns true.
 pub(crate) async fn serve(
     state: Arc<NodeState>,
     listener: tokio::net::TcpListener,
@@ -28,6 +54,8 @@ pub(crate) async fn serve(
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
         .with_state(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;

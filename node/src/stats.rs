@@ -1,10 +1,12 @@
 //! The node's counters as a [`NodeStats`] answer.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::state::NodeState;
+use ringkv_shared::membership::Status;
 use ringkv_shared::proto::NodeStats;
 
-/// Samples the gauges (objects, hints and tombstones pending, fsyncs) from storage.
+/// Samples the gauges (objects, hints and tombstones pending, ring epoch, members by stage)
+/// and brings the store's counters (fsyncs, merges refused) up to date.
 pub(crate) fn sample_gauges(state: &NodeState) {
     let m = &state.metrics;
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -14,8 +16,32 @@ pub(crate) fn sample_gauges(state: &NodeState) {
     m.tombstones_pending
         .set(clamp(state.store.tombstone_count().unwrap_or(0)));
     let store = state.store.stats();
-    m.fsyncs.set(clamp(store.fsyncs));
-    m.merges_refused.set(clamp(store.merges_refused));
+    Metrics::catch_up(&m.fsyncs, store.fsyncs);
+    Metrics::catch_up(&m.merges_refused, store.merges_refused);
+    m.ring_epoch.set(clamp(state.ring.load().epoch()));
+    let view = state.view();
+    for status in [
+        Status::Joining,
+        Status::Up,
+        Status::Leaving,
+        Status::Removed,
+    ] {
+        let n = view.members.values().filter(|r| r.status == status).count();
+        m.members
+            .get_or_create(&Stage {
+                stage: stage_name(status),
+            })
+            .set(clamp(n as u64));
+    }
+}
+
+fn stage_name(status: Status) -> &'static str {
+    match status {
+        Status::Joining => "joining",
+        Status::Up => "up",
+        Status::Leaving => "leaving",
+        Status::Removed => "removed",
+    }
 }
 
 /// Current counters of this node.

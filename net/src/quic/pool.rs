@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, info};
 
 /// Tunables of a [`QuicTransport`].
 #[derive(Clone, Debug)]
@@ -326,12 +326,17 @@ impl QuicTransport {
             .saturating_mul(1 << (entry.failures - 1).min(16))
             .min(opts.max_backoff);
         entry.until = Instant::now() + backoff;
-        debug!(%node, failures = entry.failures, ?backoff, "marked down");
+        if entry.failures == 1 {
+            // Once per outage; the retries after it are debug.
+            info!(%node, ?backoff, "peer unreachable: marked down");
+        } else {
+            debug!(%node, failures = entry.failures, ?backoff, "still down");
+        }
     }
 
     fn mark_up(&self, node: NodeId) {
-        if self.inner.down.remove(&node).is_some() {
-            debug!(%node, "marked up");
+        if let Some((_, down)) = self.inner.down.remove(&node) {
+            info!(%node, failures = down.failures, "peer reachable again: marked up");
         }
     }
 }
