@@ -1,6 +1,6 @@
-//! The node binary's log output: plain text without colour codes when stderr is a file,
-//! one JSON object per line with `--log-format json`, and stdout left to the "listening on"
-//! line.
+//! The node binary's output: logs in plain text without colour codes when stderr is a file,
+//! one JSON object per line with `--log-format json`, stdout left to the "listening on"
+//! line, and a fatal error as one line that says what is wrong.
 
 mod support;
 
@@ -94,5 +94,35 @@ fn an_unknown_log_format_is_refused_naming_the_choices() -> Result<()> {
         err.contains("--log-format") && err.contains("text") && err.contains("json"),
         "{err}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_a_data_directory_in_use_says_so_in_one_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut first, _, _) = run_node(dir.path(), &[]).await?;
+    let second = std::process::Command::new(node_binary()?)
+        .arg("--config")
+        .arg(dir.path().join("n1.toml"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_udp_port()?))
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    ensure!(!second.status.success(), "the second node started");
+    let err = String::from_utf8_lossy(&second.stderr);
+    let fatal: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("ringkv-node:"))
+        .collect();
+    ensure!(fatal.len() == 1, "one fatal line:\n{err}");
+    ensure!(
+        fatal[0].contains("is in use by another process") && fatal[0].contains("data"),
+        "{err}"
+    );
+    ensure!(
+        !err.contains("backtrace") && !err.contains("Caused by"),
+        "{err}"
+    );
+    first.terminate(Duration::from_secs(10)).await?;
     Ok(())
 }

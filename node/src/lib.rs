@@ -55,7 +55,8 @@
 //! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns; `state` — its shared state.
 //! - [`config`] — the TOML configuration and its validation, per section.
 //! - [`certs`] — a development CA and node/client certificates (rcgen).
-//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions.
+//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions;
+//!   [`error_line`] — how both binaries print a fatal error.
 //! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint (with
 //!   `/health` and `/ready`), and the `Stats` answer; `readiness` — what `/ready` answers.
 //! - `fault_filter` (feature `testing`) — a fault filter real node processes follow in the
@@ -80,6 +81,7 @@ pub mod config;
 mod connection_slots;
 mod coordinator;
 mod dispatch;
+pub mod error_line;
 #[cfg(feature = "testing")]
 pub mod fault_filter;
 mod gossip;

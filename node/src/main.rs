@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A ringkv storage node.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "ringkv-node", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -128,11 +128,17 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
     }
 }
 
-fn main() -> Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Certs(c)) => certs(c),
         None => run(cli.run),
+    };
+    // One line, each cause once, and no backtrace whatever RUST_BACKTRACE says: the
+    // message names what is wrong (the file, the field, the directory).
+    if let Err(e) = result {
+        eprintln!("ringkv-node: {}", ringkv_node::error_line::one_line(&e));
+        std::process::exit(1);
     }
 }
 

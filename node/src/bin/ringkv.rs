@@ -18,7 +18,13 @@ use std::time::Duration;
 
 /// Administer a ringkv cluster.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    name = "ringkv",
+    version,
+    about = "ringkv's admin CLI: members, ring ownership and handoffs; stage joins and leaves, \
+             show the plan, commit it",
+    long_about = None
+)]
 struct Cli {
     /// Any node of the cluster.
     #[arg(long, env = "RINGKV_NODE", default_value = "127.0.0.1:7001")]
@@ -71,7 +77,7 @@ enum Command {
 async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
-        eprintln!("ringkv: {e:#}");
+        eprintln!("ringkv: {}", ringkv_node::error_line::one_line(&e));
         std::process::exit(1);
     }
 }

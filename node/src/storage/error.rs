@@ -23,6 +23,14 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process (or store) holds the data directory open.
+    #[error(
+        "data directory {path} is in use by another process: is a ringkv-node already running on it?"
+    )]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The directory holds another node's data, or a format this build does not read.
     #[error("data directory {path} cannot be used by this node: {reason}")]
     Foreign {

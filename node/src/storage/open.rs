@@ -26,14 +26,25 @@ impl Store {
     /// [`StoreOptions::memory`], the memory disk stands for the directory and nothing is
     /// written under `dir`.
     pub fn open(dir: &Path, node: NodeId, opts: &StoreOptions) -> Result<Self, StorageError> {
+        let in_use = |e: fjall::Error| match e {
+            fjall::Error::Locked => StorageError::InUse {
+                path: dir.to_owned(),
+            },
+            other => other.into(),
+        };
         let db = match &opts.memory {
-            Some(disk) => Engine::Memory(std::sync::Arc::new(disk.hold()?)),
+            Some(disk) => Engine::Memory(std::sync::Arc::new(disk.hold().map_err(in_use)?)),
             None => {
                 std::fs::create_dir_all(dir).map_err(|e| StorageError::Directory {
                     path: dir.to_owned(),
                     reason: e.to_string(),
                 })?;
-                Engine::Fjall(Database::builder(dir).cache_size(opts.cache_bytes).open()?)
+                Engine::Fjall(
+                    Database::builder(dir)
+                        .cache_size(opts.cache_bytes)
+                        .open()
+                        .map_err(in_use)?,
+                )
             }
         };
         let objects = db.table("objects")?;

@@ -39,15 +39,8 @@ async fn a_store_on_a_memory_disk_writes_nothing_to_its_directory_and_is_open_on
         .unwrap();
     assert!(!path.exists(), "the memory disk stands for the directory");
     let locked = Store::open(&path, NodeId(1), &opts).unwrap_err();
-    assert!(
-        matches!(
-            locked,
-            StorageError::Engine {
-                source: fjall::Error::Locked
-            }
-        ),
-        "{locked}"
-    );
+    assert!(matches!(locked, StorageError::InUse { .. }), "{locked}");
+    assert!(locked.to_string().contains("in use"), "{locked}");
     let actor = s.actor();
     drop(s);
     let s = Store::open(&path, NodeId(1), &opts).unwrap();
