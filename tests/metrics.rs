@@ -1,10 +1,13 @@
-//! Nodes export Prometheus metrics over HTTP.
+//! Nodes export Prometheus metrics, health and readiness over HTTP; a client reports every
+//! operation to the application's observer.
 
 mod support;
 
 use anyhow::{Context as _, Result};
-use ringkv::{Context, Mode};
+use ringkv::{CallOptions, Client, Context, Mode, OperationCounts, OperationKind};
 use ringkv_node::testing::LocalCluster;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
@@ -48,8 +51,8 @@ async fn nodes_export_request_counts_latencies_and_background_counters() -> Resu
             "{}",
             &text[..text.len().min(200)]
         );
-        puts += sample(&text, "ringkv_requests_total{op=\"put\"}").unwrap_or(0.0);
-        reads += sample(&text, "ringkv_requests_total{op=\"read\"}").unwrap_or(0.0);
+        puts += sample(&text, "ringkv_requests_total{op=\"put\",outcome=\"ok\"}").unwrap_or(0.0);
+        reads += sample(&text, "ringkv_requests_total{op=\"read\",outcome=\"ok\"}").unwrap_or(0.0);
         for name in [
             "ringkv_request_duration_seconds_bucket",
             "ringkv_replica_read_siblings_bucket",
@@ -61,6 +64,8 @@ async fn nodes_export_request_counts_latencies_and_background_counters() -> Resu
             "ringkv_fsyncs_total",
             "ringkv_merges_refused_total",
             "ringkv_build_info{version=",
+            "ringkv_disk_bytes",
+            "ringkv_read_repairs_total",
         ] {
             assert!(
                 text.contains(name),
@@ -84,6 +89,12 @@ async fn nodes_export_request_counts_latencies_and_background_counters() -> Resu
     assert_eq!(sample(&text, "ringkv_members{stage=\"up\"}"), Some(3.0));
     assert_eq!(
         sample(&text, "ringkv_members{stage=\"joining\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "ringkv_peers{state=\"up\"}"), Some(2.0));
+    assert_eq!(sample(&text, "ringkv_peers{state=\"down\"}"), Some(0.0));
+    assert_eq!(
+        sample(&text, "ringkv_handoff_transfers_remaining"),
         Some(0.0)
     );
     assert!(
@@ -182,6 +193,53 @@ async fn health_answers_while_running_and_ready_only_once_the_node_is_in_the_rin
     }
     let (code, _) = get(addr(&cluster, 0)?, "/nothing-here").await?;
     assert_eq!(code, 404);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reports_every_operation_to_its_observer() -> Result<()> {
+    let cluster = LocalCluster::builder(3).start().await?;
+    let counts = Arc::new(OperationCounts::default());
+    let slow = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = slow.clone();
+    let c = Client::builder()
+        .seeds(cluster.addrs())
+        .tls(cluster.client_tls())
+        .timeout(Duration::from_secs(2))
+        .observer(counts.clone())
+        .build()
+        .await?;
+    // A closure works too: here, the longest operation seen.
+    let timed = Client::builder()
+        .seeds(cluster.addrs())
+        .tls(cluster.client_tls())
+        .observer(move |op: &ringkv::Operation<'_>| {
+            let us = u64::try_from(op.duration.as_micros()).unwrap_or(u64::MAX);
+            seen.fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+        })
+        .build()
+        .await?;
+    for i in 0..5 {
+        c.put(format!("o{i}"), "v", &Context::empty()).await?;
+        c.get(format!("o{i}")).await?;
+    }
+    c.delete("o0", &c.get("o0").await?.context).await?;
+    timed.get("o1").await?;
+    assert_eq!(counts.succeeded(OperationKind::Put), 5);
+    assert_eq!(counts.succeeded(OperationKind::Get), 6);
+    assert_eq!(counts.succeeded(OperationKind::Delete), 1);
+    assert!(slow.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    // R = 3 with one node unreachable: a quorum failure, counted as one.
+    c.block_for_testing([cluster.addrs()[2]]);
+    let failed = c.get_with("o1", CallOptions::default().quorum(3)).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(counts.failed(OperationKind::Get), 1);
+    assert_eq!(counts.quorum_failures(), 1);
+    // Refused input is an operation that failed, too (nothing sent).
+    assert!(c.put("", "v", &Context::empty()).await.is_err());
+    assert_eq!(counts.failed(OperationKind::Put), 1);
     cluster.shutdown().await;
     Ok(())
 }

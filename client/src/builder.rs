@@ -26,6 +26,7 @@ pub struct ClientBuilder {
     limits: Limits,
     connect_timeout: Option<Duration>,
     modify_memory: Option<usize>,
+    observer: crate::observer::Slot,
 }
 
 impl Client {
@@ -40,6 +41,14 @@ impl ClientBuilder {
     /// cached node is unreachable.
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds.extend(seeds);
+        self
+    }
+
+    /// Calls `observer` with every get, put and delete this client finishes (its kind,
+    /// outcome and duration), to feed the application's metrics (see
+    /// [`crate::observer`]).
+    pub fn observer(mut self, observer: impl crate::observer::OperationObserver) -> Self {
+        self.observer = crate::observer::Slot(Some(Arc::new(observer)));
         self
     }
 
@@ -193,6 +202,7 @@ impl ClientBuilder {
                 ),
                 next_coordinator: std::sync::atomic::AtomicUsize::new(0),
                 hedger: self.defaults.read_hedge.map(Hedger::new),
+                observer: self.observer.0,
             }),
         })
     }

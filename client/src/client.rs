@@ -1,6 +1,7 @@
 //! [`Client`]: quorum get, put and delete, in direct or router mode.
 
 use crate::error::ClientError;
+use crate::observer::{Operation, OperationKind};
 use crate::options::{CallOptions, Defaults, Mode};
 use crate::versions::{Context, Versions};
 use arc_swap::ArcSwap;
@@ -33,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) next_coordinator: std::sync::atomic::AtomicUsize,
     /// Direct-mode read hedging (from `defaults.read_hedge`), with its latency record.
     pub(crate) hedger: Option<ringkv_shared::hedge::Hedger>,
+    /// The application's hook for every finished operation, if it set one.
+    pub(crate) observer: Option<Arc<dyn crate::observer::OperationObserver>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -91,7 +94,34 @@ impl Client {
         key: impl Into<Bytes>,
         opts: CallOptions,
     ) -> Result<Versions, ClientError> {
-        let key = key.into();
+        let started = self.started();
+        let read = self.get_inner(key.into(), opts).await;
+        self.observe(OperationKind::Get, read.as_ref().map(|_| ()), started);
+        read
+    }
+
+    /// When an operation starts, if an observer will be told (the clock is read only then).
+    fn started(&self) -> Option<std::time::Instant> {
+        self.inner.observer.is_some().then(std::time::Instant::now)
+    }
+
+    /// Reports one finished operation to the application's observer, if any.
+    fn observe(
+        &self,
+        kind: OperationKind,
+        result: Result<(), &ClientError>,
+        started: Option<std::time::Instant>,
+    ) {
+        if let (Some(observer), Some(started)) = (&self.inner.observer, started) {
+            observer.observe(&Operation {
+                kind,
+                result,
+                duration: started.elapsed(),
+            });
+        }
+    }
+
+    async fn get_inner(&self, key: Bytes, opts: CallOptions) -> Result<Versions, ClientError> {
         let q = settle(&self.inner.defaults, &opts, self.inner.defaults.r)?;
         self.check(&key, None)?;
         let span = debug_span!("get", key = %key_label(&key), r = q.required, n = q.n, mode = ?self.inner.mode);
@@ -253,7 +283,29 @@ impl Client {
             .await
     }
 
+    /// `write_inner_unobserved`, reported to the observer.
     async fn write_inner(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: &Context,
+        opts: CallOptions,
+        return_body: bool,
+    ) -> Result<PutReply, ClientError> {
+        let started = self.started();
+        let kind = if value.is_some() {
+            OperationKind::Put
+        } else {
+            OperationKind::Delete
+        };
+        let written = self
+            .write_inner_unobserved(key, value, context, opts, return_body)
+            .await;
+        self.observe(kind, written.as_ref().map(|_| ()), started);
+        written
+    }
+
+    async fn write_inner_unobserved(
         &self,
         key: Bytes,
         value: Option<Bytes>,

@@ -36,6 +36,8 @@
 //!   [`Client::get_merged`].
 //! - [`versions`] — [`Versions`] and the opaque [`Context`].
 //! - [`error`] — [`ClientError`].
+//! - [`observer`] — [`OperationObserver`], the hook that feeds an application's metrics, and
+//!   [`OperationCounts`].
 //! - [`lanes`] — the actors behind [`Client::modify`] and the state each last wrote, which
 //!   keep mergeable updates unique whatever a read returns.
 
@@ -45,6 +47,7 @@ pub mod codec;
 pub mod crdt;
 pub mod error;
 pub mod lanes;
+pub mod observer;
 pub mod options;
 pub mod typed;
 pub mod versions;
@@ -52,6 +55,7 @@ pub mod versions;
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use error::ClientError;
+pub use observer::{Operation, OperationCounts, OperationKind, OperationObserver};
 pub use options::{CallOptions, Mode};
 pub use ringkv_net::quic::TlsIdentity;
 pub use typed::Merged;

@@ -108,7 +108,11 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
     }
     .instrument(span)
     .await;
-    state.metrics.served(op, started.elapsed().as_secs_f64());
+    state.metrics.served(
+        op,
+        crate::metrics::outcome(&body),
+        started.elapsed().as_secs_f64(),
+    );
     Reply {
         epoch: state.ring.load().epoch(),
         body,

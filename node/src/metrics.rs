@@ -18,6 +18,37 @@ pub(crate) struct Op {
     pub(crate) op: &'static str,
 }
 
+/// The operation a request was and how it ended: `ok`, or the error's kind
+/// ([`outcome`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OpOutcome {
+    pub(crate) op: &'static str,
+    pub(crate) outcome: &'static str,
+}
+
+/// How a request ended, as a label: `ok`, or the kind of error it was answered with
+/// (`quorum_failed` is a coordinated write or routed read that missed its quorum).
+pub(crate) fn outcome(response: &ringkv_shared::proto::Response) -> &'static str {
+    use ringkv_shared::ReplyError as E;
+    match response {
+        ringkv_shared::proto::Response::Error(e) => match e {
+            E::InvalidInput { .. } => "invalid_input",
+            E::Malformed { .. } => "malformed",
+            E::UnsupportedVersion { .. } => "unsupported_version",
+            E::QuorumFailed { .. } => "quorum_failed",
+            E::RingChangeQuorumFailed { .. } => "ring_change_quorum_failed",
+            E::NotReplica { .. } => "not_replica",
+            E::Storage { .. } => "storage",
+            E::OutcomeUnknown { .. } => "outcome_unknown",
+            E::StaleRing { .. } => "stale_ring",
+            E::Unavailable { .. } => "unavailable",
+            E::Forbidden { .. } => "forbidden",
+            _ => "other",
+        },
+        _ => "ok",
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 25 µs to ~1.6 s.
     Histogram::new(exponential_buckets(0.000_025, 2.0, 17))
@@ -26,7 +57,7 @@ fn latency_histogram() -> Histogram {
 /// Every metric of one node.
 pub(crate) struct Metrics {
     registry: Registry,
-    pub(crate) requests: Family<Op, Counter>,
+    pub(crate) requests: Family<OpOutcome, Counter>,
     requests_all: Counter,
     pub(crate) latency: Family<Op, Histogram, fn() -> Histogram>,
     pub(crate) read_siblings: Histogram,
@@ -46,7 +77,18 @@ pub(crate) struct Metrics {
     pub(crate) merges_refused: Counter,
     pub(crate) certificate_expiry: Gauge,
     pub(crate) ring_epoch: Gauge,
+    pub(crate) peers: Family<Liveness, Gauge>,
+    pub(crate) transfers_remaining: Gauge,
+    pub(crate) disk_bytes: Gauge,
+    pub(crate) read_repairs: Counter,
     pub(crate) members: Family<Stage, Gauge>,
+}
+
+/// Whether this node reaches a peer, as a label: `up`, or `down` (its transport backs off
+/// from it after failures).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Liveness {
+    pub(crate) state: &'static str,
 }
 
 /// A membership stage, as a label.
@@ -97,12 +139,16 @@ impl Default for Metrics {
             merges_refused: Counter::default(),
             certificate_expiry: Gauge::default(),
             ring_epoch: Gauge::default(),
+            peers: Family::default(),
+            transfers_remaining: Gauge::default(),
+            disk_bytes: Gauge::default(),
+            read_repairs: Counter::default(),
             members: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
             "requests",
-            "Requests served, by operation",
+            "Requests served, by operation and outcome (ok, or the error's kind)",
             m.requests.clone(),
         );
         registry.register(
@@ -192,6 +238,26 @@ impl Default for Metrics {
             m.ring_epoch.clone(),
         );
         registry.register(
+            "peers",
+            "Other members of the ring in force, by whether this node reaches them",
+            m.peers.clone(),
+        );
+        registry.register(
+            "handoff_transfers_remaining",
+            "Partition transfers the committed ring change still waits for (0: none under way)",
+            m.transfers_remaining.clone(),
+        );
+        registry.register(
+            "disk_bytes",
+            "Bytes the node's storage takes on disk",
+            m.disk_bytes.clone(),
+        );
+        registry.register(
+            "read_repairs",
+            "Stale owners this node brought up to date when a client asked it to repair a key",
+            m.read_repairs.clone(),
+        );
+        registry.register(
             "members",
             "Nodes in this node's view of the cluster, by membership stage",
             m.members.clone(),
@@ -226,8 +292,10 @@ impl Metrics {
     }
 
     /// Counts one served request.
-    pub(crate) fn served(&self, op: &'static str, seconds: f64) {
-        self.requests.get_or_create(&Op { op }).inc();
+    pub(crate) fn served(&self, op: &'static str, outcome: &'static str, seconds: f64) {
+        self.requests
+            .get_or_create(&OpOutcome { op, outcome })
+            .inc();
         self.requests_all.inc();
         self.latency.get_or_create(&Op { op }).observe(seconds);
     }
@@ -250,5 +318,38 @@ impl Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_shared::ReplyError;
+    use ringkv_shared::proto::Response;
+
+    #[test]
+    fn outcomes_are_ok_or_the_error_kind() {
+        assert_eq!(outcome(&Response::Written), "ok");
+        let quorum = Response::Error(ReplyError::QuorumFailed {
+            required: 2,
+            succeeded: 1,
+            errors: vec![],
+        });
+        assert_eq!(outcome(&quorum), "quorum_failed");
+        let forbidden = Response::Error(ReplyError::Forbidden {
+            request: "write".into(),
+            role: "client".into(),
+        });
+        assert_eq!(outcome(&forbidden), "forbidden");
+    }
+
+    #[test]
+    fn a_counter_kept_elsewhere_catches_up_and_never_goes_back() {
+        let c = Counter::default();
+        Metrics::catch_up(&c, 5);
+        Metrics::catch_up(&c, 3);
+        assert_eq!(c.get(), 5);
+        Metrics::catch_up(&c, 9);
+        assert_eq!(c.get(), 9);
     }
 }

@@ -72,9 +72,11 @@ pub(crate) fn repair(state: &Arc<NodeState>, key: Bytes) -> Response {
     let peers = NodeTransport(state.clone());
     let mut owners = preference;
     owners.truncate(n);
+    let counted = state.clone();
     tokio::spawn(async move {
         let _running = running;
-        fanout::repair_owners(&peers, key, &owners, REPAIR_TIMEOUT).await;
+        let stale = fanout::repair_owners(&peers, key, &owners, REPAIR_TIMEOUT).await;
+        crate::metrics::Metrics::add(&counted.metrics.read_repairs, stale.len() as u64);
     });
     Response::Written
 }

@@ -1,7 +1,8 @@
 //! The node's counters as a [`NodeStats`] answer.
 
-use crate::metrics::{Metrics, Stage};
+use crate::metrics::{Liveness, Metrics, Stage};
 use crate::state::NodeState;
+use ringkv_net::transport::Transport;
 use ringkv_shared::membership::Status;
 use ringkv_shared::proto::NodeStats;
 
@@ -18,8 +19,30 @@ pub(crate) fn sample_gauges(state: &NodeState) {
     let store = state.store.stats();
     Metrics::catch_up(&m.fsyncs, store.fsyncs);
     Metrics::catch_up(&m.merges_refused, store.merges_refused);
-    m.ring_epoch.set(clamp(state.ring.load().epoch()));
+    let ring = state.ring.load();
+    m.ring_epoch.set(clamp(ring.epoch()));
+    m.disk_bytes
+        .set(clamp(state.store.disk_bytes().unwrap_or(0)));
+    let (mut up, mut down) = (0u64, 0u64);
+    for peer in ring.members().filter(|p| p.id != state.id) {
+        if state.wire.is_down(peer.id) {
+            down += 1;
+        } else {
+            up += 1;
+        }
+    }
+    m.peers
+        .get_or_create(&Liveness { state: "up" })
+        .set(clamp(up));
+    m.peers
+        .get_or_create(&Liveness { state: "down" })
+        .set(clamp(down));
     let view = state.view();
+    let remaining = view
+        .transition
+        .as_ref()
+        .map_or(0, |t| t.remaining(&view.ring).len());
+    m.transfers_remaining.set(clamp(remaining as u64));
     for status in [
         Status::Joining,
         Status::Up,

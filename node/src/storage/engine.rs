@@ -72,6 +72,14 @@ impl Engine {
             Engine::Memory(_) => Ok(()),
         }
     }
+
+    /// Bytes on disk (journal and tables); a memory disk takes none.
+    pub(super) fn disk_space(&self) -> Result<u64, fjall::Error> {
+        match self {
+            Engine::Fjall(db) => db.disk_space(),
+            Engine::Memory(_) => Ok(0),
+        }
+    }
 }
 
 impl Table {

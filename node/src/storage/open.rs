@@ -182,6 +182,11 @@ impl Store {
         }
     }
 
+    /// Bytes the store takes on disk (journal and tables; 0 on a memory disk).
+    pub fn disk_bytes(&self) -> Result<u64, StorageError> {
+        Ok(self.db.disk_space()?)
+    }
+
     /// Number of objects stored (approximate; for metrics and tests).
     pub fn approximate_len(&self) -> usize {
         self.objects.approximate_len()
