@@ -243,3 +243,39 @@ async fn a_client_reports_every_operation_to_its_observer() -> Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_peer_is_counted_down_until_it_answers_again() -> Result<()> {
+    let mut cluster = LocalCluster::builder(3).metrics(true).start().await?;
+    let metrics = cluster
+        .node(0)
+        .context("running")?
+        .metrics_addr()
+        .context("metrics on")?;
+    let peers = |state: &'static str| async move {
+        let text = scrape(metrics).await.unwrap_or_default();
+        sample(&text, &format!("ringkv_peers{{state=\"{state}\"}}"))
+    };
+    assert_eq!(peers("down").await, Some(0.0));
+    cluster.stop(2).await?;
+    // Gossip and anti-entropy call it within a few rounds; it stays down past the back-off.
+    support::eventually(Duration::from_secs(20), "node 3 counted down", || async {
+        peers("down").await == Some(1.0)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        peers("down").await,
+        Some(1.0),
+        "still down after the back-off"
+    );
+    cluster.restart(2).await?;
+    support::eventually(
+        Duration::from_secs(30),
+        "node 3 counted up again",
+        || async { peers("down").await == Some(0.0) && peers("up").await == Some(2.0) },
+    )
+    .await?;
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -72,4 +72,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
         let _ = node;
         false
     }
+
+    /// Whether the last call to `node` failed and none has succeeded since: the liveness an
+    /// operator sees (`ringkv_peers{state="down"}`). Unlike [`Transport::is_down`], it does
+    /// not end with the back-off.
+    fn is_unreachable(&self, node: ringkv_shared::ids::NodeId) -> bool {
+        self.is_down(node)
+    }
 }

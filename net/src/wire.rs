@@ -96,4 +96,12 @@ impl Transport for Wire {
             Wire::Sim(s) => s.is_down(node),
         }
     }
+
+    fn is_unreachable(&self, node: NodeId) -> bool {
+        match self {
+            Wire::Quic(q) => q.is_unreachable(node),
+            #[cfg(feature = "sim")]
+            Wire::Sim(s) => s.is_unreachable(node),
+        }
+    }
 }

@@ -587,6 +587,28 @@ addr = "127.0.0.1:7001"
         .to_string()
     }
 
+    /// The configs the repository ships (`deploy/`, `examples/cluster/`) are valid as they
+    /// stand: an operator copies them.
+    #[test]
+    fn the_shipped_configs_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = vec![root.join("deploy/node.toml")];
+        for n in 1..=5 {
+            files.push(root.join(format!("examples/cluster/n{n}.toml")));
+        }
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let c = NodeConfig::parse(&text, &file.display().to_string())
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            c.validate_settings()
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        }
+        let deploy = std::fs::read_to_string(root.join("deploy/node.toml")).unwrap();
+        let c = NodeConfig::parse(&deploy, "deploy/node.toml").unwrap();
+        assert_eq!(c.members.len(), 3);
+        assert!(c.metrics_listen.is_some());
+    }
+
     #[test]
     fn parses_with_defaults() {
         let c = NodeConfig::parse(&base(), "t").unwrap();

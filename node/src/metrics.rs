@@ -84,8 +84,8 @@ pub(crate) struct Metrics {
     pub(crate) members: Family<Stage, Gauge>,
 }
 
-/// Whether this node reaches a peer, as a label: `up`, or `down` (its transport backs off
-/// from it after failures).
+/// Whether this node reaches a peer, as a label: `up`, or `down` (the last call to it failed
+/// and none has succeeded since).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Liveness {
     pub(crate) state: &'static str,
@@ -239,7 +239,7 @@ impl Default for Metrics {
         );
         registry.register(
             "peers",
-            "Other members of the ring in force, by whether this node reaches them",
+            "Other members of the ring in force, by whether this node reaches them (down: its last call failed, none succeeded since)",
             m.peers.clone(),
         );
         registry.register(

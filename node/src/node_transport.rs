@@ -37,4 +37,8 @@ impl Transport for NodeTransport {
     fn is_down(&self, node: NodeId) -> bool {
         node != self.0.id && self.0.wire.is_down(node)
     }
+
+    fn is_unreachable(&self, node: NodeId) -> bool {
+        node != self.0.id && self.0.wire.is_unreachable(node)
+    }
 }

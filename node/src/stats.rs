@@ -25,7 +25,7 @@ pub(crate) fn sample_gauges(state: &NodeState) {
         .set(clamp(state.store.disk_bytes().unwrap_or(0)));
     let (mut up, mut down) = (0u64, 0u64);
     for peer in ring.members().filter(|p| p.id != state.id) {
-        if state.wire.is_down(peer.id) {
+        if state.wire.is_unreachable(peer.id) {
             down += 1;
         } else {
             up += 1;

@@ -408,6 +408,10 @@ impl Transport for QuicTransport {
             .get(&node)
             .is_some_and(|d| d.until > Instant::now())
     }
+
+    fn is_unreachable(&self, node: NodeId) -> bool {
+        self.inner.down.contains_key(&node)
+    }
 }
 
 #[cfg(test)]

@@ -479,4 +479,8 @@ impl Transport for SimLink {
             .get(&node)
             .is_some_and(|(_, until)| *until > Instant::now())
     }
+
+    fn is_unreachable(&self, node: NodeId) -> bool {
+        self.down().contains_key(&node)
+    }
 }
