@@ -55,7 +55,8 @@
 //! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns; `state` — its shared state.
 //! - [`config`] — the TOML configuration and its validation, per section.
 //! - [`certs`] — a development CA and node/client certificates (rcgen).
-//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions;
+//! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions, and
+//!   [`admin_json`] the same with `--json`;
 //!   [`error_line`] — how both binaries print a fatal error.
 //! - `metrics`, `metrics_http`, `stats` — Prometheus metrics, their HTTP endpoint (with
 //!   `/health` and `/ready`), and the `Stats` answer; `readiness` — what `/ready` answers.
@@ -71,6 +72,7 @@
 //!   and reads no test-only environment variable.
 
 mod admin;
+pub mod admin_json;
 pub mod admin_report;
 pub mod anti_entropy;
 mod background;

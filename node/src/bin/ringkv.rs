@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ringkv_net::quic::{OperatorKey, QuicTransport, TlsIdentity, TransportOptions, client_config};
-use ringkv_node::admin_report;
+use ringkv_net::transport::TransportError;
+use ringkv_node::{admin_json, admin_report};
 use ringkv_shared::handoff::{Progress, Transfer};
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStatus, Request, Response};
 use ringkv_shared::{Limits, NodeId};
@@ -38,6 +39,10 @@ struct Cli {
     /// Its private key (PEM).
     #[arg(long, env = "RINGKV_KEY", default_value = "certs/admin-key.pem")]
     key: PathBuf,
+    /// Print what read commands (members, status, ring, plan, handoffs) find as one JSON
+    /// document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +51,9 @@ struct Cli {
 enum Command {
     /// Every known node: address, status, partitions owned.
     Members,
+    /// Every node: its stage and partitions in the asked node's view, and whether it answers
+    /// (asked directly, with its ring epoch).
+    Status,
     /// Ownership per node, balance, and placement checks.
     Ring,
     /// Stage a node to join: its id (it started with this cluster's seeds) or its address.
@@ -71,6 +79,33 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+}
+
+/// Writes to stdout; a reader that went away (`ringkv members | head`) ends the program
+/// quietly, as it would a Unix tool, instead of a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ringkv: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($t:tt)*) => { emit(&format!("{}\n", format_args!($($t)*))) };
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -119,7 +154,14 @@ impl Admin {
         )
         .await
         .with_context(|| format!("{addr} did not answer within 10 s"))?
-        .with_context(|| format!("cannot reach {addr}"))
+        .map_err(|e| match e {
+            // The handshake failed on a certificate: not a network problem.
+            TransportError::Refused { .. } => anyhow::anyhow!(
+                "{addr} and this CLI do not accept each other's certificates: {e} (are --ca, \
+                 --cert and --key from this cluster's CA, and --cert an admin certificate?)"
+            ),
+            other => anyhow::Error::new(other).context(format!("cannot reach {addr}")),
+        })
     }
 
     async fn call(&self, request: AdminRequest) -> Result<AdminReply> {
@@ -149,13 +191,22 @@ impl Admin {
 async fn run(cli: Cli) -> Result<()> {
     let admin = Admin::connect(&cli).await?;
     match &cli.command {
-        Command::Members => print!(
-            "{}",
-            admin_report::members(&admin.status_at(cli.node).await?.view)
-        ),
+        Command::Members => {
+            let view = admin.status_at(cli.node).await?.view;
+            if cli.json {
+                print_json(&admin_json::members(&view));
+            } else {
+                out!("{}", admin_report::members(&view));
+            }
+        }
+        Command::Status => status(&admin, cli.json).await?,
         Command::Ring => {
             let s = admin.status_at(cli.node).await?;
-            print!("{}", admin_report::ring(&s.view.ring, s.n));
+            if cli.json {
+                print_json(&admin_json::ring(&s.view.ring, s.n));
+            } else {
+                out!("{}", admin_report::ring(&s.view.ring, s.n));
+            }
         }
         Command::Join { node } => {
             let request = match (node.parse::<u32>(), node.parse::<SocketAddr>()) {
@@ -184,7 +235,11 @@ async fn run(cli: Cli) -> Result<()> {
                 target,
                 transfers,
             } => {
-                print!("{}", admin_report::plan(&current, &target, &transfers));
+                if cli.json {
+                    print_json(&admin_json::plan(&current, &target, &transfers));
+                } else {
+                    out!("{}", admin_report::plan(&current, &target, &transfers));
+                }
             }
             other => bail!("unexpected answer {other:?}"),
         },
@@ -201,7 +256,7 @@ async fn run(cli: Cli) -> Result<()> {
             done(admin_reply(reply)?)?
         }
         Command::Clear => done(admin.call(AdminRequest::Clear).await?)?,
-        Command::Handoffs { watch } => handoffs(&admin, *watch).await?,
+        Command::Handoffs { watch } => handoffs(&admin, *watch, cli.json).await?,
     }
     Ok(())
 }
@@ -218,22 +273,113 @@ fn admin_reply(reply: Response) -> Result<AdminReply> {
 fn done(reply: AdminReply) -> Result<()> {
     match reply {
         AdminReply::Done { message } => {
-            println!("{message}");
+            outln!("{message}");
             Ok(())
         }
         other => bail!("unexpected answer {other:?}"),
     }
 }
 
-async fn handoffs(admin: &Admin, watch: bool) -> Result<()> {
+fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => outln!("{text}"),
+        Err(e) => eprintln!("ringkv: cannot print JSON: {e}"),
+    }
+}
+
+/// `ringkv status`: every member of the asked node's view, asked directly.
+async fn status(admin: &Admin, json: bool) -> Result<()> {
+    let view = admin.status_at(admin.node).await?.view;
+    let counts = view.ring.ownership_counts();
+    let mut nodes = Vec::new();
+    for (id, record) in &view.members {
+        let answered = match tokio::time::timeout(
+            Duration::from_secs(3),
+            admin.status_at(record.addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Ok(s.view.ring.epoch()),
+            Ok(Err(e)) => Err(ringkv_node::error_line::one_line(&e)),
+            Err(_) => Err("no answer within 3 s".to_string()),
+        };
+        nodes.push(admin_json::NodeSeen {
+            id: *id,
+            addr: record.addr.to_string(),
+            stage: record.status.to_string(),
+            partitions: counts.get(id).copied().unwrap_or(0),
+            answered,
+        });
+    }
+    if json {
+        print_json(&admin_json::status(&view, &nodes));
+    } else {
+        out!("{}", admin_json::status_text(&view, &nodes));
+    }
+    Ok(())
+}
+
+/// `ringkv handoffs [--watch]`: a progress bar on a terminal; elsewhere (a pipe, a file, a
+/// CI log) a plain line per change, or one JSON document with `--json` (no `--watch`).
+async fn handoffs(admin: &Admin, watch: bool, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
     let (status, sending) = admin.handoffs().await?;
-    let Some(totals) = admin_report::handoff_totals(&status.view, &sending) else {
-        println!(
+    let totals = admin_report::handoff_totals(&status.view, &sending);
+    if json {
+        if watch {
+            bail!("--json prints one document: use it without --watch, and poll");
+        }
+        print_json(&admin_json::handoffs(
+            status.view.ring.epoch(),
+            totals.as_ref(),
+            &sending,
+        ));
+        return Ok(());
+    }
+    let Some(totals) = totals else {
+        outln!(
             "no ring change under way (ring epoch {})",
             status.view.ring.epoch()
         );
         return Ok(());
     };
+    let line = |t: &admin_report::HandoffTotals| {
+        format!(
+            "{}/{} transfers, {} keys, {:.1} MiB in flight transfers, {:.1} MiB/s",
+            t.done,
+            t.total,
+            t.keys,
+            t.bytes as f64 / (1 << 20) as f64,
+            t.bytes_per_sec / (1 << 20) as f64
+        )
+    };
+    if !std::io::stdout().is_terminal() {
+        outln!("{}", line(&totals));
+        if !watch {
+            for (t, p) in sending.iter().take(20) {
+                outln!("  {t}: {} keys, {} bytes", p.keys, p.bytes);
+            }
+            return Ok(());
+        }
+        let mut last = line(&totals);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (status, sending) = admin.handoffs().await?;
+            match admin_report::handoff_totals(&status.view, &sending) {
+                Some(t) => {
+                    let now = line(&t);
+                    if now != last {
+                        outln!("{now}");
+                        last = now;
+                    }
+                }
+                None => {
+                    outln!("done: ring epoch {} in force", status.view.ring.epoch());
+                    return Ok(());
+                }
+            }
+        }
+    }
     let bar = ProgressBar::new(totals.total as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} transfers  {msg}")
@@ -253,7 +399,7 @@ async fn handoffs(admin: &Admin, watch: bool) -> Result<()> {
     if !watch {
         bar.abandon();
         for (t, p) in sending.iter().take(20) {
-            println!("  {t}: {} keys, {} bytes", p.keys, p.bytes);
+            outln!("  {t}: {} keys, {} bytes", p.keys, p.bytes);
         }
         return Ok(());
     }
