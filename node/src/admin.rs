@@ -1,5 +1,6 @@
 //! Operators' requests (`ringkv status`, `join`, `leave`, `plan`, `commit`, `clear`): staged in
-//! the view, then spread by an immediate broadcast.
+//! the view, then spread by an immediate broadcast; and `ringkv backup`, a copy of this node's
+//! storage made on its own host.
 
 use crate::gossip::{Peer, broadcast, exchange};
 use crate::state::NodeState;
@@ -113,9 +114,47 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
             state.update_view(|v| v.clear_staged());
             "staged changes cleared".to_string()
         }
+        AdminRequest::Backup { dir } => return backup(state, dir).await,
     };
     // Spread an operator's change at once rather than over a few rounds.
     let peers = state.view().gossip_peers(state.id);
     broadcast(state, &peers).await;
     Response::Admin(AdminReply::Done { message: reply })
+}
+
+/// `ringkv backup DIR`: copies this node's storage into `dir` on its host (see
+/// [`crate::storage::Store::backup_to`]), off the request threads; writes go on meanwhile.
+async fn backup(state: &Arc<NodeState>, dir: String) -> Response {
+    let path = std::path::PathBuf::from(&dir);
+    if !path.is_absolute() {
+        return Response::Error(ReplyError::InvalidInput {
+            reason: format!(
+                "the backup directory must be an absolute path on the node's host, not {dir:?}"
+            ),
+        });
+    }
+    let worker = state.clone();
+    let started = std::time::Instant::now();
+    let copied = tokio::task::spawn_blocking(move || worker.store.backup_to(&path)).await;
+    match copied {
+        Ok(Ok(summary)) => {
+            info!(node = %state.id, %dir, %summary, secs = started.elapsed().as_secs_f64(), "backup taken");
+            Response::Admin(AdminReply::Done {
+                message: format!(
+                    "node {} backed up into {dir} on its host in {:.1} s: {summary}; restore with `ringkv-node restore --config <its config> --from {dir}`",
+                    state.id,
+                    started.elapsed().as_secs_f64()
+                ),
+            })
+        }
+        Ok(Err(e)) => {
+            warn!(node = %state.id, %dir, error = %e, "backup failed");
+            Response::Error(ReplyError::InvalidInput {
+                reason: format!("backup into {dir} failed: {e}"),
+            })
+        }
+        Err(e) => Response::Error(ReplyError::Unavailable {
+            reason: format!("the backup task failed: {e}"),
+        }),
+    }
 }

@@ -257,6 +257,12 @@ pub enum AdminRequest {
         /// cluster, `target` and the cluster's replication factor).
         authority: crate::authority::Authority,
     },
+    /// Copy the node's storage, as it is at one instant, into `dir` on the node's host (a new
+    /// or empty directory) while it keeps serving; answered when the copy is complete.
+    Backup {
+        /// The directory, as the node's host names it.
+        dir: String,
+    },
 }
 
 /// A node's answer to an [`AdminRequest`].

@@ -73,6 +73,12 @@ enum Command {
     Commit,
     /// Forget the staged changes.
     Clear,
+    /// Copy the node's storage (--node), as it is at one instant, into DIR on that node's
+    /// host, while it keeps serving. Restore with `ringkv-node restore`.
+    Backup {
+        /// An absolute path on the node's host: a new or empty directory.
+        dir: String,
+    },
     /// Transfers in progress, with a progress bar and bytes/s.
     Handoffs {
         /// Follow until the ring change completes.
@@ -148,12 +154,23 @@ impl Admin {
 
     /// Sends `request` to `addr`; the node's answer as it is, refusals included.
     async fn call_raw(&self, addr: SocketAddr, request: AdminRequest) -> Result<Response> {
+        self.call_raw_within(addr, request, Duration::from_secs(10))
+            .await
+    }
+
+    /// [`Admin::call_raw`], waiting up to `wait` for the answer.
+    async fn call_raw_within(
+        &self,
+        addr: SocketAddr,
+        request: AdminRequest,
+        wait: Duration,
+    ) -> Result<Response> {
         tokio::time::timeout(
-            Duration::from_secs(10),
+            wait,
             self.transport.call_addr(addr, Request::Admin(request)),
         )
         .await
-        .with_context(|| format!("{addr} did not answer within 10 s"))?
+        .with_context(|| format!("{addr} did not answer within {} s", wait.as_secs()))?
         .map_err(|e| match e {
             // The handshake failed on a certificate: not a network problem.
             TransportError::Refused { .. } => anyhow::anyhow!(
@@ -256,6 +273,17 @@ async fn run(cli: Cli) -> Result<()> {
             done(admin_reply(reply)?)?
         }
         Command::Clear => done(admin.call(AdminRequest::Clear).await?)?,
+        Command::Backup { dir } => {
+            // A large store takes a while to copy: the node answers when it is done.
+            let reply = admin
+                .call_raw_within(
+                    admin.node,
+                    AdminRequest::Backup { dir: dir.clone() },
+                    Duration::from_secs(24 * 3600),
+                )
+                .await?;
+            done(admin_reply(reply)?)?
+        }
         Command::Handoffs { watch } => handoffs(&admin, *watch, cli.json).await?,
     }
     Ok(())

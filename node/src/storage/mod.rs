@@ -29,6 +29,8 @@
 //!
 //! - `open` — opening and closing: format, node id, partition count, incarnation, the
 //!   clean-shutdown marker.
+//! - `backup` — [`Store::backup_to`], a point-in-time copy of a running store, and
+//!   [`restore`], a data directory made from one.
 //! - `objects` — the `objects` keyspace: reads, replica merges, coordinated updates, and the
 //!   anti-entropy view (tree roots, leaves, leaf entries).
 //! - `hints` — the `hints` keyspace: [`Hint`]s held for other owners, scanned with a cursor.
@@ -45,6 +47,7 @@
 //! - `keys` — the byte layout of storage keys.
 //! - `error` — [`StorageError`].
 
+mod backup;
 mod durability;
 mod engine;
 mod error;
@@ -60,6 +63,7 @@ mod transfer;
 mod trees;
 mod unsynced;
 
+pub use backup::{BackupSummary, RestoreSummary, restore};
 pub use durability::{Durability, Ticket};
 pub use error::StorageError;
 pub use hints::Hint;
