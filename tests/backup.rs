@@ -88,7 +88,10 @@ async fn a_node_restored_from_a_backup_catches_up_with_nothing_lost() -> Result<
                 .get(ring.partition_of(key.as_bytes()), key.as_bytes())?
                 .is_some_and(|o| o.values().next().is_some()))
         };
-        ensure!(holds("before-199")? && holds("before-0")?, "the backup's keys");
+        ensure!(
+            holds("before-199")? && holds("before-0")?,
+            "the backup's keys"
+        );
         ensure!(!holds("after-0")?, "nothing from after the backup");
         restored.close()?;
     }

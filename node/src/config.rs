@@ -317,7 +317,8 @@ impl TlsPaths {
 pub struct MemberConfig {
     /// The member's node id.
     pub id: u32,
-    /// Its QUIC address.
+    /// Its QUIC address (`ip:port` or `host:port`, resolved when the config is read).
+    #[serde(deserialize_with = "crate::host_addr::one")]
     pub addr: SocketAddr,
 }
 
@@ -327,11 +328,18 @@ pub struct MemberConfig {
 pub struct NodeConfig {
     /// This node's id.
     pub id: u32,
-    /// Address to bind for QUIC.
+    /// Address to bind for QUIC (`ip:port` or `host:port`, resolved when the config is
+    /// read; `0.0.0.0:port` binds every interface and then needs `advertise`).
+    #[serde(deserialize_with = "crate::host_addr::one")]
     pub listen: SocketAddr,
+    /// The address this node announces to the cluster, where other nodes and clients reach
+    /// it, when that is not `listen` (a wildcard bind, a container's published port);
+    /// `ip:port` or `host:port`, resolved when the config is read.
+    #[serde(default, deserialize_with = "crate::host_addr::optional")]
+    pub advertise: Option<SocketAddr>,
     /// Address to serve HTTP on: Prometheus metrics (`GET /metrics`), liveness (`/health`) and
     /// readiness (`/ready`); none if absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::host_addr::optional")]
     pub metrics_listen: Option<SocketAddr>,
     /// Where storage lives.
     pub data_dir: PathBuf,
@@ -370,7 +378,7 @@ pub struct NodeConfig {
     pub members: Vec<MemberConfig>,
     /// Nodes of an existing cluster to gossip with when this node knows no other live member
     /// (a new node announces itself through them, then waits for `ringkv join`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::host_addr::list")]
     pub seeds: Vec<SocketAddr>,
     /// Request-serving threads (the async runtime's workers); absent means one per core.
     /// Set it lower when several nodes share a host's cores: every extra thread adds wake-ups
@@ -531,6 +539,49 @@ impl NodeConfig {
                 format!("node {} is not listed in [[members]]", self.id),
             ));
         }
+        if let Some(a) = self.advertise
+            && (a.port() == 0 || a.ip().is_unspecified())
+        {
+            return Err(invalid(
+                "advertise",
+                format!("{a} is not an address others can reach (no port 0, no 0.0.0.0)"),
+            ));
+        }
+        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} binds every interface, which other nodes cannot be told to call: set \
+                     `advertise` to the address they reach this node at",
+                    self.listen
+                ),
+            ));
+        }
+        // A founding member's own entry is the address it announces.
+        let announced = self.advertise.unwrap_or(self.listen);
+        if let Some((i, m)) = self
+            .members
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.id == self.id)
+            && m.addr != announced
+            && announced.port() != 0
+        {
+            return Err(invalid(
+                format!("members[{i}].addr"),
+                format!(
+                    "this node (id {}) is listed at {}, but announces {} (`{}`)",
+                    self.id,
+                    m.addr,
+                    announced,
+                    if self.advertise.is_some() {
+                        "advertise"
+                    } else {
+                        "listen"
+                    }
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -585,6 +636,50 @@ id = 1
 addr = "127.0.0.1:7001"
 "#
         .to_string()
+    }
+
+    #[test]
+    fn addresses_may_be_host_names_and_a_wildcard_bind_needs_advertise() {
+        let named = base()
+            .replace("listen = \"127.0.0.1:7001\"", "listen = \"localhost:7001\"")
+            .replace("addr = \"127.0.0.1:7001\"", "addr = \"localhost:7001\"");
+        let c = NodeConfig::parse(&named, "t").unwrap();
+        assert!(c.listen.ip().is_loopback() && c.listen.port() == 7001);
+        c.validate_settings().unwrap();
+
+        let e = NodeConfig::parse(
+            &base().replace(
+                "127.0.0.1:7001\"\ndata_dir",
+                "no-such-host.invalid:7001\"\ndata_dir",
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen") && e.contains("cannot resolve"), "{e}");
+
+        let wildcard = base().replace("listen = \"127.0.0.1:7001\"", "listen = \"0.0.0.0:7001\"");
+        let e = NodeConfig::parse(&wildcard, "t")
+            .unwrap()
+            .validate_settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("advertise"), "{e}");
+        let advertised = wildcard.replace("data_dir", "advertise = \"127.0.0.1:7001\"\ndata_dir");
+        NodeConfig::parse(&advertised, "t")
+            .unwrap()
+            .validate_settings()
+            .unwrap();
+
+        // The founding entry for this node must be the address it announces.
+        let elsewhere = advertised.replace(
+            "advertise = \"127.0.0.1:7001\"",
+            "advertise = \"127.0.0.2:7001\"",
+        );
+        let e = NodeConfig::parse(&elsewhere, "t")
+            .unwrap()
+            .validate_settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("members[0].addr"), "{e}");
     }
 
     /// The configs the repository ships (`deploy/`, `examples/cluster/`) are valid as they

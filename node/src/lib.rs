@@ -53,7 +53,8 @@
 //! Running a node:
 //!
 //! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns; `state` — its shared state.
-//! - [`config`] — the TOML configuration and its validation, per section.
+//! - [`config`] — the TOML configuration and its validation, per section; [`host_addr`] —
+//!   its addresses, IPs or host names.
 //! - [`certs`] — a development CA and node/client certificates (rcgen).
 //! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions, and
 //!   [`admin_json`] the same with `--json`;
@@ -88,6 +89,7 @@ pub mod error_line;
 pub mod fault_filter;
 mod gossip;
 mod hint_delivery;
+pub mod host_addr;
 mod in_flight;
 mod metrics;
 mod metrics_http;

@@ -29,8 +29,8 @@ struct RunArgs {
     /// Node configuration file (TOML).
     #[arg(long, short, env = "RINGKV_CONFIG")]
     config: Option<PathBuf>,
-    /// Override `listen`.
-    #[arg(long)]
+    /// Override `listen` (`ip:port` or `host:port`).
+    #[arg(long, value_parser = ringkv_node::host_addr::resolve)]
     listen: Option<SocketAddr>,
     /// Override `data_dir`.
     #[arg(long)]
@@ -292,9 +292,17 @@ fn run(args: RunArgs) -> Result<()> {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.enable_all().build()?;
+    let advertise = config.advertise;
     runtime.block_on(async move {
         let node = Node::start(config).await?;
-        println!("ringkv-node {} listening on {}", node.id(), node.addr());
+        match advertise {
+            Some(a) if a != node.addr() => println!(
+                "ringkv-node {} listening on {}, announced to the cluster as {a}",
+                node.id(),
+                node.addr()
+            ),
+            _ => println!("ringkv-node {} listening on {}", node.id(), node.addr()),
+        }
         wait_for_signal(&node).await?;
         tracing::info!("shutting down");
         node.shutdown().await?;

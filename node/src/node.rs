@@ -156,7 +156,10 @@ impl Node {
             },
         );
         let ring_changes = Box::new(ringkv_net::quic::CaVerifier::new(&tls)?);
-        let state = node_state(&config, store, Wire::Quic(quic), addr, ring_changes)?;
+        // What the cluster is told: `advertise` if set (a wildcard bind, a published port),
+        // else the bound address.
+        let announced = config.advertise.unwrap_or(addr);
+        let state = node_state(&config, store, Wire::Quic(quic), announced, ring_changes)?;
         if let Some(at) = expires {
             state.metrics.certificate_expires_at(at);
         }

@@ -162,6 +162,7 @@ impl SimCluster {
         self.configs.push(NodeConfig {
             id: index as u32 + 1,
             listen: node_addr(index),
+            advertise: None,
             metrics_listen: None,
             data_dir,
             partitions: scenario.partitions,

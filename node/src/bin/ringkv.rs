@@ -27,8 +27,8 @@ use std::time::Duration;
     long_about = None
 )]
 struct Cli {
-    /// Any node of the cluster.
-    #[arg(long, env = "RINGKV_NODE", default_value = "127.0.0.1:7001")]
+    /// Any node of the cluster: `ip:port` or `host:port`.
+    #[arg(long, env = "RINGKV_NODE", default_value = "127.0.0.1:7001", value_parser = ringkv_node::host_addr::resolve)]
     node: SocketAddr,
     /// The cluster CA certificate (PEM).
     #[arg(long, env = "RINGKV_CA", default_value = "certs/ca.pem")]
@@ -58,7 +58,7 @@ enum Command {
     Ring,
     /// Stage a node to join: its id (it started with this cluster's seeds) or its address.
     Join {
-        /// Node id or address (host:port).
+        /// Node id, or its address (`ip:port` or `host:port`).
         node: String,
     },
     /// Stage a node to leave.
@@ -226,7 +226,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Join { node } => {
-            let request = match (node.parse::<u32>(), node.parse::<SocketAddr>()) {
+            let request = match (node.parse::<u32>(), ringkv_node::host_addr::resolve(node)) {
                 (Ok(id), _) => AdminRequest::Join {
                     node: Some(NodeId(id)),
                     addr: None,
@@ -235,7 +235,11 @@ async fn run(cli: Cli) -> Result<()> {
                     node: None,
                     addr: Some(addr),
                 },
-                _ => bail!("{node:?} is neither a node id nor an address (host:port)"),
+                (_, Err(why)) => {
+                    bail!(
+                        "{node:?} is neither a node id nor an address (ip:port or host:port): {why}"
+                    )
+                }
             };
             done(admin.call(request).await?)?;
         }

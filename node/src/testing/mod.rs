@@ -203,6 +203,7 @@ impl LocalClusterBuilder {
         Ok(NodeConfig {
             id,
             listen,
+            advertise: None,
             metrics_listen: self
                 .metrics
                 .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
