@@ -1,6 +1,7 @@
 //! A node bound to every interface and announced by host name: `listen = "0.0.0.0:port"`,
 //! `advertise` and `[[members]]` given as `localhost:port`, the admin CLI pointed at
-//! `localhost:port`, and a client that reaches the node at the announced address.
+//! `localhost:port`, and a client given its seed by name that reaches the node at the
+//! announced address.
 
 mod support;
 
@@ -59,9 +60,18 @@ async fn a_node_bound_to_every_interface_is_announced_by_its_advertised_name() -
     ensure!(listed.contains(&format!("127.0.0.1:{port}")), "{listed}");
     ensure!(!listed.contains("0.0.0.0"), "{listed}");
 
-    // A client finds the node through the ring's announced address.
+    // A seed that does not resolve fails the build, naming it.
+    let unknown = ringkv::Client::builder()
+        .seed_hosts(["no-such-host.invalid:7001"])
+        .tls(admin.clone())
+        .build()
+        .await;
+    let e = unknown.expect_err("an unresolvable seed").to_string();
+    ensure!(e.contains("no-such-host.invalid:7001"), "{e}");
+
+    // A client given its seed by name finds the node, then uses the ring's announced address.
     let client = ringkv::Client::builder()
-        .seeds([format!("127.0.0.1:{port}").parse()?])
+        .seed_hosts([format!("localhost:{port}")])
         .tls(admin)
         .n(1)
         .r(1)

@@ -27,6 +27,7 @@ pub struct ClientBuilder {
     connect_timeout: Option<Duration>,
     modify_memory: Option<usize>,
     observer: crate::observer::Slot,
+    seed_hosts: Vec<String>,
 }
 
 impl Client {
@@ -49,6 +50,15 @@ impl ClientBuilder {
     /// [`crate::observer`]).
     pub fn observer(mut self, observer: impl crate::observer::OperationObserver) -> Self {
         self.observer = crate::observer::Slot(Some(Arc::new(observer)));
+        self
+    }
+
+    /// Adds seeds by name, `host:port` (`db1.example.net:7001`): resolved when the client is
+    /// built, and again each time the client goes back to its seeds (every cached node
+    /// unreachable), so a seed's changed DNS record is followed. A name that does not resolve
+    /// at build time fails the build, naming it.
+    pub fn seed_hosts(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.seed_hosts.extend(hosts.into_iter().map(Into::into));
         self
     }
 
@@ -148,6 +158,18 @@ impl ClientBuilder {
         let tls = self.tls.take().ok_or_else(|| ClientError::Tls {
             reason: "no TLS identity configured: call ClientBuilder::tls or tls_files".into(),
         })?;
+        for host in &self.seed_hosts {
+            let addrs = crate::client::resolve_host(host).await.map_err(|reason| {
+                ClientError::InvalidInput {
+                    reason: format!("seed {host:?}: {reason}"),
+                }
+            })?;
+            for addr in addrs {
+                if !self.seeds.contains(&addr) {
+                    self.seeds.push(addr);
+                }
+            }
+        }
         if self.seeds.is_empty() {
             return Err(ClientError::Unavailable { errors: vec![] });
         }
@@ -193,6 +215,7 @@ impl ClientBuilder {
                 transport,
                 ring: ArcSwap::from_pointee(ring),
                 seeds: self.seeds,
+                seed_hosts: self.seed_hosts,
                 defaults: self.defaults,
                 mode: self.mode,
                 limits: self.limits,

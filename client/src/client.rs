@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) transport: Wire,
     pub(crate) ring: ArcSwap<Ring>,
     pub(crate) seeds: Vec<SocketAddr>,
+    /// Seeds given by name, resolved again whenever the client goes back to its seeds.
+    pub(crate) seed_hosts: Vec<String>,
     pub(crate) defaults: Defaults,
     pub(crate) mode: Mode,
     pub(crate) limits: Limits,
@@ -471,9 +473,16 @@ impl Client {
     pub async fn refresh_ring(&self) -> Result<(), ClientError> {
         let _one = self.inner.refreshing.lock().await;
         let mut addrs: Vec<SocketAddr> = self.inner.ring.load().members().map(|m| m.addr).collect();
-        for seed in &self.inner.seeds {
-            if !addrs.contains(seed) {
-                addrs.push(*seed);
+        let mut seeds = self.inner.seeds.clone();
+        for host in &self.inner.seed_hosts {
+            match resolve_host(host).await {
+                Ok(now) => seeds.extend(now),
+                Err(reason) => debug!(%host, %reason, "a seed name does not resolve now"),
+            }
+        }
+        for seed in seeds {
+            if !addrs.contains(&seed) {
+                addrs.push(seed);
             }
         }
         let newest = self.inner.transport.highest_epoch();
@@ -689,4 +698,17 @@ mod tests {
         assert!(settle(&d, &CallOptions::default().quorum(4), d.w).is_err());
         assert!(settle(&d, &CallOptions::default().quorum(0), d.r).is_err());
     }
+}
+
+/// The addresses `host` (`host:port`) resolves to now, IPv4 first.
+pub(crate) async fn resolve_host(host: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    if addrs.is_empty() {
+        return Err("resolves to no address".into());
+    }
+    Ok(addrs)
 }
