@@ -628,6 +628,19 @@ pub(crate) async fn fetch_ring(
     Err(ClientError::Unavailable { errors })
 }
 
+/// The addresses `host` (`host:port`) resolves to now, IPv4 first.
+pub(crate) async fn resolve_host(host: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    if addrs.is_empty() {
+        return Err("resolves to no address".into());
+    }
+    Ok(addrs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,17 +711,4 @@ mod tests {
         assert!(settle(&d, &CallOptions::default().quorum(4), d.w).is_err());
         assert!(settle(&d, &CallOptions::default().quorum(0), d.r).is_err());
     }
-}
-
-/// The addresses `host` (`host:port`) resolves to now, IPv4 first.
-pub(crate) async fn resolve_host(host: &str) -> Result<Vec<SocketAddr>, String> {
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
-        .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .collect();
-    addrs.sort_by_key(|a| !a.is_ipv4());
-    if addrs.is_empty() {
-        return Err("resolves to no address".into());
-    }
-    Ok(addrs)
 }
