@@ -4,9 +4,9 @@
 //! The decisions are [`ringkv_shared::membership`]'s; this module stores their result.
 
 use crate::state::NodeState;
+use ringkv_shared::Member;
 use ringkv_shared::encoding::{decode_view, encode_view};
 use ringkv_shared::membership::View;
-use ringkv_shared::{Member, NodeId};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -35,10 +35,6 @@ impl NodeState {
             if view.transition != before.transition {
                 self.transition.store(view.transition.clone().map(Arc::new));
             }
-            if is_removed(&view, self.id) && !is_removed(&before, self.id) {
-                info!(node = %self.id, epoch = view.ring.epoch(), "this node was removed from the cluster");
-                self.removed.send_replace(true);
-            }
         }
         out
     }
@@ -47,13 +43,6 @@ impl NodeState {
     pub(crate) fn view(&self) -> View {
         self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-}
-
-/// Whether `view` says `me` was removed from the cluster.
-pub(crate) fn is_removed(view: &View, me: NodeId) -> bool {
-    view.members
-        .get(&me)
-        .is_some_and(|r| r.status == ringkv_shared::membership::Status::Removed)
 }
 
 /// Why a node has no view to start with.

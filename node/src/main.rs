@@ -321,14 +321,6 @@ async fn wait_for_signal(node: &ringkv_node::NodeHandle) -> Result<()> {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => return Ok(r?),
                 _ = term.recv() => return Ok(()),
-                () = node.removed() => {
-                    tracing::warn!(
-                        "this node was removed from the cluster (it left and the ring change \
-                         completed); it owns no data and stops now. To bring the host back, \
-                         wipe its data directory and join it again"
-                    );
-                    return Ok(());
-                }
                 _ = hup.recv() => {
                     if let Err(e) = node.reload_tls() {
                         tracing::warn!(error = %e, "certificates not reloaded; the old ones stay in use");

@@ -287,7 +287,6 @@ fn node_state(
     let ring = view.ring.clone();
     let transition = view.transition.clone().map(Arc::new);
     let known_nodes: Vec<NodeId> = view.members.keys().copied().collect();
-    let removed = crate::cluster_view::is_removed(&view, id);
     Ok(Arc::new(NodeState {
         id,
         metrics: crate::metrics::Metrics::default(),
@@ -316,7 +315,6 @@ fn node_state(
         known_nodes: ArcSwap::from_pointee(known_nodes),
         swept: std::sync::atomic::AtomicU64::new(0),
         sweep_wanted: tokio::sync::Notify::new(),
-        removed: tokio::sync::watch::Sender::new(removed),
         store,
         wire,
         limits: config.limits,
@@ -361,15 +359,6 @@ impl NodeHandle {
     /// The bound QUIC address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// Returns once this node's view says it was removed from the cluster: it left and the
-    /// ring change completed, so it owns nothing and no peer gossips with it any more. At
-    /// once if it already was when it started. The node binary stops the node then.
-    pub async fn removed(&self) {
-        let mut removed = self.state.removed.subscribe();
-        // The sender lives in the node's state, which this handle holds: it never closes.
-        let _ = removed.wait_for(|r| *r).await;
     }
 
     /// Where Prometheus metrics are served, if configured.

@@ -59,9 +59,6 @@ pub(crate) struct NodeState {
     pub(crate) swept: std::sync::atomic::AtomicU64,
     /// Wakes the sweeper when a new ring is installed.
     pub(crate) sweep_wanted: tokio::sync::Notify,
-    /// Turns true once this node's own view says it was removed from the cluster (it left,
-    /// and the ring change completed): the node binary then stops itself.
-    pub(crate) removed: tokio::sync::watch::Sender<bool>,
     pub(crate) store: Store,
     /// How this node reaches its peers (QUIC, or the simulated network).
     pub(crate) wire: Wire,

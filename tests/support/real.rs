@@ -54,11 +54,6 @@ impl RealCluster {
         Ok(self.procs.issue_tls_valid_for(role, name, days)?)
     }
 
-    /// How node `i`'s process ended, if it has; `None` while it runs.
-    pub fn exit_status(&mut self, i: usize) -> Result<Option<std::process::ExitStatus>> {
-        Ok(self.procs.exit_status(i)?)
-    }
-
     /// Sends `signal` (e.g. `HUP`) to node `i`.
     pub fn signal(&self, i: usize, signal: &str) -> Result<()> {
         Ok(self.procs.signal(i, signal)?)

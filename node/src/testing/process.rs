@@ -202,25 +202,6 @@ impl ProcessCluster {
         self.procs.get(i)?.as_ref().map(Child::id)
     }
 
-    /// How node `i`'s process ended, if it has (it is then reaped); `None` while it runs.
-    pub fn exit_status(
-        &mut self,
-        i: usize,
-    ) -> Result<Option<std::process::ExitStatus>, ClusterError> {
-        let child = self
-            .procs
-            .get_mut(i)
-            .ok_or(ClusterError::NoSuchNode { index: i })?;
-        let Some(running) = child.as_mut() else {
-            return Err(ClusterError::NoSuchNode { index: i });
-        };
-        let status = running.try_wait()?;
-        if status.is_some() {
-            *child = None;
-        }
-        Ok(status)
-    }
-
     /// Sends `signal` (e.g. `STOP`, `CONT`) to node `i`'s process.
     pub fn signal(&self, i: usize, signal: &str) -> Result<(), ClusterError> {
         let pid = self.pid(i).ok_or(ClusterError::NoSuchNode { index: i })?;
