@@ -52,18 +52,9 @@ pub(crate) fn sample_gauges(state: &NodeState) {
         let n = view.members.values().filter(|r| r.status == status).count();
         m.members
             .get_or_create(&Stage {
-                stage: stage_name(status),
+                stage: status.as_str(),
             })
             .set(clamp(n as u64));
-    }
-}
-
-fn stage_name(status: Status) -> &'static str {
-    match status {
-        Status::Joining => "joining",
-        Status::Up => "up",
-        Status::Leaving => "leaving",
-        Status::Removed => "removed",
     }
 }
 

@@ -53,14 +53,21 @@ pub enum Status {
     Removed,
 }
 
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Status {
+    /// The stage's name: `joining`, `up`, `leaving`, `removed` (also a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
             Status::Joining => "joining",
             Status::Up => "up",
             Status::Leaving => "leaving",
             Status::Removed => "removed",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
