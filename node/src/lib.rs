@@ -55,6 +55,8 @@
 //! - [`node`] — [`Node::start`] and the [`NodeHandle`] it returns; `state` — its shared state.
 //! - [`config`] — the TOML configuration and its validation, per section; [`host_addr`] —
 //!   its addresses, IPs or host names.
+//! - [`protocols`] — the frame protocol versions the node speaks (its own and the one
+//!   before), and the test hook that makes it speak the next release's.
 //! - [`certs`] — a development CA and node/client certificates (rcgen).
 //! - [`admin_report`] — what the `ringkv` admin CLI prints, as plain functions, and
 //!   [`admin_json`] the same with `--json`;
@@ -97,6 +99,7 @@ pub mod node;
 mod node_transport;
 pub mod operator;
 mod partition_handoff;
+pub mod protocols;
 mod readiness;
 mod reaper;
 mod replica;

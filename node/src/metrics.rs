@@ -82,6 +82,13 @@ pub(crate) struct Metrics {
     pub(crate) disk_bytes: Gauge,
     pub(crate) read_repairs: Counter,
     pub(crate) members: Family<Stage, Gauge>,
+    connections: Family<Protocol, Counter>,
+}
+
+/// A frame protocol version, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Protocol {
+    protocol: u8,
 }
 
 /// Whether this node reaches a peer, as a label: `up`, or `down` (the last call to it failed
@@ -144,6 +151,7 @@ impl Default for Metrics {
             disk_bytes: Gauge::default(),
             read_repairs: Counter::default(),
             members: Family::default(),
+            connections: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -253,6 +261,11 @@ impl Default for Metrics {
             m.disk_bytes.clone(),
         );
         registry.register(
+            "connections_accepted",
+            "Connections accepted, by the protocol version their handshake settled on",
+            m.connections.clone(),
+        );
+        registry.register(
             "read_repairs",
             "Stale owners this node brought up to date when a client asked it to repair a key",
             m.read_repairs.clone(),
@@ -277,6 +290,13 @@ impl Default for Metrics {
 impl Metrics {
     pub(crate) fn add(counter: &Counter, n: u64) {
         counter.inc_by(n);
+    }
+
+    /// Counts a connection accepted that speaks protocol `version`.
+    pub(crate) fn connection_accepted(&self, version: u8) {
+        self.connections
+            .get_or_create(&Protocol { protocol: version })
+            .inc();
     }
 
     /// Brings a counter kept elsewhere (the store's) up to `total`; it never goes back.

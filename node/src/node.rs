@@ -7,8 +7,8 @@ use crate::storage::{StorageError, Store};
 use arc_swap::ArcSwap;
 use ringkv_net::Wire;
 use ringkv_net::quic::{
-    QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config, endpoint_config,
-    server_config,
+    QuicTransport, TlsError, TlsIdentity, TransportOptions, client_config_speaking,
+    endpoint_config, server_config_speaking,
 };
 use ringkv_shared::ring::RingError;
 use ringkv_shared::{NodeId, Ring};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,16 +140,20 @@ impl Node {
         let bind_err = |source| NodeError::Bind { addr, source };
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_err(std::io::Error::other("no async runtime found for QUIC")))?;
+        let protocols = crate::protocols::spoken();
+        if protocols != ringkv_shared::frame::Protocols::THIS_BUILD {
+            warn!(%protocols, "test hook: speaking as the next release");
+        }
         let endpoint = quinn::Endpoint::new(
             endpoint_config(&tls),
-            Some(server_config(&tls, &config.limits)?),
+            Some(server_config_speaking(&tls, &config.limits, protocols)?),
             socket,
             runtime,
         )
         .map_err(bind_err)?;
         let quic = QuicTransport::new(
             endpoint.clone(),
-            client_config(&tls, &config.limits)?,
+            client_config_speaking(&tls, &config.limits, protocols)?,
             TransportOptions {
                 limits: config.limits,
                 ..TransportOptions::default()
@@ -318,6 +322,7 @@ fn node_state(
         store,
         wire,
         limits: config.limits,
+        protocols: crate::protocols::spoken(),
     }))
 }
 
@@ -458,8 +463,9 @@ impl NodeHandle {
         let paths = &self.config.tls;
         let tls = TlsIdentity::load(&paths.ca, &paths.cert, &paths.key)?;
         let expires = check_own_certificate(&self.config, &tls)?;
-        let server = ringkv_net::quic::server_config(&tls, &self.config.limits)?;
-        let client = ringkv_net::quic::client_config(&tls, &self.config.limits)?;
+        let spoken = self.state.protocols;
+        let server = server_config_speaking(&tls, &self.config.limits, spoken)?;
+        let client = client_config_speaking(&tls, &self.config.limits, spoken)?;
         let ring_changes = ringkv_net::quic::CaVerifier::new(&tls)?;
         endpoint.set_server_config(Some(server));
         self.state

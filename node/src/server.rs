@@ -10,7 +10,7 @@ use crate::dispatch;
 use crate::state::NodeState;
 use ringkv_net::quic::{MemoryBudget, StreamError, read_frame_within, write_frame};
 use ringkv_shared::ReplyError;
-use ringkv_shared::frame::{FrameError, PROTOCOL_VERSION};
+use ringkv_shared::frame::FrameError;
 use ringkv_shared::proto::{Reply, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,14 +84,24 @@ async fn serve_connection(
     let peer = conn.remote_address();
     // What the peer's certificate lets it do, read once per connection.
     let role = Arc::new(ringkv_net::quic::peer_role(&conn));
-    debug!(%peer, role = %role.name(), "connection accepted");
+    // The version the handshake settled on: what this node answers in when a frame cannot
+    // be read (a readable request is answered in its own version).
+    let version = ringkv_net::quic::negotiated_version(&conn);
+    state.metrics.connection_accepted(version);
+    debug!(%peer, role = %role.name(), version, "connection accepted");
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let state = state.clone();
-                    streams.spawn(serve_stream(state, role.clone(), budgets.clone(), send, recv));
+                    streams.spawn(serve_stream(
+                        state,
+                        Peer { role: role.clone(), version },
+                        budgets.clone(),
+                        send,
+                        recv,
+                    ));
                 }
                 Err(e) => {
                     debug!(%peer, error = %e, "connection ended");
@@ -106,9 +116,16 @@ async fn serve_connection(
     while streams.join_next().await.is_some() {}
 }
 
+/// Who is on the other end of a connection: what its certificate lets it do, and the
+/// protocol version its handshake settled on.
+struct Peer {
+    role: Arc<ringkv_shared::roles::Role>,
+    version: u8,
+}
+
 async fn serve_stream(
     state: Arc<NodeState>,
-    role: Arc<ringkv_shared::roles::Role>,
+    peer: Peer,
     budgets: Arc<(MemoryBudget, MemoryBudget)>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -116,16 +133,24 @@ async fn serve_stream(
     let max = state.limits.max_frame_bytes;
     let request = tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
-        read_frame_within::<Request>(&mut recv, max, &[&budgets.0, &budgets.1]),
+        read_frame_within::<Request>(&mut recv, max, state.protocols, &[&budgets.0, &budgets.1]),
     )
     .await;
     // The request's buffered bytes stay counted until its reply is written.
-    let (reply, _held) = match request {
-        Ok(Ok((request, held))) => (dispatch::handle(&state, &role, request).await, Some(held)),
+    let (reply, version, _held) = match request {
+        Ok(Ok(frame)) => (
+            dispatch::handle(&state, &peer.role, frame.msg).await,
+            frame.version,
+            Some(frame.held),
+        ),
         Ok(Err(StreamError::Frame(e))) => {
             debug!(error = %e, "bad frame");
             let _ = recv.stop(0u32.into());
-            (error_reply(&state, frame_error(e)), None)
+            (
+                error_reply(&state, frame_error(&state, e)),
+                peer.version,
+                None,
+            )
         }
         Ok(Err(StreamError::Io { reason })) => {
             debug!(%reason, "stream failed before a request arrived");
@@ -138,8 +163,11 @@ async fn serve_stream(
             return;
         }
     };
-    let written =
-        tokio::time::timeout(REPLY_WRITE_TIMEOUT, write_frame(&mut send, &reply, max)).await;
+    let written = tokio::time::timeout(
+        REPLY_WRITE_TIMEOUT,
+        write_frame(&mut send, &reply, version, max),
+    )
+    .await;
     let Ok(written) = written else {
         debug!("the peer did not read its reply in time; resetting the stream");
         crate::metrics::Metrics::add(&state.metrics.slow_readers_reset, 1);
@@ -158,7 +186,7 @@ async fn serve_stream(
                 );
                 let _ = tokio::time::timeout(
                     REPLY_WRITE_TIMEOUT,
-                    write_frame(&mut send, &fallback, max),
+                    write_frame(&mut send, &fallback, version, max),
                 )
                 .await;
             }
@@ -167,11 +195,11 @@ async fn serve_stream(
     }
 }
 
-fn frame_error(e: FrameError) -> ReplyError {
+fn frame_error(state: &NodeState, e: FrameError) -> ReplyError {
     match e {
         FrameError::UnsupportedVersion { found, .. } => ReplyError::UnsupportedVersion {
             found,
-            supported: PROTOCOL_VERSION,
+            supported: state.protocols.newest(),
         },
         other => ReplyError::Malformed {
             reason: other.to_string(),

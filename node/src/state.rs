@@ -63,6 +63,8 @@ pub(crate) struct NodeState {
     /// How this node reaches its peers (QUIC, or the simulated network).
     pub(crate) wire: Wire,
     pub(crate) limits: Limits,
+    /// The frame protocol versions this node reads; it answers in its request's version.
+    pub(crate) protocols: ringkv_shared::frame::Protocols,
 }
 
 impl NodeState {

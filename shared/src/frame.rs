@@ -5,9 +5,20 @@
 //! ```
 //!
 //! [`PROTOCOL_VERSION`] is the message schema's version; any change to the shape of
-//! [`crate::proto`] messages bumps it, and a node answers a frame of another version with
-//! `UnsupportedVersion` rather than guessing. The length is checked against
+//! [`crate::proto`] messages bumps it. A process speaks a range of versions ([`Protocols`]):
+//! a release speaks its own and the one before, so that a cluster can be upgraded one host
+//! at a time. Two peers settle on the newest version both speak when they connect (the QUIC
+//! transport does it with ALPN); every frame names its version, a reply goes back in the
+//! version of its request, and a frame of a version the reader does not speak is answered
+//! with `UnsupportedVersion` rather than guessed at. The length is checked against
 //! [`crate::limits::Limits::max_frame_bytes`] before a single body byte is buffered.
+//!
+//! # Adding a version
+//!
+//! A release that changes the schema raises [`PROTOCOL_VERSION`], keeps the old shape of each
+//! changed message as its own type, and converts between the two in [`encode_as`] and
+//! [`decode_body_in`] for frames of the old version. Its [`OLDEST_PROTOCOL_VERSION`] is the
+//! version before. A release that only adds a field with a default needs no conversion.
 
 use crate::encoding::from_msgpack;
 use serde::{Serialize, de::DeserializeOwned};
@@ -17,6 +28,79 @@ use serde::{Serialize, de::DeserializeOwned};
 /// may ask for the stored object back, and its reply carries the context for a follow-up
 /// write.
 pub const PROTOCOL_VERSION: u8 = 3;
+
+/// The oldest protocol version this build still speaks. Version 3 is the first whose builds
+/// negotiate; builds of version 2 and before spoke one version only, so no release speaks
+/// them beside 3.
+pub const OLDEST_PROTOCOL_VERSION: u8 = 3;
+
+/// The protocol versions a process speaks: every version from `oldest` to `newest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Protocols {
+    newest: u8,
+    oldest: u8,
+}
+
+impl Protocols {
+    /// What this build speaks.
+    pub const THIS_BUILD: Self = Self {
+        newest: PROTOCOL_VERSION,
+        oldest: OLDEST_PROTOCOL_VERSION,
+    };
+
+    /// A stand-in for the next release, for upgrade tests: it speaks `PROTOCOL_VERSION + 1`
+    /// and `PROTOCOL_VERSION`, with this build's message shapes for both. A cluster mixing it
+    /// with [`Protocols::THIS_BUILD`] only works if every pair of peers settles on a version
+    /// both speak: a frame of version `PROTOCOL_VERSION + 1` is refused by this build.
+    pub const NEXT_BUILD: Self = Self {
+        newest: PROTOCOL_VERSION + 1,
+        oldest: PROTOCOL_VERSION,
+    };
+
+    /// Only `version` (a connection's agreed version, for its replies).
+    pub fn only(version: u8) -> Self {
+        Self {
+            newest: version,
+            oldest: version,
+        }
+    }
+
+    /// The newest version spoken.
+    pub fn newest(self) -> u8 {
+        self.newest
+    }
+
+    /// The oldest version spoken.
+    pub fn oldest(self) -> u8 {
+        self.oldest
+    }
+
+    /// Whether `version` is spoken.
+    pub fn speaks(self, version: u8) -> bool {
+        (self.oldest..=self.newest).contains(&version)
+    }
+
+    /// Every version spoken, newest first (the order of preference).
+    pub fn newest_first(self) -> impl Iterator<Item = u8> {
+        (self.oldest..=self.newest).rev()
+    }
+
+    /// The newest version both `self` and `other` speak, if any.
+    pub fn common(self, other: Self) -> Option<u8> {
+        let newest = self.newest.min(other.newest);
+        (newest >= self.oldest.max(other.oldest)).then_some(newest)
+    }
+}
+
+impl std::fmt::Display for Protocols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.oldest == self.newest {
+            write!(f, "{}", self.newest)
+        } else {
+            write!(f, "{} to {}", self.oldest, self.newest)
+        }
+    }
+}
 
 /// Bytes in the length prefix.
 pub const HEADER_BYTES: usize = 4;
@@ -52,11 +136,22 @@ pub enum FrameError {
     },
 }
 
-/// Encodes `msg` as a complete frame (header included).
+/// Encodes `msg` as a complete frame (header included) of [`PROTOCOL_VERSION`].
 pub fn encode<T: Serialize>(msg: &T, max_frame_bytes: usize) -> Result<Vec<u8>, FrameError> {
+    encode_as(msg, PROTOCOL_VERSION, max_frame_bytes)
+}
+
+/// Encodes `msg` as a complete frame of protocol `version`, which the caller has agreed with
+/// the reader. Every version this build speaks has the current shape (see the module docs
+/// for how a release with a new shape converts here).
+pub fn encode_as<T: Serialize>(
+    msg: &T,
+    version: u8,
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[0; HEADER_BYTES]);
-    out.push(PROTOCOL_VERSION);
+    out.push(version);
     rmp_serde::encode::write(&mut out, msg).map_err(|e| FrameError::Malformed {
         reason: e.to_string(),
     })?;
@@ -94,16 +189,28 @@ pub fn decode_header(
     Ok(len)
 }
 
-/// Decodes a frame body (what follows the header: version byte and message).
+/// Decodes a frame body (what follows the header: version byte and message) of
+/// [`PROTOCOL_VERSION`].
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    decode_body_in(body, Protocols::only(PROTOCOL_VERSION)).map(|(msg, _)| msg)
+}
+
+/// Decodes a frame body of any version in `spoken`; returns the message and its version
+/// (the version to answer in).
+pub fn decode_body_in<T: DeserializeOwned>(
+    body: &[u8],
+    spoken: Protocols,
+) -> Result<(T, u8), FrameError> {
     match body.first() {
         None => Err(FrameError::Empty),
-        Some(&PROTOCOL_VERSION) => from_msgpack(&body[1..]).map_err(|e| FrameError::Malformed {
-            reason: e.to_string(),
-        }),
+        Some(&version) if spoken.speaks(version) => from_msgpack(&body[1..])
+            .map(|msg| (msg, version))
+            .map_err(|e| FrameError::Malformed {
+                reason: e.to_string(),
+            }),
         Some(&found) => Err(FrameError::UnsupportedVersion {
             found,
-            supported: PROTOCOL_VERSION,
+            supported: spoken.newest,
         }),
     }
 }
@@ -168,6 +275,49 @@ mod tests {
                 found: 99,
                 supported: PROTOCOL_VERSION
             })
+        );
+    }
+
+    #[test]
+    fn a_frame_is_read_in_any_version_spoken_and_refused_outside_them() {
+        let next = encode_as(&Request::Ping, PROTOCOL_VERSION + 1, MAX).unwrap();
+        let body = &next[HEADER_BYTES..];
+        assert_eq!(
+            decode_body_in::<Request>(body, Protocols::NEXT_BUILD),
+            Ok((Request::Ping, PROTOCOL_VERSION + 1))
+        );
+        assert_eq!(
+            decode_body_in::<Request>(body, Protocols::THIS_BUILD),
+            Err(FrameError::UnsupportedVersion {
+                found: PROTOCOL_VERSION + 1,
+                supported: PROTOCOL_VERSION
+            })
+        );
+        let this = encode(&Request::Ping, MAX).unwrap();
+        assert_eq!(
+            decode_body_in::<Request>(&this[HEADER_BYTES..], Protocols::NEXT_BUILD),
+            Ok((Request::Ping, PROTOCOL_VERSION))
+        );
+    }
+
+    #[test]
+    fn peers_settle_on_the_newest_version_both_speak() {
+        let (this, next) = (Protocols::THIS_BUILD, Protocols::NEXT_BUILD);
+        assert_eq!(this.common(next), Some(PROTOCOL_VERSION));
+        assert_eq!(next.common(this), Some(PROTOCOL_VERSION));
+        assert_eq!(next.common(next), Some(PROTOCOL_VERSION + 1));
+        let far = Protocols {
+            newest: PROTOCOL_VERSION + 3,
+            oldest: PROTOCOL_VERSION + 2,
+        };
+        assert_eq!(this.common(far), None);
+        assert_eq!(
+            next.newest_first().collect::<Vec<_>>(),
+            [PROTOCOL_VERSION + 1, PROTOCOL_VERSION]
+        );
+        assert_eq!(
+            next.to_string(),
+            format!("{} to {}", PROTOCOL_VERSION, PROTOCOL_VERSION + 1)
         );
     }
 

@@ -140,6 +140,22 @@ impl RealCluster {
         Ok(self.procs.kill(i)?)
     }
 
+    /// Sets `key=value` in node `i`'s environment from its next start on.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        self.procs.set_env(i, key, value);
+    }
+
+    /// SIGTERM node `i` and wait up to `grace` for it to exit (then SIGKILL); whether it
+    /// exited on its own.
+    pub fn stop(&mut self, i: usize, grace: Duration) -> Result<bool> {
+        Ok(self.procs.stop(i, grace)?)
+    }
+
+    /// Starts node `i` if it is not running.
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        Ok(self.procs.start_node(i)?)
+    }
+
     /// Starts node `i` again (killing it first if it runs).
     pub fn restart(&mut self, i: usize) -> Result<()> {
         Ok(self.procs.restart(i)?)

@@ -6,6 +6,7 @@ use super::peer::peer_role;
 use super::stream::{StreamError, read_frame, write_frame};
 use crate::transport::{Transport, TransportError};
 use dashmap::DashMap;
+use ringkv_shared::frame::Protocols;
 use ringkv_shared::ids::NodeId;
 use ringkv_shared::limits::Limits;
 use ringkv_shared::proto::{Reply, Request, Response};
@@ -52,6 +53,8 @@ struct Down {
 struct Live {
     conn: quinn::Connection,
     role: Role,
+    /// The protocol version the handshake settled on; every frame on it is of this version.
+    version: u8,
 }
 
 /// Serialises connection attempts to one peer; holds when the last attempt failed, and why.
@@ -201,7 +204,7 @@ impl QuicTransport {
         }
         let live = self.connection(addr).await?;
         check_server(&live.role, addr, expect)?;
-        self.exchange(&live.conn, addr, request).await
+        self.exchange(&live, addr, request).await
     }
 
     async fn connection(&self, addr: SocketAddr) -> Result<Live, TransportError> {
@@ -248,6 +251,7 @@ impl QuicTransport {
                 *last_failure = None;
                 let live = Live {
                     role: peer_role(&conn),
+                    version: super::negotiated_version(&conn),
                     conn,
                 };
                 self.inner.live.insert(addr, live.clone());
@@ -262,10 +266,11 @@ impl QuicTransport {
 
     async fn exchange(
         &self,
-        conn: &quinn::Connection,
+        live: &Live,
         addr: SocketAddr,
         request: &Request,
     ) -> Result<Response, TransportError> {
+        let conn = &live.conn;
         let max = self.inner.options.limits.max_frame_bytes;
         let lost = |e: StreamError| match e {
             StreamError::Frame(f) => TransportError::BadReply {
@@ -279,7 +284,7 @@ impl QuicTransport {
                 addr,
                 reason: e.to_string(),
             })?;
-            write_frame(&mut send, request, max)
+            write_frame(&mut send, request, live.version, max)
                 .await
                 .map_err(|e| match e {
                     StreamError::Frame(f) => TransportError::RequestTooLarge {
@@ -287,7 +292,9 @@ impl QuicTransport {
                     },
                     other => lost(other),
                 })?;
-            read_frame::<Reply>(&mut recv, max).await.map_err(lost)
+            read_frame::<Reply>(&mut recv, max, Protocols::only(live.version))
+                .await
+                .map_err(lost)
         }
         .await;
         match result {
@@ -371,10 +378,18 @@ fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
         quinn::ConnectionError::TransportError(t) => t.code,
         _ => return None,
     };
-    (0x100..0x200)
-        .contains(&u64::from(code))
-        .then(|| e.to_string())
+    let code = u64::from(code);
+    if code == NO_APPLICATION_PROTOCOL {
+        return Some(format!(
+            "the two sides speak no protocol version in common; upgrade the older one, one \
+             release at a time ({e})"
+        ));
+    }
+    (0x100..0x200).contains(&code).then(|| e.to_string())
 }
+
+/// QUIC's code for TLS alert 120: the server speaks none of the protocols offered.
+const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 
 impl Transport for QuicTransport {
     async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {

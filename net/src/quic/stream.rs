@@ -1,6 +1,6 @@
 //! Frame I/O on QUIC streams.
 
-use ringkv_shared::frame::{self, FrameError, HEADER_BYTES};
+use ringkv_shared::frame::{self, FrameError, HEADER_BYTES, Protocols};
 use serde::{Serialize, de::DeserializeOwned};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -25,14 +25,27 @@ fn io(e: impl std::fmt::Display) -> StreamError {
     }
 }
 
-/// Reads one frame, refusing (before buffering the body) anything over `max_frame_bytes`.
-/// The body is buffered as it arrives, never allocated up front from the declared length.
+/// Reads one frame of a version in `spoken`, refusing (before buffering the body) anything
+/// over `max_frame_bytes`. The body is buffered as it arrives, never allocated up front from
+/// the declared length.
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max_frame_bytes: usize,
+    spoken: Protocols,
 ) -> Result<T, StreamError> {
-    let (msg, _held) = read_frame_within(recv, max_frame_bytes, &[]).await?;
-    Ok(msg)
+    let frame = read_frame_within(recv, max_frame_bytes, spoken, &[]).await?;
+    Ok(frame.msg)
+}
+
+/// A frame read by [`read_frame_within`].
+#[derive(Debug)]
+pub struct Frame<T> {
+    /// The message.
+    pub msg: T,
+    /// Its protocol version: the version to answer in.
+    pub version: u8,
+    /// The budget its bytes hold until dropped.
+    pub held: Held,
 }
 
 /// Memory that frames being read may hold, shared by whoever reads with it (a connection, a
@@ -73,8 +86,9 @@ pub struct Held {
 pub async fn read_frame_within<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max_frame_bytes: usize,
+    spoken: Protocols,
     budgets: &[&MemoryBudget],
-) -> Result<(T, Held), StreamError> {
+) -> Result<Frame<T>, StreamError> {
     let mut header = [0u8; HEADER_BYTES];
     recv.read_exact(&mut header).await.map_err(io)?;
     let len = frame::decode_header(header, max_frame_bytes)?;
@@ -111,25 +125,28 @@ pub async fn read_frame_within<T: DeserializeOwned>(
             held_units = units;
         }
     }
-    let msg = frame::decode_body(&body)?;
-    Ok((
+    let (msg, version) = frame::decode_body_in(&body, spoken)?;
+    Ok(Frame {
         msg,
-        Held {
+        version,
+        held: Held {
             _permits: held.into_iter().flatten().collect(),
         },
-    ))
+    })
 }
 
 /// The most a frame read buffers per step.
 const READ_CHUNK: usize = 64 << 10;
 
-/// Encodes and writes one frame, then finishes the send side.
+/// Encodes one frame of protocol `version` (agreed with the reader), writes it, then
+/// finishes the send side.
 pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     msg: &T,
+    version: u8,
     max_frame_bytes: usize,
 ) -> Result<(), StreamError> {
-    let bytes = frame::encode(msg, max_frame_bytes)?;
+    let bytes = frame::encode_as(msg, version, max_frame_bytes)?;
     send.write_all(&bytes).await.map_err(io)?;
     send.finish().map_err(io)?;
     Ok(())

@@ -1,8 +1,9 @@
 //! Mutual TLS for QUIC: every node and client presents a certificate signed by the cluster CA,
 //! and nothing else is accepted in either direction.
 
-use super::ALPN;
+use super::alpn_ids;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use ringkv_shared::frame::Protocols;
 use ringkv_shared::limits::Limits;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -174,6 +175,16 @@ pub fn endpoint_config(id: &TlsIdentity) -> quinn::EndpointConfig {
 
 /// The server side: requires a client certificate signed by the cluster CA.
 pub fn server_config(id: &TlsIdentity, limits: &Limits) -> Result<quinn::ServerConfig, TlsError> {
+    server_config_speaking(id, limits, Protocols::THIS_BUILD)
+}
+
+/// [`server_config`] for a server that speaks the protocol versions `spoken`: a client that
+/// offers none of them is refused in the handshake.
+pub fn server_config_speaking(
+    id: &TlsIdentity,
+    limits: &Limits,
+    spoken: Protocols,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(id.roots()?), provider.clone())
@@ -185,7 +196,7 @@ pub fn server_config(id: &TlsIdentity, limits: &Limits) -> Result<quinn::ServerC
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.chain()?, id.key()?)
         .map_err(config_err)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpn_ids(spoken);
     let quic = QuicServerConfig::try_from(tls).map_err(config_err)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(transport(limits));
@@ -196,13 +207,23 @@ pub fn server_config(id: &TlsIdentity, limits: &Limits) -> Result<quinn::ServerC
 /// certificate, accepts only servers whose certificate the cluster CA signed for
 /// [`super::SERVER_NAME`].
 pub fn client_config(id: &TlsIdentity, limits: &Limits) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_speaking(id, limits, Protocols::THIS_BUILD)
+}
+
+/// [`client_config`] for a caller that speaks the protocol versions `spoken`; it offers them
+/// newest first, and the server picks.
+pub fn client_config_speaking(
+    id: &TlsIdentity,
+    limits: &Limits,
+    spoken: Protocols,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_err)?
         .with_root_certificates(id.roots()?)
         .with_client_auth_cert(id.chain()?, id.key()?)
         .map_err(config_err)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpn_ids(spoken);
     let quic = QuicClientConfig::try_from(tls).map_err(config_err)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(transport(limits));

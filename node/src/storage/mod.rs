@@ -9,7 +9,8 @@
 //! - `tombstones`: partition ++ user key → when (ms since the epoch) this node's object for the
 //!   key became a pure tombstone; the reaper's work list, updated in the same batch as the
 //!   object.
-//! - `meta`: the storage format version, the node id the directory belongs to, this storage
+//! - `meta`: the storage format version, the release that last opened the directory, the
+//!   node id the directory belongs to, this storage
 //!   incarnation's [`ActorId`], a clean-shutdown marker, the persisted cluster view, handoff
 //!   cursors, and which partitions are retired (`retire`: copies dropped when the node stopped
 //!   replicating them).
@@ -29,6 +30,7 @@
 //!
 //! - `open` — opening and closing: format, node id, partition count, incarnation, the
 //!   clean-shutdown marker.
+//! - `migrate` — storage format migrations, run when a directory of an older format opens.
 //! - `backup` — [`Store::backup_to`], a point-in-time copy of a running store, and
 //!   [`restore`], a data directory made from one.
 //! - `objects` — the `objects` keyspace: reads, replica merges, coordinated updates, and the
@@ -54,6 +56,7 @@ mod error;
 mod hints;
 mod keys;
 mod memory;
+mod migrate;
 mod objects;
 mod open;
 mod read_merge_write;
@@ -78,8 +81,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tombstones::{is_tombstone, now_ms};
 
-/// The on-disk layout version this build writes and reads.
-pub const STORAGE_FORMAT: u8 = 1;
+/// The on-disk layout version this build writes; it also reads (and migrates) every older
+/// one (see `migrate`).
+pub const STORAGE_FORMAT: u8 = 2;
 
 const LOCK_STRIPES: usize = 1024;
 

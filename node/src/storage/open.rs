@@ -3,6 +3,7 @@
 
 use super::durability::GroupCommit;
 use super::engine::Engine;
+use super::migrate;
 use super::unsynced::Unsynced;
 use super::{
     Durability, LOCK_STRIPES, STORAGE_FORMAT, StorageError, Store, StoreOptions, StoreStats, trees,
@@ -56,16 +57,11 @@ impl Store {
             reason,
         };
 
-        match meta.get("format")? {
-            None => {}
-            Some(v) if v.as_ref() == [STORAGE_FORMAT] => {}
-            Some(v) => {
-                return Err(foreign(format!(
-                    "storage format {:?}, this build reads format {STORAGE_FORMAT}",
-                    v.as_ref()
-                )));
-            }
-        }
+        // Checked before anything is written: a newer format is refused untouched.
+        let older_format = match meta.get("format")? {
+            None => None,
+            Some(v) => migrate::check_format(&meta, v.as_ref(), foreign)?,
+        };
         // A big-endian u32 metadata entry, if present.
         let stored_u32 = |name: &str| -> Result<Option<u32>, StorageError> {
             meta.get(name)?
@@ -92,6 +88,9 @@ impl Store {
                 opts.partitions
             )));
         }
+        if let Some(from) = older_format {
+            migrate::migrate(&db, &meta, from, opts.partitions)?;
+        }
         let clean = meta.get("clean_shutdown")?.is_some();
         let actor = match meta.get("actor")? {
             Some(v) if clean => <[u8; 8]>::try_from(v.as_ref())
@@ -104,6 +103,7 @@ impl Store {
                 batch.insert(&meta, b"node_id", node.0.to_be_bytes());
                 batch.insert(&meta, b"actor", actor.0.to_be_bytes());
                 batch.insert(&meta, b"partitions", opts.partitions.to_be_bytes());
+                batch.insert(&meta, b"written_by", migrate::THIS_RELEASE);
                 batch.commit()?;
                 db.persist(fjall::PersistMode::SyncAll)?;
                 if existing.is_some() {
@@ -119,8 +119,8 @@ impl Store {
             meta.remove("clean_shutdown")?;
             db.persist(fjall::PersistMode::SyncAll)?;
         }
-        if meta.get("partitions")?.is_none() {
-            meta.insert("partitions", opts.partitions.to_be_bytes().as_slice())?;
+        if meta.get("written_by")?.as_deref() != Some(migrate::THIS_RELEASE.as_bytes()) {
+            meta.insert("written_by", migrate::THIS_RELEASE.as_bytes())?;
         }
         let trees = trees::Trees::build(&objects, opts.partitions).map_err(foreign)?;
         let mut hint_keys = 0u64;

@@ -472,3 +472,88 @@ async fn under_sync_a_failed_fsync_fails_the_write_and_poisons_the_store() {
         "{refused:?}"
     );
 }
+
+/// Makes `path` look as a format-1 release left it: no `written_by`, no `partitions`.
+fn as_format_one(path: &std::path::Path, opts: &StoreOptions) {
+    let s = Store::open(path, NodeId(1), opts).unwrap();
+    s.meta.insert("format", [1u8].as_slice()).unwrap();
+    s.meta.remove("written_by").unwrap();
+    s.meta.remove("partitions").unwrap();
+    s.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_directory_of_the_older_format_is_migrated_with_its_data_and_incarnation() {
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1");
+        let opts = on(&memory);
+        let s = Store::open(&path, NodeId(1), &opts).unwrap();
+        s.update(7, b"k", &VersionVector::new(), val("v"))
+            .await
+            .unwrap();
+        s.close().unwrap();
+        drop(s);
+        as_format_one(&path, &opts);
+
+        let s = Store::open(&path, NodeId(1), &opts).unwrap();
+        let actor = s.actor();
+        assert_eq!(s.meta_get("format").unwrap(), Some(vec![STORAGE_FORMAT]));
+        assert_eq!(
+            s.meta_get("written_by").unwrap(),
+            Some(env!("CARGO_PKG_VERSION").as_bytes().to_vec())
+        );
+        assert_eq!(
+            s.meta_get("partitions").unwrap(),
+            Some(opts.partitions.to_be_bytes().to_vec())
+        );
+        let o = s
+            .get(7, b"k")
+            .unwrap()
+            .expect("the data survived the migration");
+        assert_eq!(o.values().next().map(|v| &v[..]), Some(&b"v"[..]));
+        s.close().unwrap();
+        drop(s);
+        // Migrated once: the next open changes nothing and keeps the incarnation.
+        let s = Store::open(&path, NodeId(1), &opts).unwrap();
+        assert_eq!(s.actor(), actor);
+        assert_eq!(s.meta_get("format").unwrap(), Some(vec![STORAGE_FORMAT]));
+    }
+}
+
+#[test]
+fn a_directory_of_a_newer_format_is_refused_untouched_naming_the_release_that_wrote_it() {
+    for memory in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1");
+        let opts = on(&memory);
+        let s = Store::open(&path, NodeId(1), &opts).unwrap();
+        s.meta
+            .insert("format", [STORAGE_FORMAT + 1].as_slice())
+            .unwrap();
+        s.meta.insert("written_by", b"9.9.9".as_slice()).unwrap();
+        s.close().unwrap();
+        drop(s);
+
+        let refused = Store::open(&path, NodeId(1), &opts).unwrap_err();
+        let said = refused.to_string();
+        assert!(matches!(refused, StorageError::Foreign { .. }), "{said}");
+        assert!(said.contains("written by ringkv 9.9.9"), "{said}");
+        assert!(said.contains(&format!("up to {STORAGE_FORMAT}")), "{said}");
+
+        // Untouched: refused the same way again.
+        let again = Store::open(&path, NodeId(1), &opts).unwrap_err();
+        assert_eq!(again.to_string(), said);
+        for bad in [vec![], vec![0u8], vec![1, 2]] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("n1");
+            let opts = on(&memory.as_ref().map(|_| MemoryDisk::new()));
+            let s = Store::open(&path, NodeId(1), &opts).unwrap();
+            s.meta.insert("format", bad.as_slice()).unwrap();
+            s.close().unwrap();
+            drop(s);
+            let e = Store::open(&path, NodeId(1), &opts).unwrap_err();
+            assert!(e.to_string().contains("format entry"), "{bad:?}: {e}");
+        }
+    }
+}

@@ -21,6 +21,8 @@ pub struct ProcessCluster {
     fault_files: bool,
     /// The loopback address of each node when they are not all on 127.0.0.1.
     hosts: Vec<std::net::Ipv4Addr>,
+    /// Environment variables set for a node's next starts, by index.
+    env: std::collections::HashMap<usize, Vec<(String, String)>>,
 }
 
 /// How [`ProcessCluster::start_with`] lays a cluster out.
@@ -127,6 +129,7 @@ impl ProcessCluster {
             partitions,
             fault_files: options.fault_files,
             hosts: options.hosts.clone(),
+            env: Default::default(),
         };
         for i in 0..nodes {
             cluster.spawn(i)?;
@@ -149,6 +152,9 @@ impl ProcessCluster {
             .stderr(log);
         if self.fault_files {
             command.env(crate::fault_filter::FAULT_FILE_ENV, self.fault_file(i));
+        }
+        for (key, value) in self.env.get(&i).into_iter().flatten() {
+            command.env(key, value);
         }
         let child = command.spawn()?;
         self.procs[i] = Some(child);
@@ -185,6 +191,56 @@ impl ProcessCluster {
         self.starts.push(0);
         self.spawn(i)?;
         Ok(i)
+    }
+
+    /// Sets `key=value` in node `i`'s environment from its next start on (`i` may be the
+    /// index the next [`ProcessCluster::add_node`] will return).
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        let vars = self.env.entry(i).or_default();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Stops node `i` as an operator would: SIGTERM, then waits up to `grace` for it to
+    /// exit, and SIGKILLs it after that. Returns whether it exited on its own (a no-op
+    /// returning true if it is not running).
+    pub fn stop(&mut self, i: usize, grace: std::time::Duration) -> Result<bool, ClusterError> {
+        let slot = self
+            .procs
+            .get_mut(i)
+            .ok_or(ClusterError::NoSuchNode { index: i })?;
+        let Some(child) = slot.as_mut() else {
+            return Ok(true);
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        let deadline = std::time::Instant::now() + grace;
+        let mut exited = false;
+        while status.success() && std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !exited {
+            child.kill()?;
+        }
+        child.wait()?;
+        *slot = None;
+        Ok(exited)
+    }
+
+    /// Starts node `i` if it is not running (after [`ProcessCluster::stop`] or
+    /// [`ProcessCluster::kill`]).
+    pub fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {
+        match self.procs.get(i) {
+            None => Err(ClusterError::NoSuchNode { index: i }),
+            Some(Some(_)) => Ok(()),
+            Some(None) => self.spawn(i),
+        }
     }
 
     /// Node `i`'s fault file (used when started with `fault_files`).
