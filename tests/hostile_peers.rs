@@ -740,11 +740,11 @@ async fn a_ring_change_needs_an_operators_signature() -> Result<()> {
         ),
         (
             "the operator's signature over the current ring",
-            Some(operator.sign(real.cluster, &real.ring, 3)?),
+            Some(operator.sign(real.cluster, &real.ring, 3, &Default::default())?),
         ),
         (
             "the operator's signature for n = 2",
-            Some(operator.sign(real.cluster, &target, 2)?),
+            Some(operator.sign(real.cluster, &target, 2, &Default::default())?),
         ),
     ];
     let nodes = cluster.addrs.len();

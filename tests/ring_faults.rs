@@ -221,10 +221,18 @@ async fn joins_and_a_leave_move_partitions_away_and_back_under_killed_senders() 
     let back = moved_away_and_back(&first, &middle, &last);
     println!("{TEST}: {first_id} left; ring 3 in force; {back} partitions moved away and back");
     ensure!(back > 0, "no partition came back to a former owner");
+    // The node that left stops itself once every member knows it holds nothing.
+    let exited = cluster
+        .procs
+        .wait_exit(spares[0], Duration::from_secs(60))?;
+    ensure!(
+        exited.is_some_and(|s| s.success()),
+        "{first_id} did not stop by itself after leaving: {exited:?}"
+    );
     tokio::time::sleep(PHASE).await;
 
     let recorded = work.finish().await?;
-    judge(TEST, seed, &cluster, &client, &everyone, recorded).await
+    judge(TEST, seed, &cluster, &client, &ring_three, recorded).await
 }
 
 /// A founder goes down so that writes leave hints on stand-ins; a stand-in holding hints is
@@ -292,14 +300,26 @@ async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<
     cluster.heal()?;
     cluster.settled(&rest, 2, CHANGE_LIMIT).await?;
     // The new ring is in force only once the leaver handed over every hint; it takes no new
-    // ones, so the operator can stop it now without taking a write away.
-    let left_with = cluster.stats(leaver).await?.hints_pending;
+    // ones. It then stops itself, once every member holds its report that it holds nothing
+    // (made only with no hint left); if it still answers, it holds none.
+    if let Ok(stats) = cluster.stats(leaver).await {
+        ensure!(
+            stats.hints_pending == 0,
+            "{TEST} (seed {seed}): {leaver_id} still holds {} hints with ring 2 in force",
+            stats.hints_pending
+        );
+    }
+    let exited = cluster.procs.wait_exit(leaver, Duration::from_secs(60))?;
     ensure!(
-        left_with == 0,
-        "{TEST} (seed {seed}): {leaver_id} still holds {left_with} hints with ring 2 in force"
+        exited.is_some_and(|s| s.success()),
+        "{TEST} (seed {seed}): {leaver_id} did not stop by itself after leaving: {exited:?}"
     );
-    cluster.procs.kill(leaver)?;
-    println!("{TEST}: {leaver_id} removed, holding no hint, and stopped; ring 2 in force");
+    ensure!(
+        cluster.procs.log(leaver).contains("has left the cluster"),
+        "{}",
+        cluster.procs.log(leaver)
+    );
+    println!("{TEST}: {leaver_id} removed, holding no hint, and stopped by itself; ring 2 in force");
     tokio::time::sleep(PHASE).await;
 
     let recorded = work.finish().await?;

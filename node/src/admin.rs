@@ -1,4 +1,5 @@
-//! Operators' requests (`ringkv status`, `join`, `leave`, `plan`, `commit`, `clear`): staged in
+//! Operators' requests (`ringkv status`, `join`, `leave`, `remove --force`, `replace`, `plan`,
+//! `commit`, `clear`): staged in
 //! the view, then spread by an immediate broadcast; and `ringkv backup`, a copy of this node's
 //! storage made on its own host.
 
@@ -30,27 +31,46 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
             })));
         }
         AdminRequest::Join { node, addr } => {
-            let node = match (node, addr) {
-                (_, Some(addr)) => {
-                    let theirs = match exchange(state, Peer::Addr(addr)).await {
-                        Ok(v) => v,
-                        Err(reason) => return invalid(format!("cannot join {addr}: {reason}")),
-                    };
-                    match theirs.members.iter().find(|(_, r)| r.addr == addr) {
-                        Some((id, _)) => *id,
-                        None => {
-                            return invalid(format!(
-                                "{addr} answered but does not list itself at that address"
-                            ));
-                        }
-                    }
-                }
-                (Some(id), None) => id,
-                (None, None) => return invalid("name the node to join by id or address".into()),
+            let node = match joiner(state, node, addr).await {
+                Ok(node) => node,
+                Err(reason) => return invalid(reason),
             };
             match state.update_view(|v| v.stage_join(node)) {
                 Ok(()) => {
                     format!("node {node} staged to join; see `ringkv plan`, then `ringkv commit`")
+                }
+                Err(e) => return invalid(e.to_string()),
+            }
+        }
+        AdminRequest::RemoveForced { node } => {
+            match state.update_view(|v| v.stage_remove_forced(node, n)) {
+                Ok(()) => {
+                    warn!(node = %state.id, removed = %node, "a node is staged to be removed by force");
+                    format!(
+                        "node {node} staged to be removed by force: its partitions will be copied from their other replicas, and nothing will wait for it. It must never come back with its data: wipe its data directory before starting that host again. See `ringkv plan`, then `ringkv commit`"
+                    )
+                }
+                Err(e) => return invalid(e.to_string()),
+            }
+        }
+        AdminRequest::Replace { dead, node, addr } => {
+            let new = match joiner(state, node, addr).await {
+                Ok(node) => node,
+                Err(reason) => return invalid(reason),
+            };
+            let staged = state.update_view(|v| {
+                let mut next = v.clone();
+                next.stage_join(new)?;
+                next.stage_remove_forced(dead, n)?;
+                *v = next;
+                Ok::<(), ringkv_shared::membership::ChangeError>(())
+            });
+            match staged {
+                Ok(()) => {
+                    warn!(node = %state.id, %dead, %new, "a dead node is staged to be replaced");
+                    format!(
+                        "node {dead} staged to be removed by force and node {new} to join in its place; see `ringkv plan`, then `ringkv commit`"
+                    )
                 }
                 Err(e) => return invalid(e.to_string()),
             }
@@ -65,8 +85,10 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
             let view = state.view();
             return match view.planned_with(n) {
                 Ok(target) => {
-                    let transfers =
+                    let mut transfers =
                         ringkv_shared::handoff::transfers(&view.ring, &target, n.into());
+                    // Nothing is copied from a node removed by force.
+                    transfers.retain(|t| !view.staged.forced.contains(&t.from));
                     Response::Admin(AdminReply::Plan {
                         current: Box::new(view.ring.clone()),
                         target: Box::new(target),
@@ -120,6 +142,30 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
     let peers = state.view().gossip_peers(state.id);
     broadcast(state, &peers).await;
     Response::Admin(AdminReply::Done { message: reply })
+}
+
+/// The node an operator names to join: by id, or by address (asked who it is; its
+/// certificate must be the cluster's).
+async fn joiner(
+    state: &Arc<NodeState>,
+    node: Option<ringkv_shared::NodeId>,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<ringkv_shared::NodeId, String> {
+    match (node, addr) {
+        (_, Some(addr)) => {
+            let theirs = exchange(state, Peer::Addr(addr))
+                .await
+                .map_err(|reason| format!("cannot join {addr}: {reason}"))?;
+            theirs
+                .members
+                .iter()
+                .find(|(_, r)| r.addr == addr)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| format!("{addr} answered but does not list itself at that address"))
+        }
+        (Some(id), None) => Ok(id),
+        (None, None) => Err("name the node to join by id or address".into()),
+    }
 }
 
 /// `ringkv backup DIR`: copies this node's storage into `dir` on its host (see

@@ -21,19 +21,32 @@ pub fn members(view: &View) -> String {
     );
     for (id, r) in &view.members {
         let owns = counts.get(id).copied().unwrap_or(0);
+        let forced = if view.removed_by_force.contains(id) {
+            " (by force)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "{:>6}  {:<22} {:<9} {:>10}",
+            "{:>6}  {:<22} {:<9} {:>10}{forced}",
             id.0, r.addr, r.status, owns
         );
     }
     if !view.staged.is_empty() {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "staged: join {:?}, leave {:?} (see `ringkv plan`)",
+            "staged: join {:?}, leave {:?}",
             ids(view.staged.joins.iter()),
             ids(view.staged.leaves.iter())
         );
+        if !view.staged.forced.is_empty() {
+            let _ = write!(
+                out,
+                ", of which removed by force {:?}",
+                ids(view.staged.forced.iter())
+            );
+        }
+        let _ = writeln!(out, " (see `ringkv plan`)");
     }
     if let Some(t) = &view.transition {
         let total = t.transfers(&view.ring).len();

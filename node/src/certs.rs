@@ -300,7 +300,7 @@ mod tests {
         let cluster = Some(ClusterId(7));
         let signed = OperatorKey::from_identity(&admin)
             .unwrap()
-            .sign(cluster, &ring, 3)
+            .sign(cluster, &ring, 3, &Default::default())
             .unwrap();
         assert_eq!(
             verify_change(&nodes, cluster, &ring, 3, Some(&signed)),
@@ -349,7 +349,7 @@ mod tests {
         let stranger = tls(&DevCa::generate().unwrap(), &Role::Admin, "ops");
         let theirs = OperatorKey::from_identity(&stranger)
             .unwrap()
-            .sign(cluster, &ring, 3)
+            .sign(cluster, &ring, 3, &Default::default())
             .unwrap();
         assert!(matches!(
             verify_change(&nodes, cluster, &ring, 3, Some(&theirs)),

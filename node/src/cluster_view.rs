@@ -35,6 +35,11 @@ impl NodeState {
             if view.transition != before.transition {
                 self.transition.store(view.transition.clone().map(Arc::new));
             }
+            if view.removed_by_force != before.removed_by_force {
+                warn!(node = %self.id, removed = ?view.removed_by_force, "nodes removed by force: shut out of everything but gossip");
+                self.shut_out
+                    .store(Arc::new(view.removed_by_force.iter().copied().collect()));
+            }
         }
         out
     }

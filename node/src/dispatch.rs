@@ -26,6 +26,18 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
                 role: role.name(),
             });
         }
+        // A node removed by force is told so by gossip, and answered nothing else: the cluster
+        // no longer counts its copies, so none may spread.
+        if let Role::Node(id) = role
+            && !matches!(request, Request::Gossip { .. })
+            && state.shut_out.load().contains(id)
+        {
+            warn!(op, node = %id, "refused: the sender was removed from the cluster by force");
+            return Response::Error(ringkv_shared::ReplyError::Forbidden {
+                request: op.into(),
+                role: format!("{} (removed from the cluster by force)", role.name()),
+            });
+        }
         // Admission: every key, value and batch size against the limits, once, here.
         if let Err(reason) = request.check_limits(&state.limits) {
             return Response::Error(ringkv_shared::ReplyError::InvalidInput { reason });

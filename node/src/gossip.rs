@@ -228,6 +228,7 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
         state.update_view(|v| v.mark_seen(me));
     }
     crate::sweep::report(state);
+    crate::departure::check(state).await;
     let switched = state.update_view(|v| v.claimant() == Some(me) && v.complete_if_done());
     if switched {
         info!(node = %me, epoch = state.ring.load().epoch(), "every handoff is done: the new ring is in force");

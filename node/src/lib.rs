@@ -41,6 +41,7 @@
 //! - `admin` — operators' requests (`join`, `leave`, `plan`, `commit`, ...).
 //! - [`operator`] — what an operator's tools do with its key: sign a ring change, commit it.
 //! - `partition_handoff` — sending and receiving partition transfers during a ring change.
+//! - `departure` — a node removed by force, or whose leave completed, stops itself.
 //! - `sweep` — drops the copies of partitions a node no longer replicates, after each ring.
 //! - `in_flight` — the writes a node coordinates, by the ring and transition they began under.
 //!
@@ -85,6 +86,7 @@ mod cluster_view;
 pub mod config;
 mod connection_slots;
 mod coordinator;
+mod departure;
 mod dispatch;
 pub mod error_line;
 #[cfg(feature = "testing")]

@@ -303,9 +303,19 @@ fn run(args: RunArgs) -> Result<()> {
             ),
             _ => println!("ringkv-node {} listening on {}", node.id(), node.addr()),
         }
-        wait_for_signal(&node).await?;
+        let departed = tokio::select! {
+            signal = wait_for_signal(&node) => {
+                signal?;
+                None
+            }
+            reason = node.departed() => Some(reason),
+        };
         tracing::info!("shutting down");
         node.shutdown().await?;
+        if let Some(reason) = departed {
+            // Exit 0: a unit restarted on failure stays down.
+            eprintln!("ringkv-node: {reason}");
+        }
         Ok(())
     })
 }

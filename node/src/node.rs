@@ -291,6 +291,7 @@ fn node_state(
     let ring = view.ring.clone();
     let transition = view.transition.clone().map(Arc::new);
     let known_nodes: Vec<NodeId> = view.members.keys().copied().collect();
+    let shut_out: Vec<NodeId> = view.removed_by_force.iter().copied().collect();
     Ok(Arc::new(NodeState {
         id,
         metrics: crate::metrics::Metrics::default(),
@@ -323,6 +324,8 @@ fn node_state(
         wire,
         limits: config.limits,
         protocols: crate::protocols::spoken(),
+        shut_out: ArcSwap::from_pointee(shut_out),
+        departure: tokio::sync::watch::Sender::new(None),
     }))
 }
 
@@ -492,6 +495,18 @@ impl NodeHandle {
     #[cfg(feature = "sim")]
     pub fn store_probe(&self) -> StoreProbe {
         StoreProbe(self.state.clone())
+    }
+
+    /// Waits until the node stops itself because it is no longer part of the cluster (it
+    /// was removed by force, or its leave completed and every member knows), and returns
+    /// why, for the operator. Never returns while it is a member.
+    pub async fn departed(&self) -> String {
+        let mut rx = self.state.departure.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The state (and its sender) outlives every handle.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Stops accepting work, lets requests in flight finish (up to 5 s), closes connections and

@@ -10,17 +10,20 @@ use ringkv_net::quic::OperatorKey;
 use ringkv_shared::ReplyError;
 use ringkv_shared::authority::{Authority, SimulatedOperator};
 use ringkv_shared::proto::{AdminReply, AdminRequest, Response};
-use ringkv_shared::{ClusterId, Ring};
+use ringkv_shared::{ClusterId, NodeId, Ring};
+use std::collections::BTreeSet;
 use std::future::Future;
 
 /// A key that signs ring changes.
 pub trait ChangeSigner {
-    /// Signs the change of `cluster`'s ring to `target` at replication factor `n`.
+    /// Signs the change of `cluster`'s ring to `target` at replication factor `n` that
+    /// removes `forced` by force.
     fn sign_change(
         &self,
         cluster: Option<ClusterId>,
         target: &Ring,
         n: u8,
+        forced: &BTreeSet<NodeId>,
     ) -> Result<Authority, String>;
 }
 
@@ -30,8 +33,10 @@ impl ChangeSigner for OperatorKey {
         cluster: Option<ClusterId>,
         target: &Ring,
         n: u8,
+        forced: &BTreeSet<NodeId>,
     ) -> Result<Authority, String> {
-        self.sign(cluster, target, n).map_err(|e| e.to_string())
+        self.sign(cluster, target, n, forced)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -41,8 +46,9 @@ impl ChangeSigner for SimulatedOperator {
         cluster: Option<ClusterId>,
         target: &Ring,
         n: u8,
+        forced: &BTreeSet<NodeId>,
     ) -> Result<Authority, String> {
-        Ok(self.sign(cluster, target, n))
+        Ok(self.sign_forced(cluster, target, n, forced))
     }
 }
 
@@ -54,15 +60,17 @@ where
     F: Fn(AdminRequest) -> Fut,
     Fut: Future<Output = Result<Response, E>>,
 {
-    let (cluster, n) = match call(AdminRequest::Status).await? {
-        Response::Admin(AdminReply::Status(s)) => (s.view.cluster, s.n),
+    // The nodes to remove by force are signed with the plan; if the staged changes differ
+    // by the time the commit arrives, the node refuses it.
+    let (cluster, n, forced) = match call(AdminRequest::Status).await? {
+        Response::Admin(AdminReply::Status(s)) => (s.view.cluster, s.n, s.view.staged.forced),
         other => return Ok(other),
     };
     let target = match call(AdminRequest::Plan).await? {
         Response::Admin(AdminReply::Plan { target, .. }) => target,
         other => return Ok(other),
     };
-    let authority = match signer.sign_change(cluster, &target, n) {
+    let authority = match signer.sign_change(cluster, &target, n, &forced) {
         Ok(a) => a,
         Err(reason) => {
             return Ok(Response::Error(ReplyError::InvalidInput {

@@ -65,9 +65,25 @@ pub(crate) struct NodeState {
     pub(crate) limits: Limits,
     /// The frame protocol versions this node reads; it answers in its request's version.
     pub(crate) protocols: ringkv_shared::frame::Protocols,
+    /// Nodes removed from the cluster by force: peers answer them nothing but gossip (a copy
+    /// of the view's `removed_by_force`, for the request path).
+    pub(crate) shut_out: ArcSwap<Vec<NodeId>>,
+    /// Why this node stopped itself, once it has (see `departure`).
+    pub(crate) departure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl NodeState {
+    /// Stops this node for `reason` (see `departure`): the node binary exits with it.
+    pub(crate) fn depart(&self, reason: String) {
+        self.departure.send_if_modified(|r| {
+            let first = r.is_none();
+            if first {
+                *r = Some(reason);
+            }
+            first
+        });
+    }
+
     /// What a client or peer is told about a storage failure here: an object too large is
     /// its input's fault; anything else is this node's, logged and reported with its id.
     pub(crate) fn storage_error(&self, e: crate::storage::StorageError) -> ReplyError {

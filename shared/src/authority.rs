@@ -12,13 +12,18 @@
 //! contract. `ringkv-net` verifies X.509 signatures against the cluster CA; the simulator uses
 //! [`SimulatedOperator`], a keyed digest, because it tests the protocol, not the cryptography.
 
-use crate::ids::ClusterId;
+use crate::ids::{ClusterId, NodeId};
 use crate::ring::Ring;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// Version of [`change_message`]'s encoding; part of the message, so that a signature made
 /// for one encoding never verifies under another.
 pub const CHANGE_MESSAGE_VERSION: u8 = 1;
+
+/// Version of [`change_message`]'s encoding for a change that removes nodes by force (it
+/// signs the set of them too).
+pub const FORCED_CHANGE_MESSAGE_VERSION: u8 = 2;
 
 /// Domain separation: the signed bytes start with this, so that an operator's signature over
 /// a ring change cannot be replayed as anything else the key signs (a TLS handshake).
@@ -35,13 +40,28 @@ pub struct Authority {
     pub signer: Vec<u8>,
     /// The signature over [`change_message`].
     pub signature: Vec<u8>,
+    /// Nodes the change removes by force (dead for good: nothing is copied from them, nothing
+    /// waits for them). Signed with the rest; empty for any other change, and then not
+    /// encoded at all, so a signature over an ordinary change reads the same in every release.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub forced: BTreeSet<NodeId>,
 }
 
 /// The bytes an operator signs to change cluster `cluster`'s ring to `target` at replication
-/// factor `n`. The target's epoch is inside it, so a signature is good for one step only.
-pub fn change_message(cluster: Option<ClusterId>, target: &Ring, n: u8) -> Vec<u8> {
-    let body = rmp_serde::to_vec(&(CHANGE_MESSAGE_VERSION, cluster, target, n))
-        .expect("a ring always encodes");
+/// factor `n`, removing the nodes in `forced` by force. The target's epoch is inside it, so a
+/// signature is good for one step only.
+pub fn change_message(
+    cluster: Option<ClusterId>,
+    target: &Ring,
+    n: u8,
+    forced: &BTreeSet<NodeId>,
+) -> Vec<u8> {
+    let body = if forced.is_empty() {
+        rmp_serde::to_vec(&(CHANGE_MESSAGE_VERSION, cluster, target, n))
+    } else {
+        rmp_serde::to_vec(&(FORCED_CHANGE_MESSAGE_VERSION, cluster, target, n, forced))
+    }
+    .expect("a ring always encodes");
     let mut out = Vec::with_capacity(CONTEXT.len() + body.len());
     out.extend_from_slice(CONTEXT);
     out.extend_from_slice(&body);
@@ -93,7 +113,8 @@ pub trait ChangeVerifier: Send + Sync {
     fn verify(&self, message: &[u8], authority: &Authority) -> Result<(), AuthorityError>;
 }
 
-/// Checks that `authority` signs the change of `cluster`'s ring to `target` at factor `n`.
+/// Checks that `authority` signs the change of `cluster`'s ring to `target` at factor `n`
+/// (removing `authority.forced` by force).
 pub fn verify_change(
     verifier: &dyn ChangeVerifier,
     cluster: Option<ClusterId>,
@@ -108,7 +129,10 @@ pub fn verify_change(
             change: n,
         });
     }
-    verifier.verify(&change_message(cluster, target, n), authority)
+    verifier.verify(
+        &change_message(cluster, target, n, &authority.forced),
+        authority,
+    )
 }
 
 /// A stand-in operator key for the simulator and for tests of the protocol: a "signature" is
@@ -138,11 +162,24 @@ impl SimulatedOperator {
 
     /// Signs the change of `cluster`'s ring to `target` at factor `n`.
     pub fn sign(&self, cluster: Option<ClusterId>, target: &Ring, n: u8) -> Authority {
+        self.sign_forced(cluster, target, n, &BTreeSet::new())
+    }
+
+    /// Signs the change of `cluster`'s ring to `target` at factor `n` that removes `forced`
+    /// by force.
+    pub fn sign_forced(
+        &self,
+        cluster: Option<ClusterId>,
+        target: &Ring,
+        n: u8,
+        forced: &BTreeSet<NodeId>,
+    ) -> Authority {
         Authority {
             n,
             scheme: SIMULATED_SCHEME,
             signer: b"simulated operator".to_vec(),
-            signature: self.digest(&change_message(cluster, target, n)),
+            signature: self.digest(&change_message(cluster, target, n, forced)),
+            forced: forced.clone(),
         }
     }
 }
@@ -196,8 +233,36 @@ mod tests {
     }
 
     #[test]
+    fn the_nodes_removed_by_force_are_signed_with_the_change() {
+        let op = SimulatedOperator::new(7);
+        let cluster = Some(ClusterId(1));
+        let forced: BTreeSet<NodeId> = [NodeId(3)].into();
+        let a = op.sign_forced(cluster, &ring(2), 3, &forced);
+        assert_eq!(verify_change(&op, cluster, &ring(2), 3, Some(&a)), Ok(()));
+        // Another set, or none, under the same signature: refused.
+        for other in [
+            BTreeSet::new(),
+            [NodeId(2)].into(),
+            [NodeId(2), NodeId(3)].into(),
+        ] {
+            let mut forged = a.clone();
+            forged.forced = other;
+            assert!(verify_change(&op, cluster, &ring(2), 3, Some(&forged)).is_err());
+        }
+        let plain = op.sign(cluster, &ring(2), 3);
+        let mut forged = plain.clone();
+        forged.forced = forced;
+        assert!(verify_change(&op, cluster, &ring(2), 3, Some(&forged)).is_err());
+        // An ordinary change's signature encodes as before forced removals existed.
+        let encoded = rmp_serde::to_vec(&plain).unwrap();
+        let before =
+            rmp_serde::to_vec(&(plain.n, plain.scheme, &plain.signer, &plain.signature)).unwrap();
+        assert_eq!(encoded, before);
+    }
+
+    #[test]
     fn the_message_is_versioned_and_separated_from_other_uses_of_the_key() {
-        let m = change_message(None, &ring(1), 3);
+        let m = change_message(None, &ring(1), 3, &BTreeSet::new());
         assert!(m.starts_with(CONTEXT));
         // rmp encodes the tuple as an array whose first element is the version.
         assert_eq!(m[CONTEXT.len() + 1], CHANGE_MESSAGE_VERSION);

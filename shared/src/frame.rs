@@ -23,15 +23,20 @@
 use crate::encoding::from_msgpack;
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The protocol version this build speaks. 2: anti-entropy and handoff requests carry the
-/// sender's epoch; the ring-change write error; read replies name their answers. 3: a write
-/// may ask for the stored object back, and its reply carries the context for a follow-up
-/// write.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// The newest protocol version this build speaks. 2: anti-entropy and handoff requests carry
+/// the sender's epoch; the ring-change write error; read replies name their answers. 3: a
+/// write may ask for the stored object back, and its reply carries the context for a
+/// follow-up write. 4: removal by force (`AdminRequest::RemoveForced` and `Replace`; the
+/// nodes a staged change, a signed change and the view remove by force). Every version-4
+/// addition is left out of the encoding when unused, so a version-4 frame that does not use
+/// them is the version-3 frame of the same message: a node speaks version 3 by writing the
+/// version byte 3. A version-3 peer cannot read a frame that uses them (it answers
+/// `Malformed`), so a removal by force waits until every node runs version 4.
+pub const PROTOCOL_VERSION: u8 = 4;
 
-/// The oldest protocol version this build still speaks. Version 3 is the first whose builds
-/// negotiate; builds of version 2 and before spoke one version only, so no release speaks
-/// them beside 3.
+/// The oldest protocol version this build still speaks: the one before [`PROTOCOL_VERSION`].
+/// Version 3 is the first whose builds negotiate; builds of version 2 and before spoke one
+/// version only.
 pub const OLDEST_PROTOCOL_VERSION: u8 = 3;
 
 /// The protocol versions a process speaks: every version from `oldest` to `newest`.

@@ -263,6 +263,23 @@ pub enum AdminRequest {
         /// The directory, as the node's host names it.
         dir: String,
     },
+    /// Stage a member that is dead for good (host or disk lost) to be removed by force:
+    /// its partitions are copied to their new replicas from the other old replicas, and the
+    /// change waits for nothing from it (protocol version 4).
+    RemoveForced {
+        /// The dead node.
+        node: NodeId,
+    },
+    /// Stage `dead` to be removed by force and a new node to join in the same change
+    /// (protocol version 4): the plan gives the new node the dead one's place.
+    Replace {
+        /// The dead node.
+        dead: NodeId,
+        /// The new node's id, if the cluster knows it.
+        node: Option<NodeId>,
+        /// The new node's address.
+        addr: Option<SocketAddr>,
+    },
 }
 
 /// A node's answer to an [`AdminRequest`].

@@ -317,11 +317,12 @@ pub fn sign_with_any_key(
     let signer = key
         .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
         .context("an ECDSA P-256 key")?;
-    let message = ringkv_shared::authority::change_message(cluster, target, n);
+    let message = ringkv_shared::authority::change_message(cluster, target, n, &Default::default());
     Ok(ringkv_shared::authority::Authority {
         n,
         scheme: u16::from(signer.scheme()),
         signer: CertificateDer::from_pem_slice(&tls.cert_pem)?.to_vec(),
         signature: signer.sign(&message)?,
+        forced: Default::default(),
     })
 }

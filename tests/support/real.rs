@@ -151,6 +151,20 @@ impl RealCluster {
         Ok(self.procs.stop(i, grace)?)
     }
 
+    /// Waits up to `timeout` for node `i` to exit on its own; its exit status if it did.
+    pub fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.procs.wait_exit(i, timeout)?)
+    }
+
+    /// The log of node `i`'s latest start.
+    pub fn log(&self, i: usize) -> String {
+        self.procs.log(i)
+    }
+
     /// Starts node `i` if it is not running.
     pub fn start_node(&mut self, i: usize) -> Result<()> {
         Ok(self.procs.start_node(i)?)

@@ -138,12 +138,14 @@ impl OperatorKey {
         Ok(Self { leaf, key })
     }
 
-    /// Signs the change of `cluster`'s ring to `target` at replication factor `n`.
+    /// Signs the change of `cluster`'s ring to `target` at replication factor `n` that
+    /// removes `forced` by force (empty for an ordinary change).
     pub fn sign(
         &self,
         cluster: Option<ClusterId>,
         target: &Ring,
         n: u8,
+        forced: &std::collections::BTreeSet<ringkv_shared::NodeId>,
     ) -> Result<Authority, SigningError> {
         let signer = self
             .key
@@ -152,7 +154,7 @@ impl OperatorKey {
                 reason: "its algorithm is not ECDSA P-256/P-384 or Ed25519".into(),
             })?;
         let signature = signer
-            .sign(&change_message(cluster, target, n))
+            .sign(&change_message(cluster, target, n, forced))
             .map_err(|e| SigningError::Key {
                 reason: e.to_string(),
             })?;
@@ -161,6 +163,7 @@ impl OperatorKey {
             scheme: u16::from(signer.scheme()),
             signer: self.leaf.clone(),
             signature,
+            forced: forced.clone(),
         })
     }
 }

@@ -61,10 +61,28 @@ enum Command {
         /// Node id, or its address (`ip:port` or `host:port`).
         node: String,
     },
-    /// Stage a node to leave.
+    /// Stage a node to leave (it hands its data over first).
     Leave {
         /// Node id.
         node: u32,
+    },
+    /// Stage a dead node (host or disk lost for good) to be removed by force: its
+    /// partitions are copied from their other replicas, and nothing waits for it. It must
+    /// never come back with its data.
+    Remove {
+        /// Node id.
+        node: u32,
+        /// Required: the node is dead for good (for a live node, use `leave`).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stage a dead node to be removed by force and a new node to join in its place, in one
+    /// change.
+    Replace {
+        /// The dead node's id.
+        dead: u32,
+        /// The new node: its id (it started with this cluster's seeds) or its address.
+        new: String,
     },
     /// Show what the staged changes would move.
     Plan,
@@ -85,6 +103,17 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+}
+
+/// A node named on the command line: its id, or its address (`ip:port` or `host:port`).
+fn node_or_addr(node: &str) -> Result<(Option<NodeId>, Option<SocketAddr>)> {
+    match (node.parse::<u32>(), ringkv_node::host_addr::resolve(node)) {
+        (Ok(id), _) => Ok((Some(NodeId(id)), None)),
+        (_, Ok(addr)) => Ok((None, Some(addr))),
+        (_, Err(why)) => {
+            bail!("{node:?} is neither a node id nor an address (ip:port or host:port): {why}")
+        }
+    }
 }
 
 /// Writes to stdout; a reader that went away (`ringkv members | head`) ends the program
@@ -226,22 +255,34 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Join { node } => {
-            let request = match (node.parse::<u32>(), ringkv_node::host_addr::resolve(node)) {
-                (Ok(id), _) => AdminRequest::Join {
-                    node: Some(NodeId(id)),
-                    addr: None,
-                },
-                (_, Ok(addr)) => AdminRequest::Join {
-                    node: None,
-                    addr: Some(addr),
-                },
-                (_, Err(why)) => {
-                    bail!(
-                        "{node:?} is neither a node id nor an address (ip:port or host:port): {why}"
-                    )
-                }
-            };
-            done(admin.call(request).await?)?;
+            let (node, addr) = node_or_addr(node)?;
+            done(admin.call(AdminRequest::Join { node, addr }).await?)?;
+        }
+        Command::Remove { node, force } => {
+            if !*force {
+                bail!(
+                    "`remove` is for a node that is dead for good and needs --force; for a node that is up, use `ringkv leave {node}` (it hands its data over first)"
+                );
+            }
+            done(
+                admin
+                    .call(AdminRequest::RemoveForced {
+                        node: NodeId(*node),
+                    })
+                    .await?,
+            )?;
+        }
+        Command::Replace { dead, new } => {
+            let (node, addr) = node_or_addr(new)?;
+            done(
+                admin
+                    .call(AdminRequest::Replace {
+                        dead: NodeId(*dead),
+                        node,
+                        addr,
+                    })
+                    .await?,
+            )?;
         }
         Command::Leave { node } => done(
             admin
@@ -256,10 +297,27 @@ async fn run(cli: Cli) -> Result<()> {
                 target,
                 transfers,
             } => {
+                // The nodes removed by force are signed with the plan at commit.
+                let forced: Vec<u32> = admin
+                    .status_at(cli.node)
+                    .await?
+                    .view
+                    .staged
+                    .forced
+                    .iter()
+                    .map(|id| id.0)
+                    .collect();
                 if cli.json {
-                    print_json(&admin_json::plan(&current, &target, &transfers));
+                    let mut plan = admin_json::plan(&current, &target, &transfers);
+                    plan["removed_by_force"] = serde_json::json!(forced);
+                    print_json(&plan);
                 } else {
                     out!("{}", admin_report::plan(&current, &target, &transfers));
+                    if !forced.is_empty() {
+                        outln!(
+                            "removed by force: {forced:?} (dead for good: nothing is copied from them or waits for them; they must never come back with their data)"
+                        );
+                    }
                 }
             }
             other => bail!("unexpected answer {other:?}"),

@@ -134,6 +134,21 @@ impl Store {
         Ok(())
     }
 
+    /// Removes every hint (a node removed by force: the cluster no longer counts what it
+    /// holds). Returns how many there were.
+    pub fn drop_all_hints(&self) -> Result<u64, StorageError> {
+        let keys: Vec<Vec<u8>> = self
+            .hints
+            .iter()
+            .map(|e| e.map(|(k, _)| k.to_vec()))
+            .collect::<Result<_, _>>()?;
+        for key in &keys {
+            self.remove_hint_key(key)?;
+        }
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(keys.len() as u64)
+    }
+
     /// Hints held for other nodes.
     pub fn hints_pending(&self) -> Result<u64, StorageError> {
         Ok(self.hint_keys.load(std::sync::atomic::Ordering::Acquire))

@@ -233,6 +233,40 @@ impl ProcessCluster {
         Ok(exited)
     }
 
+    /// Waits up to `timeout` for node `i` to exit on its own; its exit status if it did
+    /// (the process is then reaped), `None` if it still runs.
+    pub fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Option<std::process::ExitStatus>, ClusterError> {
+        let slot = self
+            .procs
+            .get_mut(i)
+            .ok_or(ClusterError::NoSuchNode { index: i })?;
+        let Some(child) = slot.as_mut() else {
+            return Ok(None);
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                *slot = None;
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The log of node `i`'s latest start (its stdout and stderr).
+    pub fn log(&self, i: usize) -> String {
+        let start = self.starts.get(i).copied().unwrap_or(0);
+        std::fs::read_to_string(self.dir.path().join(format!("n{}-{start}.log", i + 1)))
+            .unwrap_or_default()
+    }
+
     /// Starts node `i` if it is not running (after [`ProcessCluster::stop`] or
     /// [`ProcessCluster::kill`]).
     pub fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {

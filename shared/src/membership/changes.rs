@@ -76,8 +76,51 @@ impl View {
         // leave leaves no trace.
         let mut next = self.clone();
         next.staged.leaves.insert(node);
+        next.staged.forced.remove(&node);
         next.staged.version += 1;
         next.planned_with(n)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Stages `node` to be removed by force at the next commit: a member that is dead for
+    /// good (its host or disk lost). The change copies its partitions to their new replicas
+    /// from the other old replicas (every old replica sends its copy in any change, so a write
+    /// W of them acknowledged is on one that survives) and waits for nothing from it.
+    ///
+    /// Refused, leaving no trace, if the planner cannot honour the removal (fewer than `n`
+    /// nodes would remain) or if some partition would have no old replica left to copy from
+    /// ([`ChangeError::NoSurvivingReplica`]).
+    pub fn stage_remove_forced(&mut self, node: NodeId, n: u8) -> Result<(), ChangeError> {
+        let status = self.status(node).ok_or(ChangeError::UnknownNode { node })?;
+        if self.ring.member(node).is_none() {
+            return Err(ChangeError::BadStatus {
+                node,
+                status,
+                reason: "it owns no partitions; a joining node that never got any is dropped with `ringkv leave`",
+            });
+        }
+        let mut next = self.clone();
+        next.staged.leaves.insert(node);
+        next.staged.forced.insert(node);
+        next.staged.version += 1;
+        next.planned_with(n)?;
+        let forced = &next.staged.forced;
+        let orphaned: Vec<crate::ring::PartitionId> = (0..self.ring.partition_count())
+            .filter(|p| {
+                self.ring
+                    .replicas(*p, n.into())
+                    .iter()
+                    .all(|r| forced.contains(r))
+            })
+            .take(16)
+            .collect();
+        if !orphaned.is_empty() {
+            return Err(ChangeError::NoSurvivingReplica {
+                nodes: forced.iter().copied().collect(),
+                partitions: orphaned,
+            });
+        }
         *self = next;
         Ok(())
     }
@@ -87,6 +130,7 @@ impl View {
         if !self.staged.is_empty() {
             self.staged.joins.clear();
             self.staged.leaves.clear();
+            self.staged.forced.clear();
             self.staged.version += 1;
         }
     }
@@ -114,9 +158,10 @@ impl View {
     /// transition's target, leavers are marked leaving and the staged set is cleared. Data
     /// starts moving at once.
     ///
-    /// `target` is the ring the operator signed; if the staged changes lead elsewhere now,
-    /// nothing is committed ([`ChangeError::PlanChanged`]). The caller has verified the
-    /// signature ([`crate::authority::verify_change`]).
+    /// `target` is the ring the operator signed, and `authority.forced` the nodes it removes
+    /// by force; if the staged changes lead elsewhere now, nothing is committed
+    /// ([`ChangeError::PlanChanged`]). The caller has verified the signature
+    /// ([`crate::authority::verify_change`]).
     pub fn commit(
         &mut self,
         n: u8,
@@ -124,7 +169,7 @@ impl View {
         authority: Authority,
     ) -> Result<&Transition, ChangeError> {
         let planned = self.planned_with(n)?;
-        if planned != *target {
+        if planned != *target || authority.forced != self.staged.forced {
             return Err(ChangeError::PlanChanged);
         }
         for id in self.staged.leaves.clone() {
@@ -138,6 +183,7 @@ impl View {
             hints_handed_over: BTreeSet::new(),
             authority: Some(authority),
         });
+        self.note_removed_by_force();
         Ok(self.transition.as_ref().expect("just set"))
     }
 
@@ -216,25 +262,43 @@ impl View {
                 match r.status {
                     Status::Joining => false,
                     Status::Up | Status::Leaving => swept < epoch,
-                    Status::Removed => swept != SWEPT_FOR_GOOD,
+                    // A node removed by force holds nothing the cluster counts: the operator
+                    // declared it lost, and its peers shut it out.
+                    Status::Removed => {
+                        swept != SWEPT_FOR_GOOD && !self.removed_by_force.contains(id)
+                    }
                 }
             })
             .map(|(id, _)| *id)
             .collect()
     }
 
-    /// Whether every node taking part in the running transition (old and new owners) has
-    /// seen it, so that every coordinator already copies new writes to the new replicas and
-    /// a scan started now misses nothing.
+    /// Whether every node taking part in the running transition (old and new owners, but
+    /// not those it removes by force) has seen it, so that every coordinator already copies
+    /// new writes to the new replicas and a scan started now misses nothing.
     pub fn all_seen(&self) -> bool {
         let Some(t) = &self.transition else {
             return false;
         };
         let epoch = t.target.epoch();
+        let forced = t.forced();
         self.ring
             .members()
             .chain(t.target.members())
+            .filter(|m| !forced.contains(&m.id))
             .all(|m| self.seen.get(&m.id).copied().unwrap_or(0) >= epoch)
+    }
+
+    /// Adds the nodes the operator removed by force, in the running transition or in the
+    /// change that made the ring, to [`View::removed_by_force`]. Only signed changes this
+    /// view holds count ([`View::merge_checked`] takes no peer's list).
+    pub(super) fn note_removed_by_force(&mut self) {
+        let signed = self
+            .ring_authority
+            .iter()
+            .chain(self.transition.iter().filter_map(|t| t.authority.as_ref()));
+        let forced: Vec<NodeId> = signed.flat_map(|a| a.forced.iter().copied()).collect();
+        self.removed_by_force.extend(forced);
     }
 
     /// If every transfer is done, switches to the target ring: joiners become up, leavers
@@ -269,7 +333,7 @@ impl crate::authority::SimulatedOperator {
     /// admin CLI does with a real key, for the simulator and tests.
     pub fn commit(&self, view: &mut View, n: u8) -> Result<Transition, ChangeError> {
         let target = view.planned_with(n)?;
-        let authority = self.sign(view.cluster, &target, n);
+        let authority = self.sign_forced(view.cluster, &target, n, &view.staged.forced);
         view.commit(n, &target, authority).cloned()
     }
 }

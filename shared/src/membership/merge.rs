@@ -32,8 +32,13 @@ impl View {
             other.staged.version,
             &other.staged.joins,
             &other.staged.leaves,
-        ) > (self.staged.version, &self.staged.joins, &self.staged.leaves)
-        {
+            &other.staged.forced,
+        ) > (
+            self.staged.version,
+            &self.staged.joins,
+            &self.staged.leaves,
+            &self.staged.forced,
+        ) {
             self.staged = other.staged.clone();
         }
         self.transition = match (self.transition.take(), &other.transition) {
@@ -62,6 +67,8 @@ impl View {
             let e = self.swept.entry(*id).or_default();
             *e = (*e).max(*epoch);
         }
+        self.removed_by_force
+            .extend(other.removed_by_force.iter().copied());
         self.normalize();
         *self != before
     }
@@ -104,6 +111,9 @@ impl View {
     ) -> (bool, Vec<Unverified>) {
         let mut theirs = other.clone();
         self.keep_only_senders_acknowledgements(&mut theirs, sender);
+        // Who was removed by force is taken only from a signed change this view verifies
+        // (`note_removed_by_force`): a peer's list could shut a healthy node out.
+        theirs.removed_by_force = self.removed_by_force.clone();
         let cluster = self.cluster.or(other.cluster);
         let mut refused = Vec::new();
         if ring_wins(&theirs.ring, &self.ring) {
@@ -291,8 +301,10 @@ impl View {
         true
     }
 
-    /// Drops a transition the ring has already reached (or passed).
+    /// Drops a transition the ring has already reached (or passed), and notes the nodes the
+    /// signed changes held remove by force.
     fn normalize(&mut self) {
+        self.note_removed_by_force();
         if self
             .transition
             .as_ref()

@@ -98,6 +98,11 @@ pub struct Staged {
     pub joins: BTreeSet<NodeId>,
     /// Nodes to remove.
     pub leaves: BTreeSet<NodeId>,
+    /// Of `leaves`, the nodes to remove by force: dead for good, so the change copies
+    /// nothing from them and waits for nothing from them. Not encoded when empty (the shape
+    /// of releases before forced removal).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub forced: BTreeSet<NodeId>,
 }
 
 impl Staged {
@@ -129,9 +134,23 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// Every transfer the transition needs, given the ring it starts from.
+    /// The nodes this change removes by force, as the operator signed them: nothing is
+    /// copied from them and nothing waits for them (they are dead for good).
+    pub fn forced(&self) -> &BTreeSet<NodeId> {
+        static NONE: BTreeSet<NodeId> = BTreeSet::new();
+        self.authority.as_ref().map_or(&NONE, |a| &a.forced)
+    }
+
+    /// Every transfer the transition needs, given the ring it starts from: from each old
+    /// replica to each new one, except from nodes removed by force (the other old replicas
+    /// send their copies instead).
     pub fn transfers(&self, from: &Ring) -> Vec<Transfer> {
-        crate::handoff::transfers(from, &self.target, self.n.into())
+        let mut all = crate::handoff::transfers(from, &self.target, self.n.into());
+        let forced = self.forced();
+        if !forced.is_empty() {
+            all.retain(|t| !forced.contains(&t.from));
+        }
+        all
     }
 
     /// The transfers not done yet.
@@ -150,11 +169,13 @@ impl Transition {
             .collect()
     }
 
-    /// Leavers that still have to hand over their hints.
+    /// Leavers that still have to hand over their hints (not those removed by force: what
+    /// they held is gone with them).
     pub fn hints_pending(&self, from: &Ring) -> Vec<NodeId> {
+        let forced = self.forced();
         self.leavers(from)
             .into_iter()
-            .filter(|id| !self.hints_handed_over.contains(id))
+            .filter(|id| !self.hints_handed_over.contains(id) && !forced.contains(id))
             .collect()
     }
 }
@@ -195,6 +216,16 @@ pub enum ChangeError {
     /// The planner refused the change.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A removal by force would leave partitions with no replica to copy from.
+    #[error(
+        "removing {nodes:?} by force leaves partitions {partitions:?} with no other replica to copy their data from: it would be lost. Bring one of their nodes back, or restore it from a backup, and remove the others"
+    )]
+    NoSurvivingReplica {
+        /// The nodes staged for removal by force.
+        nodes: Vec<NodeId>,
+        /// Partitions (at most the first 16) all of whose replicas would be removed by force.
+        partitions: Vec<crate::ring::PartitionId>,
+    },
     /// The signed target is not the ring the staged changes lead to now (someone staged or
     /// cleared a change since the plan was signed).
     #[error(
@@ -232,6 +263,12 @@ pub struct View {
     /// made before signatures existed. Lets a node that missed the transition take the ring.
     #[serde(default)]
     pub ring_authority: Option<Authority>,
+    /// Nodes removed by force, for good (grows only). Their peers answer nothing of theirs but
+    /// gossip (which tells them), and such a node, told, drops its data and stops: the cluster
+    /// stopped counting its copies, so it may reap tombstones those copies predate. Not
+    /// encoded when empty (the shape of releases before forced removal).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removed_by_force: BTreeSet<NodeId>,
 }
 
 /// What [`View::merge_checked`] did not take from a peer's view.
@@ -312,6 +349,7 @@ impl View {
             swept: BTreeMap::new(),
             cluster,
             ring_authority: None,
+            removed_by_force: BTreeSet::new(),
         }
     }
 
@@ -338,6 +376,7 @@ impl View {
             swept: BTreeMap::new(),
             cluster: None,
             ring_authority: None,
+            removed_by_force: BTreeSet::new(),
         })
     }
 
@@ -367,6 +406,8 @@ impl View {
             ("swept", self.swept.len()),
             ("staged joins", self.staged.joins.len()),
             ("staged leaves", self.staged.leaves.len()),
+            ("staged removals by force", self.staged.forced.len()),
+            ("nodes removed by force", self.removed_by_force.len()),
         ] {
             if len > max {
                 return Err(format!("{len} {what}, at most {max}"));
@@ -411,12 +452,15 @@ impl View {
     }
 
     /// The node that completes transitions: the lowest id among the nodes that own
-    /// partitions now (up, or leaving: when every owner leaves at once, a leaver completes).
+    /// partitions now (up, or leaving: when every owner leaves at once, a leaver completes),
+    /// not removed by force.
     pub fn claimant(&self) -> Option<NodeId> {
         self.members
             .iter()
             .find(|(id, r)| {
-                matches!(r.status, Status::Up | Status::Leaving) && self.ring.member(**id).is_some()
+                matches!(r.status, Status::Up | Status::Leaving)
+                    && self.ring.member(**id).is_some()
+                    && !self.removed_by_force.contains(id)
             })
             .map(|(id, _)| *id)
     }

@@ -19,7 +19,7 @@ fn cluster(n: u32) -> View {
 
 /// A view after a random sequence of the operations nodes and operators apply.
 fn arb_view() -> impl Strategy<Value = View> {
-    proptest::collection::vec((0u8..9, 1u32..7), 0..12).prop_map(|ops| {
+    proptest::collection::vec((0u8..10, 1u32..7), 0..12).prop_map(|ops| {
         let mut v = cluster(3);
         for (op, i) in ops {
             let id = NodeId(i);
@@ -54,7 +54,10 @@ fn arb_view() -> impl Strategy<Value = View> {
                     let epoch = v.ring.epoch();
                     v.mark_swept(id, epoch);
                 }
-                _ => v.set_status(id, Status::Leaving),
+                8 => v.set_status(id, Status::Leaving),
+                _ => {
+                    let _ = v.stage_remove_forced(id, 3);
+                }
             }
         }
         v
@@ -570,4 +573,127 @@ fn gossip_converges_in_logarithmic_rounds() {
         seed + 20
     );
     assert!(rounds_to_converge(5, seed) <= 6);
+}
+
+#[test]
+fn a_node_removed_by_force_is_waited_for_by_nothing_and_copied_from_by_no_one() {
+    // Node 1, the lowest id (the claimant until it is removed), is dead for good.
+    let mut v = cluster(4);
+    let dead = NodeId(1);
+    v.stage_remove_forced(dead, 3).unwrap();
+    assert!(v.staged.leaves.contains(&dead) && v.staged.forced.contains(&dead));
+    let t = OP.commit(&mut v, 3).unwrap();
+    assert_eq!(t.forced(), &BTreeSet::from([dead]));
+    assert!(v.removed_by_force.contains(&dead));
+    assert_ne!(
+        v.claimant(),
+        Some(dead),
+        "a dead claimant would complete nothing"
+    );
+
+    let all = crate::handoff::transfers(&v.ring, &t.target, 3);
+    let needed = t.transfers(&v.ring);
+    assert!(all.iter().any(|tr| tr.from == dead));
+    assert!(
+        needed.iter().all(|tr| tr.from != dead),
+        "nothing is copied from it"
+    );
+    // Every partition it replicated still reaches its new replicas from the others.
+    for tr in all.iter().filter(|tr| tr.from == dead) {
+        assert!(
+            needed
+                .iter()
+                .any(|o| o.partition == tr.partition && o.to == tr.to),
+            "{tr}: no other sender"
+        );
+    }
+    // Everyone but the dead node acknowledges; nothing waits for it.
+    for id in 2..=4 {
+        v.mark_seen(NodeId(id));
+    }
+    assert!(v.all_seen());
+    for tr in needed {
+        v.mark_done(tr);
+    }
+    assert!(
+        v.transition
+            .as_ref()
+            .unwrap()
+            .hints_pending(&v.ring)
+            .is_empty()
+    );
+    assert!(v.complete_if_done());
+    assert!(v.ring.member(dead).is_none());
+    assert_eq!(v.status(dead), Some(Status::Removed));
+    // Its copies no longer count: reaping waits only for the others' sweeps.
+    for id in 2..=4 {
+        v.mark_swept(NodeId(id), v.ring.epoch());
+    }
+    assert_eq!(v.not_swept(), Vec::<NodeId>::new());
+}
+
+#[test]
+fn a_removal_by_force_that_would_orphan_a_partition_is_refused_and_changes_nothing() {
+    let mut v = cluster(6);
+    let replicas: Vec<NodeId> = v.ring.replicas(5, 3).to_vec();
+    for id in &replicas[..2] {
+        v.stage_remove_forced(*id, 3).unwrap();
+    }
+    let before = v.clone();
+    let refused = v.stage_remove_forced(replicas[2], 3).unwrap_err();
+    match &refused {
+        ChangeError::NoSurvivingReplica { partitions, .. } => assert!(partitions.contains(&5)),
+        other => panic!("{other}"),
+    }
+    assert!(refused.to_string().contains("would be lost"), "{refused}");
+    assert_eq!(v, before);
+    // A node that owns nothing cannot be removed by force; a normal leave undoes the force.
+    assert!(v.stage_remove_forced(NodeId(9), 3).is_err());
+    v.stage_leave(replicas[0], 3).unwrap();
+    assert!(!v.staged.forced.contains(&replicas[0]));
+    assert!(v.staged.leaves.contains(&replicas[0]));
+}
+
+#[test]
+fn removals_by_force_count_only_as_the_operator_signed_them() {
+    let mut v = cluster(4);
+    v.stage_remove_forced(NodeId(4), 3).unwrap();
+    let target = v.planned_with(3).unwrap();
+    // Signed without the removal by force: the staged change is not what was signed.
+    let plain = OP.sign(v.cluster, &target, 3);
+    assert_eq!(
+        v.clone().commit(3, &target, plain).unwrap_err(),
+        ChangeError::PlanChanged
+    );
+
+    // A peer that gossips a healthy node as removed by force, or a transition whose signed
+    // set it altered, changes nothing here.
+    let mine = cluster(4);
+    let mut forged = mine.clone();
+    forged.removed_by_force.insert(NodeId(2));
+    let mut taken = mine.clone();
+    taken.merge_checked(&forged, NodeId(3), Some(NodeId(1)), 3, &OP);
+    assert!(taken.removed_by_force.is_empty());
+
+    let mut committed = mine.clone();
+    committed.stage_remove_forced(NodeId(4), 3).unwrap();
+    OP.commit(&mut committed, 3).unwrap();
+    let mut altered = committed.clone();
+    let a = altered
+        .transition
+        .as_mut()
+        .unwrap()
+        .authority
+        .as_mut()
+        .unwrap();
+    a.forced = BTreeSet::from([NodeId(2)]);
+    let mut here = mine.clone();
+    let (_, refused) = here.merge_checked(&altered, NodeId(3), Some(NodeId(1)), 3, &OP);
+    assert!(here.transition.is_none(), "{refused:?}");
+    assert!(here.removed_by_force.is_empty());
+    // The genuine one is taken, with who it removes.
+    let mut here = mine.clone();
+    here.merge_checked(&committed, NodeId(3), Some(NodeId(1)), 3, &OP);
+    assert!(here.transition.is_some());
+    assert_eq!(here.removed_by_force, BTreeSet::from([NodeId(4)]));
 }
