@@ -319,7 +319,9 @@ async fn a_node_removed_while_cut_off_hands_over_the_hints_it_holds() -> Result<
         "{}",
         cluster.procs.log(leaver)
     );
-    println!("{TEST}: {leaver_id} removed, holding no hint, and stopped by itself; ring 2 in force");
+    println!(
+        "{TEST}: {leaver_id} removed, holding no hint, and stopped by itself; ring 2 in force"
+    );
     tokio::time::sleep(PHASE).await;
 
     let recorded = work.finish().await?;
