@@ -1,6 +1,7 @@
 //! Day-2 membership with real processes and the real CLI: a dead node replaced by force
 //! (`ringkv replace`), that node coming back with its old data (it drops it and stops, and
-//! its stale copies spread nowhere), and a node whose leave completed stopping itself.
+//! its stale copies spread nowhere), a node whose leave completed stopping itself, and a
+//! change toward a node that died aborted (`ringkv abort`) and made again.
 
 mod support;
 
@@ -112,7 +113,10 @@ async fn a_dead_node_is_replaced_by_force_and_cannot_come_back_with_its_data() -
     let plan = cluster.admin(1, &["plan"])?;
     ensure!(plan.contains("ring epoch 1 -> 2"), "{plan}");
     ensure!(plan.contains("removed by force: [1]"), "{plan}");
-    cluster.admin(1, &["commit"])?;
+    // A removal by force is signed only when the operator names it at the commit.
+    let unconfirmed = cluster.admin(1, &["commit"]).unwrap_err().to_string();
+    ensure!(unconfirmed.contains("--forced 1"), "{unconfirmed}");
+    cluster.admin(1, &["commit", "--forced", "1"])?;
     let survivors = [1, 2, 3, new];
     eventually(
         Duration::from_secs(120),
@@ -167,6 +171,96 @@ async fn a_dead_node_is_replaced_by_force_and_cannot_come_back_with_its_data() -
     for i in 0..400 {
         let want = (i >= 100).then(|| format!("v1-{i}"));
         check(&c, &format!("k-{i}"), want.as_deref()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_stuck_on_a_dead_joiner_is_aborted_and_made_again() -> Result<()> {
+    let mut cluster = RealCluster::start(3, TABLES)?;
+    let c = cluster.client().await?;
+    for i in 0..300 {
+        c.put(format!("k-{i}"), format!("v1-{i}"), &Context::empty())
+            .await?;
+    }
+    let nothing = cluster.admin(1, &["abort"]).unwrap_err().to_string();
+    ensure!(nothing.contains("nothing to abort"), "{nothing}");
+    let first = cluster.status(0).await?.view.ring;
+
+    // Node 4 joins, and dies right after the commit: the change cannot finish without it.
+    let joiner = cluster.add_node(TABLES)?;
+    eventually(Duration::from_secs(30), "node 1 knows node 4", || async {
+        cluster
+            .status(0)
+            .await
+            .is_ok_and(|s| s.view.members.len() == 4)
+    })
+    .await?;
+    cluster.admin(0, &["join", "4"])?;
+    cluster.admin(0, &["commit"])?;
+    cluster.kill(joiner)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(cluster.status(0).await?.view.transition.is_some());
+
+    // Aborted through node 2; the CLI takes it to node 1, which completes changes.
+    let said = cluster.admin(1, &["abort"])?;
+    ensure!(said.contains("aborted"), "{said}");
+    let founders = [0, 1, 2];
+    eventually(
+        Duration::from_secs(30),
+        "the abort in force on nodes 1 to 3",
+        || ring_is(&cluster, &founders, 2),
+    )
+    .await?;
+    let aborted = cluster.status(2).await?.view.ring;
+    for p in 0..aborted.partition_count() {
+        ensure!(aborted.owner(p) == first.owner(p), "partition {p} moved");
+    }
+    for i in 0..300 {
+        check(&c, &format!("k-{i}"), Some(&format!("v1-{i}"))).await?;
+    }
+    for i in 300..400 {
+        retry(|| async {
+            c.put(format!("k-{i}"), format!("v1-{i}"), &Context::empty())
+                .await?;
+            Ok(())
+        })
+        .await?;
+    }
+
+    // Node 4 comes back (still joining, owning nothing), and the change is made again.
+    cluster.start_node(joiner)?;
+    eventually(
+        Duration::from_secs(30),
+        "node 4 has the aborted ring",
+        || async {
+            cluster
+                .status(joiner)
+                .await
+                .is_ok_and(|s| s.view.ring.epoch() == 2)
+        },
+    )
+    .await?;
+    cluster.admin(0, &["join", "4"])?;
+    cluster.admin(0, &["commit"])?;
+    let everyone = [0, 1, 2, joiner];
+    eventually(
+        Duration::from_secs(120),
+        "ring epoch 3, with node 4, on all four",
+        || ring_is(&cluster, &everyone, 3),
+    )
+    .await?;
+    ensure!(
+        cluster
+            .status(0)
+            .await?
+            .view
+            .ring
+            .member(ringkv_shared::NodeId(4))
+            .is_some()
+    );
+    for i in 0..400 {
+        check(&c, &format!("k-{i}"), Some(&format!("v1-{i}"))).await?;
     }
     Ok(())
 }

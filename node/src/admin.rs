@@ -1,5 +1,5 @@
 //! Operators' requests (`ringkv status`, `join`, `leave`, `remove --force`, `replace`, `plan`,
-//! `commit`, `clear`): staged in
+//! `commit`, `abort`, `clear`): staged in
 //! the view, then spread by an immediate broadcast; and `ringkv backup`, a copy of this node's
 //! storage made on its own host.
 
@@ -47,7 +47,7 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
                 Ok(()) => {
                     warn!(node = %state.id, removed = %node, "a node is staged to be removed by force");
                     format!(
-                        "node {node} staged to be removed by force: its partitions will be copied from their other replicas, and nothing will wait for it. It must never come back with its data: wipe its data directory before starting that host again. See `ringkv plan`, then `ringkv commit`"
+                        "node {node} staged to be removed by force: its partitions will be copied from their other replicas, and nothing will wait for it. It must never come back with its data: wipe its data directory before starting that host again. See `ringkv plan`, then confirm with `ringkv commit --forced {node}`"
                     )
                 }
                 Err(e) => return invalid(e.to_string()),
@@ -69,7 +69,7 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
                 Ok(()) => {
                     warn!(node = %state.id, %dead, %new, "a dead node is staged to be replaced");
                     format!(
-                        "node {dead} staged to be removed by force and node {new} to join in its place; see `ringkv plan`, then `ringkv commit`"
+                        "node {dead} staged to be removed by force and node {new} to join in its place; see `ringkv plan`, then confirm with `ringkv commit --forced {dead}`"
                     )
                 }
                 Err(e) => return invalid(e.to_string()),
@@ -128,6 +128,34 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
                 }
                 Err(e) => {
                     warn!(node = %state.id, reason = %e, "refused a ring change commit");
+                    return invalid(e);
+                }
+            }
+        }
+        AdminRequest::AbortSigned { target, authority } => {
+            let verifier = state.ring_changes.load();
+            let aborted = state.update_view(|v| {
+                ringkv_shared::authority::verify_change(
+                    verifier.as_ref().as_ref(),
+                    v.cluster,
+                    &target,
+                    n,
+                    Some(&authority),
+                )
+                .map_err(|e| format!("refused the abort: {e}"))?;
+                v.abort(state.id, n, &target, authority)
+                    .map_err(|e| e.to_string())
+            });
+            match aborted {
+                Ok(()) => {
+                    warn!(node = %state.id, epoch = target.epoch(), "ring change aborted by an operator; the owners stay as they were");
+                    format!(
+                        "aborted: the owners stay as they were, as ring epoch {}; copies already handed to new owners are dropped by them",
+                        target.epoch()
+                    )
+                }
+                Err(e) => {
+                    warn!(node = %state.id, reason = %e, "refused an abort");
                     return invalid(e);
                 }
             }

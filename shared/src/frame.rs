@@ -26,7 +26,7 @@ use serde::{Serialize, de::DeserializeOwned};
 /// The newest protocol version this build speaks. 2: anti-entropy and handoff requests carry
 /// the sender's epoch; the ring-change write error; read replies name their answers. 3: a
 /// write may ask for the stored object back, and its reply carries the context for a
-/// follow-up write. 4: removal by force (`AdminRequest::RemoveForced` and `Replace`; the
+/// follow-up write. 4: removal by force and abort (`AdminRequest::RemoveForced`, `Replace`, `AbortSigned`; the
 /// nodes a staged change, a signed change and the view remove by force). Every version-4
 /// addition is left out of the encoding when unused, so a version-4 frame that does not use
 /// them is the version-3 frame of the same message: a node speaks version 3 by writing the

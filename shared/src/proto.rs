@@ -270,6 +270,15 @@ pub enum AdminRequest {
         /// The dead node.
         node: NodeId,
     },
+    /// Abort the running ring change, as signed by an operator (protocol version 4): the
+    /// ring becomes `target`, the current owners one epoch on
+    /// ([`crate::membership::View::abort_target`]). Only the claimant takes it.
+    AbortSigned {
+        /// The ring the abort leads to.
+        target: Box<crate::ring::Ring>,
+        /// The operator's signature over `target`.
+        authority: crate::authority::Authority,
+    },
     /// Stage `dead` to be removed by force and a new node to join in the same change
     /// (protocol version 4): the plan gives the new node the dead one's place.
     Replace {

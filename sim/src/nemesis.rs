@@ -262,6 +262,7 @@ impl<'a> Nemesis<'a> {
         let committed = ringkv_node::operator::signed_commit(
             |r| async { Ok::<_, std::convert::Infallible>(node.admin(r).await) },
             &operator,
+            &Default::default(),
         )
         .await
         .unwrap_or_else(|never| match never {});

@@ -441,6 +441,7 @@ impl FaultCluster {
             ringkv_node::operator::signed_commit(
                 |r| async move { self.request(i, &Request::Admin(r)).await },
                 &key,
+                &Default::default(),
             )
             .await?
         } else {

@@ -145,6 +145,7 @@ pub async fn admin(cluster: &LocalCluster, index: usize, request: AdminRequest) 
         ringkv_node::operator::signed_commit(
             |r| async { Ok::<_, anyhow::Error>(node.admin(r).await) },
             &key,
+            &Default::default(),
         )
         .await?
     } else {

@@ -88,7 +88,16 @@ enum Command {
     Plan,
     /// Commit the staged changes, signed with the key of --cert/--key (an admin
     /// certificate): data moves, then the new ring takes over.
-    Commit,
+    Commit {
+        /// The node ids the staged change removes by force, confirmed (comma-separated): a
+        /// change that removes any is signed only when they are named here exactly.
+        #[arg(long, value_delimiter = ',')]
+        forced: Vec<u32>,
+    },
+    /// Abort the ring change that is moving data (committed, not finished): the owners stay
+    /// as they were. Signed with the key of --cert/--key; sent to the node that completes
+    /// changes.
+    Abort,
     /// Forget the staged changes.
     Clear,
     /// Copy the node's storage (--node), as it is at one instant, into DIR on that node's
@@ -315,20 +324,40 @@ async fn run(cli: Cli) -> Result<()> {
                     out!("{}", admin_report::plan(&current, &target, &transfers));
                     if !forced.is_empty() {
                         outln!(
-                            "removed by force: {forced:?} (dead for good: nothing is copied from them or waits for them; they must never come back with their data)"
+                            "removed by force: {forced:?} (dead for good: nothing is copied from them or waits for them; they must never come back with their data). Confirm with `ringkv commit --forced {}`",
+                            forced
+                                .iter()
+                                .map(u32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(",")
                         );
                     }
                 }
             }
             other => bail!("unexpected answer {other:?}"),
         },
-        Command::Commit => {
+        Command::Commit { forced } => {
+            let forced: std::collections::BTreeSet<NodeId> =
+                forced.iter().map(|id| NodeId(*id)).collect();
             // Signed before anything is sent: a certificate that cannot sign fails here,
             // with a message about the certificate, not the cluster.
             let key = OperatorKey::from_identity(&admin.tls)
                 .with_context(|| format!("signing the ring change with {}", cli.cert.display()))?;
             let reply = ringkv_node::operator::signed_commit(
                 |request| async { admin.call_raw(admin.node, request).await },
+                &key,
+                &forced,
+            )
+            .await?;
+            done(admin_reply(reply)?)?
+        }
+        Command::Abort => {
+            let key = OperatorKey::from_identity(&admin.tls)
+                .with_context(|| format!("signing the abort with {}", cli.cert.display()))?;
+            let admin = &admin;
+            let reply = ringkv_node::operator::signed_abort(
+                |at, request| async move { admin.call_raw(at, request).await },
+                admin.node,
                 &key,
             )
             .await?;

@@ -201,6 +201,69 @@ impl View {
         Ok(plan(&self.ring, &self.members_after(), n.into())?)
     }
 
+    /// The ring an abort of the running transition leads to: this view's ring, its owners
+    /// unchanged, at the transition's target epoch (so that it replaces the transition
+    /// everywhere and a later change needs fresh acknowledgements). It is the ring [`plan`]
+    /// makes from this ring for its own members, so any node can check an operator's
+    /// signature over it like any other planned step.
+    pub fn abort_target(&self, n: u8) -> Result<Ring, ChangeError> {
+        let t = self
+            .transition
+            .as_ref()
+            .ok_or(ChangeError::NothingToAbort)?;
+        if !t.forced().is_empty() {
+            return Err(ChangeError::AbortForced {
+                nodes: t.forced().iter().copied().collect(),
+            });
+        }
+        let members: Vec<Member> = self.ring.members().cloned().collect();
+        let same = plan(&self.ring, &members, n.into())?;
+        let unchanged =
+            (0..self.ring.partition_count()).all(|p| same.owner(p) == self.ring.owner(p));
+        if !unchanged {
+            // The planner keeps a balanced ring as it is; a ring it would rebalance cannot be
+            // restored without moving data.
+            return Err(ChangeError::AbortWouldMove);
+        }
+        Ok(same)
+    }
+
+    /// Aborts the running transition, as `authority` signed it: the ring becomes `target`
+    /// ([`View::abort_target`]: the same owners, one epoch on), leavers are up again, joiners
+    /// stay joining. Copies already handed to new replicas are swept by them. Only the
+    /// claimant `me` may abort ([`ChangeError::NotClaimant`]): it alone completes a
+    /// transition, so an abort and a completion never both happen. The caller has verified
+    /// the signature.
+    pub fn abort(
+        &mut self,
+        me: NodeId,
+        n: u8,
+        target: &Ring,
+        authority: Authority,
+    ) -> Result<(), ChangeError> {
+        let expected = self.abort_target(n)?;
+        match self.claimant() {
+            Some(c) if c == me => {}
+            Some(claimant) => return Err(ChangeError::NotClaimant { claimant }),
+            None => return Err(ChangeError::NothingToAbort),
+        }
+        if expected != *target || !authority.forced.is_empty() {
+            return Err(ChangeError::PlanChanged);
+        }
+        let leavers = self
+            .transition
+            .as_ref()
+            .map(|t| t.leavers(&self.ring))
+            .unwrap_or_default();
+        for id in leavers {
+            self.set_status(id, Status::Up);
+        }
+        self.ring = expected;
+        self.ring_authority = Some(authority);
+        self.transition = None;
+        Ok(())
+    }
+
     /// Records that `node` finished `transfer`.
     pub fn mark_done(&mut self, transfer: Transfer) -> bool {
         match &mut self.transition {
@@ -329,6 +392,15 @@ impl View {
 }
 
 impl crate::authority::SimulatedOperator {
+    /// Signs the abort of `view`'s running transition and applies it as node `me` (the
+    /// claimant): what `ringkv abort` does with a real key, for the simulator and tests.
+    pub fn abort(&self, view: &mut View, me: NodeId, n: u8) -> Result<Ring, ChangeError> {
+        let target = view.abort_target(n)?;
+        let authority = self.sign(view.cluster, &target, n);
+        view.abort(me, n, &target, authority)?;
+        Ok(target)
+    }
+
     /// Plans `view`'s staged changes at factor `n`, signs the plan and commits it: what the
     /// admin CLI does with a real key, for the simulator and tests.
     pub fn commit(&self, view: &mut View, n: u8) -> Result<Transition, ChangeError> {

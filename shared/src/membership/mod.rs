@@ -226,6 +226,30 @@ pub enum ChangeError {
         /// Partitions (at most the first 16) all of whose replicas would be removed by force.
         partitions: Vec<crate::ring::PartitionId>,
     },
+    /// There is no committed change to abort.
+    #[error("no ring change is running: there is nothing to abort")]
+    NothingToAbort,
+    /// The running change removes nodes by force: they may already have dropped their data.
+    #[error(
+        "the running change removes {nodes:?} by force; it cannot be aborted (a node removed by force drops its data as soon as it hears of it): let it finish, then join a node"
+    )]
+    AbortForced {
+        /// The nodes it removes by force.
+        nodes: Vec<NodeId>,
+    },
+    /// The planner would rebalance the current ring: restoring it cannot be signed as a
+    /// planned step.
+    #[error("the current ring is not one the planner keeps as it is; the change cannot be aborted")]
+    AbortWouldMove,
+    /// Only the claimant (the node that completes changes) may abort one, so that an abort
+    /// and the change's completion never both happen.
+    #[error(
+        "only node {claimant}, which completes ring changes, can abort one: ask it (`ringkv abort` does)"
+    )]
+    NotClaimant {
+        /// The claimant.
+        claimant: NodeId,
+    },
     /// The signed target is not the ring the staged changes lead to now (someone staged or
     /// cleared a change since the plan was signed).
     #[error(

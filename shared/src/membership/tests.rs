@@ -19,7 +19,7 @@ fn cluster(n: u32) -> View {
 
 /// A view after a random sequence of the operations nodes and operators apply.
 fn arb_view() -> impl Strategy<Value = View> {
-    proptest::collection::vec((0u8..10, 1u32..7), 0..12).prop_map(|ops| {
+    proptest::collection::vec((0u8..11, 1u32..7), 0..12).prop_map(|ops| {
         let mut v = cluster(3);
         for (op, i) in ops {
             let id = NodeId(i);
@@ -55,8 +55,13 @@ fn arb_view() -> impl Strategy<Value = View> {
                     v.mark_swept(id, epoch);
                 }
                 8 => v.set_status(id, Status::Leaving),
-                _ => {
+                9 => {
                     let _ = v.stage_remove_forced(id, 3);
+                }
+                _ => {
+                    if let Some(claimant) = v.claimant() {
+                        let _ = OP.abort(&mut v, claimant, 3);
+                    }
                 }
             }
         }
@@ -696,4 +701,86 @@ fn removals_by_force_count_only_as_the_operator_signed_them() {
     here.merge_checked(&committed, NodeId(3), Some(NodeId(1)), 3, &OP);
     assert!(here.transition.is_some());
     assert_eq!(here.removed_by_force, BTreeSet::from([NodeId(4)]));
+}
+
+#[test]
+fn an_aborted_join_restores_the_owners_one_epoch_on_and_a_new_change_starts_afresh() {
+    let mut v = cluster(3);
+    let before = v.ring.clone();
+    v.announce(NodeId(4), member(4).addr);
+    v.stage_join(NodeId(4)).unwrap();
+    OP.commit(&mut v, 3).unwrap();
+    for id in 1..=4 {
+        v.mark_seen(NodeId(id));
+    }
+    let some = v.transition.as_ref().unwrap().remaining(&v.ring)[0];
+    v.mark_done(some);
+
+    // Only the claimant aborts; the others are told whom to ask.
+    assert_eq!(v.claimant(), Some(NodeId(1)));
+    let target = v.abort_target(3).unwrap();
+    let signed = OP.sign(v.cluster, &target, 3);
+    assert_eq!(
+        v.clone().abort(NodeId(2), 3, &target, signed.clone()),
+        Err(ChangeError::NotClaimant {
+            claimant: NodeId(1)
+        })
+    );
+    // Signed for another ring, or not the one this view leads to: refused.
+    let wrong = OP.sign(v.cluster, &before, 3);
+    assert_eq!(
+        v.clone().abort(NodeId(1), 3, &before, wrong),
+        Err(ChangeError::PlanChanged)
+    );
+    let peer = v.clone();
+    v.abort(NodeId(1), 3, &target, signed).unwrap();
+    assert!(v.transition.is_none());
+    assert_eq!(v.ring.epoch(), 2);
+    for p in 0..64 {
+        assert_eq!(v.ring.owner(p), before.owner(p), "partition {p} moved");
+    }
+    assert_eq!(v.status(NodeId(4)), Some(Status::Joining));
+    assert_eq!(v.abort_target(3), Err(ChangeError::NothingToAbort));
+
+    // A peer still holding the transition takes the aborted ring (a signed planned step) and
+    // drops the transition; a forged abort is not taken.
+    let mut other = peer.clone();
+    let (_, refused) = other.merge_checked(&v, NodeId(2), Some(NodeId(1)), 3, &OP);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(other.ring, v.ring);
+    assert!(other.transition.is_none());
+    let mut forged = v.clone();
+    forged.ring_authority = Some(SimulatedOperator::new(1).sign(v.cluster, &v.ring, 3));
+    let mut fooled = peer.clone();
+    fooled.merge_checked(&forged, NodeId(2), Some(NodeId(1)), 3, &OP);
+    assert_eq!(fooled.ring.epoch(), 1);
+    assert!(fooled.transition.is_some());
+
+    // The join again: a new transition to epoch 3 that waits for fresh acknowledgements.
+    v.stage_join(NodeId(4)).unwrap();
+    let t = OP.commit(&mut v, 3).unwrap();
+    assert_eq!(t.target.epoch(), 3);
+    assert!(
+        !v.all_seen(),
+        "acknowledgements of the aborted change do not count"
+    );
+}
+
+#[test]
+fn an_aborted_leave_brings_the_leaver_back_and_a_forced_removal_cannot_be_aborted() {
+    let mut v = cluster(4);
+    v.stage_leave(NodeId(4), 3).unwrap();
+    OP.commit(&mut v, 3).unwrap();
+    assert_eq!(v.status(NodeId(4)), Some(Status::Leaving));
+    OP.abort(&mut v, NodeId(1), 3).unwrap();
+    assert_eq!(v.status(NodeId(4)), Some(Status::Up));
+    assert!(v.ring.member(NodeId(4)).is_some());
+
+    v.stage_remove_forced(NodeId(4), 3).unwrap();
+    OP.commit(&mut v, 3).unwrap();
+    assert!(matches!(
+        v.abort_target(3),
+        Err(ChangeError::AbortForced { .. })
+    ));
+    assert_eq!(cluster(3).abort_target(3), Err(ChangeError::NothingToAbort));
 }
