@@ -133,7 +133,9 @@ fn merge_from_peer(
     })?;
     for part in refused {
         match part {
-            Unverified::Ring(ring, authority) => vouch(state, *ring, authority, sender),
+            Unverified::Ring(ring, authority) => {
+                vouch(state, *ring, authority, sender, &theirs.removed_by_force)
+            }
             Unverified::Transition { epoch, reason } => {
                 warn!(sender = ?sender, epoch, %reason, "refused a ring change from a peer")
             }
@@ -149,7 +151,13 @@ fn merge_from_peer(
 /// `ring_vouches`), and takes the ring once enough of its members sent it. Only a ring an
 /// operator signed counts: members vouch that the cluster reached it, the signature that an
 /// operator made it, so that two stolen node certificates cannot make a ring of their own.
-fn vouch(state: &NodeState, ring: Ring, authority: Option<Authority>, sender: Option<NodeId>) {
+fn vouch(
+    state: &NodeState,
+    ring: Ring,
+    authority: Option<Authority>,
+    sender: Option<NodeId>,
+    removed: &std::collections::BTreeSet<NodeId>,
+) {
     let epoch = ring.epoch();
     let cluster = state.view().cluster;
     let verifier = state.ring_changes.load();
@@ -167,7 +175,7 @@ fn vouch(state: &NodeState, ring: Ring, authority: Option<Authority>, sender: Op
         .ring_vouches
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .vouch(state.id, ring, sender);
+        .vouch(state.id, ring, sender, removed);
     match decided {
         Vouch::NotCounted | Vouch::Superseded => {
             debug!(epoch, ?sender, "an unverified ring not counted")
@@ -175,8 +183,19 @@ fn vouch(state: &NodeState, ring: Ring, authority: Option<Authority>, sender: Op
         Vouch::Waiting { by } => {
             info!(epoch, vouched = ?by, "a ring this node cannot verify; waiting for another member to send it")
         }
-        Vouch::Take { ring, by } => {
-            if state.update_view(|view| view.adopt_ring(&ring, authority)) {
+        Vouch::Take {
+            ring,
+            by,
+            removed_by_force,
+        } => {
+            let adopted = state.update_view(|view| {
+                let adopted = view.adopt_ring(&ring, authority);
+                // What every voucher says was removed by force: this node may have missed
+                // the signed change that did it along with the ring.
+                view.removed_by_force.extend(removed_by_force);
+                adopted
+            });
+            if adopted {
                 info!(
                     epoch,
                     ?by,

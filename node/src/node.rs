@@ -497,6 +497,11 @@ impl NodeHandle {
         StoreProbe(self.state.clone())
     }
 
+    /// Why the node stopped itself, if it has (see [`NodeHandle::departed`]).
+    pub fn departure(&self) -> Option<String> {
+        self.state.departure.borrow().clone()
+    }
+
     /// Waits until the node stops itself because it is no longer part of the cluster (it
     /// was removed by force, or its leave completed and every member knows), and returns
     /// why, for the operator. Never returns while it is a member.

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Why the cluster has not converged yet, or `None` if it has: every ring member up, one ring
-/// epoch everywhere, no ring change under way, no hint held anywhere, and for every partition
-/// the anti-entropy roots of all its replicas equal.
+/// epoch everywhere, no ring change under way, every node removed by force that came back
+/// stopped (its data dropped), no hint held anywhere, and for every partition the
+/// anti-entropy roots of all its replicas equal.
 ///
 /// Without anti-entropy (`replicas_identical == false`) only the first three are required.
 pub fn not_converged(cluster: &SimCluster, replicas_identical: bool) -> Option<String> {
@@ -37,8 +38,19 @@ pub fn not_converged(cluster: &SimCluster, replicas_identical: bool) -> Option<S
             return Some(format!("{} still sees a ring change under way", m.id));
         }
     }
+    // A node removed by force that came back (with its old disk) has dropped its data and
+    // stopped itself.
+    let removed_by_force = first.view().removed_by_force;
     for &i in &up {
         let node = cluster.node(i)?;
+        if removed_by_force.contains(&ringkv_shared::NodeId(i as u32 + 1))
+            && node.departure().is_none()
+        {
+            return Some(format!(
+                "n{} was removed by force, came back, and has not stopped itself",
+                i + 1
+            ));
+        }
         match node.store().hints_pending() {
             Ok(0) => {}
             Ok(n) => return Some(format!("n{} holds {n} hints", i + 1)),

@@ -235,6 +235,7 @@ impl<'a> Nemesis<'a> {
             return;
         }
         let join = ring.len() <= 3 || (self.cluster.len() < 7 && self.below(2) == 0);
+        let mut forced = std::collections::BTreeSet::new();
         let request = if join {
             let Ok(index) = self.cluster.add_node(self.scenario) else {
                 return;
@@ -245,10 +246,25 @@ impl<'a> Nemesis<'a> {
                 node: Some(NodeId(index as u32 + 1)),
                 addr: Some(node_addr(index)),
             }
-        } else {
+        } else if self.below(2) == 0 {
             let leaver = ring[self.below(ring.len() as u64) as usize];
             AdminRequest::Leave {
                 node: NodeId(leaver as u32 + 1),
+            }
+        } else {
+            // A member is lost for good (its disk kept, as a host that was only thought dead):
+            // it stays down until the heal, when it comes back with its old data.
+            let others: Vec<usize> = ring.iter().copied().filter(|&i| i != admin_at).collect();
+            let Some(&victim) = others.get(self.below(others.len() as u64) as usize) else {
+                return;
+            };
+            if self.cluster.crash(victim, false).is_err() {
+                return;
+            }
+            net.record(format_args!("nemesis n{} lost for good", victim + 1));
+            forced.insert(NodeId(victim as u32 + 1));
+            AdminRequest::RemoveForced {
+                node: NodeId(victim as u32 + 1),
             }
         };
         net.record(format_args!("nemesis ring change {request:?}"));
@@ -262,7 +278,7 @@ impl<'a> Nemesis<'a> {
         let committed = ringkv_node::operator::signed_commit(
             |r| async { Ok::<_, std::convert::Infallible>(node.admin(r).await) },
             &operator,
-            &Default::default(),
+            &forced,
         )
         .await
         .unwrap_or_else(|never| match never {});
@@ -276,5 +292,31 @@ impl<'a> Nemesis<'a> {
             short(&staged),
             short(&committed)
         ));
+        // Now and then the operator aborts the change a while later (a no-op if it finished).
+        if forced.is_empty() && self.below(3) == 0 {
+            tokio::time::sleep(Duration::from_millis(self.below(800))).await;
+            let cluster = &*self.cluster;
+            let Some(&asked) = cluster.up().first() else {
+                return;
+            };
+            let aborted = ringkv_node::operator::signed_abort(
+                |at, r| async move {
+                    let index = (0..cluster.len()).find(|&i| node_addr(i) == at);
+                    Ok::<_, std::convert::Infallible>(match index.and_then(|i| cluster.node(i)) {
+                        Some(node) => node.admin(r).await,
+                        None => ringkv_shared::proto::Response::Error(
+                            ringkv_shared::ReplyError::Unavailable {
+                                reason: format!("{at} is down"),
+                            },
+                        ),
+                    })
+                },
+                node_addr(asked),
+                &operator,
+            )
+            .await
+            .unwrap_or_else(|never| match never {});
+            net.record(format_args!("nemesis abort: {}", short(&aborted)));
+        }
     }
 }
