@@ -13,6 +13,7 @@ use ringkv_shared::proto::{AdminReply, AdminRequest, Request, Response};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
+use support::run_command as run;
 use support::{ChildGuard, admin_binary, ask, eventually, node_binary, write_certs};
 
 /// Set inside the namespaces: the hosts file to mount over `/etc/hosts`.
@@ -25,20 +26,6 @@ fn name(i: u32) -> String {
 
 fn ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 1 + i as u8)
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

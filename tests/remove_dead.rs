@@ -25,6 +25,20 @@ async fn ring_is(cluster: &RealCluster, nodes: &[usize], epoch: u64) -> bool {
     true
 }
 
+/// Writes `k-i` = `v1-i` for every `i` in `keys`, each retried (a first request to a node
+/// that just died times out with its outcome unknown; writing the same value again is safe).
+async fn put_all(c: &Client, keys: std::ops::Range<usize>) -> Result<()> {
+    for i in keys {
+        retry(|| async {
+            c.put(format!("k-{i}"), format!("v1-{i}"), &Context::empty())
+                .await?;
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Runs `op` until it succeeds, at most 5 times.
 async fn retry<F, Fut>(mut op: F) -> Result<()>
 where
@@ -83,14 +97,7 @@ async fn a_dead_node_is_replaced_by_force_and_cannot_come_back_with_its_data() -
         })
         .await?;
     }
-    for i in 300..400 {
-        retry(|| async {
-            c.put(format!("k-{i}"), format!("v1-{i}"), &Context::empty())
-                .await?;
-            Ok(())
-        })
-        .await?;
-    }
+    put_all(&c, 300..400).await?;
 
     // Without --force, `remove` says what to do instead; with a live node's leave, the
     // change would wait for node 1 forever.
@@ -219,14 +226,7 @@ async fn a_change_stuck_on_a_dead_joiner_is_aborted_and_made_again() -> Result<(
     for i in 0..300 {
         check(&c, &format!("k-{i}"), Some(&format!("v1-{i}"))).await?;
     }
-    for i in 300..400 {
-        retry(|| async {
-            c.put(format!("k-{i}"), format!("v1-{i}"), &Context::empty())
-                .await?;
-            Ok(())
-        })
-        .await?;
-    }
+    put_all(&c, 300..400).await?;
 
     // Node 4 comes back (still joining, owning nothing), and the change is made again.
     cluster.start_node(joiner)?;

@@ -105,16 +105,9 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
             );
         }
         AdminRequest::CommitSigned { target, authority } => {
-            let verifier = state.ring_changes.load();
             let committed = state.update_view(|v| {
-                ringkv_shared::authority::verify_change(
-                    verifier.as_ref().as_ref(),
-                    v.cluster,
-                    &target,
-                    n,
-                    Some(&authority),
-                )
-                .map_err(|e| format!("refused the commit: {e}"))?;
+                signed_by_operator(state, v, &target, &authority)
+                    .map_err(|e| format!("refused the commit: {e}"))?;
                 v.commit(n, &target, authority)
                     .map(|t| t.target.epoch())
                     .map_err(|e| e.to_string())
@@ -133,16 +126,9 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
             }
         }
         AdminRequest::AbortSigned { target, authority } => {
-            let verifier = state.ring_changes.load();
             let aborted = state.update_view(|v| {
-                ringkv_shared::authority::verify_change(
-                    verifier.as_ref().as_ref(),
-                    v.cluster,
-                    &target,
-                    n,
-                    Some(&authority),
-                )
-                .map_err(|e| format!("refused the abort: {e}"))?;
+                signed_by_operator(state, v, &target, &authority)
+                    .map_err(|e| format!("refused the abort: {e}"))?;
                 v.abort(state.id, n, &target, authority)
                     .map_err(|e| e.to_string())
             });
@@ -170,6 +156,24 @@ pub(crate) async fn admin(state: &Arc<NodeState>, request: AdminRequest) -> Resp
     let peers = state.view().gossip_peers(state.id);
     broadcast(state, &peers).await;
     Response::Admin(AdminReply::Done { message: reply })
+}
+
+/// Checks that `authority` is an operator's signature over the change of `view`'s cluster
+/// to `target` at this cluster's replication factor.
+fn signed_by_operator(
+    state: &NodeState,
+    view: &ringkv_shared::membership::View,
+    target: &ringkv_shared::Ring,
+    authority: &ringkv_shared::authority::Authority,
+) -> Result<(), ringkv_shared::authority::AuthorityError> {
+    let verifier = state.ring_changes.load();
+    ringkv_shared::authority::verify_change(
+        verifier.as_ref().as_ref(),
+        view.cluster,
+        target,
+        state.replication,
+        Some(authority),
+    )
 }
 
 /// The node an operator names to join: by id, or by address (asked who it is; its

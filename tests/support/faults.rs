@@ -49,19 +49,7 @@ pub fn soak() -> bool {
     std::env::var_os("RINGKV_SOAK").is_some()
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
+use super::run_command as run;
 
 /// Puts the calling test into a network namespace of its own. Returns `None` in the parent
 /// after the child (the same test, re-executed inside a namespace) passed; `Some(net)` where

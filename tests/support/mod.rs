@@ -5,7 +5,7 @@ pub mod faults;
 pub mod real;
 pub mod unique;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use ringkv::{Client, Mode};
 use ringkv_net::quic::{TlsIdentity, client_config};
 use ringkv_node::testing::LocalCluster;
@@ -264,6 +264,21 @@ impl Drop for ChildGuard {
 }
 
 /// A free UDP port on 127.0.0.1 (bound, read, released).
+/// Runs `cmd args`, failing with its standard error if it does not succeed.
+pub fn run_command(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 pub fn free_udp_port() -> Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
         .local_addr()?
