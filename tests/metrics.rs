@@ -279,3 +279,47 @@ async fn a_stopped_peer_is_counted_down_until_it_answers_again() -> Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Router mode: the node coordinating a read repairs the owners that answered with less and
+/// counts them, as a node asked by a client to repair does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_read_that_repairs_stale_owners_counts_them() -> Result<()> {
+    let background = ringkv_node::config::BackgroundConfig {
+        anti_entropy: false,
+        ..Default::default()
+    };
+    let cluster = LocalCluster::builder(3)
+        .metrics(true)
+        .background(background)
+        .start()
+        .await?;
+    let c = support::client(&cluster, Mode::Router).await?;
+    let all = CallOptions::default().quorum(3);
+    c.put_with("stale", "v1", &Context::empty(), all).await?;
+    // Node 1 alone takes a write the others never see: they are stale against it.
+    let node = cluster.node(0).context("running")?;
+    let ring = c.ring();
+    let written = node
+        .store()
+        .update(
+            ring.partition_of(b"stale"),
+            b"stale",
+            &ringkv_shared::VersionVector::new(),
+            Some("v2".into()),
+        )
+        .await?;
+    assert_eq!(written.values().count(), 2, "a sibling beside v1");
+    let read = c.get_with("stale", all).await?;
+    assert_eq!(read.values.len(), 2);
+    let mut repaired = 0.0;
+    for i in 0..3 {
+        let addr = cluster
+            .node(i)
+            .context("running")?
+            .metrics_addr()
+            .context("metrics on")?;
+        repaired += sample(&scrape(addr).await?, "ringkv_read_repairs_total").unwrap_or(0.0);
+    }
+    assert_eq!(repaired, 2.0, "the two stale owners");
+    Ok(())
+}

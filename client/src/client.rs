@@ -142,6 +142,7 @@ impl Client {
                             timeout: q.timeout(),
                             // A client may not write replicas: an owner repairs for it.
                             repair: fanout::Repair::AskOwner,
+                            on_repair: None,
                         };
                         fanout::read_with_hedger(
                             &self.inner.transport,

@@ -32,6 +32,12 @@ pub(crate) async fn get(state: &Arc<NodeState>, key: Bytes, quorum: Quorum) -> R
         required: quorum.required.into(),
         timeout: quorum.timeout(),
         repair: fanout::Repair::Write,
+        on_repair: Some(fanout::RepairCount({
+            let repairs = state.metrics.read_repairs.clone();
+            std::sync::Arc::new(move |stale| {
+                repairs.inc_by(stale);
+            })
+        })),
     };
     match fanout::read_with_hedger(&peers, plan, state.read_hedge.as_ref()).await {
         Ok(outcome) => Response::Read {

@@ -41,7 +41,9 @@ mod replicate;
 
 pub use calls::classify;
 pub use delegate::{DelegatedPut, delegate_put, first_reachable};
-pub use read::{ReadOutcome, ReadPlan, Repair, read, read_hedged, read_targets, read_with_hedger};
+pub use read::{
+    ReadOutcome, ReadPlan, Repair, RepairCount, read, read_hedged, read_targets, read_with_hedger,
+};
 pub use repair::repair_owners;
 pub use replicate::{Replication, replicate};
 

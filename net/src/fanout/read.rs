@@ -29,6 +29,18 @@ pub struct ReadPlan {
     pub timeout: Duration,
     /// What happens to owners that answered with less.
     pub repair: Repair,
+    /// Told how many stale owners each read repair reaches (a node's metrics), if set.
+    pub on_repair: Option<RepairCount>,
+}
+
+/// A count of stale owners read repair went to: a node's `ringkv_read_repairs_total`.
+#[derive(Clone)]
+pub struct RepairCount(pub std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for RepairCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RepairCount")
+    }
 }
 
 /// Read repair: how owners that answered a read with less than the merge are brought up to
@@ -134,6 +146,7 @@ pub async fn read_hedged<T: Transport>(
         required,
         timeout,
         repair,
+        on_repair,
     } = plan;
     let deadline = Instant::now() + timeout;
     let n = n.min(preference.len());
@@ -241,6 +254,9 @@ pub async fn read_hedged<T: Transport>(
                     return;
                 }
                 debug!(stale = ?stale, "read repair");
+                if let Some(count) = &on_repair {
+                    (count.0)(stale.len() as u64);
+                }
                 let calls = match repair {
                     // One owner: one that answered with the merge if any did (it holds the
                     // newest), else one that answered. It reads every replica itself.

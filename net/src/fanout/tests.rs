@@ -148,6 +148,7 @@ fn read_plan(preference: Vec<Member>, n: usize, required: usize, repair: bool) -
         required,
         timeout: TIMEOUT,
         repair,
+        on_repair: None,
     }
 }
 
