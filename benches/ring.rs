@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 
 fn members(n: u32) -> Vec<Member> {
     (1..=n)
-        .map(|i| Member {
-            id: NodeId(i),
-            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        .map(|i| {
+            Member::at(
+                NodeId(i),
+                SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            )
         })
         .collect()
 }

@@ -3,7 +3,9 @@
 //! naming `n1.ringkv.test` .. `n5.ringkv.test` (127.0.0.2 .. 127.0.0.6). Every address any
 //! process is given is a name: node `listen`, `advertise`, `[[members]]` and `seeds`, the
 //! client's seeds, the admin CLI's `--node` and `join`. Three nodes found the cluster, two join
-//! by name, and handoff moves data to them; every key written before reads back after.
+//! by name, and handoff moves data to them; every key written before reads back after. Then
+//! node 3's name is pointed at another address and the node started there: peers, the client
+//! (through the ring it cached) and the CLI find it again by resolving its name anew.
 
 mod support;
 
@@ -27,6 +29,9 @@ fn name(i: u32) -> String {
 fn ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 1 + i as u8)
 }
+
+/// Where node 3's name points after its host moved.
+const MOVED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_known_only_by_name() -> Result<()> {
@@ -73,15 +78,7 @@ async fn five_nodes_known_only_by_name() -> Result<()> {
                 h = host(i)
             ),
         )?;
-        let log = std::fs::File::create(dir.path().join(format!("n{i}.log")))?;
-        let child = Command::new(node_binary()?)
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        nodes.push(ChildGuard(Some(child)));
+        nodes.push(start_node(dir.path(), i, "")?);
     }
     let cli = |args: &[&str]| -> Result<String> {
         let out = Command::new(admin_binary()?)
@@ -161,10 +158,127 @@ async fn five_nodes_known_only_by_name() -> Result<()> {
         );
     }
     ensure!(client.ring().epoch() == 2);
+
+    // Node 3's host moves: its name now resolves to another address, where it starts again
+    // with its disk. Nobody is told but the hosts file; the ring keeps the old address.
+    nodes[2].terminate(Duration::from_secs(20)).await?;
+    let moved = SocketAddr::from((MOVED, ports[2]));
+    let hosts = std::fs::read_to_string("/etc/hosts")?;
+    std::fs::write(
+        "/etc/hosts",
+        hosts.replace(
+            &format!("{} {}\n", ip(3), name(3)),
+            &format!("{MOVED} {}\n", name(3)),
+        ),
+    )?;
+    nodes[2] = start_node(dir.path(), 3, "-moved")?;
+    // Gossip: the node announces its new address and every peer reaches it there.
+    eventually(
+        Duration::from_secs(60),
+        "every node sees node 3 up at its new address",
+        || async {
+            for i in [1, 2, 4, 5] {
+                let Some(s) = status(addr_of(i), &admin).await else {
+                    return false;
+                };
+                let r = s.view.members.get(&ringkv_shared::NodeId(3));
+                if r.is_none_or(|r| r.addr != moved) {
+                    return false;
+                }
+            }
+            status(moved, &admin).await.is_some()
+        },
+    )
+    .await
+    .with_context(|| logs(dir.path(), &["n3-moved", "n1"]))?;
+    let three = client
+        .ring()
+        .member(ringkv_shared::NodeId(3))
+        .cloned()
+        .context("node 3 in the client's ring")?;
+    ensure!(
+        three.addr == addr_of(3) && three.host.as_ref().map(|h| h.to_string()) == Some(host(3)),
+        "the ring still holds node 3's old address, with its name: {three:?}"
+    );
+    // The client reaches node 3 through the ring's member, by its name.
+    eventually(
+        Duration::from_secs(30),
+        "the client reaches node 3",
+        || async {
+            client
+                .stats()
+                .await
+                .iter()
+                .any(|(id, s)| id.0 == 3 && s.is_ok())
+        },
+    )
+    .await?;
+    // Replicas written now reach node 3 (from the client or from the nodes that coordinate
+    // or hold hints, all of which know it by the ring's member), and so does the CLI.
+    for k in 200..400 {
+        client
+            .put(format!("k-{k}"), format!("v-{k}"), &Context::empty())
+            .await?;
+    }
+    let ring = client.ring();
+    let held_by_three = (0..400)
+        .filter(|k| {
+            ring.preference_list_for_key(format!("k-{k}").as_bytes())[..3]
+                .contains(&ringkv_shared::NodeId(3))
+        })
+        .count() as u64;
+    eventually(
+        Duration::from_secs(60),
+        "node 3 holds every key it replicates",
+        || async {
+            client.stats().await.iter().any(|(id, s)| {
+                id.0 == 3
+                    && s.as_ref()
+                        .is_ok_and(|s| s.objects >= held_by_three && s.hints_pending == 0)
+            })
+        },
+    )
+    .await?;
+    let seen: serde_json::Value = serde_json::from_str(&cli(&["status", "--json"])?)?;
+    let node3 = seen["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["id"] == 3))
+        .context("node 3 in `ringkv status`")?;
+    ensure!(
+        node3["up"] == true && node3["addr"].as_str().is_some_and(|a| a.contains(&host(3))),
+        "{node3}"
+    );
     for node in &mut nodes {
         node.terminate(Duration::from_secs(20)).await?;
     }
     Ok(())
+}
+
+/// The last lines of the named logs in `dir`, for a failure's message.
+fn logs(dir: &std::path::Path, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- {n}.log ---\n{}", tail.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts node `i` from its config in `dir`, logging to `n<i><log_suffix>.log`.
+fn start_node(dir: &std::path::Path, i: u32, log_suffix: &str) -> Result<ChildGuard> {
+    let log = std::fs::File::create(dir.join(format!("n{i}{log_suffix}.log")))?;
+    let child = Command::new(node_binary()?)
+        .arg("--config")
+        .arg(dir.join(format!("n{i}.toml")))
+        .current_dir(dir)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok(ChildGuard(Some(child)))
 }
 
 /// Node `addr`'s status, if it answers.

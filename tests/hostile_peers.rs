@@ -25,10 +25,7 @@ fn reserved_requests(key: &Bytes, acked: &Object, epoch: u64) -> Vec<Request> {
     silent_delete
         .update(acked.clock(), None, ringkv_shared::ActorId(u64::MAX >> 1))
         .expect("a fresh counter");
-    let phantom = Member {
-        id: NodeId(9),
-        addr: "127.0.0.1:9".parse().expect("address"),
-    };
+    let phantom = Member::at(NodeId(9), "127.0.0.1:9".parse().expect("address"));
     let view = View::newcomer(phantom, 64).expect("a view");
     vec![
         Request::Write {
@@ -279,10 +276,7 @@ fn forged_views(real: &View, forger: NodeId) -> Vec<(&'static str, View)> {
     let grab = vec![forger; owners.len()];
     let mut with_forger = members.clone();
     if ring.member(forger).is_none() {
-        with_forger.push(Member {
-            id: forger,
-            addr: "127.0.0.1:9".parse().expect("address"),
-        });
+        with_forger.push(Member::at(forger, "127.0.0.1:9".parse().expect("address")));
     }
     let mut transition = real.clone();
     transition.transition = Some(ringkv_shared::membership::Transition {
@@ -604,16 +598,10 @@ async fn a_node_answering_as_another_member_is_refused() -> Result<()> {
         },
     );
     let n2_addr = cluster.addrs[1];
-    let as_n2 = Member {
-        id: NodeId(2),
-        addr: n2_addr,
-    };
+    let as_n2 = Member::at(NodeId(2), n2_addr);
     let reply = wire.call(&as_n2, Request::Ping).await?;
     assert_eq!(reply, Response::Pong { node: NodeId(2) });
-    let as_n3 = Member {
-        id: NodeId(3),
-        addr: n2_addr,
-    };
+    let as_n3 = Member::at(NodeId(3), n2_addr);
     match wire.call(&as_n3, Request::Ping).await {
         Err(TransportError::Refused { reason, .. }) => {
             assert!(

@@ -159,11 +159,11 @@ impl ClientBuilder {
             reason: "no TLS identity configured: call ClientBuilder::tls or tls_files".into(),
         })?;
         for host in &self.seed_hosts {
-            let addrs = crate::client::resolve_host(host).await.map_err(|reason| {
-                ClientError::InvalidInput {
+            let addrs = ringkv_net::quic::resolve_host(host)
+                .await
+                .map_err(|reason| ClientError::InvalidInput {
                     reason: format!("seed {host:?}: {reason}"),
-                }
-            })?;
+                })?;
             for addr in addrs {
                 if !self.seeds.contains(&addr) {
                     self.seeds.push(addr);

@@ -476,7 +476,7 @@ impl Client {
         let mut addrs: Vec<SocketAddr> = self.inner.ring.load().members().map(|m| m.addr).collect();
         let mut seeds = self.inner.seeds.clone();
         for host in &self.inner.seed_hosts {
-            match resolve_host(host).await {
+            match ringkv_net::quic::resolve_host(host).await {
                 Ok(now) => seeds.extend(now),
                 Err(reason) => debug!(%host, %reason, "a seed name does not resolve now"),
             }
@@ -627,19 +627,6 @@ pub(crate) async fn fetch_ring(
     }
     errors.extend(refused);
     Err(ClientError::Unavailable { errors })
-}
-
-/// The addresses `host` (`host:port`) resolves to now, IPv4 first.
-pub(crate) async fn resolve_host(host: &str) -> Result<Vec<SocketAddr>, String> {
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
-        .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .collect();
-    addrs.sort_by_key(|a| !a.is_ipv4());
-    if addrs.is_empty() {
-        return Err("resolves to no address".into());
-    }
-    Ok(addrs)
 }
 
 #[cfg(test)]

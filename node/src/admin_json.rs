@@ -8,6 +8,15 @@ use ringkv_shared::membership::View;
 use ringkv_shared::{NodeId, Ring};
 use serde_json::{Value, json};
 
+/// How a member's address is shown to an operator: its name and the address it announced
+/// (`n1.example.net:7001 (10.0.0.11:7001)`), or the address alone.
+pub fn shown_address(r: &ringkv_shared::membership::MemberRecord) -> String {
+    match &r.host {
+        Some(host) => format!("{host} ({})", r.addr),
+        None => r.addr.to_string(),
+    }
+}
+
 /// `ringkv members --json`.
 pub fn members(view: &View) -> Value {
     let counts = view.ring.ownership_counts();
@@ -17,6 +26,7 @@ pub fn members(view: &View) -> Value {
         "members": view.members.iter().map(|(id, r)| json!({
             "id": id.0,
             "addr": r.addr.to_string(),
+            "host": r.host.as_ref().map(|h| h.to_string()),
             "stage": r.status.to_string(),
             "partitions": counts.get(id).copied().unwrap_or(0),
         })).collect::<Vec<_>>(),
@@ -167,9 +177,11 @@ mod tests {
 
     fn view() -> View {
         let members = (1..=3)
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            .map(|i| {
+                Member::at(
+                    NodeId(i),
+                    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                )
             })
             .collect();
         View::bootstrap(Ring::balanced(16, members).expect("ring"))

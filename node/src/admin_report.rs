@@ -29,7 +29,10 @@ pub fn members(view: &View) -> String {
         let _ = writeln!(
             out,
             "{:>6}  {:<22} {:<9} {:>10}{forced}",
-            id.0, r.addr, r.status, owns
+            id.0,
+            crate::admin_json::shown_address(r),
+            r.status,
+            owns
         );
     }
     if !view.staged.is_empty() {
@@ -220,9 +223,11 @@ mod tests {
 
     fn members(ids: impl IntoIterator<Item = u32>) -> Vec<Member> {
         ids.into_iter()
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            .map(|i| {
+                Member::at(
+                    NodeId(i),
+                    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                )
             })
             .collect()
     }

@@ -291,9 +291,11 @@ mod tests {
         let admin = tls(&ca, &Role::Admin, "ops");
         let nodes = CaVerifier::new(&admin).unwrap();
         let members = (1..=3)
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            .map(|i| {
+                Member::at(
+                    NodeId(i),
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                )
             })
             .collect::<Vec<_>>();
         let ring = Ring::balanced(16, members).unwrap();

@@ -96,6 +96,18 @@ pub(crate) fn initial_view(
                 if let Some(cluster) = view.cluster {
                     info!(%cluster, "this data directory belongs to cluster {cluster}");
                 }
+                let before = view.members.get(&me.id).cloned();
+                if let Some(was) = before
+                    && view.announce_member(&me)
+                {
+                    // Only this node says where it is; gossip carries the new record.
+                    info!(
+                        was = %was.addr,
+                        now = %me.addr,
+                        host = ?me.host,
+                        "this node is reached at another address than before; telling the cluster"
+                    );
+                }
                 return Ok(view);
             }
             Err(e) => {

@@ -39,6 +39,7 @@
 //! # seeds = ["127.0.0.1:7001"]
 //! ```
 
+use crate::host_addr::HostAddr;
 use crate::storage::{Durability, StoreOptions};
 use ringkv_shared::hedge::HedgePolicy;
 use ringkv_shared::ring::{DEFAULT_PARTITIONS, MAX_PARTITIONS};
@@ -317,9 +318,9 @@ impl TlsPaths {
 pub struct MemberConfig {
     /// The member's node id.
     pub id: u32,
-    /// Its QUIC address (`ip:port` or `host:port`, resolved when the config is read).
-    #[serde(deserialize_with = "crate::host_addr::one")]
-    pub addr: SocketAddr,
+    /// Its QUIC address (`ip:port` or `host:port`, resolved when the config is read; a name
+    /// is kept in the ring and resolved again by peers and clients when they reconnect).
+    pub addr: HostAddr,
 }
 
 /// A node's whole configuration.
@@ -329,14 +330,16 @@ pub struct NodeConfig {
     /// This node's id.
     pub id: u32,
     /// Address to bind for QUIC (`ip:port` or `host:port`, resolved when the config is
-    /// read; `0.0.0.0:port` binds every interface and then needs `advertise`).
-    #[serde(deserialize_with = "crate::host_addr::one")]
-    pub listen: SocketAddr,
+    /// read; `0.0.0.0:port` binds every interface and then needs `advertise`). Without
+    /// `advertise`, it is also what the node announces, name included.
+    pub listen: HostAddr,
     /// The address this node announces to the cluster, where other nodes and clients reach
     /// it, when that is not `listen` (a wildcard bind, a container's published port);
-    /// `ip:port` or `host:port`, resolved when the config is read.
-    #[serde(default, deserialize_with = "crate::host_addr::optional")]
-    pub advertise: Option<SocketAddr>,
+    /// `ip:port` or `host:port`, resolved when the config is read. A name is announced with
+    /// the address, and peers and clients resolve it again whenever they reconnect, so a host
+    /// that comes back at another address under the same name is found there.
+    #[serde(default)]
+    pub advertise: Option<HostAddr>,
     /// Address to serve HTTP on: Prometheus metrics (`GET /metrics`), liveness (`/health`) and
     /// readiness (`/ready`); none if absent.
     #[serde(default, deserialize_with = "crate::host_addr::optional")]
@@ -377,9 +380,10 @@ pub struct NodeConfig {
     #[serde(default)]
     pub members: Vec<MemberConfig>,
     /// Nodes of an existing cluster to gossip with when this node knows no other live member
-    /// (a new node announces itself through them, then waits for `ringkv join`).
-    #[serde(default, deserialize_with = "crate::host_addr::list")]
-    pub seeds: Vec<SocketAddr>,
+    /// (a new node announces itself through them, then waits for `ringkv join`). A seed given
+    /// by name is resolved again each time the node turns to it.
+    #[serde(default)]
+    pub seeds: Vec<HostAddr>,
     /// Request-serving threads (the async runtime's workers); absent means one per core.
     /// Set it lower when several nodes share a host's cores: every extra thread adds wake-ups
     /// and context switches (see docs/BENCHMARKS.md).
@@ -517,7 +521,7 @@ impl NodeConfig {
                     format!("node id {} is listed twice", m.id),
                 ));
             }
-            if m.addr.port() == 0 || m.addr.ip().is_unspecified() {
+            if m.addr.addr.port() == 0 || m.addr.addr.ip().is_unspecified() {
                 return Err(invalid(
                     format!("members[{i}].addr"),
                     format!(
@@ -526,7 +530,7 @@ impl NodeConfig {
                     ),
                 ));
             }
-            if !addrs.insert(m.addr) {
+            if !addrs.insert(m.addr.addr) {
                 return Err(invalid(
                     format!("members[{i}].addr"),
                     format!("address {} is listed twice", m.addr),
@@ -539,15 +543,15 @@ impl NodeConfig {
                 format!("node {} is not listed in [[members]]", self.id),
             ));
         }
-        if let Some(a) = self.advertise
-            && (a.port() == 0 || a.ip().is_unspecified())
+        if let Some(a) = &self.advertise
+            && (a.addr.port() == 0 || a.addr.ip().is_unspecified())
         {
             return Err(invalid(
                 "advertise",
                 format!("{a} is not an address others can reach (no port 0, no 0.0.0.0)"),
             ));
         }
-        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+        if self.advertise.is_none() && self.listen.addr.ip().is_unspecified() {
             return Err(invalid(
                 "listen",
                 format!(
@@ -571,7 +575,8 @@ impl NodeConfig {
             .iter()
             .map(|m| Member {
                 id: NodeId(m.id),
-                addr: m.addr,
+                addr: m.addr.addr,
+                host: m.addr.name.clone(),
             })
             .collect()
     }
@@ -619,8 +624,22 @@ addr = "127.0.0.1:7001"
             .replace("listen = \"127.0.0.1:7001\"", "listen = \"localhost:7001\"")
             .replace("addr = \"127.0.0.1:7001\"", "addr = \"localhost:7001\"");
         let c = NodeConfig::parse(&named, "t").unwrap();
-        assert!(c.listen.ip().is_loopback() && c.listen.port() == 7001);
+        assert!(c.listen.addr.ip().is_loopback() && c.listen.addr.port() == 7001);
         c.validate_settings().unwrap();
+        // The names are kept: the ring carries them, for peers to resolve when they dial.
+        assert_eq!(
+            c.listen.name.as_ref().map(|n| n.as_str()),
+            Some("localhost:7001")
+        );
+        let named_member = c.ring_members().into_iter().find(|m| m.host.is_some());
+        assert!(
+            named_member.is_some_and(|m| m.addr.ip().is_loopback()),
+            "{:?}",
+            c.ring_members()
+        );
+        assert_eq!(c.advertise, None);
+        let literal = NodeConfig::parse(&base(), "t").unwrap();
+        assert_eq!(literal.listen.name, None, "an IP address is not a name");
 
         let e = NodeConfig::parse(
             &base().replace(

@@ -5,6 +5,7 @@
 //! transitions and completes them when this node is the claimant.
 
 use crate::background::every;
+use crate::host_addr::HostAddr;
 use crate::ring_vouches::Vouch;
 use crate::state::NodeState;
 use ringkv_net::transport::{Transport, TransportError};
@@ -269,10 +270,7 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
                         && r.status == Status::Removed
                         && view.swept.get(id) != Some(&ringkv_shared::membership::SWEPT_FOR_GOOD)
                 })
-                .map(|(id, r)| Member {
-                    id: *id,
-                    addr: r.addr,
-                }),
+                .map(|(id, r)| r.member(*id)),
         );
         broadcast(state, &told).await;
         return;
@@ -283,11 +281,10 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
         .gossip_rounds
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let own_addr = view.members.get(&me).map(|r| r.addr);
-    let seeds: Vec<SocketAddr> = state
+    let seeds: Vec<&HostAddr> = state
         .seeds
         .iter()
-        .copied()
-        .filter(|s| Some(*s) != own_addr)
+        .filter(|s| Some(s.addr) != own_addr)
         .collect();
     match target {
         Some(peer) => {
@@ -299,15 +296,33 @@ pub(crate) async fn gossip_round(state: &Arc<NodeState>) {
                 .then(|| ringkv_net::ambient::choose(&seeds).copied())
                 .flatten();
             if let Some(seed) = seed {
-                let _ = exchange(state, Peer::Addr(seed)).await;
+                let _ = exchange(state, Peer::Addr(seed_address(seed).await)).await;
             }
         }
         None => {
             for seed in seeds {
-                if exchange(state, Peer::Addr(seed)).await.is_ok() {
+                if exchange(state, Peer::Addr(seed_address(seed).await))
+                    .await
+                    .is_ok()
+                {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Where a seed is now: a seed given by name is resolved again each time (the address it had
+/// when the config was read if it no longer resolves).
+async fn seed_address(seed: &HostAddr) -> SocketAddr {
+    let Some(name) = &seed.name else {
+        return seed.addr;
+    };
+    match ringkv_net::quic::resolve_host(name.as_str()).await {
+        Ok(addrs) => addrs[0],
+        Err(reason) => {
+            debug!(seed = %name, %reason, "seed name did not resolve; using its address at start");
+            seed.addr
         }
     }
 }

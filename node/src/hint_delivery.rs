@@ -174,9 +174,11 @@ mod tests {
     use super::*;
 
     fn members(ids: std::ops::RangeInclusive<u32>) -> Vec<ringkv_shared::Member> {
-        ids.map(|i| ringkv_shared::Member {
-            id: NodeId(i),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        ids.map(|i| {
+            ringkv_shared::Member::at(
+                NodeId(i),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            )
         })
         .collect()
     }

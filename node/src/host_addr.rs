@@ -3,8 +3,64 @@
 //! resolved when the configuration is read. Resolution prefers an IPv4 address, as a host
 //! with both usually serves the cluster on the one its peers use.
 
-use serde::{Deserialize, Deserializer};
+use ringkv_shared::HostName;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{SocketAddr, ToSocketAddrs};
+
+/// An address from a configuration with the name it was given by, if any: the address is
+/// where the name pointed when the configuration was read; the name goes into the ring and
+/// the view ([`ringkv_shared::Member::host`]) so that peers and clients resolve it again when
+/// they reconnect, and a seed given by name is resolved again whenever the node turns to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostAddr {
+    /// The address, resolved when the configuration was read.
+    pub addr: SocketAddr,
+    /// The `host:port` it was written as, when that was a name and not an IP address.
+    pub name: Option<HostName>,
+}
+
+impl HostAddr {
+    /// Parses and resolves `text` (`host:port` or `ip:port`).
+    pub fn parse(text: &str) -> Result<HostAddr, String> {
+        let addr = resolve(text)?;
+        let name = match text.parse::<SocketAddr>() {
+            Ok(_) => None,
+            Err(_) => Some(HostName::parse(text).map_err(|e| e.to_string())?),
+        };
+        Ok(HostAddr { addr, name })
+    }
+}
+
+impl From<SocketAddr> for HostAddr {
+    fn from(addr: SocketAddr) -> Self {
+        HostAddr { addr, name: None }
+    }
+}
+
+impl std::fmt::Display for HostAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+impl Serialize for HostAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.name {
+            Some(name) => s.serialize_str(name.as_str()),
+            None => s.collect_str(&self.addr),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HostAddr::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 /// Resolves `text` (`host:port` or `ip:port`) to one socket address.
 pub fn resolve(text: &str) -> Result<SocketAddr, String> {

@@ -5,7 +5,6 @@ use clap::{Args, Parser, Subcommand};
 use ringkv_node::certs::{DevCa, Role, read_pem, write_pem};
 use ringkv_node::storage::Durability;
 use ringkv_node::{Node, NodeConfig};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: a request allocates and frees frames, objects and
@@ -30,8 +29,8 @@ struct RunArgs {
     #[arg(long, short, env = "RINGKV_CONFIG")]
     config: Option<PathBuf>,
     /// Override `listen` (`ip:port` or `host:port`).
-    #[arg(long, value_parser = ringkv_node::host_addr::resolve)]
-    listen: Option<SocketAddr>,
+    #[arg(long, value_parser = ringkv_node::host_addr::HostAddr::parse)]
+    listen: Option<ringkv_node::host_addr::HostAddr>,
     /// Override `data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -292,11 +291,11 @@ fn run(args: RunArgs) -> Result<()> {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.enable_all().build()?;
-    let advertise = config.advertise;
+    let advertise = config.advertise.clone();
     runtime.block_on(async move {
         let node = Node::start(config).await?;
         match advertise {
-            Some(a) if a != node.addr() => println!(
+            Some(a) if a.addr != node.addr() || a.name.is_some() => println!(
                 "ringkv-node {} listening on {}, announced to the cluster as {a}",
                 node.id(),
                 node.addr()

@@ -1,6 +1,7 @@
 //! Starting and stopping a node.
 
 use crate::config::{ConfigError, NodeConfig};
+use crate::host_addr::HostAddr;
 use crate::server;
 use crate::state::NodeState;
 use crate::storage::{StorageError, Store};
@@ -114,8 +115,8 @@ impl Node {
     /// Starts a node: validates `config`, opens storage, binds `config.listen` and serves.
     pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let socket =
-            std::net::UdpSocket::bind(config.listen).map_err(|source| NodeError::Bind {
-                addr: config.listen,
+            std::net::UdpSocket::bind(config.listen.addr).map_err(|source| NodeError::Bind {
+                addr: config.listen.addr,
                 source,
             })?;
         Self::start_with_socket(config, socket).await
@@ -134,7 +135,7 @@ impl Node {
         let store = Store::open(&config.data_dir, id, &config.store_options())?;
 
         let addr = socket.local_addr().map_err(|source| NodeError::Bind {
-            addr: config.listen,
+            addr: config.listen.addr,
             source,
         })?;
         let bind_err = |source| NodeError::Bind { addr, source };
@@ -161,8 +162,15 @@ impl Node {
         );
         let ring_changes = Box::new(ringkv_net::quic::CaVerifier::new(&tls)?);
         // What the cluster is told: `advertise` if set (a wildcard bind, a published port),
-        // else the bound address.
-        let announced = config.advertise.unwrap_or(addr);
+        // else the bound address, under `listen`'s name if it was given one.
+        let announced = config.advertise.clone().unwrap_or_else(|| HostAddr {
+            addr,
+            name: config
+                .listen
+                .name
+                .clone()
+                .filter(|_| config.listen.addr.port() == addr.port()),
+        });
         let state = node_state(&config, store, Wire::Quic(quic), announced, ring_changes)?;
         if let Some(at) = expires {
             state.metrics.certificate_expires_at(at);
@@ -232,7 +240,7 @@ impl Node {
         let ring_changes = Box::new(ringkv_shared::authority::SimulatedOperator::new(
             SIMULATED_OPERATOR_KEY,
         ));
-        let state = node_state(&config, store, Wire::Sim(link), addr, ring_changes)?;
+        let state = node_state(&config, store, Wire::Sim(link), addr.into(), ring_changes)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let serving = state.clone();
         net.listen(
@@ -263,11 +271,15 @@ fn node_state(
     config: &NodeConfig,
     store: Store,
     wire: Wire,
-    addr: SocketAddr,
+    announced: HostAddr,
     ring_changes: Box<dyn ringkv_shared::authority::ChangeVerifier>,
 ) -> Result<Arc<NodeState>, NodeError> {
     let id = config.node_id();
-    let me = ringkv_shared::Member { id, addr };
+    let me = ringkv_shared::Member {
+        id,
+        addr: announced.addr,
+        host: announced.name,
+    };
     let view = crate::cluster_view::initial_view(
         &store,
         me,

@@ -58,10 +58,10 @@ mod tests {
     use std::net::SocketAddr;
 
     fn member(i: u32) -> Member {
-        Member {
-            id: NodeId(i),
-            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
-        }
+        Member::at(
+            NodeId(i),
+            SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        )
     }
 
     fn cluster(n: u32) -> View {

@@ -96,9 +96,11 @@ mod tests {
     fn ring(epoch: u64, ids: &[u32]) -> Ring {
         let members: Vec<Member> = ids
             .iter()
-            .map(|i| Member {
-                id: NodeId(*i),
-                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + *i as u16)),
+            .map(|i| {
+                Member::at(
+                    NodeId(*i),
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + *i as u16)),
+                )
             })
             .collect();
         let owners = (0..64).map(|p| NodeId(ids[p % ids.len()])).collect();

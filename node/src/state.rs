@@ -27,7 +27,7 @@ pub(crate) struct NodeState {
     /// (the cluster CA; swapped when certificates reload).
     pub(crate) ring_changes: ArcSwap<Box<dyn ringkv_shared::authority::ChangeVerifier>>,
     /// Addresses to gossip with while no other live member is known.
-    pub(crate) seeds: Vec<std::net::SocketAddr>,
+    pub(crate) seeds: Vec<crate::host_addr::HostAddr>,
     /// Gossip rounds run (every tenth also talks to a seed).
     pub(crate) gossip_rounds: std::sync::atomic::AtomicU64,
     /// The transition target epoch noticed at the last gossip round (0 if none).

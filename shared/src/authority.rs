@@ -203,9 +203,11 @@ mod tests {
 
     fn ring(epoch: u64) -> Ring {
         let members = (1..=3)
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            .map(|i| {
+                Member::at(
+                    NodeId(i),
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                )
             })
             .collect();
         let owners = (0..8).map(|p| NodeId(p % 3 + 1)).collect();

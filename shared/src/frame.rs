@@ -141,6 +141,19 @@ pub enum FrameError {
     },
 }
 
+thread_local! {
+    /// The version of the frame being encoded on this thread ([`encode_as`] sets it around
+    /// the encoding, which never awaits), [`PROTOCOL_VERSION`] otherwise.
+    static ENCODING_VERSION: std::cell::Cell<u8> = const { std::cell::Cell::new(PROTOCOL_VERSION) };
+}
+
+/// The protocol version of the frame this thread is encoding, or [`PROTOCOL_VERSION`] outside
+/// [`encode_as`] (storage, signatures). A field added in a version leaves itself out of
+/// older frames through it (`skip_serializing_if`), so that their readers can decode them.
+pub fn encoding_version() -> u8 {
+    ENCODING_VERSION.get()
+}
+
 /// Encodes `msg` as a complete frame (header included) of [`PROTOCOL_VERSION`].
 pub fn encode<T: Serialize>(msg: &T, max_frame_bytes: usize) -> Result<Vec<u8>, FrameError> {
     encode_as(msg, PROTOCOL_VERSION, max_frame_bytes)
@@ -157,7 +170,10 @@ pub fn encode_as<T: Serialize>(
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[0; HEADER_BYTES]);
     out.push(version);
-    rmp_serde::encode::write(&mut out, msg).map_err(|e| FrameError::Malformed {
+    let previous = ENCODING_VERSION.replace(version);
+    let written = rmp_serde::encode::write(&mut out, msg);
+    ENCODING_VERSION.set(previous);
+    written.map_err(|e| FrameError::Malformed {
         reason: e.to_string(),
     })?;
     let len = out.len() - HEADER_BYTES;
@@ -244,6 +260,45 @@ mod tests {
     use proptest::prelude::*;
 
     const MAX: usize = 1 << 20;
+
+    /// A member as a version-3 build reads it (before names).
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct MemberOfVersion3 {
+        id: crate::NodeId,
+        addr: std::net::SocketAddr,
+    }
+
+    #[test]
+    fn names_are_left_out_of_frames_of_the_versions_before_them() {
+        let named = vec![crate::Member {
+            id: crate::NodeId(1),
+            addr: std::net::SocketAddr::from(([10, 0, 0, 1], 7001)),
+            host: Some(crate::HostName::parse("n1.example.net:7001").unwrap()),
+        }];
+        let body = |f: &[u8]| f[HEADER_BYTES..].to_vec();
+        let old = encode_as(&named, 3, MAX).unwrap();
+        let (read, _) =
+            decode_body_in::<Vec<MemberOfVersion3>>(&body(&old), Protocols::only(3)).unwrap();
+        assert_eq!(read[0].addr, named[0].addr);
+        let (back, _) =
+            decode_body_in::<Vec<crate::Member>>(&body(&old), Protocols::only(3)).unwrap();
+        assert_eq!(back[0].host, None, "a version-3 frame carries no name");
+        // The current version carries the name, which a version-3 reader could not read.
+        let new = encode(&named, MAX).unwrap();
+        assert_eq!(
+            decode_body::<Vec<crate::Member>>(&body(&new)).unwrap(),
+            named
+        );
+        assert!(
+            decode_body_in::<Vec<MemberOfVersion3>>(&body(&new), Protocols::THIS_BUILD).is_err()
+        );
+        assert_eq!(
+            encoding_version(),
+            PROTOCOL_VERSION,
+            "restored after encoding"
+        );
+    }
 
     #[test]
     fn round_trip() {

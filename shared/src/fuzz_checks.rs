@@ -58,9 +58,11 @@ pub fn gossip(data: &[u8]) {
         return;
     }
     let members = (1..=3)
-        .map(|i| Member {
-            id: NodeId(i),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        .map(|i| {
+            Member::at(
+                NodeId(i),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            )
         })
         .collect();
     let mine = View::bootstrap(Ring::balanced(64, members).expect("a valid ring"));

@@ -15,6 +15,7 @@
 //! - [`ids`] — node ids and version-vector actors.
 //! - [`hash`] — the stable key hash that places keys on the ring, and checksums.
 //! - [`ring`] — Q equal partitions, owners, preference lists, epochs.
+//! - [`host_name`] — a member's `host:port` name, dialled at its current address.
 //! - [`dvv`] — dots and version vectors.
 //! - [`object`] — a key's sibling set under a dotted version vector: update, merge.
 //! - [`encoding`] — versioned, checksummed encodings of stored objects and contexts.
@@ -44,6 +45,7 @@ pub mod fuzz_checks;
 pub mod handoff;
 pub mod hash;
 pub mod hedge;
+pub mod host_name;
 pub mod ids;
 pub mod limits;
 pub mod membership;
@@ -58,6 +60,7 @@ pub mod sloppy;
 
 pub use dvv::{Dot, VersionVector};
 pub use error::{ReplicaError, ReplyError};
+pub use host_name::HostName;
 pub use ids::{ActorId, ClusterId, NodeId};
 pub use limits::Limits;
 pub use object::{Object, Sibling};

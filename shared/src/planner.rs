@@ -215,7 +215,7 @@ pub fn moved(a: &Ring, b: &Ring) -> usize {
 }
 
 /// Whether `target` is a ring an operator's change to `from` makes: epoch one more, every
-/// member that stays at the address `from` gives it, and owners exactly as [`plan`] assigns
+/// member that stays at the address and name `from` gives it, and owners exactly as [`plan`] assigns
 /// them for `target`'s members at replication factor `n`. Since the plan is a pure function,
 /// any node can check a ring (or a committed transition) it is handed instead of trusting the
 /// node that sent it: a forged epoch, owner table or address fails here.
@@ -223,9 +223,10 @@ pub fn is_planned_step(from: &Ring, target: &Ring, n: usize) -> bool {
     if from.epoch().checked_add(1) != Some(target.epoch()) {
         return false;
     }
-    let moved = target
-        .members()
-        .any(|m| from.member(m.id).is_some_and(|old| old.addr != m.addr));
+    let moved = target.members().any(|m| {
+        from.member(m.id)
+            .is_some_and(|old| old.addr != m.addr || old.host != m.host)
+    });
     if moved {
         return false;
     }

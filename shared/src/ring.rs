@@ -16,6 +16,7 @@
 //! every partition a node replicates.
 
 use crate::hash::key_hash;
+use crate::host_name::HostName;
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,8 +44,23 @@ pub type PartitionId = u32;
 pub struct Member {
     /// The node's id.
     pub id: NodeId,
-    /// The QUIC address the node listens on.
+    /// The QUIC address the node listens on (its name's address when the ring was made).
     pub addr: SocketAddr,
+    /// The name the node was given, if it was given one: peers and clients resolve it again
+    /// whenever they (re)connect, and use `addr` only when it does not resolve.
+    #[serde(default, skip_serializing_if = "crate::host_name::omit")]
+    pub host: Option<HostName>,
+}
+
+impl Member {
+    /// A member named by its address alone.
+    pub fn at(id: NodeId, addr: SocketAddr) -> Member {
+        Member {
+            id,
+            addr,
+            host: None,
+        }
+    }
 }
 
 /// Why a ring could not be built.
@@ -301,9 +317,11 @@ fn preference_lists(owners: &[NodeId], cap: usize) -> Vec<Box<[NodeId]>> {
 #[cfg(test)]
 pub(crate) fn test_members(ids: impl IntoIterator<Item = u32>) -> Vec<Member> {
     ids.into_iter()
-        .map(|i| Member {
-            id: NodeId(i),
-            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        .map(|i| {
+            Member::at(
+                NodeId(i),
+                SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            )
         })
         .collect()
 }
@@ -315,9 +333,11 @@ mod tests {
 
     fn members(n: u32) -> Vec<Member> {
         (1..=n)
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            .map(|i| {
+                Member::at(
+                    NodeId(i),
+                    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                )
             })
             .collect()
     }
@@ -392,10 +412,7 @@ mod tests {
     #[test]
     fn hostile_rings_are_refused_or_bounded() {
         let many: Vec<Member> = (0..(MAX_MEMBERS as u32 + 1))
-            .map(|i| Member {
-                id: NodeId(i),
-                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            })
+            .map(|i| Member::at(NodeId(i), SocketAddr::from(([127, 0, 0, 1], 1))))
             .collect();
         assert!(matches!(
             Ring::from_owners(1, many, vec![NodeId(0); 8]),
@@ -408,11 +425,8 @@ mod tests {
     }
 
     fn members_with_ids(ids: std::ops::Range<u32>) -> Vec<Member> {
-        ids.map(|i| Member {
-            id: NodeId(i),
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-        })
-        .collect()
+        ids.map(|i| Member::at(NodeId(i), SocketAddr::from(([127, 0, 0, 1], 1))))
+            .collect()
     }
 
     proptest! {

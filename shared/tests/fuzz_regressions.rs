@@ -47,9 +47,11 @@ fn write_seed_corpus() {
     use ringkv_shared::{ActorId, Member, NodeId, Object, Ring, VersionVector};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
     let members: Vec<Member> = (1..=3)
-        .map(|i| Member {
-            id: NodeId(i),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        .map(|i| {
+            Member::at(
+                NodeId(i),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            )
         })
         .collect();
     let mut object = Object::new();

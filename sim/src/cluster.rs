@@ -123,7 +123,7 @@ impl SimCluster {
         let members: Vec<MemberConfig> = (0..nodes)
             .map(|i| MemberConfig {
                 id: i as u32 + 1,
-                addr: node_addr(i),
+                addr: node_addr(i).into(),
             })
             .collect();
         let mut cluster = Self {
@@ -161,7 +161,7 @@ impl SimCluster {
         self.nodes.push(None);
         self.configs.push(NodeConfig {
             id: index as u32 + 1,
-            listen: node_addr(index),
+            listen: node_addr(index).into(),
             advertise: None,
             metrics_listen: None,
             data_dir,
@@ -192,7 +192,7 @@ impl SimCluster {
             },
             router: Default::default(),
             members,
-            seeds,
+            seeds: seeds.into_iter().map(Into::into).collect(),
             worker_threads: None,
             cluster: String::new(),
         });
@@ -200,7 +200,9 @@ impl SimCluster {
 
     fn boot(&mut self, index: usize) -> Result<()> {
         let config = self.configs[index].clone();
-        let link = self.net.link(config.listen, Role::Node(NodeId(config.id)));
+        let link = self
+            .net
+            .link(config.listen.addr, Role::Node(NodeId(config.id)));
         let handle = Node::start_sim(config, link, self.memory[index].clone())
             .map_err(|e| anyhow!("node n{} did not start: {e}", index + 1))?;
         self.disks.set(index, Some(handle.store_probe()));

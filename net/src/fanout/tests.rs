@@ -114,9 +114,11 @@ impl Transport for Sim {
 
 fn members(n: u32) -> Vec<Member> {
     (1..=n)
-        .map(|i| Member {
-            id: NodeId(i),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        .map(|i| {
+            Member::at(
+                NodeId(i),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            )
         })
         .collect()
 }

@@ -4,17 +4,20 @@
 //!
 //! One long-lived connection per peer; one bidirectional stream per request carrying one
 //! request frame and one reply frame. A node's endpoint keys ([`endpoint_config`]) survive
-//! its restarts, so peers' connections to a crashed process are reset by its successor.
+//! its restarts, so peers' connections to a crashed process are reset by its successor. A
+//! member given by name is resolved again for every new connection to it.
 
 mod authority;
 mod peer;
 mod pool;
+mod resolve;
 mod stream;
 mod tls;
 
 pub use authority::{CaVerifier, OperatorKey, SigningError};
 pub use peer::{certificate_expiry, peer_role, role_of_certificate};
 pub use pool::{QuicTransport, TransportOptions};
+pub use resolve::resolve_host;
 pub use stream::{
     Frame, Held, MemoryBudget, StreamError, read_frame, read_frame_within, write_frame,
 };

@@ -6,6 +6,7 @@ use super::peer::peer_role;
 use super::stream::{StreamError, read_frame, write_frame};
 use crate::transport::{Transport, TransportError};
 use dashmap::DashMap;
+use ringkv_shared::HostName;
 use ringkv_shared::frame::Protocols;
 use ringkv_shared::ids::NodeId;
 use ringkv_shared::limits::Limits;
@@ -73,6 +74,9 @@ struct Inner {
     /// after a failure tries again itself.
     connecting: DashMap<SocketAddr, Arc<ConnectGate>>,
     down: DashMap<NodeId, Down>,
+    /// Where each member given by name was found when its connection was last made: the
+    /// address its requests go to while that connection lives.
+    named: DashMap<HostName, SocketAddr>,
     highest_epoch: AtomicU64,
     /// Fault injection: addresses this transport behaves as if it cannot reach.
     #[cfg(feature = "testing")]
@@ -104,6 +108,7 @@ impl QuicTransport {
                 live: DashMap::new(),
                 connecting: DashMap::new(),
                 down: DashMap::new(),
+                named: DashMap::new(),
                 highest_epoch: AtomicU64::new(0),
                 #[cfg(feature = "testing")]
                 blocked: Default::default(),
@@ -321,6 +326,41 @@ impl QuicTransport {
         }
     }
 
+    /// Where to reach `to` now. A member named by address is reached there. A member given
+    /// by name keeps the address its name resolved to while the connection made to it
+    /// lives; for a new connection the name is resolved again, and if it does not resolve
+    /// the last address known for it (else the ring's) is dialled.
+    async fn address_of(&self, to: &Member) -> SocketAddr {
+        let Some(host) = &to.host else {
+            return to.addr;
+        };
+        let known = self.inner.named.get(host).map(|a| *a);
+        if let Some(addr) = known
+            && self
+                .inner
+                .live
+                .get(&addr)
+                .is_some_and(|c| c.conn.close_reason().is_none())
+        {
+            return addr;
+        }
+        match super::resolve_host(host.as_str()).await {
+            Ok(addrs) => {
+                let addr = addrs[0];
+                if known != Some(addr) {
+                    debug!(node = %to.id, %host, %addr, "name resolved");
+                }
+                self.inner.named.insert(host.clone(), addr);
+                addr
+            }
+            Err(reason) => {
+                let fallback = known.unwrap_or(to.addr);
+                debug!(node = %to.id, %host, %fallback, %reason, "name did not resolve");
+                fallback
+            }
+        }
+    }
+
     fn mark_down(&self, node: NodeId) {
         let opts = &self.inner.options;
         let mut entry = self.inner.down.entry(node).or_insert(Down {
@@ -393,9 +433,8 @@ const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 
 impl Transport for QuicTransport {
     async fn call(&self, to: &Member, request: Request) -> Result<Response, TransportError> {
-        let result = self
-            .connect_and_exchange(to.addr, Some(to.id), &request)
-            .await;
+        let addr = self.address_of(to).await;
+        let result = self.connect_and_exchange(addr, Some(to.id), &request).await;
         match &result {
             Ok(_) => self.mark_up(to.id),
             Err(
@@ -407,7 +446,7 @@ impl Transport for QuicTransport {
                 if let Some((_, c)) = self
                     .inner
                     .live
-                    .remove_if(&to.addr, |_, c| c.conn.close_reason().is_some())
+                    .remove_if(&addr, |_, c| c.conn.close_reason().is_some())
                 {
                     drop(c);
                 }

@@ -235,7 +235,7 @@ impl Admin {
         let status = self.status_at(self.node).await?;
         let mut sending = Vec::new();
         for m in status.view.gossip_peers(NodeId(u32::MAX)) {
-            if let Ok(s) = self.status_at(m.addr).await {
+            if let Ok(s) = self.status_at(where_now(&m).await).await {
                 sending.extend(s.sending);
             }
         }
@@ -406,6 +406,17 @@ fn print_json(value: &serde_json::Value) {
     }
 }
 
+/// Where member `m` is now: its name resolved again if it was given one (a host that moved
+/// is asked at its new address), else the address the cluster knows.
+async fn where_now(m: &ringkv_shared::Member) -> SocketAddr {
+    match &m.host {
+        Some(host) => ringkv_net::quic::resolve_host(host.as_str())
+            .await
+            .map_or(m.addr, |addrs| addrs[0]),
+        None => m.addr,
+    }
+}
+
 /// `ringkv status`: every member of the asked node's view, asked directly.
 async fn status(admin: &Admin, json: bool) -> Result<()> {
     let view = admin.status_at(admin.node).await?.view;
@@ -414,7 +425,7 @@ async fn status(admin: &Admin, json: bool) -> Result<()> {
     for (id, record) in &view.members {
         let answered = match tokio::time::timeout(
             Duration::from_secs(3),
-            admin.status_at(record.addr),
+            admin.status_at(where_now(&record.member(*id)).await),
         )
         .await
         {
@@ -424,7 +435,7 @@ async fn status(admin: &Admin, json: bool) -> Result<()> {
         };
         nodes.push(admin_json::NodeSeen {
             id: *id,
-            addr: record.addr.to_string(),
+            addr: admin_json::shown_address(record),
             stage: record.status.to_string(),
             partitions: counts.get(id).copied().unwrap_or(0),
             answered,

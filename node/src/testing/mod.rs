@@ -142,7 +142,7 @@ impl LocalClusterBuilder {
             .map(|(i, s)| {
                 Ok(MemberConfig {
                     id: i as u32 + 1,
-                    addr: s.local_addr()?,
+                    addr: s.local_addr()?.into(),
                 })
             })
             .collect::<Result<_, std::io::Error>>()?;
@@ -153,7 +153,7 @@ impl LocalClusterBuilder {
                 &ca,
                 dir.path(),
                 m.id,
-                m.addr,
+                m.addr.addr,
                 members.clone(),
                 vec![],
             )?);
@@ -202,7 +202,7 @@ impl LocalClusterBuilder {
         write_pem(&key, &leaf.key_pem, true)?;
         Ok(NodeConfig {
             id,
-            listen,
+            listen: listen.into(),
             advertise: None,
             metrics_listen: self
                 .metrics
@@ -228,7 +228,7 @@ impl LocalClusterBuilder {
             background: self.background.clone(),
             router: Default::default(),
             members,
-            seeds,
+            seeds: seeds.into_iter().map(Into::into).collect(),
             worker_threads: None,
             cluster: String::new(),
         })
@@ -266,7 +266,7 @@ impl LocalCluster {
 
     /// Every node's address, in index order (running or not).
     pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.configs.iter().map(|c| c.listen).collect()
+        self.configs.iter().map(|c| c.listen.addr).collect()
     }
 
     /// TLS material for a client the cluster trusts.
@@ -354,7 +354,7 @@ impl LocalCluster {
         let index = self.configs.len();
         let id = self.configs.iter().map(|c| c.id).max().unwrap_or(0) + 1;
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let seeds = vec![self.configs[0].listen];
+        let seeds = vec![self.configs[0].listen.addr];
         let config = self.settings.node_config(
             &self.ca,
             self.dir.path(),

@@ -14,23 +14,40 @@ impl View {
         }
     }
 
-    /// Adds or updates `node`'s address (an operator named it, or it announced itself).
+    /// Adds or updates `node`'s address, keeping the name it has (an operator named it, or
+    /// it announced itself).
     pub fn announce(&mut self, node: NodeId, addr: SocketAddr) {
-        match self.members.get_mut(&node) {
-            Some(r) if r.addr == addr => {}
+        let host = self.members.get(&node).and_then(|r| r.host.clone());
+        self.announce_member(&Member {
+            id: node,
+            addr,
+            host,
+        });
+    }
+
+    /// Adds or updates `member`'s record with its address and name (a node that starts
+    /// again at another address, under its name or not, tells the cluster so); returns
+    /// whether the record changed.
+    pub fn announce_member(&mut self, member: &Member) -> bool {
+        match self.members.get_mut(&member.id) {
+            Some(r) if r.addr == member.addr && r.host == member.host => false,
             Some(r) => {
-                r.addr = addr;
+                r.addr = member.addr;
+                r.host = member.host.clone();
                 r.version += 1;
+                true
             }
             None => {
                 self.members.insert(
-                    node,
+                    member.id,
                     MemberRecord {
-                        addr,
+                        addr: member.addr,
                         status: Status::Joining,
                         version: 1,
+                        host: member.host.clone(),
                     },
                 );
+                true
             }
         }
     }
@@ -145,10 +162,7 @@ impl View {
             .collect();
         for id in &self.staged.joins {
             if let Some(r) = self.members.get(id) {
-                out.push(Member {
-                    id: *id,
-                    addr: r.addr,
-                });
+                out.push(r.member(*id));
             }
         }
         out

@@ -199,13 +199,14 @@ impl View {
         }
         let mut about_me = false;
         if let (Some(mine), Some(record)) = (self.members.get(&me), theirs.members.get_mut(&me))
-            && record.addr != mine.addr
+            && (record.addr != mine.addr || record.host != mine.host)
         {
             if record.wins_over(mine) {
-                // Their record would win: keep its status, put this node's address back, one
-                // version higher so that the correction spreads back to every node.
+                // Their record would win: keep its status, put this node's address and name
+                // back, one version higher so that the correction spreads back to every node.
                 about_me = true;
                 record.addr = mine.addr;
+                record.host = mine.host.clone();
                 record.version = record.version.saturating_add(1);
             } else {
                 *record = mine.clone();

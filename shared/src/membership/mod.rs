@@ -26,6 +26,7 @@
 
 use crate::authority::Authority;
 use crate::handoff::Transfer;
+use crate::host_name::HostName;
 use crate::ids::{ClusterId, NodeId};
 use crate::planner::{PlanError, is_planned_step, plan};
 use crate::ring::{Member, Ring};
@@ -80,9 +81,22 @@ pub struct MemberRecord {
     pub status: Status,
     /// Bumped with every change to this record; the higher version wins a merge.
     pub version: u64,
+    /// The name the node announces itself by, if any ([`Member::host`]). Last in the record
+    /// and left out when absent or in a frame of a version without names.
+    #[serde(default, skip_serializing_if = "crate::host_name::omit")]
+    pub host: Option<HostName>,
 }
 
 impl MemberRecord {
+    /// The member this record describes, as the ring and the transports take it.
+    pub fn member(&self, id: NodeId) -> Member {
+        Member {
+            id,
+            addr: self.addr,
+            host: self.host.clone(),
+        }
+    }
+
     /// The record that wins a merge: higher version, then later status, then address order.
     fn wins_over(&self, other: &MemberRecord) -> bool {
         (self.version, self.status, self.addr) > (other.version, other.status, other.addr)
@@ -360,6 +374,7 @@ impl View {
                         addr: m.addr,
                         status: Status::Up,
                         version: 1,
+                        host: m.host.clone(),
                     },
                 )
             })
@@ -389,6 +404,7 @@ impl View {
                 addr: me.addr,
                 status: Status::Joining,
                 version: 1,
+                host: me.host.clone(),
             },
         );
         Ok(View {
@@ -468,10 +484,7 @@ impl View {
         self.members
             .iter()
             .filter(|(id, r)| **id != me && r.status != Status::Removed)
-            .map(|(id, r)| Member {
-                id: *id,
-                addr: r.addr,
-            })
+            .map(|(id, r)| r.member(*id))
             .collect()
     }
 

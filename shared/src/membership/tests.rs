@@ -7,10 +7,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 const OP: SimulatedOperator = SimulatedOperator::new(0x5EED);
 
 fn member(i: u32) -> Member {
-    Member {
-        id: NodeId(i),
-        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
-    }
+    Member::at(
+        NodeId(i),
+        SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+    )
 }
 
 fn cluster(n: u32) -> View {
@@ -783,4 +783,47 @@ fn an_aborted_leave_brings_the_leaver_back_and_a_forced_removal_cannot_be_aborte
         Err(ChangeError::AbortForced { .. })
     ));
     assert_eq!(cluster(3).abort_target(3), Err(ChangeError::NothingToAbort));
+}
+
+#[test]
+fn a_node_that_starts_again_elsewhere_under_its_name_tells_the_cluster_and_only_it_can() {
+    let name = |n: &str| Some(crate::HostName::parse(n).unwrap());
+    let ring = Ring::balanced(
+        16,
+        (1..=3)
+            .map(|i| Member {
+                host: name(&format!("n{i}.test:7001")),
+                ..member(i)
+            })
+            .collect(),
+    )
+    .unwrap();
+    let cluster = View::bootstrap(ring);
+    let three = NodeId(3);
+    // Node 3 starts at another address, under the same name.
+    let mut moved = cluster.clone();
+    let now = Member {
+        id: three,
+        addr: SocketAddr::from(([10, 0, 0, 3], 7001)),
+        host: name("n3.test:7001"),
+    };
+    assert!(moved.announce_member(&now));
+    assert!(
+        !moved.announce_member(&now),
+        "announcing it again changes nothing"
+    );
+    let mut peer = cluster.clone();
+    let (_, refused) = peer.merge_checked(&moved, NodeId(1), Some(three), 3, &OP);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(peer.members[&three].member(three), now);
+    // The ring keeps what the operator signed; peers dial the name.
+    assert_eq!(peer.ring.member(three), cluster.ring.member(three));
+    // A peer cannot give node 3 another name: node 3 puts its own back, one version higher.
+    let mut lies = peer.clone();
+    let record = lies.members.get_mut(&three).unwrap();
+    record.host = name("evil.test:7001");
+    record.version += 5;
+    let (_, refused) = moved.merge_checked(&lies, three, Some(NodeId(2)), 3, &OP);
+    assert_eq!(refused, vec![Unverified::AboutMe]);
+    assert_eq!(moved.members[&three].host, now.host);
 }
