@@ -114,6 +114,18 @@ fn main() -> Result<()> {
         swept.ops as f64 / secs,
         simulated / secs,
     );
+    let p = &swept.phases;
+    let total = (p.start + p.workload + p.converge + p.judge)
+        .as_secs_f64()
+        .max(1e-9);
+    let share = |d: std::time::Duration| 100.0 * d.as_secs_f64() / total;
+    println!(
+        "thread time by phase: start {:.0}%, workload {:.0}%, heal and converge {:.0}%, judge {:.0}%",
+        share(p.start),
+        share(p.workload),
+        share(p.converge),
+        share(p.judge),
+    );
     if !swept.failed.is_empty() {
         let seeds: Vec<u64> = swept.failed.iter().map(|(seed, _)| *seed).collect();
         println!("failing seeds: {seeds:?}");

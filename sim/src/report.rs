@@ -79,6 +79,7 @@ mod tests {
             events: 3,
             ops: 1,
             simulated: std::time::Duration::ZERO,
+            phases: Default::default(),
             violations: vec!["unique keys: lost [\"u-c1t0-7\"]".into()],
             recent: vec![
                 "1ms c1t0 insert u-c1t0-7 -> Ok".into(),

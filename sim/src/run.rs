@@ -31,11 +31,35 @@ pub struct RunReport {
     pub ops: u64,
     /// Simulated time the run took.
     pub simulated: Duration,
+    /// Wall time each phase of the run took on its thread.
+    pub phases: Phases,
     /// What the checkers found (empty: the run passed).
     pub violations: Vec<String>,
     /// The last events of the log as text, for a failure report: empty for a run that kept
     /// no text and passed (see [`run_seed`]).
     pub recent: Vec<String>,
+}
+
+/// Wall time (on the run's thread) of each phase of a run: where a simulator's speed goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// Starting the nodes and clients.
+    pub start: Duration,
+    /// The workload under the nemesis.
+    pub workload: Duration,
+    /// Healing, restarting the nodes that were down, and waiting for convergence.
+    pub converge: Duration,
+    /// The checkers' reads and judgement.
+    pub judge: Duration,
+}
+
+impl std::ops::AddAssign for Phases {
+    fn add_assign(&mut self, other: Self) {
+        self.start += other.start;
+        self.workload += other.workload;
+        self.converge += other.converge;
+        self.judge += other.judge;
+    }
 }
 
 impl RunReport {
@@ -90,6 +114,13 @@ async fn client(net: &SimNet, index: usize, scenario: &Scenario, seeds: usize) -
 
 async fn run(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
     let started = Instant::now();
+    let mut phases = Phases::default();
+    let mut lap = std::time::Instant::now();
+    let mut split = |into: &mut Duration| {
+        let now = std::time::Instant::now();
+        *into = now - lap;
+        lap = now;
+    };
     let calm = Faults {
         max_delay: Duration::from_micros(scenario.max_delay_us.max(100)),
         duplicate: scenario.duplicate,
@@ -131,6 +162,7 @@ async fn run(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
         }
     }
 
+    split(&mut phases.start);
     Nemesis::new(&mut cluster, scenario, clients, calm.clone())
         .run(until)
         .await?;
@@ -138,6 +170,7 @@ async fn run(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
         t.await.context("a client task panicked")?;
     }
 
+    split(&mut phases.workload);
     // Heal: every cut, calm network, every node up.
     net.record(format_args!("heal all"));
     net.heal();
@@ -158,6 +191,7 @@ async fn run(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
         Ok(took) => net.record(format_args!("converged after {} ms", took.as_millis())),
         Err(why) => violations.push(why),
     }
+    split(&mut phases.converge);
     let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
     if !scenario.anti_entropy {
         violations.extend(check::owner_copies(&cluster, &records, 2));
@@ -168,12 +202,14 @@ async fn run(seed: u64, scenario: &Scenario, keep: usize) -> Result<RunReport> {
         net.record(format_args!("VIOLATION {v}"));
     }
     cluster.stop_all();
+    split(&mut phases.judge);
     Ok(RunReport {
         seed,
         hash: net.log_hash(),
         events: net.log_len(),
         ops: records.ops,
         simulated: started.elapsed(),
+        phases,
         violations,
         recent: net.recent(KEPT),
     })

@@ -2,6 +2,7 @@
 //! (each seed on one thread, with its own runtime) and sums what they did. The binary's
 //! `--seeds` and the CI tests both use it.
 
+use crate::run::Phases;
 use crate::{Scenario, report, run_seed};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,8 @@ pub struct Swept {
     pub ops: u64,
     /// Simulated time over all seeds.
     pub simulated: Duration,
+    /// Wall time of each phase over all seeds (summed over threads).
+    pub phases: Phases,
     /// Failing seeds (sorted) with their reports (the run's failure report, or why the run
     /// itself could not complete).
     pub failed: Vec<(u64, String)>,
@@ -63,6 +66,7 @@ pub fn sweep(
                             let mut swept = swept.lock().unwrap_or_else(|p| p.into_inner());
                             swept.ops += r.ops;
                             swept.simulated += r.simulated;
+                            swept.phases += r.phases;
                             text
                         }
                         Err(e) => Some(format!("seed {seed}: the run itself failed: {e:#}\n")),
