@@ -145,9 +145,10 @@ pub fn status_text(view: &View, nodes: &[NodeSeen]) -> String {
         Some(c) => format!("cluster {c}, ring epoch {}\n", view.ring.epoch()),
         None => format!("no cluster yet, ring epoch {}\n", view.ring.epoch()),
     };
+    let w = crate::admin_report::address_width(nodes.iter().map(|n| n.addr.as_str()));
     let _ = writeln!(
         out,
-        "{:>6}  {:<22} {:<9} {:>10}  {:<5} {:>6}",
+        "{:>6}  {:<w$} {:<9} {:>10}  {:<5} {:>6}",
         "node", "address", "stage", "partitions", "up", "epoch"
     );
     for n in nodes {
@@ -157,7 +158,7 @@ pub fn status_text(view: &View, nodes: &[NodeSeen]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>6}  {:<22} {:<9} {:>10}  {:<5} {:>6}",
+            "{:>6}  {:<w$} {:<9} {:>10}  {:<5} {:>6}",
             n.id.0, n.addr, n.stage, n.partitions, up, epoch
         );
     }

@@ -7,6 +7,17 @@ use ringkv_shared::planner::{moved, replica_conflicts, window_repeats};
 use ringkv_shared::{NodeId, Ring};
 use std::fmt::Write as _;
 
+/// The width of an address column holding `addresses`: 22 (an IPv4 `host:port`) or the
+/// longest, so that long host names keep the columns after them aligned.
+pub fn address_width<'a>(addresses: impl IntoIterator<Item = &'a str>) -> usize {
+    addresses
+        .into_iter()
+        .map(|a| a.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22)
+}
+
 /// `ringkv members`: one line per known node.
 pub fn members(view: &View) -> String {
     let counts = view.ring.ownership_counts();
@@ -14,12 +25,18 @@ pub fn members(view: &View) -> String {
         Some(cluster) => format!("cluster {cluster}, ring epoch {}\n", view.ring.epoch()),
         None => format!("no cluster yet, ring epoch {}\n", view.ring.epoch()),
     };
+    let shown: Vec<String> = view
+        .members
+        .values()
+        .map(crate::admin_json::shown_address)
+        .collect();
+    let w = address_width(shown.iter().map(String::as_str));
     let _ = writeln!(
         out,
-        "{:>6}  {:<22} {:<9} {:>10}",
+        "{:>6}  {:<w$} {:<9} {:>10}",
         "node", "address", "status", "partitions"
     );
-    for (id, r) in &view.members {
+    for ((id, r), address) in view.members.iter().zip(&shown) {
         let owns = counts.get(id).copied().unwrap_or(0);
         let forced = if view.removed_by_force.contains(id) {
             " (by force)"
@@ -28,11 +45,8 @@ pub fn members(view: &View) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>6}  {:<22} {:<9} {:>10}{forced}",
-            id.0,
-            crate::admin_json::shown_address(r),
-            r.status,
-            owns
+            "{:>6}  {:<w$} {:<9} {:>10}{forced}",
+            id.0, address, r.status, owns
         );
     }
     if !view.staged.is_empty() {
@@ -230,6 +244,36 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_long_host_name_keeps_the_members_columns_aligned() {
+        let r = Ring::balanced(64, members(1..=3)).unwrap();
+        let mut view = View::bootstrap(r);
+        let mut named = members([2])[0].clone();
+        named.host = Some(
+            ringkv_shared::HostName::parse("storage-node-2.eu-west-1.internal.example.com:7031")
+                .unwrap(),
+        );
+        assert!(view.announce_member(&named));
+        let text = super::members(&view);
+        let lines: Vec<&str> = text.lines().skip(1).take(4).collect();
+        let status_at: Vec<usize> = lines
+            .iter()
+            .map(|l| {
+                ["status", "up", "joining"]
+                    .iter()
+                    .find_map(|w| l.find(&format!(" {w} ")))
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
+        assert!(
+            status_at
+                .iter()
+                .all(|&at| at == status_at[0] && at != usize::MAX),
+            "{status_at:?}\n{text}"
+        );
+        assert_eq!(address_width(["a:1"]), 22);
     }
 
     #[test]
