@@ -121,7 +121,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -167,7 +172,9 @@ async fn round(conn: &quinn::Connection, mode: Mode, in_flight: usize) -> Result
                     }
                     Mode::Batched => {
                         let (reply_tx, reply_rx) = oneshot::channel();
-                        tx.send((body.clone(), reply_tx)).ok().context("batcher gone")?;
+                        tx.send((body.clone(), reply_tx))
+                            .ok()
+                            .context("batcher gone")?;
                         reply_rx.await.context("batch failed")?
                     }
                 };

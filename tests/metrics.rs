@@ -323,3 +323,140 @@ async fn a_router_read_that_repairs_stale_owners_counts_them() -> Result<()> {
     assert_eq!(repaired, 2.0, "the two stale owners");
     Ok(())
 }
+
+/// Many tasks sharing one client (protocol 5): the requests ready for one node at the same
+/// moment travel as a batch on one stream, and every task still gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sharing_a_client_have_their_requests_batched_and_each_gets_its_answer() -> Result<()>
+{
+    let cluster = LocalCluster::builder(3).metrics(true).start().await?;
+    let c = support::client(&cluster, Mode::Direct).await?;
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let key = format!("b{t}-{i}");
+                    let value = format!("v{t}-{i}");
+                    c.put(key.clone(), value.clone(), &Context::empty()).await?;
+                    let read = c.get(key.clone()).await?;
+                    let got: Vec<&[u8]> = read.values.iter().map(|v| v.as_ref()).collect();
+                    anyhow::ensure!(got == [value.as_bytes()], "{key}: read {got:?}");
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let (mut batches, mut batched) = (0.0, 0.0);
+    for i in 0..3 {
+        let addr = cluster
+            .node(i)
+            .context("running")?
+            .metrics_addr()
+            .context("metrics on")?;
+        let text = scrape(addr).await?;
+        batches += sample(&text, "ringkv_request_batches_total").unwrap_or(0.0);
+        batched += sample(&text, "ringkv_batched_requests_total").unwrap_or(0.0);
+    }
+    assert!(
+        batches > 0.0 && batched >= 2.0 * batches,
+        "{batches} batches carrying {batched} requests"
+    );
+    Ok(())
+}
+
+/// Callers that give up mid-request (their futures dropped at any point: while gathering a
+/// batch, while leading one, while waiting in one) take no other caller's request down with
+/// them: every patient caller on the same client gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_do_not_fail_the_batches_they_shared() -> Result<()> {
+    let cluster = LocalCluster::builder(3).start().await?;
+    let c = support::client(&cluster, Mode::Direct).await?;
+    for i in 0..20 {
+        c.put(format!("g{i}"), format!("v{i}"), &Context::empty())
+            .await?;
+    }
+    let patient: Vec<_> = (0..24)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                // R = N: a reply lost with a caller that gave up fails the read.
+                let all = CallOptions::default().quorum(3);
+                for i in 0..40 {
+                    let key = format!("g{}", (t + i) % 20);
+                    let read = c.get_with(key.clone(), all).await?;
+                    let want = format!("v{}", (t + i) % 20);
+                    let got: Vec<&[u8]> = read.values.iter().map(|v| v.as_ref()).collect();
+                    anyhow::ensure!(got == [want.as_bytes()], "{key}: read {got:?}");
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    let impatient: Vec<_> = (0..24u64)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..40u64 {
+                    // Give up after 0 to 300 µs: before, while and after the request is sent.
+                    let patience = Duration::from_micros((t * 37 + i * 101) % 300);
+                    let _ = tokio::time::timeout(patience, c.get(format!("g{}", i % 20))).await;
+                }
+            })
+        })
+        .collect();
+    for t in impatient {
+        t.await?;
+    }
+    for t in patient {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// A batch whose leader's caller gives up while it gathers (its future dropped at the yield)
+/// is still sent for the followers that joined it: a follower gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_leader_gives_up_is_still_sent_for_its_followers() -> Result<()> {
+    use ringkv_net::transport::Transport;
+    use ringkv_shared::proto::{Request, Response};
+    use std::future::Future;
+    use std::task::Poll;
+    let cluster = LocalCluster::builder(1).start().await?;
+    let tls = cluster.client_tls();
+    let limits = ringkv_shared::limits::Limits::default();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let wire = ringkv_net::quic::QuicTransport::new(
+        endpoint,
+        ringkv_net::quic::client_config(&tls, &limits)?,
+        ringkv_net::quic::TransportOptions::default(),
+    );
+    let node = ringkv_shared::Member::at(cluster.node_id(0), cluster.addrs()[0]);
+    let pong = Response::Pong {
+        node: cluster.node_id(0),
+    };
+    // The connection is made and settled on protocol 5.
+    assert_eq!(wire.call(&node, Request::Ping).await?, pong);
+    // Polls a call once and says whether it is still under way.
+    async fn pending<F: Future>(f: &mut std::pin::Pin<Box<F>>) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_pending())).await
+    }
+    // One request in flight, so that the next one leads a batch instead of going alone.
+    let mut busy = Box::pin(wire.call(&node, Request::GetRing));
+    assert!(
+        pending(&mut busy).await,
+        "the first request is still in flight"
+    );
+    let mut leader = Box::pin(wire.call(&node, Request::Ping));
+    assert!(pending(&mut leader).await, "the leader gathers");
+    let mut follower = Box::pin(wire.call(&node, Request::Ping));
+    assert!(pending(&mut follower).await, "the follower joins");
+    drop(leader);
+    let answer = tokio::time::timeout(Duration::from_secs(10), follower).await?;
+    assert_eq!(answer?, pong);
+    assert!(matches!(busy.await?, Response::Ring(_)));
+    Ok(())
+}

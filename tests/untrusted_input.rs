@@ -294,3 +294,79 @@ async fn connections_past_the_cap_are_refused_and_places_come_back() -> Result<(
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Splits a stream's bytes into its frames' bodies decoded as `(index, reply)`.
+fn batch_replies(mut buf: &[u8]) -> Result<Vec<(u32, ringkv_shared::proto::Reply)>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let len = u32::from_be_bytes(buf[..frame::HEADER_BYTES].try_into()?) as usize;
+        let end = frame::HEADER_BYTES + len;
+        out.push(frame::decode(&buf[..end], 1 << 20)?);
+        buf = &buf[end..];
+    }
+    Ok(out)
+}
+
+/// A batch (protocol 5): a header and the requests it announces, each answered with its
+/// place in the batch; a header announcing too many or too few, a broken frame among the
+/// requests, or a stream that ends before the announced requests, gets the stream reset
+/// unanswered; the connection and the node keep serving.
+#[tokio::test]
+async fn batches_are_answered_per_request_and_oversized_or_broken_ones_are_reset() -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let raw = RawConn::open(cluster.addrs()[0], &cluster.client_tls()).await?;
+    let encode = |r: &Request| frame::encode(r, 1 << 20);
+    let header = |n: usize| encode(&Request::Batch { requests: n as u16 });
+    let ping = encode(&Request::Ping)?;
+    let get_ring = encode(&Request::GetRing)?;
+
+    let three = [header(3)?, ping.clone(), get_ring, ping.clone()].concat();
+    let buf = raw.send_raw_all(&three).await?.expect("three replies");
+    let mut replies = batch_replies(&buf)?;
+    replies.sort_by_key(|(i, _)| *i);
+    let indexes: Vec<u32> = replies.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert!(matches!(replies[0].1.body, Response::Pong { .. }));
+    assert!(matches!(replies[1].1.body, Response::Ring(_)));
+    assert!(matches!(replies[2].1.body, Response::Pong { .. }));
+
+    let most = frame::MAX_REQUESTS_PER_STREAM;
+    let full = [header(most)?, ping.repeat(most)].concat();
+    let buf = raw
+        .send_raw_all(&full)
+        .await?
+        .expect("a full batch is answered");
+    assert_eq!(batch_replies(&buf)?.len(), most);
+    for refused in [
+        [header(most + 1)?, ping.repeat(most + 1)].concat(),
+        [header(1)?, ping.clone()].concat(),
+        [header(0)?].concat(),
+        // Fewer requests than announced before the stream ends.
+        [header(3)?, ping.repeat(2)].concat(),
+    ] {
+        assert!(raw.send_raw_all(&refused).await?.is_none());
+    }
+    // A well-formed first request, then a frame whose body is not a message.
+    let mut broken = [header(2)?, ping.clone()].concat();
+    broken.extend_from_slice(&3u32.to_be_bytes());
+    broken.extend_from_slice(&[PROTOCOL_VERSION, 0xc1, 0xc1]);
+    assert!(raw.send_raw_all(&broken).await?.is_none());
+    // A header inside a batch is not a request.
+    let nested = [header(2)?, header(2)?, ping.clone()].concat();
+    let buf = raw.send_raw_all(&nested).await?.expect("two replies");
+    let mut replies = batch_replies(&buf)?;
+    replies.sort_by_key(|(i, _)| *i);
+    assert!(matches!(
+        replies[0].1.body,
+        Response::Error(ReplyError::Malformed { .. })
+    ));
+    assert!(matches!(replies[1].1.body, Response::Pong { .. }));
+
+    let pong = raw.request(&Request::Ping).await?;
+    assert!(
+        matches!(pong.body, Response::Pong { .. }),
+        "{:?}",
+        pong.body
+    );
+    Ok(())
+}

@@ -116,6 +116,9 @@ pub(crate) async fn handle(state: &Arc<NodeState>, role: &Role, request: Request
             }
             Request::Admin(request) => Box::pin(crate::admin::admin(state, request)).await,
             Request::Repair { key } => router::repair(state, key),
+            Request::Batch { .. } => Response::Error(ringkv_shared::ReplyError::Malformed {
+                reason: "a batch header is only valid as the first frame of a stream".into(),
+            }),
         }
     }
     .instrument(span)

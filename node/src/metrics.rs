@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     pub(crate) ae_bytes_received: Counter,
     pub(crate) tombstones_reaped: Counter,
     pub(crate) slow_readers_reset: Counter,
+    pub(crate) request_batches: Counter,
+    pub(crate) batched_requests: Counter,
     pub(crate) repairs_refused: Counter,
     pub(crate) objects: Gauge,
     pub(crate) hints_pending: Gauge,
@@ -138,6 +140,8 @@ impl Default for Metrics {
             ae_bytes_received: Counter::default(),
             tombstones_reaped: Counter::default(),
             slow_readers_reset: Counter::default(),
+            request_batches: Counter::default(),
+            batched_requests: Counter::default(),
             repairs_refused: Counter::default(),
             objects: Gauge::default(),
             hints_pending: Gauge::default(),
@@ -213,6 +217,16 @@ impl Default for Metrics {
             "slow_readers_reset",
             "Streams reset because the peer did not take its reply within the write deadline",
             m.slow_readers_reset.clone(),
+        );
+        registry.register(
+            "request_batches",
+            "Streams that carried more than one request (a batch, protocol 5 and later)",
+            m.request_batches.clone(),
+        );
+        registry.register(
+            "batched_requests",
+            "Requests that arrived in a batch",
+            m.batched_requests.clone(),
         );
         registry.register(
             "repairs_refused",

@@ -1,6 +1,6 @@
 //! Which frame protocol versions this node speaks.
 //!
-//! A release speaks its own version and the one before ([`Protocols::THIS_BUILD`]); peers
+//! A release speaks its own version and at least the one before ([`Protocols::THIS_BUILD`]); peers
 //! settle on the newest both speak when they connect, so a cluster can be upgraded one host
 //! at a time (see `docs/DEPLOY.md`, "Upgrading").
 //!

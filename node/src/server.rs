@@ -1,16 +1,26 @@
 //! The QUIC accept loop: connections, streams, frames.
 //!
-//! Each stream carries one request frame; the reply goes back on the same stream. A frame that
-//! is too large, truncated, of another protocol version or not a valid message is answered with
-//! an error reply (and the stream closed); the connection and the node carry on. A peer that
-//! opens a stream and sends nothing is cut off after [`REQUEST_READ_TIMEOUT`].
+//! Each stream carries one request frame, and the reply goes back on the same stream; from
+//! protocol version 5 ([`BATCHES_SINCE`]) a stream may instead carry a batch: a
+//! `Request::Batch` header and the 2 to [`MAX_REQUESTS_PER_STREAM`] request frames it
+//! announces, handled concurrently and answered by one `(index, reply)` frame each as soon as
+//! each is ready. A single frame that is too large,
+//! truncated, of another protocol version or not a valid message is answered with an error
+//! reply (and the stream closed); a batch with such a frame, or with too many frames, is reset
+//! unanswered (only a peer that does not follow the protocol sends one). The connection and the
+//! node carry on. A peer that opens a stream and sends nothing is cut off after
+//! [`REQUEST_READ_TIMEOUT`].
 
 use crate::connection_slots::ConnectionSlots;
 use crate::dispatch;
 use crate::state::NodeState;
-use ringkv_net::quic::{MemoryBudget, StreamError, read_frame_within, write_frame};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use ringkv_net::quic::{
+    Frame, MemoryBudget, StreamError, read_frame_within, write_frame, write_frame_open,
+};
 use ringkv_shared::ReplyError;
-use ringkv_shared::frame::FrameError;
+use ringkv_shared::frame::{BATCHES_SINCE, FrameError, MAX_REQUESTS_PER_STREAM};
 use ringkv_shared::proto::{Reply, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +148,25 @@ async fn serve_stream(
     .await;
     // The request's buffered bytes stay counted until its reply is written.
     let (reply, version, _held) = match request {
+        Ok(Ok(Frame {
+            msg: Request::Batch { requests },
+            version,
+            ..
+        })) if version >= BATCHES_SINCE => {
+            let batch = tokio::time::timeout(
+                REQUEST_READ_TIMEOUT,
+                read_batch(&state, &budgets, &mut recv, requests),
+            )
+            .await;
+            match batch {
+                Ok(Ok(batch)) => return answer_batch(&state, &peer, version, batch, send).await,
+                Ok(Err(why)) => debug!(%why, "batch refused"),
+                Err(_) => debug!("the batch did not arrive within the read timeout"),
+            }
+            let _ = recv.stop(0u32.into());
+            let _ = send.reset(0u32.into());
+            return;
+        }
         Ok(Ok(frame)) => (
             dispatch::handle(&state, &peer.role, frame.msg).await,
             frame.version,
@@ -193,6 +222,99 @@ async fn serve_stream(
             StreamError::Io { reason } => debug!(%reason, "peer went away before the reply"),
         }
     }
+}
+
+/// The `requests` request frames a batch header announced. A count outside 2 to
+/// [`MAX_REQUESTS_PER_STREAM`], a frame that cannot be read, or a stream that ends early
+/// refuses the batch.
+async fn read_batch(
+    state: &NodeState,
+    budgets: &(MemoryBudget, MemoryBudget),
+    recv: &mut quinn::RecvStream,
+    requests: u16,
+) -> Result<Vec<Frame<Request>>, String> {
+    let requests = usize::from(requests);
+    if !(2..=MAX_REQUESTS_PER_STREAM).contains(&requests) {
+        return Err(format!(
+            "a batch of {requests} requests (2 to {MAX_REQUESTS_PER_STREAM} allowed)"
+        ));
+    }
+    let mut batch = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let frame = read_frame_within::<Request>(
+            recv,
+            state.limits.max_frame_bytes,
+            state.protocols,
+            &[&budgets.0, &budgets.1],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        batch.push(frame);
+    }
+    Ok(batch)
+}
+
+/// Handles a batch's requests concurrently and writes each one's `(index, reply)` as soon as
+/// it is ready, in the version of the batch's header; each request's buffered bytes stay
+/// counted until its reply is written.
+async fn answer_batch(
+    state: &Arc<NodeState>,
+    peer: &Peer,
+    version: u8,
+    batch: Vec<Frame<Request>>,
+    mut send: quinn::SendStream,
+) {
+    use crate::metrics::Metrics;
+    let max = state.limits.max_frame_bytes;
+    Metrics::add(&state.metrics.request_batches, 1);
+    Metrics::add(&state.metrics.batched_requests, batch.len() as u64);
+    let mut pending: FuturesUnordered<_> = batch
+        .into_iter()
+        .enumerate()
+        .map(|(index, frame)| async move {
+            let reply = dispatch::handle(state, &peer.role, frame.msg).await;
+            (index as u32, reply, frame.held)
+        })
+        .collect();
+    while let Some((index, reply, held)) = pending.next().await {
+        let written = tokio::time::timeout(
+            REPLY_WRITE_TIMEOUT,
+            write_frame_open(&mut send, &(index, &reply), version, max),
+        )
+        .await;
+        let outcome = match written {
+            Err(_) => {
+                debug!("the peer did not read its replies in time; resetting the stream");
+                Metrics::add(&state.metrics.slow_readers_reset, 1);
+                let _ = send.reset(0u32.into());
+                return;
+            }
+            Ok(outcome) => outcome,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(StreamError::Frame(f)) => {
+                warn!(error = %f, "reply does not fit in a frame");
+                let fallback = error_reply(
+                    state,
+                    ReplyError::Unavailable {
+                        reason: format!("reply too large: {f}"),
+                    },
+                );
+                let _ = tokio::time::timeout(
+                    REPLY_WRITE_TIMEOUT,
+                    write_frame_open(&mut send, &(index, &fallback), version, max),
+                )
+                .await;
+            }
+            Err(StreamError::Io { reason }) => {
+                debug!(%reason, "peer went away before its replies");
+                return;
+            }
+        }
+        drop(held);
+    }
+    let _ = send.finish();
 }
 
 fn frame_error(state: &NodeState, e: FrameError) -> ReplyError {

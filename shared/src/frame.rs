@@ -6,8 +6,8 @@
 //!
 //! [`PROTOCOL_VERSION`] is the message schema's version; any change to the shape of
 //! [`crate::proto`] messages bumps it. A process speaks a range of versions ([`Protocols`]):
-//! a release speaks its own and the one before, so that a cluster can be upgraded one host
-//! at a time. Two peers settle on the newest version both speak when they connect (the QUIC
+//! a release speaks its own and at least the one before, so that a cluster can be upgraded
+//! one host at a time. Two peers settle on the newest version both speak when they connect (the QUIC
 //! transport does it with ALPN); every frame names its version, a reply goes back in the
 //! version of its request, and a frame of a version the reader does not speak is answered
 //! with `UnsupportedVersion` rather than guessed at. The length is checked against
@@ -17,8 +17,9 @@
 //!
 //! A release that changes the schema raises [`PROTOCOL_VERSION`], keeps the old shape of each
 //! changed message as its own type, and converts between the two in [`encode_as`] and
-//! [`decode_body_in`] for frames of the old version. Its [`OLDEST_PROTOCOL_VERSION`] is the
-//! version before. A release that only adds a field with a default needs no conversion.
+//! [`decode_body_in`] for frames of the old version. Its [`OLDEST_PROTOCOL_VERSION`] is at
+//! most the version before. A release that only adds a field with a default needs no
+//! conversion.
 
 use crate::encoding::from_msgpack;
 use serde::{Serialize, de::DeserializeOwned};
@@ -31,13 +32,25 @@ use serde::{Serialize, de::DeserializeOwned};
 /// addition is left out of the encoding when unused, so a version-4 frame that does not use
 /// them is the version-3 frame of the same message: a node speaks version 3 by writing the
 /// version byte 3. A version-3 peer cannot read a frame that uses them (it answers
-/// `Malformed`), so a removal by force waits until every node runs version 4.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// `Malformed`), so a removal by force waits until every node runs version 4. 5: the
+/// messages are version 4's; what changes is the stream (see [`BATCHES_SINCE`]).
+pub const PROTOCOL_VERSION: u8 = 5;
 
-/// The oldest protocol version this build still speaks: the one before [`PROTOCOL_VERSION`].
-/// Version 3 is the first whose builds negotiate; builds of version 2 and before spoke one
-/// version only.
+/// The oldest protocol version this build still speaks. Version 3 is the first whose builds
+/// negotiate; builds of version 2 and before spoke one version only. Version 5 changed no
+/// message, so this build keeps speaking both versions before it (3 and 4).
 pub const OLDEST_PROTOCOL_VERSION: u8 = 3;
+
+/// From this version on, a stream may carry a batch: a `Request::Batch { requests }` frame,
+/// then that many request frames (2 to [`MAX_REQUESTS_PER_STREAM`]), answered by one frame
+/// per request of `(index, Reply)` (the request's place in the batch, from 0) in the order the
+/// answers are ready. A stream that starts with any other request carries that one request
+/// and is answered with a plain reply frame, as before.
+pub const BATCHES_SINCE: u8 = 5;
+
+/// The most request frames one batch may carry; a batch header announcing more is refused
+/// (the stream reset unanswered).
+pub const MAX_REQUESTS_PER_STREAM: usize = 16;
 
 /// The protocol versions a process speaks: every version from `oldest` to `newest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -219,6 +219,14 @@ pub enum Request {
         /// The user key.
         key: Bytes,
     },
+    /// Protocol 5: the first frame of a stream that carries a batch, announcing how many
+    /// request frames follow it (2 to [`crate::frame::MAX_REQUESTS_PER_STREAM`]). Each is
+    /// answered by a frame of `(index, Reply)`, in the order the answers are ready. Not a
+    /// request of its own: anywhere else it is answered `Malformed`.
+    Batch {
+        /// Request frames that follow.
+        requests: u16,
+    },
 }
 
 /// What the `ringkv` admin CLI asks a node.
@@ -389,6 +397,7 @@ impl Request {
             | Request::AeLeaves { .. }
             | Request::AeEntries { .. }
             | Request::Gossip { .. }
+            | Request::Batch { .. }
             | Request::Admin(_) => Ok(()),
         }
     }
@@ -428,6 +437,7 @@ impl Request {
             Request::Gossip { .. } => "gossip",
             Request::Handoff { .. } => "handoff",
             Request::Admin(_) => "admin",
+            Request::Batch { .. } => "batch",
             Request::Repair { .. } => "repair",
         }
     }

@@ -93,6 +93,8 @@ pub fn permits(role: &Role, request: &Request) -> bool {
         | Request::RouteGet { .. }
         | Request::RoutePut { .. }
         | Request::Repair { .. } => true,
+        // A stream-level header; each request in the batch is checked on its own.
+        Request::Batch { .. } => true,
         // Read-only inspection: nodes use it to compare and reap; operators to look.
         Request::AeRoots { .. } | Request::ReadMany { .. } | Request::HintsFor { .. } => {
             node || admin

@@ -75,6 +75,22 @@ impl RawConn {
         }
     }
 
+    /// Sends raw bytes on a new stream; returns every byte the node wrote back before it
+    /// finished the stream, or `None` if it reset or closed the stream without any.
+    pub async fn send_raw_all(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(bytes).await?;
+        let _ = send.finish();
+        let read = tokio::time::timeout(Duration::from_secs(15), recv.read_to_end(64 << 20))
+            .await
+            .context("node neither answered nor closed the stream")?;
+        match read {
+            Ok(buf) if buf.is_empty() => Ok(None),
+            Ok(buf) => Ok(Some(buf)),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Sends a well-formed request frame (bypassing the client's own checks).
     pub async fn request(&self, req: &Request) -> Result<Reply> {
         let frame = ringkv_shared::frame::encode(req, 64 << 20)?;

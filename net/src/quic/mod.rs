@@ -3,11 +3,14 @@
 //! operators' signatures over ring changes ([`OperatorKey`], [`CaVerifier`]).
 //!
 //! One long-lived connection per peer; one bidirectional stream per request carrying one
-//! request frame and one reply frame. A node's endpoint keys ([`endpoint_config`]) survive
+//! request frame and one reply frame, or, on connections of protocol version 5 and later, per
+//! batch of the requests that were ready to go to that peer at the same moment
+//! ([`ringkv_shared::frame::BATCHES_SINCE`]). A node's endpoint keys ([`endpoint_config`]) survive
 //! its restarts, so peers' connections to a crashed process are reset by its successor. A
 //! member given by name is resolved again for every new connection to it.
 
 mod authority;
+mod batch;
 mod peer;
 mod pool;
 mod resolve;
@@ -19,7 +22,8 @@ pub use peer::{certificate_expiry, peer_role, role_of_certificate};
 pub use pool::{QuicTransport, TransportOptions};
 pub use resolve::resolve_host;
 pub use stream::{
-    Frame, Held, MemoryBudget, StreamError, read_frame, read_frame_within, write_frame,
+    Frame, Held, MemoryBudget, StreamError, read_frame, read_frame_within, read_next_frame_within,
+    write_frame, write_frame_open,
 };
 pub use tls::{
     IDLE_TIMEOUT, KEEP_ALIVE, TlsError, TlsIdentity, client_config, client_config_speaking,

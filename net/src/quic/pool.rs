@@ -7,7 +7,7 @@ use super::stream::{StreamError, read_frame, write_frame};
 use crate::transport::{Transport, TransportError};
 use dashmap::DashMap;
 use ringkv_shared::HostName;
-use ringkv_shared::frame::Protocols;
+use ringkv_shared::frame::{self, BATCHES_SINCE, Protocols};
 use ringkv_shared::ids::NodeId;
 use ringkv_shared::limits::Limits;
 use ringkv_shared::proto::{Reply, Request, Response};
@@ -56,6 +56,8 @@ struct Live {
     role: Role,
     /// The protocol version the handshake settled on; every frame on it is of this version.
     version: u8,
+    /// The batch being gathered for this connection (protocol 5 and later).
+    gathering: Arc<super::batch::Gathering>,
 }
 
 /// Serialises connection attempts to one peer; holds when the last attempt failed, and why.
@@ -258,6 +260,7 @@ impl QuicTransport {
                     role: peer_role(&conn),
                     version: super::negotiated_version(&conn),
                     conn,
+                    gathering: Arc::default(),
                 };
                 self.inner.live.insert(addr, live.clone());
                 Ok(live)
@@ -284,7 +287,7 @@ impl QuicTransport {
             },
             StreamError::Io { reason } => TransportError::Lost { addr, reason },
         };
-        let result = async {
+        let alone = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| TransportError::Lost {
                 addr,
                 reason: e.to_string(),
@@ -300,8 +303,27 @@ impl QuicTransport {
             read_frame::<Reply>(&mut recv, max, Protocols::only(live.version))
                 .await
                 .map_err(lost)
-        }
-        .await;
+        };
+        let result = if live.version >= BATCHES_SINCE {
+            let bytes = frame::encode_as(request, live.version, max).map_err(|f| {
+                TransportError::RequestTooLarge {
+                    reason: f.to_string(),
+                }
+            })?;
+            super::batch::exchange(
+                &live.gathering,
+                super::batch::Link {
+                    conn: conn.clone(),
+                    version: live.version,
+                    max_frame_bytes: max,
+                    addr,
+                },
+                bytes,
+            )
+            .await
+        } else {
+            alone.await
+        };
         match result {
             Ok(reply) => {
                 self.inner
