@@ -19,6 +19,20 @@ async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
     Ok(out)
 }
 
+/// The sum over the cluster's first `nodes` nodes of the first sample starting with `prefix`.
+async fn sum_over_nodes(cluster: &LocalCluster, nodes: usize, prefix: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    for i in 0..nodes {
+        let addr = cluster
+            .node(i)
+            .context("running")?
+            .metrics_addr()
+            .context("metrics on")?;
+        sum += sample(&scrape(addr).await?, prefix).unwrap_or(0.0);
+    }
+    Ok(sum)
+}
+
 /// The value of the first sample line starting with `prefix`.
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -311,15 +325,7 @@ async fn a_router_read_that_repairs_stale_owners_counts_them() -> Result<()> {
     assert_eq!(written.values().count(), 2, "a sibling beside v1");
     let read = c.get_with("stale", all).await?;
     assert_eq!(read.values.len(), 2);
-    let mut repaired = 0.0;
-    for i in 0..3 {
-        let addr = cluster
-            .node(i)
-            .context("running")?
-            .metrics_addr()
-            .context("metrics on")?;
-        repaired += sample(&scrape(addr).await?, "ringkv_read_repairs_total").unwrap_or(0.0);
-    }
+    let repaired = sum_over_nodes(&cluster, 3, "ringkv_read_repairs_total").await?;
     assert_eq!(repaired, 2.0, "the two stale owners");
     Ok(())
 }
@@ -350,17 +356,8 @@ async fn tasks_sharing_a_client_have_their_requests_batched_and_each_gets_its_an
     for t in tasks {
         t.await??;
     }
-    let (mut batches, mut batched) = (0.0, 0.0);
-    for i in 0..3 {
-        let addr = cluster
-            .node(i)
-            .context("running")?
-            .metrics_addr()
-            .context("metrics on")?;
-        let text = scrape(addr).await?;
-        batches += sample(&text, "ringkv_request_batches_total").unwrap_or(0.0);
-        batched += sample(&text, "ringkv_batched_requests_total").unwrap_or(0.0);
-    }
+    let batches = sum_over_nodes(&cluster, 3, "ringkv_request_batches_total").await?;
+    let batched = sum_over_nodes(&cluster, 3, "ringkv_batched_requests_total").await?;
     assert!(
         batches > 0.0 && batched >= 2.0 * batches,
         "{batches} batches carrying {batched} requests"

@@ -62,16 +62,9 @@ impl RawConn {
     /// Sends raw bytes on a new stream; returns the reply frame, or `None` if the node reset
     /// or closed the stream without one.
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<Option<Reply>> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        send.write_all(bytes).await?;
-        let _ = send.finish();
-        let read = tokio::time::timeout(Duration::from_secs(15), recv.read_to_end(64 << 20))
-            .await
-            .context("node neither answered nor closed the stream")?;
-        match read {
-            Ok(buf) if buf.is_empty() => Ok(None),
-            Ok(buf) => Ok(Some(ringkv_shared::frame::decode(&buf, 64 << 20)?)),
-            Err(_) => Ok(None),
+        match self.send_raw_all(bytes).await? {
+            Some(buf) => Ok(Some(ringkv_shared::frame::decode(&buf, 64 << 20)?)),
+            None => Ok(None),
         }
     }
 

@@ -176,8 +176,6 @@ pub async fn write_frame<T: Serialize>(
     version: u8,
     max_frame_bytes: usize,
 ) -> Result<(), StreamError> {
-    let bytes = frame::encode_as(msg, version, max_frame_bytes)?;
-    send.write_all(&bytes).await.map_err(io)?;
-    send.finish().map_err(io)?;
-    Ok(())
+    write_frame_open(send, msg, version, max_frame_bytes).await?;
+    send.finish().map_err(io)
 }
