@@ -16,9 +16,7 @@ use crate::dispatch;
 use crate::state::NodeState;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use ringkv_net::quic::{
-    Frame, MemoryBudget, StreamError, read_frame_within, write_frame, write_frame_open,
-};
+use ringkv_net::quic::{Frame, MemoryBudget, StreamError, read_frame_within, write_frame};
 use ringkv_shared::ReplyError;
 use ringkv_shared::frame::{BATCHES_SINCE, FrameError, MAX_REQUESTS_PER_STREAM};
 use ringkv_shared::proto::{Reply, Request, Response};
@@ -192,34 +190,63 @@ async fn serve_stream(
             return;
         }
     };
-    let written = tokio::time::timeout(
-        REPLY_WRITE_TIMEOUT,
-        write_frame(&mut send, &reply, version, max),
-    )
-    .await;
-    let Ok(written) = written else {
-        debug!("the peer did not read its reply in time; resetting the stream");
-        crate::metrics::Metrics::add(&state.metrics.slow_readers_reset, 1);
-        let _ = send.reset(0u32.into());
-        return;
-    };
-    if let Err(e) = written {
-        match e {
-            StreamError::Frame(f) => {
-                warn!(error = %f, "reply does not fit in a frame");
-                let fallback = error_reply(
-                    &state,
-                    ReplyError::Unavailable {
-                        reason: format!("reply too large: {f}"),
-                    },
-                );
-                let _ = tokio::time::timeout(
-                    REPLY_WRITE_TIMEOUT,
-                    write_frame(&mut send, &fallback, version, max),
-                )
-                .await;
-            }
-            StreamError::Io { reason } => debug!(%reason, "peer went away before the reply"),
+    if write_answer(&state, &mut send, None, &reply, version).await {
+        let _ = send.finish();
+    }
+}
+
+/// Writes one answer frame, leaving the stream open: `reply` itself, or `(index, reply)` for a
+/// request of a batch. A reply too large for a frame is replaced by an `Unavailable` error; a
+/// peer that does not take it within [`REPLY_WRITE_TIMEOUT`] has the stream reset. Returns
+/// whether the stream can still be written (false once it was reset or the peer went away).
+async fn write_answer(
+    state: &NodeState,
+    send: &mut quinn::SendStream,
+    index: Option<u32>,
+    reply: &Reply,
+    version: u8,
+) -> bool {
+    let max = state.limits.max_frame_bytes;
+    async fn write(
+        send: &mut quinn::SendStream,
+        index: Option<u32>,
+        reply: &Reply,
+        version: u8,
+        max: usize,
+    ) -> Result<(), StreamError> {
+        match index {
+            Some(index) => write_frame(send, &(index, reply), version, max).await,
+            None => write_frame(send, reply, version, max).await,
+        }
+    }
+    let written =
+        tokio::time::timeout(REPLY_WRITE_TIMEOUT, write(send, index, reply, version, max)).await;
+    match written {
+        Err(_) => {
+            debug!("the peer did not read its reply in time; resetting the stream");
+            crate::metrics::Metrics::add(&state.metrics.slow_readers_reset, 1);
+            let _ = send.reset(0u32.into());
+            false
+        }
+        Ok(Ok(())) => true,
+        Ok(Err(StreamError::Frame(f))) => {
+            warn!(error = %f, "reply does not fit in a frame");
+            let fallback = error_reply(
+                state,
+                ReplyError::Unavailable {
+                    reason: format!("reply too large: {f}"),
+                },
+            );
+            let _ = tokio::time::timeout(
+                REPLY_WRITE_TIMEOUT,
+                write(send, index, &fallback, version, max),
+            )
+            .await;
+            true
+        }
+        Ok(Err(StreamError::Io { reason })) => {
+            debug!(%reason, "peer went away before the reply");
+            false
         }
     }
 }
@@ -265,7 +292,6 @@ async fn answer_batch(
     mut send: quinn::SendStream,
 ) {
     use crate::metrics::Metrics;
-    let max = state.limits.max_frame_bytes;
     Metrics::add(&state.metrics.request_batches, 1);
     Metrics::add(&state.metrics.batched_requests, batch.len() as u64);
     let mut pending: FuturesUnordered<_> = batch
@@ -277,40 +303,8 @@ async fn answer_batch(
         })
         .collect();
     while let Some((index, reply, held)) = pending.next().await {
-        let written = tokio::time::timeout(
-            REPLY_WRITE_TIMEOUT,
-            write_frame_open(&mut send, &(index, &reply), version, max),
-        )
-        .await;
-        let outcome = match written {
-            Err(_) => {
-                debug!("the peer did not read its replies in time; resetting the stream");
-                Metrics::add(&state.metrics.slow_readers_reset, 1);
-                let _ = send.reset(0u32.into());
-                return;
-            }
-            Ok(outcome) => outcome,
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(StreamError::Frame(f)) => {
-                warn!(error = %f, "reply does not fit in a frame");
-                let fallback = error_reply(
-                    state,
-                    ReplyError::Unavailable {
-                        reason: format!("reply too large: {f}"),
-                    },
-                );
-                let _ = tokio::time::timeout(
-                    REPLY_WRITE_TIMEOUT,
-                    write_frame_open(&mut send, &(index, &fallback), version, max),
-                )
-                .await;
-            }
-            Err(StreamError::Io { reason }) => {
-                debug!(%reason, "peer went away before its replies");
-                return;
-            }
+        if !write_answer(state, &mut send, Some(index), &reply, version).await {
+            return;
         }
         drop(held);
     }

@@ -184,8 +184,9 @@ impl Drop for Lead {
     }
 }
 
-/// One request on its own stream, answered by a plain reply frame.
-async fn exchange_alone(link: &Link, frame: &[u8]) -> Result<Reply, TransportError> {
+/// One request on its own stream, answered by a plain reply frame (every request on a
+/// connection of a version before batches).
+pub(super) async fn exchange_alone(link: &Link, frame: &[u8]) -> Result<Reply, TransportError> {
     let (mut send, mut recv) = open(link).await?;
     send.write_all(frame).await.map_err(|e| lost(link, e))?;
     send.finish().map_err(|e| lost(link, e))?;

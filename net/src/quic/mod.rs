@@ -22,8 +22,7 @@ pub use peer::{certificate_expiry, peer_role, role_of_certificate};
 pub use pool::{QuicTransport, TransportOptions};
 pub use resolve::resolve_host;
 pub use stream::{
-    Frame, Held, MemoryBudget, StreamError, read_frame, read_frame_within, read_next_frame_within,
-    write_frame, write_frame_open,
+    Frame, Held, MemoryBudget, StreamError, read_frame, read_frame_within, write_frame,
 };
 pub use tls::{
     IDLE_TIMEOUT, KEEP_ALIVE, TlsError, TlsIdentity, client_config, client_config_speaking,

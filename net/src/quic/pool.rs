@@ -2,15 +2,15 @@
 //! failure detection.
 
 use super::SERVER_NAME;
+use super::batch::{self, Link};
 use super::peer::peer_role;
-use super::stream::{StreamError, read_frame, write_frame};
 use crate::transport::{Transport, TransportError};
 use dashmap::DashMap;
 use ringkv_shared::HostName;
-use ringkv_shared::frame::{self, BATCHES_SINCE, Protocols};
+use ringkv_shared::frame::{self, BATCHES_SINCE};
 use ringkv_shared::ids::NodeId;
 use ringkv_shared::limits::Limits;
-use ringkv_shared::proto::{Reply, Request, Response};
+use ringkv_shared::proto::{Request, Response};
 use ringkv_shared::ring::Member;
 use ringkv_shared::roles::Role;
 use std::net::SocketAddr;
@@ -57,7 +57,7 @@ struct Live {
     /// The protocol version the handshake settled on; every frame on it is of this version.
     version: u8,
     /// The batch being gathered for this connection (protocol 5 and later).
-    gathering: Arc<super::batch::Gathering>,
+    gathering: Arc<batch::Gathering>,
 }
 
 /// Serialises connection attempts to one peer; holds when the last attempt failed, and why.
@@ -280,49 +280,21 @@ impl QuicTransport {
     ) -> Result<Response, TransportError> {
         let conn = &live.conn;
         let max = self.inner.options.limits.max_frame_bytes;
-        let lost = |e: StreamError| match e {
-            StreamError::Frame(f) => TransportError::BadReply {
-                addr,
+        let frame = frame::encode_as(request, live.version, max).map_err(|f| {
+            TransportError::RequestTooLarge {
                 reason: f.to_string(),
-            },
-            StreamError::Io { reason } => TransportError::Lost { addr, reason },
-        };
-        let alone = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| TransportError::Lost {
-                addr,
-                reason: e.to_string(),
-            })?;
-            write_frame(&mut send, request, live.version, max)
-                .await
-                .map_err(|e| match e {
-                    StreamError::Frame(f) => TransportError::RequestTooLarge {
-                        reason: f.to_string(),
-                    },
-                    other => lost(other),
-                })?;
-            read_frame::<Reply>(&mut recv, max, Protocols::only(live.version))
-                .await
-                .map_err(lost)
+            }
+        })?;
+        let link = Link {
+            conn: conn.clone(),
+            version: live.version,
+            max_frame_bytes: max,
+            addr,
         };
         let result = if live.version >= BATCHES_SINCE {
-            let bytes = frame::encode_as(request, live.version, max).map_err(|f| {
-                TransportError::RequestTooLarge {
-                    reason: f.to_string(),
-                }
-            })?;
-            super::batch::exchange(
-                &live.gathering,
-                super::batch::Link {
-                    conn: conn.clone(),
-                    version: live.version,
-                    max_frame_bytes: max,
-                    addr,
-                },
-                bytes,
-            )
-            .await
+            batch::exchange(&live.gathering, link, frame).await
         } else {
-            alone.await
+            batch::exchange_alone(&link, &frame).await
         };
         match result {
             Ok(reply) => {

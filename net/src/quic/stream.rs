@@ -89,27 +89,8 @@ pub async fn read_frame_within<T: DeserializeOwned>(
     spoken: Protocols,
     budgets: &[&MemoryBudget],
 ) -> Result<Frame<T>, StreamError> {
-    read_next_frame_within(recv, max_frame_bytes, spoken, budgets)
-        .await?
-        .ok_or_else(|| StreamError::Io {
-            reason: "the stream ended before a frame".into(),
-        })
-}
-
-/// [`read_frame_within`] for a stream that may carry more frames: `None` when the stream
-/// ends cleanly where the next frame would begin.
-pub async fn read_next_frame_within<T: DeserializeOwned>(
-    recv: &mut quinn::RecvStream,
-    max_frame_bytes: usize,
-    spoken: Protocols,
-    budgets: &[&MemoryBudget],
-) -> Result<Option<Frame<T>>, StreamError> {
     let mut header = [0u8; HEADER_BYTES];
-    match recv.read_exact(&mut header).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(io(e)),
-    }
+    recv.read_exact(&mut header).await.map_err(io)?;
     let len = frame::decode_header(header, max_frame_bytes)?;
     let mut held: Vec<Option<OwnedSemaphorePermit>> = budgets.iter().map(|_| None).collect();
     let mut held_units = 0usize;
@@ -145,20 +126,21 @@ pub async fn read_next_frame_within<T: DeserializeOwned>(
         }
     }
     let (msg, version) = frame::decode_body_in(&body, spoken)?;
-    Ok(Some(Frame {
+    Ok(Frame {
         msg,
         version,
         held: Held {
             _permits: held.into_iter().flatten().collect(),
         },
-    }))
+    })
 }
 
 /// The most a frame read buffers per step.
 const READ_CHUNK: usize = 64 << 10;
 
-/// Encodes one frame of protocol `version` and writes it, leaving the stream open for more.
-pub async fn write_frame_open<T: Serialize>(
+/// Encodes one frame of protocol `version` (agreed with the reader) and writes it, leaving the
+/// stream open: the caller finishes it once its last frame is written.
+pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     msg: &T,
     version: u8,
@@ -166,16 +148,4 @@ pub async fn write_frame_open<T: Serialize>(
 ) -> Result<(), StreamError> {
     let bytes = frame::encode_as(msg, version, max_frame_bytes)?;
     send.write_all(&bytes).await.map_err(io)
-}
-
-/// Encodes one frame of protocol `version` (agreed with the reader), writes it, then
-/// finishes the send side.
-pub async fn write_frame<T: Serialize>(
-    send: &mut quinn::SendStream,
-    msg: &T,
-    version: u8,
-    max_frame_bytes: usize,
-) -> Result<(), StreamError> {
-    write_frame_open(send, msg, version, max_frame_bytes).await?;
-    send.finish().map_err(io)
 }
