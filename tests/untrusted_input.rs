@@ -370,3 +370,56 @@ async fn batches_are_answered_per_request_and_oversized_or_broken_ones_are_reset
     );
     Ok(())
 }
+
+/// A batch smuggles nothing past the role checks: a client certificate's batch that carries
+/// a replica write between two pings gets the pings answered and the write refused, and no
+/// node holds the key afterwards.
+#[tokio::test]
+async fn a_batch_cannot_carry_a_request_the_senders_role_may_not_make() -> Result<()> {
+    let cluster = LocalCluster::start(3).await?;
+    let raw = RawConn::open(cluster.addrs()[0], &cluster.client_tls()).await?;
+    let key = Bytes::from_static(b"smuggled");
+    let mut object = ringkv_shared::Object::new();
+    object.update(
+        &VersionVector::new(),
+        Some(Bytes::from_static(b"forged")),
+        ringkv_shared::ActorId(7),
+    )?;
+    let write = Request::Write {
+        key: key.clone(),
+        object,
+        hint_for: None,
+    };
+    let ping = frame::encode(&Request::Ping, 1 << 20)?;
+    let batch = [
+        frame::encode(&Request::Batch { requests: 3 }, 1 << 20)?,
+        ping.clone(),
+        frame::encode(&write, 1 << 20)?,
+        ping,
+    ]
+    .concat();
+    let buf = raw.send_raw_all(&batch).await?.expect("three replies");
+    let mut replies = batch_replies(&buf)?;
+    replies.sort_by_key(|(i, _)| *i);
+    assert_eq!(replies.len(), 3);
+    assert!(matches!(replies[0].1.body, Response::Pong { .. }));
+    assert!(
+        matches!(
+            replies[1].1.body,
+            Response::Error(ReplyError::Forbidden { .. })
+        ),
+        "{:?}",
+        replies[1].1.body
+    );
+    assert!(matches!(replies[2].1.body, Response::Pong { .. }));
+    for i in 0..3 {
+        let node = cluster.node(i).expect("running");
+        let p = node.ring().partition_of(&key);
+        assert!(
+            node.store().get(p, &key)?.is_none(),
+            "node {} holds it",
+            i + 1
+        );
+    }
+    Ok(())
+}
