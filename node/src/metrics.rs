@@ -85,6 +85,18 @@ pub(crate) struct Metrics {
     pub(crate) read_repairs: Counter,
     pub(crate) members: Family<Stage, Gauge>,
     connections: Family<Protocol, Counter>,
+    /// The request counter and latency histogram of each (operation, outcome) served so far,
+    /// so that a request finds them without hashing its labels into the families.
+    served: arc_swap::ArcSwap<Vec<Served>>,
+}
+
+/// One (operation, outcome)'s metrics, shared with the families that export them.
+#[derive(Clone)]
+struct Served {
+    op: &'static str,
+    outcome: &'static str,
+    count: Counter,
+    latency: Histogram,
 }
 
 /// A frame protocol version, as a label.
@@ -156,6 +168,7 @@ impl Default for Metrics {
             read_repairs: Counter::default(),
             members: Family::default(),
             connections: Family::default(),
+            served: arc_swap::ArcSwap::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -327,11 +340,37 @@ impl Metrics {
 
     /// Counts one served request.
     pub(crate) fn served(&self, op: &'static str, outcome: &'static str, seconds: f64) {
-        self.requests
-            .get_or_create(&OpOutcome { op, outcome })
-            .inc();
+        let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
+        let known = self.served.load();
+        match known.iter().find(|s| same(s.op, op) && same(s.outcome, outcome)) {
+            Some(s) => {
+                s.count.inc();
+                s.latency.observe(seconds);
+            }
+            None => {
+                let count = self
+                    .requests
+                    .get_or_create(&OpOutcome { op, outcome })
+                    .clone();
+                let latency = self.latency.get_or_create(&Op { op }).clone();
+                count.inc();
+                latency.observe(seconds);
+                // A few dozen pairs at most: the set of operations and outcomes is fixed.
+                self.served.rcu(|known| {
+                    let mut more = Vec::clone(known);
+                    if !more.iter().any(|s| same(s.op, op) && same(s.outcome, outcome)) {
+                        more.push(Served {
+                            op,
+                            outcome,
+                            count: count.clone(),
+                            latency: latency.clone(),
+                        });
+                    }
+                    more
+                });
+            }
+        }
         self.requests_all.inc();
-        self.latency.get_or_create(&Op { op }).observe(seconds);
     }
 
     /// Requests served, all operations together.
@@ -375,6 +414,32 @@ mod tests {
             role: "client".into(),
         });
         assert_eq!(outcome(&forbidden), "forbidden");
+    }
+
+    /// The handles kept per (operation, outcome) count into the exported families: the first
+    /// request of a pair and the later ones alike.
+    #[test]
+    fn served_requests_are_counted_per_operation_and_outcome() {
+        let m = Metrics::default();
+        let read = String::from("read");
+        m.served("read", "ok", 0.001);
+        m.served("read", "ok", 0.002);
+        // Equal labels at another address are the same pair.
+        m.served(read.leak(), "ok", 0.003);
+        m.served("read", "quorum_failed", 0.004);
+        m.served("write", "ok", 0.005);
+        let text = m.render();
+        for line in [
+            r#"ringkv_requests_total{op="read",outcome="ok"} 3"#,
+            r#"ringkv_requests_total{op="read",outcome="quorum_failed"} 1"#,
+            r#"ringkv_requests_total{op="write",outcome="ok"} 1"#,
+            r#"ringkv_request_duration_seconds_count{op="read"} 4"#,
+            r#"ringkv_request_duration_seconds_count{op="write"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert_eq!(m.requests_total(), 5);
+        assert_eq!(m.served.load().len(), 3);
     }
 
     #[test]

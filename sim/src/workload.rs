@@ -18,7 +18,7 @@ use bytes::Bytes;
 use ringkv_client::crdt::{ORSet, PNCounter};
 use ringkv_client::{CallOptions, Client, ClientError, Context};
 use ringkv_net::sim::SimNet;
-use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
+use ringkv_node::testing::history::{Op, Outcome, encode_set, union_of_sets};
 use ringkv_node::testing::unique_history::{KeyOp, value_of};
 use ringkv_shared::quorum::{Answer, Role};
 use std::collections::{BTreeMap, BTreeSet};
@@ -203,7 +203,7 @@ impl Task {
             return;
         };
         check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
-        let mut set: BTreeSet<String> = read.values.iter().flat_map(|v| parse_set(v)).collect();
+        let mut set: BTreeSet<String> = union_of_sets(read.values.iter().map(|v| &v[..]));
         set.insert(element.clone());
         let r = self
             .client
@@ -239,7 +239,7 @@ impl Task {
             .await;
         self.record_set_write("set-chain", &key, &b, &r);
         let Ok(body) = r else { return };
-        let mut set: BTreeSet<String> = body.values.iter().flat_map(|v| parse_set(v)).collect();
+        let mut set: BTreeSet<String> = union_of_sets(body.values.iter().map(|v| &v[..]));
         let c = format!("{element}c");
         set.insert(c.clone());
         let r = self

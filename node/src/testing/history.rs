@@ -126,11 +126,22 @@ pub fn check(history: &[Op], finals: &BTreeMap<String, BTreeSet<String>>) -> Rep
 
 /// The elements of a stored set value (one per line).
 pub fn parse_set(value: &[u8]) -> BTreeSet<String> {
-    String::from_utf8_lossy(value)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+    union_of_sets([value])
+}
+
+/// The union of several stored sets (the siblings a read returned): one pass collecting
+/// every element, then one sorted build, rather than a set per sibling.
+pub fn union_of_sets<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeSet<String> {
+    let mut elements = Vec::new();
+    for value in values {
+        elements.extend(
+            String::from_utf8_lossy(value)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    elements.into_iter().collect()
 }
 
 /// A set as a stored value.
