@@ -86,6 +86,7 @@ fn main() {
                 cart_of(&read),
                 read.clock(),
                 read.values().next().is_some(),
+                &read.values().cloned().collect::<Vec<_>>(),
             )
             .expect("lane");
         let remove = rng.random_range(0..100) < args.remove_pct;

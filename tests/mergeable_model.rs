@@ -209,6 +209,7 @@ fn run<W: Workload>(seed: u64, steps: usize, mut workload: W) -> Result<(), Stri
                                 value,
                                 read.clock(),
                                 read.values().next().is_some(),
+                                &read.values().cloned().collect::<Vec<_>>(),
                             )
                             .map_err(|e| format!("begin: {e}"))?;
                         let op = workload.choose(&mut rng, update.value());

@@ -99,11 +99,14 @@ pub enum Prepared {
 ///   returned) and found no live value: the write was deleted after it. The lane is replaced by
 ///   a fresh one and `value` is left as read, so the deleted state is not written back.
 /// - Otherwise: merge the lane's state in. When the read was stale this adds what it missed;
-///   when the read already held it, merging changes nothing (merge is idempotent).
+///   when the read already held it, merging changes nothing (merge is idempotent), so when one
+///   of the siblings `read` (encoded) is the lane's last write byte for byte, `value` (their
+///   merge) holds it already and the merge is skipped.
 pub(crate) fn prepare<T>(
     value: &mut T,
     read_clock: &VersionVector,
     found: bool,
+    read: &[Bytes],
     lane: &mut Lane,
 ) -> Result<Prepared, ClientError>
 where
@@ -116,7 +119,9 @@ where
         *lane = Lane::fresh();
         return Ok(Prepared::Retired);
     }
-    value.merge(&decode_value::<T>(&last.value)?);
+    if !read.contains(&last.value) {
+        value.merge(&decode_value::<T>(&last.value)?);
+    }
     Ok(Prepared::Continued)
 }
 
@@ -193,18 +198,22 @@ impl Lanes {
     /// Starts an update of `key` from a read that returned `value` (every sibling merged) with
     /// causal context `read_clock`, `found` saying whether it returned any live value: takes a
     /// lane and brings its history in (see `prepare`).
+    ///
+    /// `read` is the siblings as read (encoded): when one of them is the lane's last write, the
+    /// value already holds the lane's state and it is not decoded again.
     pub fn begin<T>(
         &self,
         key: Bytes,
         mut value: T,
         read_clock: &VersionVector,
         found: bool,
+        read: &[Bytes],
     ) -> Result<Update<T>, ClientError>
     where
         T: Merge + Serialize + DeserializeOwned,
     {
         let mut lane = self.take(&key);
-        let prepared = prepare(&mut value, read_clock, found, &mut lane)?;
+        let prepared = prepare(&mut value, read_clock, found, read, &mut lane)?;
         Ok(Update {
             key,
             value,
@@ -320,7 +329,7 @@ mod tests {
         // The read saw nothing of that write.
         let mut read: ORSet<String> = ORSet::new();
         assert_eq!(
-            prepare(&mut read, &clock(&[(1, 1)]), false, &mut lane).unwrap(),
+            prepare(&mut read, &clock(&[(1, 1)]), false, &[], &mut lane).unwrap(),
             Prepared::Continued
         );
         assert_eq!(read, mine);
@@ -340,7 +349,7 @@ mod tests {
         );
         let mut read: ORSet<String> = ORSet::new();
         assert_eq!(
-            prepare(&mut read, &clock(&[(1, 3)]), false, &mut lane).unwrap(),
+            prepare(&mut read, &clock(&[(1, 3)]), false, &[], &mut lane).unwrap(),
             Prepared::Retired
         );
         assert!(read.is_empty(), "the deleted state is not written back");
@@ -356,11 +365,30 @@ mod tests {
         read.add("x".into(), ActorId(8));
         let expect = read.clone();
         assert_eq!(
-            prepare(&mut read, &clock(&[(1, 3)]), true, &mut lane).unwrap(),
+            prepare(&mut read, &clock(&[(1, 3)]), true, &[], &mut lane).unwrap(),
             Prepared::Continued
         );
         assert_eq!(read, expect);
         assert_eq!(lane.actor(), ActorId(7));
+    }
+
+    /// A read that returned the lane's last write as a sibling already holds its state: the
+    /// lane is not decoded again (here it could not be: its bytes are a sibling's, but the
+    /// stored state they stand for was merged from the read).
+    #[test]
+    fn a_read_holding_the_lanes_last_write_does_not_decode_it_again() {
+        let mut lane = Lane::with_actor(ActorId(7));
+        let last = Bytes::from_static(b"\x01\xc1");
+        lane.wrote(last.clone(), clock(&[(1, 1)]));
+        let mut read: ORSet<String> = set(&["a"], ActorId(8));
+        let expect = read.clone();
+        assert_eq!(
+            prepare(&mut read, &clock(&[(1, 1)]), true, &[last], &mut lane).unwrap(),
+            Prepared::Continued
+        );
+        assert_eq!(read, expect);
+        // The same lane with a read that did not return its write must decode it (and fails).
+        assert!(prepare(&mut read, &clock(&[(1, 1)]), true, &[], &mut lane).is_err());
     }
 
     #[test]
@@ -369,7 +397,7 @@ mod tests {
         lane.wrote(Bytes::from_static(b"\x01\xc1"), clock(&[(1, 1)]));
         let mut read: ORSet<String> = ORSet::new();
         assert!(matches!(
-            prepare(&mut read, &clock(&[]), true, &mut lane),
+            prepare(&mut read, &clock(&[]), true, &[], &mut lane),
             Err(ClientError::Codec { .. })
         ));
     }

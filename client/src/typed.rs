@@ -46,15 +46,27 @@ impl Client {
     where
         T: Merge + Default + DeserializeOwned,
     {
-        let key = key.into();
+        Ok(self.read_merged(key.into(), opts).await?.0)
+    }
+
+    /// [`Client::get_merged_with`], also returning the siblings as read (encoded).
+    async fn read_merged<T>(
+        &self,
+        key: Bytes,
+        opts: CallOptions,
+    ) -> Result<(Merged<T>, Vec<Bytes>), ClientError>
+    where
+        T: Merge + Default + DeserializeOwned,
+    {
         let read = self.get_with(key.clone(), opts).await?;
-        let value = merge_siblings(&key, &read.values)?;
-        Ok(Merged {
+        let value = merge_siblings(&key, &read.values, None)?;
+        let merged = Merged {
             value,
             siblings: read.values.len(),
             context: read.context,
             answers: read.answers,
-        })
+        };
+        Ok((merged, read.values))
     }
 
     /// Read-merge-write: reads every sibling of `key`, merges them, applies `change`, and
@@ -112,7 +124,7 @@ impl Client {
         F: FnOnce(&mut T, ActorId),
     {
         let key = key.into();
-        let read: Merged<T> = match self.get_merged_with(key.clone(), opts).await {
+        let (read, read_values): (Merged<T>, _) = match self.read_merged(key.clone(), opts).await {
             Ok(read) => read,
             // Fewer than R nodes that would know answered, but some did. A partial read is safe
             // here (lanes keep every actor's own history; a remove removes only what it saw),
@@ -120,7 +132,7 @@ impl Client {
             // writeable on the side of a partition that holds one owner.
             Err(ClientError::QuorumFailed { succeeded, .. }) if succeeded > 0 => {
                 tracing::debug!(key = %label(&key), succeeded, "modify continues from a partial read");
-                self.get_merged_with(key.clone(), opts.quorum(1))
+                self.read_merged(key.clone(), opts.quorum(1))
                     .await
                     .map_err(read_failed)?
             }
@@ -131,10 +143,10 @@ impl Client {
             .to_clock()
             .map_err(|reason| ClientError::Codec { reason })?;
         let found = read.siblings > 0;
-        let mut update = self
-            .inner
-            .lanes
-            .begin(key.clone(), read.value, &read_clock, found)?;
+        let mut update =
+            self.inner
+                .lanes
+                .begin(key.clone(), read.value, &read_clock, found, &read_values)?;
         if *update.prepared() == crate::lanes::Prepared::Retired {
             tracing::debug!(key = %label(&key), "the key was deleted after this client's last update: new actor");
         }
@@ -145,11 +157,17 @@ impl Client {
         let reply = self
             .put_lane(key.clone(), encoded.clone(), &read.context, opts)
             .await?;
-        let written = update.written(&self.inner.lanes, encoded, reply.clock);
+        let written = update.written(&self.inner.lanes, encoded.clone(), reply.clock);
         let stored = reply
             .body
             .as_ref()
-            .map(|body| (merge_siblings::<T>(&key, body.values()), body));
+            // The value just written is merged below as `written`: not decoded again.
+            .map(|body| {
+                (
+                    merge_siblings::<T>(&key, body.values(), Some(&encoded)),
+                    body,
+                )
+            });
         let (value, context) = match stored {
             Some((Ok(mut value), body)) => {
                 value.merge(&written);
@@ -171,16 +189,19 @@ impl Client {
 }
 
 /// Every sibling of `key` decoded, checked and merged into one `T` (the default when there is
-/// none). A sibling that does not decode or breaks `T`'s invariants is an error naming the key.
+/// none), except those whose bytes are `known`'s (a value the caller merges itself: merging it
+/// twice would change nothing, and decoding a large value is the costly part). A sibling that
+/// does not decode or breaks `T`'s invariants is an error naming the key.
 fn merge_siblings<'a, T>(
     key: &[u8],
     siblings: impl IntoIterator<Item = &'a Bytes>,
+    known: Option<&Bytes>,
 ) -> Result<T, ClientError>
 where
     T: Merge + Default + DeserializeOwned,
 {
     let mut value = T::default();
-    for sibling in siblings {
+    for sibling in siblings.into_iter().filter(|s| Some(*s) != known) {
         let unusable = |why: String| ClientError::Codec {
             reason: format!("key {}: a sibling is unusable: {why}", label(key)),
         };
@@ -233,5 +254,21 @@ mod tests {
             decode_value::<PNCounter>(b""),
             Err(ClientError::Codec { .. })
         ));
+    }
+
+    /// Siblings are merged, except the one the caller merges itself (not even decoded: here
+    /// it could not be); any other sibling that does not decode is still an error.
+    #[test]
+    fn merging_siblings_skips_only_the_known_value() {
+        let (mut a, mut b) = (PNCounter::new(), PNCounter::new());
+        a.add(ActorId(1), 4);
+        b.add(ActorId(2), 3);
+        let (a, b) = (encode_value(&a).unwrap(), encode_value(&b).unwrap());
+        let known = Bytes::from_static(b"\x01\xc1");
+        let all = [a.clone(), known.clone(), b.clone()];
+        let merged: PNCounter = merge_siblings(b"k", &all, Some(&known)).unwrap();
+        assert_eq!(merged.value(), 7);
+        assert!(merge_siblings::<PNCounter>(b"k", &all, None).is_err());
+        assert!(merge_siblings::<PNCounter>(b"k", &all, Some(&a)).is_err());
     }
 }

@@ -342,7 +342,10 @@ impl Metrics {
     pub(crate) fn served(&self, op: &'static str, outcome: &'static str, seconds: f64) {
         let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
         let known = self.served.load();
-        match known.iter().find(|s| same(s.op, op) && same(s.outcome, outcome)) {
+        match known
+            .iter()
+            .find(|s| same(s.op, op) && same(s.outcome, outcome))
+        {
             Some(s) => {
                 s.count.inc();
                 s.latency.observe(seconds);
@@ -358,7 +361,10 @@ impl Metrics {
                 // A few dozen pairs at most: the set of operations and outcomes is fixed.
                 self.served.rcu(|known| {
                     let mut more = Vec::clone(known);
-                    if !more.iter().any(|s| same(s.op, op) && same(s.outcome, outcome)) {
+                    if !more
+                        .iter()
+                        .any(|s| same(s.op, op) && same(s.outcome, outcome))
+                    {
                         more.push(Served {
                             op,
                             outcome,

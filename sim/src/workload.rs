@@ -18,10 +18,10 @@ use bytes::Bytes;
 use ringkv_client::crdt::{ORSet, PNCounter};
 use ringkv_client::{CallOptions, Client, ClientError, Context};
 use ringkv_net::sim::SimNet;
-use ringkv_node::testing::history::{Op, Outcome, encode_set, union_of_sets};
+use ringkv_node::testing::history::{Op, Outcome, encode_union};
 use ringkv_node::testing::unique_history::{KeyOp, value_of};
 use ringkv_shared::quorum::{Answer, Role};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -203,48 +203,45 @@ impl Task {
             return;
         };
         check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
-        let mut set: BTreeSet<String> = union_of_sets(read.values.iter().map(|v| &v[..]));
-        set.insert(element.clone());
+        let read_sets = || read.values.iter().map(|v| &v[..]);
         let r = self
             .client
-            .put(key.clone(), Bytes::from(encode_set(&set)), &read.context)
+            .put(
+                key.clone(),
+                Bytes::from(encode_union(read_sets(), &[&element])),
+                &read.context,
+            )
             .await;
         self.record_set_write("set-add", &key, &element, &r);
         if let (true, Ok(next)) = (chain, r) {
-            self.set_chain(key, set, next, &element).await;
+            let b = format!("{element}b");
+            let with_b = encode_union(read_sets(), &[&element, &b]);
+            self.set_chain(key, with_b, next, &element, &b).await;
         }
     }
 
-    /// G16: after a write, writes twice more without a read. First `<element>b` with the
-    /// context the write returned (covering the read's versions and the write's own), then
-    /// `<element>c` into the union of the versions `put_returning` handed back, with the
-    /// context it returned. Neither may drop an element another writer added meanwhile.
-    async fn set_chain(
-        &self,
-        key: String,
-        mut set: BTreeSet<String>,
-        next: Context,
-        element: &str,
-    ) {
-        let b = format!("{element}b");
-        set.insert(b.clone());
+    /// G16: after a write, writes twice more without a read. First `<element>b` (`with_b`:
+    /// the set written with it added) with the context the write returned (covering the read's
+    /// versions and the write's own), then `<element>c` into the union of the versions
+    /// `put_returning` handed back, with the context it returned. Neither may drop an element
+    /// another writer added meanwhile.
+    async fn set_chain(&self, key: String, with_b: Vec<u8>, next: Context, element: &str, b: &str) {
         let r = self
             .client
             .put_returning(
                 key.clone(),
-                Bytes::from(encode_set(&set)),
+                Bytes::from(with_b),
                 &next,
                 CallOptions::default(),
             )
             .await;
-        self.record_set_write("set-chain", &key, &b, &r);
+        self.record_set_write("set-chain", &key, b, &r);
         let Ok(body) = r else { return };
-        let mut set: BTreeSet<String> = union_of_sets(body.values.iter().map(|v| &v[..]));
         let c = format!("{element}c");
-        set.insert(c.clone());
+        let with_c = encode_union(body.values.iter().map(|v| &v[..]), &[&c]);
         let r = self
             .client
-            .put(key.clone(), Bytes::from(encode_set(&set)), &body.context)
+            .put(key.clone(), Bytes::from(with_c), &body.context)
             .await;
         self.record_set_write("set-chain", &key, &c, &r);
     }

@@ -18,7 +18,7 @@
 
 mod log;
 
-pub use log::{EventLog, KEPT};
+pub use log::{EventLog, Fields, KEPT};
 
 use crate::transport::{Transport, TransportError};
 use rand::rngs::StdRng;
@@ -344,7 +344,7 @@ fn label(request: &Request) -> (Option<&[u8]>, Option<NodeId>) {
 }
 
 /// Feeds an address to the event log's hash.
-fn hash_addr(h: &mut xxhash_rust::xxh3::Xxh3, addr: SocketAddr) {
+fn hash_addr(h: &mut Fields, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => h.update(&a.ip().octets()),
         SocketAddr::V6(a) => h.update(&a.ip().octets()),

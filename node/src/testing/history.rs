@@ -144,6 +144,35 @@ pub fn union_of_sets<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeSet
     elements.into_iter().collect()
 }
 
+/// The stored value of the union of stored sets (the siblings a read returned) and `extra`
+/// elements: what `encode_set` of `union_of_sets(values)` plus `extra` gives, built from the
+/// elements where they lie (a workload's read-add-write, without a string per element).
+pub fn encode_union<'a>(values: impl IntoIterator<Item = &'a [u8]>, extra: &[&str]) -> Vec<u8> {
+    let mut owned: Vec<String> = Vec::new();
+    let mut elements: Vec<&[u8]> = extra.iter().map(|e| e.as_bytes()).collect();
+    for value in values {
+        if std::str::from_utf8(value).is_ok() {
+            // As `str::lines` splits: at `\n`, dropping a `\r` before it.
+            elements.extend(
+                value
+                    .split(|&b| b == b'\n')
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                    .filter(|l| !l.is_empty()),
+            );
+        } else {
+            owned.extend(parse_set(value));
+        }
+    }
+    elements.extend(owned.iter().map(|e| e.as_bytes()));
+    let set: BTreeSet<&[u8]> = elements.into_iter().collect();
+    let mut out = Vec::with_capacity(set.iter().map(|e| e.len() + 1).sum());
+    for e in set {
+        out.extend_from_slice(e);
+        out.push(b'\n');
+    }
+    out
+}
+
 /// A set as a stored value.
 pub fn encode_set(set: &BTreeSet<String>) -> Vec<u8> {
     let mut out = String::new();
@@ -157,6 +186,22 @@ pub fn encode_set(set: &BTreeSet<String>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_union_encodes_as_the_parsed_sets_would() {
+        let values: [&[u8]; 4] = [b"b\na\n", b"c\r\nb\n\nz", b"\xffbad\nq\n", b""];
+        for n in 0..=values.len() {
+            for extra in [&[][..], &["a"][..], &["y", "d", "y"][..]] {
+                let mut set = union_of_sets(values[..n].iter().copied());
+                set.extend(extra.iter().map(|e| e.to_string()));
+                assert_eq!(
+                    encode_union(values[..n].iter().copied(), extra),
+                    encode_set(&set),
+                    "{n} values and {extra:?}"
+                );
+            }
+        }
+    }
 
     fn op(key: &str, element: &str, outcome: Outcome) -> Op {
         Op {
