@@ -149,7 +149,7 @@ pub fn union_of_sets<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeSet
 /// elements where they lie (a workload's read-add-write, without a string per element).
 pub fn encode_union<'a>(values: impl IntoIterator<Item = &'a [u8]>, extra: &[&str]) -> Vec<u8> {
     let mut owned: Vec<String> = Vec::new();
-    let mut elements: Vec<&[u8]> = extra.iter().map(|e| e.as_bytes()).collect();
+    let mut elements: Vec<&[u8]> = Vec::new();
     for value in values {
         if std::str::from_utf8(value).is_ok() {
             // As `str::lines` splits: at `\n`, dropping a `\r` before it.
@@ -164,9 +164,18 @@ pub fn encode_union<'a>(values: impl IntoIterator<Item = &'a [u8]>, extra: &[&st
         }
     }
     elements.extend(owned.iter().map(|e| e.as_bytes()));
-    let set: BTreeSet<&[u8]> = elements.into_iter().collect();
-    let mut out = Vec::with_capacity(set.iter().map(|e| e.len() + 1).sum());
-    for e in set {
+    // One stored set (the usual read) is sorted already: no sort then.
+    if !elements.windows(2).all(|w| w[0] < w[1]) {
+        elements.sort_unstable();
+        elements.dedup();
+    }
+    for e in extra {
+        if let Err(at) = elements.binary_search(&e.as_bytes()) {
+            elements.insert(at, e.as_bytes());
+        }
+    }
+    let mut out = Vec::with_capacity(elements.iter().map(|e| e.len() + 1).sum());
+    for e in elements {
         out.extend_from_slice(e);
         out.push(b'\n');
     }
