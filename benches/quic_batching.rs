@@ -12,7 +12,7 @@
 //! `/proc/self/stat`) over the requests answered.
 
 use anyhow::{Context, Result, bail};
-use ringkv_net::quic::{TlsIdentity, client_config, endpoint_config, server_config};
+use ringkv_net::quic::{client_config, endpoint_config, server_config};
 use ringkv_node::certs::{DevCa, Role};
 use ringkv_shared::NodeId;
 use ringkv_shared::limits::Limits;
@@ -26,15 +26,6 @@ const VALUE: usize = 1024;
 /// Most requests one batch carries.
 const MOST_PER_BATCH: usize = 32;
 const ROUND: Duration = Duration::from_secs(3);
-
-fn identity(ca: &DevCa, role: &Role, name: &str) -> Result<TlsIdentity> {
-    let issued = ca.issue(role, name)?;
-    Ok(TlsIdentity {
-        ca_pem: ca.cert_pem().as_bytes().to_vec(),
-        cert_pem: issued.cert_pem.into_bytes(),
-        key_pem: issued.key_pem.into_bytes(),
-    })
-}
 
 /// Reads length-prefixed frames until the peer finishes, echoing each as it arrives.
 async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<()> {
@@ -215,8 +206,8 @@ async fn main() -> Result<()> {
     let rounds = args.get(1).copied().unwrap_or(3);
     let ca = DevCa::generate()?;
     let limits = Limits::default();
-    let server_id = identity(&ca, &Role::Node(NodeId(1)), "n1")?;
-    let client_id = identity(&ca, &Role::Client, "bench")?;
+    let server_id = ca.identity(&Role::Node(NodeId(1)), "n1")?;
+    let client_id = ca.identity(&Role::Client, "bench")?;
     let server_socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let server = quinn::Endpoint::new(
         endpoint_config(&server_id),

@@ -9,8 +9,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use ringkv_net::quic::{
-    QuicTransport, TlsIdentity, TransportOptions, client_config, endpoint_config, read_frame,
-    server_config,
+    QuicTransport, TransportOptions, client_config, endpoint_config, read_frame, server_config,
 };
 use ringkv_net::{Transport, TransportError};
 use ringkv_node::certs::{DevCa, Role};
@@ -31,15 +30,6 @@ enum Lie {
     RepeatedIndex,
     /// A reply to a request index the batch never had.
     UnknownIndex,
-}
-
-fn identity(ca: &DevCa, role: &Role, name: &str) -> Result<TlsIdentity> {
-    let issued = ca.issue(role, name)?;
-    Ok(TlsIdentity {
-        ca_pem: ca.cert_pem().as_bytes().to_vec(),
-        cert_pem: issued.cert_pem.into_bytes(),
-        key_pem: issued.key_pem.into_bytes(),
-    })
 }
 
 fn pong() -> Reply {
@@ -113,8 +103,8 @@ async fn serve(endpoint: quinn::Endpoint, lie: Lie, release: Arc<Notify>, seen: 
 async fn lied_to(lie: Lie) -> Result<()> {
     let ca = DevCa::generate()?;
     let limits = Limits::default();
-    let server_id = identity(&ca, &Role::Node(NodeId(1)), "n1")?;
-    let client_id = identity(&ca, &Role::Client, "app")?;
+    let server_id = ca.identity(&Role::Node(NodeId(1)), "n1")?;
+    let client_id = ca.identity(&Role::Client, "app")?;
     let server = quinn::Endpoint::new(
         endpoint_config(&server_id),
         Some(server_config(&server_id, &limits)?),

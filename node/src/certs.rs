@@ -12,7 +12,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use ringkv_net::quic::SERVER_NAME;
+use ringkv_net::quic::{SERVER_NAME, TlsIdentity};
 pub use ringkv_shared::roles::Role;
 use std::path::{Path, PathBuf};
 
@@ -131,6 +131,27 @@ impl DevCa {
         self.issue_valid_for(role, name, LEAF_DAYS)
     }
 
+    /// A certificate for `role` named `name` with its key and this CA, as the TLS identity a
+    /// node or client presents ([`DevCa::issue`]).
+    pub fn identity(&self, role: &Role, name: &str) -> Result<TlsIdentity, CertError> {
+        self.identity_valid_for(role, name, LEAF_DAYS)
+    }
+
+    /// [`DevCa::identity`], valid for `days`.
+    pub fn identity_valid_for(
+        &self,
+        role: &Role,
+        name: &str,
+        days: u32,
+    ) -> Result<TlsIdentity, CertError> {
+        let leaf = self.issue_valid_for(role, name, days)?;
+        Ok(TlsIdentity {
+            ca_pem: self.cert_pem().as_bytes().to_vec(),
+            cert_pem: leaf.cert_pem.into_bytes(),
+            key_pem: leaf.key_pem.into_bytes(),
+        })
+    }
+
     /// [`DevCa::issue`], valid for `days`.
     pub fn issue_valid_for(
         &self,
@@ -236,16 +257,12 @@ mod tests {
     fn a_reloaded_ca_issues_certificates_that_chain() {
         let ca = DevCa::generate().unwrap();
         let again = DevCa::from_pem(ca.cert_pem().to_owned(), &ca.key_pem()).unwrap();
-        let leaf = again
-            .issue(&Role::Node(ringkv_shared::NodeId(1)), "n1")
+        let id = again
+            .identity(&Role::Node(ringkv_shared::NodeId(1)), "n1")
             .unwrap();
-        assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(id.cert_pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert_eq!(id.ca_pem, ca.cert_pem().as_bytes());
         // Chain validity is exercised end to end by the TLS tests (tests/tls.rs).
-        let id = ringkv_net::quic::TlsIdentity {
-            ca_pem: ca.cert_pem().as_bytes().to_vec(),
-            cert_pem: leaf.cert_pem.into_bytes(),
-            key_pem: leaf.key_pem.into_bytes(),
-        };
         ringkv_net::quic::server_config(&id, &ringkv_shared::Limits::default()).unwrap();
     }
 

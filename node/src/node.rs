@@ -596,12 +596,7 @@ mod tests {
     use crate::certs::{DevCa, Role};
 
     fn identity(ca: &DevCa, role: &Role) -> TlsIdentity {
-        let leaf = ca.issue(role, "n1").expect("issue");
-        TlsIdentity {
-            ca_pem: ca.cert_pem().as_bytes().to_vec(),
-            cert_pem: leaf.cert_pem.into_bytes(),
-            key_pem: leaf.key_pem.into_bytes(),
-        }
+        ca.identity(role, "n1").expect("issue")
     }
 
     #[test]

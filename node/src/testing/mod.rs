@@ -159,12 +159,7 @@ impl LocalClusterBuilder {
             )?);
         }
         // The harness also inspects and administers the cluster: an operator's certificate.
-        let client = ca.issue(&Role::Admin, "local-admin")?;
-        let client_tls = TlsIdentity {
-            ca_pem: ca.cert_pem().as_bytes().to_vec(),
-            cert_pem: client.cert_pem.into_bytes(),
-            key_pem: client.key_pem.into_bytes(),
-        };
+        let client_tls = ca.identity(&Role::Admin, "local-admin")?;
 
         let mut nodes = Vec::new();
         for (index, (config, socket)) in configs.iter().zip(sockets).enumerate() {

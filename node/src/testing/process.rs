@@ -342,12 +342,7 @@ impl ProcessCluster {
         name: &str,
         days: u32,
     ) -> Result<TlsIdentity, ClusterError> {
-        let leaf = self.ca.issue_valid_for(role, name, days)?;
-        Ok(TlsIdentity {
-            ca_pem: self.ca.cert_pem().as_bytes().to_vec(),
-            cert_pem: leaf.cert_pem.into_bytes(),
-            key_pem: leaf.key_pem.into_bytes(),
-        })
+        Ok(self.ca.identity_valid_for(role, name, days)?)
     }
 
     /// The working directory (certificates, configs, data, logs).
