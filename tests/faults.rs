@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, ensure};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{CallOptions, Context};
-use ringkv_node::testing::history::{self, Op, Outcome, encode_set, parse_set};
+use ringkv_node::testing::history::{self, Op, Outcome, encode_set};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -244,7 +244,7 @@ async fn burst(client: &ringkv::Client, key: &str, count: usize) -> Result<Vec<O
     let mut ops = Vec::new();
     for i in 0..count {
         let read = client.get(key.to_string()).await?;
-        let mut set: BTreeSet<String> = read.values.iter().flat_map(|v| parse_set(v)).collect();
+        let mut set: BTreeSet<String> = history::union_of_sets(&read.values);
         let element = format!("b-{i}");
         set.insert(element.clone());
         client

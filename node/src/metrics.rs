@@ -99,6 +99,15 @@ struct Served {
     latency: Histogram,
 }
 
+impl Served {
+    /// Whether these are the handles of (`op`, `outcome`): the same label strings, most often
+    /// at the same address.
+    fn is(&self, op: &str, outcome: &str) -> bool {
+        let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
+        same(self.op, op) && same(self.outcome, outcome)
+    }
+}
+
 /// A frame protocol version, as a label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Protocol {
@@ -340,43 +349,41 @@ impl Metrics {
 
     /// Counts one served request.
     pub(crate) fn served(&self, op: &'static str, outcome: &'static str, seconds: f64) {
-        let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
         let known = self.served.load();
-        match known
-            .iter()
-            .find(|s| same(s.op, op) && same(s.outcome, outcome))
-        {
-            Some(s) => {
-                s.count.inc();
-                s.latency.observe(seconds);
-            }
+        let fresh;
+        let handles = match known.iter().find(|s| s.is(op, outcome)) {
+            Some(kept) => kept,
             None => {
-                let count = self
-                    .requests
-                    .get_or_create(&OpOutcome { op, outcome })
-                    .clone();
-                let latency = self.latency.get_or_create(&Op { op }).clone();
-                count.inc();
-                latency.observe(seconds);
-                // A few dozen pairs at most: the set of operations and outcomes is fixed.
-                self.served.rcu(|known| {
-                    let mut more = Vec::clone(known);
-                    if !more
-                        .iter()
-                        .any(|s| same(s.op, op) && same(s.outcome, outcome))
-                    {
-                        more.push(Served {
-                            op,
-                            outcome,
-                            count: count.clone(),
-                            latency: latency.clone(),
-                        });
-                    }
-                    more
-                });
+                fresh = self.keep_served(op, outcome);
+                &fresh
             }
-        }
+        };
+        handles.count.inc();
+        handles.latency.observe(seconds);
         self.requests_all.inc();
+    }
+
+    /// The handles of a pair served for the first time, found by label in the families and
+    /// kept for the requests after it (a few dozen pairs at most: the operations and outcomes
+    /// are a fixed set).
+    fn keep_served(&self, op: &'static str, outcome: &'static str) -> Served {
+        let handles = Served {
+            op,
+            outcome,
+            count: self
+                .requests
+                .get_or_create(&OpOutcome { op, outcome })
+                .clone(),
+            latency: self.latency.get_or_create(&Op { op }).clone(),
+        };
+        self.served.rcu(|known| {
+            let mut more = Vec::clone(known);
+            if !more.iter().any(|s| s.is(op, outcome)) {
+                more.push(handles.clone());
+            }
+            more
+        });
+        handles
     }
 
     /// Requests served, all operations together.

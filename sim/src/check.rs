@@ -165,12 +165,7 @@ pub async fn judge(client: &Client, records: &Records) -> Vec<String> {
     for key in keys {
         match client.get_with(key.to_string(), opts).await {
             Ok(v) => {
-                let set: BTreeSet<String> = v
-                    .values
-                    .iter()
-                    .flat_map(|x| history::parse_set(x))
-                    .collect();
-                finals.insert(key.to_string(), set);
+                finals.insert(key.to_string(), history::union_of_sets(&v.values));
             }
             Err(e) => violations.push(format!("final read of {key} failed: {e}")),
         }

@@ -203,29 +203,28 @@ impl Task {
             return;
         };
         check_standins(&self.records, &key, !read.is_not_found(), &read.answers);
-        let read_sets = || read.values.iter().map(|v| &v[..]);
         let r = self
             .client
             .put(
                 key.clone(),
-                Bytes::from(encode_union(read_sets(), &[&element])),
+                Bytes::from(encode_union(&read.values, &[&element])),
                 &read.context,
             )
             .await;
         self.record_set_write("set-add", &key, &element, &r);
         if let (true, Ok(next)) = (chain, r) {
-            let b = format!("{element}b");
-            let with_b = encode_union(read_sets(), &[&element, &b]);
-            self.set_chain(key, with_b, next, &element, &b).await;
+            self.set_chain(key, &read.values, next, &element).await;
         }
     }
 
-    /// G16: after a write, writes twice more without a read. First `<element>b` (`with_b`:
-    /// the set written with it added) with the context the write returned (covering the read's
-    /// versions and the write's own), then `<element>c` into the union of the versions
-    /// `put_returning` handed back, with the context it returned. Neither may drop an element
-    /// another writer added meanwhile.
-    async fn set_chain(&self, key: String, with_b: Vec<u8>, next: Context, element: &str, b: &str) {
+    /// G16: after a write, writes twice more without a read. First `<element>b` (into the
+    /// union of the versions `read` returned, with `element` added as the write did) with the
+    /// context the write returned (covering the read's versions and the write's own), then
+    /// `<element>c` into the union of the versions `put_returning` handed back, with the
+    /// context it returned. Neither may drop an element another writer added meanwhile.
+    async fn set_chain(&self, key: String, read: &[Bytes], next: Context, element: &str) {
+        let b = format!("{element}b");
+        let with_b = encode_union(read, &[element, &b]);
         let r = self
             .client
             .put_returning(
@@ -235,10 +234,10 @@ impl Task {
                 CallOptions::default(),
             )
             .await;
-        self.record_set_write("set-chain", &key, b, &r);
+        self.record_set_write("set-chain", &key, &b, &r);
         let Ok(body) = r else { return };
         let c = format!("{element}c");
-        let with_c = encode_union(body.values.iter().map(|v| &v[..]), &[&c]);
+        let with_c = encode_union(&body.values, &[&c]);
         let r = self
             .client
             .put(key.clone(), Bytes::from(with_c), &body.context)

@@ -12,7 +12,7 @@ use super::node_binary;
 use anyhow::{Context as _, Result, bail, ensure};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringkv::{CallOptions, Client, TlsIdentity};
-use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set};
+use ringkv_node::testing::history::{Op, Outcome, encode_set, parse_set, union_of_sets};
 use ringkv_node::testing::{ProcessCluster, ProcessOptions};
 use ringkv_shared::proto::{AdminReply, AdminRequest, NodeStats, NodeStatus, Request, Response};
 use ringkv_shared::{Member, NodeId, Object};
@@ -594,8 +594,7 @@ pub async fn set_workload(
                     }
                 };
                 max_siblings.fetch_max(read.values.len(), Ordering::Relaxed);
-                let mut set: BTreeSet<String> =
-                    read.values.iter().flat_map(|v| parse_set(v)).collect();
+                let mut set: BTreeSet<String> = union_of_sets(&read.values);
                 let element = format!("w{w}-{seq}");
                 seq += 1;
                 set.insert(element.clone());

@@ -36,18 +36,6 @@ impl PartialEq for Dots {
 impl Eq for Dots {}
 
 impl Dots {
-    fn from_unsorted(mut dots: Vec<Dot>) -> Self {
-        if let [one] = dots[..] {
-            return Dots::One(one);
-        }
-        dots.sort_unstable();
-        dots.dedup();
-        match dots[..] {
-            [one] => Dots::One(one),
-            _ => Dots::Many(dots),
-        }
-    }
-
     fn as_slice(&self) -> &[Dot] {
         match self {
             Dots::One(dot) => std::slice::from_ref(dot),
@@ -65,6 +53,26 @@ impl Dots {
 
     fn iter(&self) -> std::slice::Iter<'_, Dot> {
         self.as_slice().iter()
+    }
+}
+
+/// Collects dots in any order, repeats dropped; one dot (the usual case) allocates nothing.
+impl FromIterator<Dot> for Dots {
+    fn from_iter<I: IntoIterator<Item = Dot>>(dots: I) -> Self {
+        let mut dots = dots.into_iter();
+        let Some(first) = dots.next() else {
+            return Dots::default();
+        };
+        let Some(second) = dots.next() else {
+            return Dots::One(first);
+        };
+        let mut dots: Vec<Dot> = [first, second].into_iter().chain(dots).collect();
+        dots.sort_unstable();
+        dots.dedup();
+        match dots[..] {
+            [one] => Dots::One(one),
+            _ => Dots::Many(dots),
+        }
     }
 }
 
@@ -86,17 +94,15 @@ impl<'de> Deserialize<'de> for Dots {
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dots, A::Error> {
-                let Some(first) = seq.next_element()? else {
-                    return Ok(Dots::default());
-                };
-                let Some(second) = seq.next_element()? else {
-                    return Ok(Dots::One(first));
-                };
-                let mut dots = vec![first, second];
-                while let Some(dot) = seq.next_element()? {
-                    dots.push(dot);
-                }
-                Ok(Dots::from_unsorted(dots))
+                let mut failed = None;
+                let dots = std::iter::from_fn(|| {
+                    seq.next_element().unwrap_or_else(|e| {
+                        failed = Some(e);
+                        None
+                    })
+                })
+                .collect();
+                failed.map_or(Ok(dots), Err)
             }
         }
 
@@ -309,7 +315,7 @@ fn merge_entry<V: Merge + Default>(
         mine.as_ref().map_or(&empty, |e| &e.dots),
         theirs.map_or(&empty, |e| &e.dots),
     );
-    let dots: Vec<Dot> = md
+    let dots: Dots = md
         .iter()
         .filter(|d| td.contains(d) || !their_clock.covers(**d))
         .chain(td.iter().filter(|d| !my_clock.covers(**d)))
@@ -319,10 +325,7 @@ fn merge_entry<V: Merge + Default>(
     if let Some(t) = theirs {
         value.merge(&t.value);
     }
-    Entry {
-        dots: Dots::from_unsorted(dots),
-        value,
-    }
+    Entry { dots, value }
 }
 
 impl<K: Ord + Clone, V: Merge + Clone + Default> Merge for ORMap<K, V> {
@@ -441,7 +444,7 @@ mod tests {
             mine_all
                 .into_iter()
                 .map(|(k, (dots, value))| {
-                    let dots = Dots::from_unsorted(dots.into_iter().collect());
+                    let dots = dots.into_iter().collect();
                     (k, Entry { dots, value })
                 })
                 .collect(),

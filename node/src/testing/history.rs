@@ -131,11 +131,11 @@ pub fn parse_set(value: &[u8]) -> BTreeSet<String> {
 
 /// The union of several stored sets (the siblings a read returned): one pass collecting
 /// every element, then one sorted build, rather than a set per sibling.
-pub fn union_of_sets<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeSet<String> {
+pub fn union_of_sets(values: impl IntoIterator<Item = impl AsRef<[u8]>>) -> BTreeSet<String> {
     let mut elements = Vec::new();
     for value in values {
         elements.extend(
-            String::from_utf8_lossy(value)
+            String::from_utf8_lossy(value.as_ref())
                 .lines()
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned),
@@ -147,10 +147,14 @@ pub fn union_of_sets<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeSet
 /// The stored value of the union of stored sets (the siblings a read returned) and `extra`
 /// elements: what `encode_set` of `union_of_sets(values)` plus `extra` gives, built from the
 /// elements where they lie (a workload's read-add-write, without a string per element).
-pub fn encode_union<'a>(values: impl IntoIterator<Item = &'a [u8]>, extra: &[&str]) -> Vec<u8> {
+pub fn encode_union<'a, V: AsRef<[u8]> + 'a>(
+    values: impl IntoIterator<Item = &'a V>,
+    extra: &[&str],
+) -> Vec<u8> {
     let mut owned: Vec<String> = Vec::new();
     let mut elements: Vec<&[u8]> = Vec::new();
     for value in values {
+        let value = value.as_ref();
         if std::str::from_utf8(value).is_ok() {
             // As `str::lines` splits: at `\n`, dropping a `\r` before it.
             elements.extend(
@@ -201,10 +205,10 @@ mod tests {
         let values: [&[u8]; 4] = [b"b\na\n", b"c\r\nb\n\nz", b"\xffbad\nq\n", b""];
         for n in 0..=values.len() {
             for extra in [&[][..], &["a"][..], &["y", "d", "y"][..]] {
-                let mut set = union_of_sets(values[..n].iter().copied());
+                let mut set = union_of_sets(&values[..n]);
                 set.extend(extra.iter().map(|e| e.to_string()));
                 assert_eq!(
-                    encode_union(values[..n].iter().copied(), extra),
+                    encode_union(&values[..n], extra),
                     encode_set(&set),
                     "{n} values and {extra:?}"
                 );
